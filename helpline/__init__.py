@@ -1,0 +1,45 @@
+"""The practitioner helpline: a confidential self-referral line for doctors and dentists in England.
+
+`create_app` builds the Flask app; importing the package does nothing else. The start-up sequence
+reads top to bottom in `create_app`: configuration, flow, keys, database, then each area's routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from flask import Flask
+
+from .config import Settings, load_settings
+from .crypto import Vault
+from .db import db
+from .hours import OpeningHours
+from .instance import demo_secret, random_token
+from .ivr.engine import Interpreter
+from .ivr.flow import load_flow
+
+
+def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | None = None) -> Flask:
+    """Build the service. Raises ConfigError or FlowError, with one line per problem, if it cannot start."""
+    settings = settings or load_settings(overrides)
+    flow = load_flow(settings.flow_path)
+    app = Flask(__name__, instance_path=settings.instance_path)
+    secret_key = settings.secret_key or demo_secret(settings.instance_path, "secret.key", random_token)
+    encryption_key = settings.encryption_key or demo_secret(settings.instance_path, "encryption.key", Vault.generate_key)
+    app.config.update(
+        HELPLINE=settings,
+        HELPLINE_TWILIO_AUTH_TOKEN=settings.twilio.auth_token,
+        SECRET_KEY=secret_key,
+        MAX_CONTENT_LENGTH=256 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    vault = Vault(encryption_key)
+    app.extensions["helpline.vault"] = vault
+    app.extensions["helpline.ivr"] = Interpreter(flow, settings, OpeningHours.from_settings(settings.opening_hours), vault)
+
+    db.init_app(app)
+
+    from . import voice
+
+    app.register_blueprint(voice.bp)
+    return app

@@ -1,0 +1,247 @@
+"""Configuration: `config.yaml` defaults, a `HELPLINE_CONFIG` file merged over them, environment last.
+
+The result is validated once, at start-up, into typed settings. A mistake stops start-up with one line
+per problem naming the key, so an operator never has to read a stack trace to fix a typo.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: The repository root in a checkout (or an editable install); `config.yaml` lives here.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Environment variables and the configuration key each one overrides.
+ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
+    "HELPLINE_DATABASE_URL": ("database_url",),
+    "HELPLINE_PUBLIC_URL": ("public_url",),
+    "HELPLINE_SECRET_KEY": ("secret_key",),
+    "HELPLINE_ENCRYPTION_KEY": ("encryption_key",),
+    "HELPLINE_REDIS_URL": ("redis_url",),
+    "TWILIO_ACCOUNT_SID": ("twilio", "account_sid"),
+    "TWILIO_AUTH_TOKEN": ("twilio", "auth_token"),
+    "TWILIO_API_BASE_URL": ("twilio", "api_base_url"),
+    "TWILIO_PHONE_NUMBER": ("twilio", "phone_number"),
+}
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SPAN = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` holds one human line per mistake."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceSettings(_Strict):
+    name: str = Field(min_length=1)
+    flow: str = Field(min_length=1)
+
+
+class TwilioSettings(_Strict):
+    account_sid: str | None = None
+    auth_token: str | None = None
+    api_base_url: str = "https://api.twilio.com"
+    phone_number: str | None = None
+    voice: str = "Polly.Amy"
+    language: str = "en-GB"
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+
+class OpeningHoursSettings(_Strict):
+    timezone: str
+    weekly: dict[str, list[str]]
+    closed_dates: list[dt.date] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("weekly")
+    @classmethod
+    def _spans(cls, weekly: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(weekly) - set(DAYS))
+        if unknown:
+            raise ValueError(f"unknown day {unknown[0]!r} (use {', '.join(DAYS)})")
+        for day, spans in weekly.items():
+            parsed = [parse_span(span, day) for span in spans]
+            parsed.sort()
+            for (_, end), (start, _) in zip(parsed, parsed[1:]):
+                if start < end:
+                    raise ValueError(f"{day}: opening spans overlap")
+        return {day: list(weekly.get(day, [])) for day in DAYS}
+
+
+def parse_span(span: str, day: str = "") -> tuple[int, int]:
+    """Turn "08:00-20:00" into minutes since midnight, (480, 1200); "00:00-24:00" is the whole day."""
+    match = _SPAN.match(str(span))
+    where = f"{day}: " if day else ""
+    if not match:
+        raise ValueError(f"{where}{span!r} is not HH:MM-HH:MM")
+    h1, m1, h2, m2 = (int(group) for group in match.groups())
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if h1 > 23 or m1 > 59 or m2 > 59 or end > 24 * 60:
+        raise ValueError(f"{where}{span!r} is not a time of day")
+    if end <= start:
+        raise ValueError(f"{where}{span!r} ends before it starts")
+    return start, end
+
+
+class QueueSettings(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    offer_callback_after_s: int = Field(ge=0)
+    announce_every_s: int = Field(ge=10, le=60)
+    default_wait_estimate_s: int = Field(ge=0)
+    hold_music_url: str | None = None
+
+
+class RoutingSettings(_Strict):
+    offer_timeout_s: int = Field(ge=1)
+    wrap_up_s: int = Field(ge=0)
+    skill_fallback_after_s: int = Field(ge=0)
+
+
+class ServerSettings(_Strict):
+    threads: int = Field(ge=1, le=1000)
+
+
+class Settings(_Strict):
+    """Everything the service reads from its configuration, validated."""
+
+    service: ServiceSettings
+    public_url: str
+    database_url: str | None = None
+    secret_key: str | None = None
+    encryption_key: str | None = None
+    redis_url: str | None = None
+    twilio: TwilioSettings
+    opening_hours: OpeningHoursSettings
+    queue: QueueSettings
+    routing: RoutingSettings
+    server: ServerSettings
+    #: Where the embedded database and generated demo keys live.
+    instance_path: str = str(PROJECT_ROOT / "instance")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value) or "?" in value or "#" in value:
+            raise ValueError("must be an http(s) base URL such as https://helpline.example.org")
+        return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^rediss?://", value):
+            raise ValueError("must start with redis:// or rediss://")
+        return value or None
+
+    @model_validator(mode="after")
+    def _twilio_pair(self) -> "Settings":
+        if bool(self.twilio.account_sid) != bool(self.twilio.auth_token):
+            raise ValueError("twilio.account_sid and twilio.auth_token must be set together")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to the embedded SQLite file under the instance folder."""
+        return self.database_url or f"sqlite:///{Path(self.instance_path) / 'helpline.db'}"
+
+    @property
+    def flow_path(self) -> Path:
+        """The IVR flow file, relative paths being relative to the project root."""
+        path = Path(self.service.flow)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `over` into a copy of `base`, key by key, descending into mappings."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"config: cannot read {path}: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError([f"config: {path}{where}: not valid YAML"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"config: {path}: the top level must be a mapping of keys"])
+    return data
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    return f"config: {key}: {message}"
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read and validate the configuration: defaults, then `HELPLINE_CONFIG`, then `overrides`, then env."""
+    environ = os.environ if environ is None else environ
+    data = _read_yaml(PROJECT_ROOT / "config.yaml")
+    extra = environ.get("HELPLINE_CONFIG")
+    if extra:
+        data = _merge(data, _read_yaml(Path(extra)))
+    if overrides:
+        data = _merge(data, overrides)
+    for variable, path in ENVIRONMENT_KEYS.items():
+        value = environ.get(variable)
+        if value:
+            target = data
+            for part in path[:-1]:
+                target = target.setdefault(part, {})
+                if not isinstance(target, dict):
+                    raise ConfigError([f"config: {'.'.join(path[:-1])}: must be a mapping"])
+            target[path[-1]] = value
+    if environ.get("HELPLINE_INSTANCE_PATH"):
+        data["instance_path"] = environ["HELPLINE_INSTANCE_PATH"]
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(error) for error in exc.errors()]) from None

@@ -1,0 +1,60 @@
+"""In-process notifications that fire only once a transaction has committed.
+
+Code that changes the queue or a call says so with `announce(session, "queue_changed")`; subscribers
+(routing, the Socket.IO broadcaster) hear about it after the commit succeeds, never about changes that
+were rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any, Callable
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[..., None]
+
+
+class Bus:
+    """Named topics and their subscribers for one app."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, list[Subscriber]] = defaultdict(list)
+
+    def subscribe(self, topic: str, subscriber: Subscriber) -> None:
+        """Call `subscriber(**data)` after each committed announcement of `topic`."""
+        self._subscribers[topic].append(subscriber)
+
+    def publish(self, topic: str, **data: Any) -> None:
+        """Deliver now; a failing subscriber is logged and does not stop the others."""
+        for subscriber in list(self._subscribers.get(topic, ())):
+            try:
+                subscriber(**data)
+            except Exception:  # noqa: BLE001 - one broken listener must not break the webhook
+                log.exception("subscriber to %s failed", topic)
+
+
+def announce(session: Session, topic: str, **data: Any) -> None:
+    """Queue a notification to be published when `session` commits."""
+    pending = session.info.setdefault("pending_announcements", [])
+    if (topic, data) not in pending:
+        pending.append((topic, data))
+
+
+@event.listens_for(Session, "after_commit")
+def _publish_after_commit(session: Session) -> None:
+    pending = session.info.pop("pending_announcements", [])
+    bus: Bus | None = session.info.get("bus")
+    if bus is None:
+        return
+    for topic, data in pending:
+        bus.publish(topic, **data)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_rollback(session: Session) -> None:
+    session.info.pop("pending_announcements", None)

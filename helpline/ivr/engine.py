@@ -1,0 +1,309 @@
+"""The IVR interpreter: walks a caller through the flow file, keeping the call's record as it goes.
+
+It knows step *types*, never step names: what the caller hears and where each key leads come from
+`ivr_flows/`. Each method returns the TwiML to answer with and leaves committing to the caller.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import string
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from flask import url_for
+from sqlalchemy.orm import Session
+from twilio.twiml.voice_response import VoiceResponse
+
+from .. import routing
+from ..config import Settings
+from ..crypto import Vault
+from ..events import announce
+from ..hours import OpeningHours
+from ..models import Call, CallEvent, QueueEntry, utcnow
+from ..phone import parse_caller
+from . import twiml
+from .flow import Action, Flow, Step
+
+#: Seconds of hold music per play of the service's own hold tone (helpline/static/hold-music.wav).
+HOLD_CLIP_S = 15
+APOLOGY = "We are sorry, something went wrong on our side. Please stay on the line."
+
+
+@dataclass
+class Interpreter:
+    """Interprets one flow for one app: settings, hours and keys are fixed at start-up."""
+
+    flow: Flow
+    settings: Settings
+    hours: OpeningHours
+    vault: Vault
+
+    @property
+    def voice(self) -> twiml.Voice:
+        """The voice every prompt is spoken in."""
+        return twiml.Voice(self.settings.twilio.voice, self.settings.twilio.language)
+
+    # -- text ---------------------------------------------------------------------------------
+
+    def render(self, text: str, now: dt.datetime, **values: Any) -> str:
+        """Fill a prompt's placeholders: the flow's texts, then the service's own values."""
+        known: dict[str, Any] = {
+            "service_name": self.settings.service.name,
+            "opening_hours": self.hours.spoken_summary(),
+            "next_opening": self.spoken_next_opening(now),
+            "position": "",
+            "wait": "",
+            **values,
+        }
+        for name, snippet in self.flow.texts.items():
+            known[name] = string.Formatter().vformat(snippet, (), _Blank(known))
+        return " ".join(string.Formatter().vformat(text, (), known).split())
+
+    def spoken_next_opening(self, now: dt.datetime) -> str:
+        """When the line next opens, as words: "tomorrow at 8 a.m.", "on Monday 28 December at 8 a.m."."""
+        opening = self.hours.next_opening(now)
+        if opening is None:
+            return "as soon as we can"
+        today = self.hours.local(now).date()
+        clock = opening.strftime("%-I:%M %p").replace(":00", "").replace("AM", "a.m.").replace("PM", "p.m.")
+        if opening.date() == today:
+            return f"today at {clock}"
+        if opening.date() == today + dt.timedelta(days=1):
+            return f"tomorrow at {clock}"
+        return f"on {opening.strftime('%A')} {opening.day} {opening.strftime('%B')} at {clock}"
+
+    # -- the record ---------------------------------------------------------------------------
+
+    @staticmethod
+    def log(session: Session, call: Call, kind: str, step: str | None, **detail: Any) -> None:
+        """Add a line to the call's timeline."""
+        session.add(CallEvent(call_id=call.id, kind=kind, step=step, detail=detail))
+
+    def _path(self, call: Call, entry: dict[str, Any]) -> None:
+        call.ivr_path = [*call.ivr_path, {**entry, "at": utcnow().isoformat()}]
+
+    def keep_caller(self, call: Call, raw_from: str | None) -> None:
+        """Store the caller's number, encrypted, with its keyed hash: only once they need us to have it."""
+        if call.caller_number_status == "dropped":
+            return
+        parsed = parse_caller(raw_from)
+        call.caller_number_status = parsed.status
+        if parsed.e164:
+            call.caller_number_enc = self.vault.encrypt(parsed.e164)
+            call.caller_hash = self.vault.keyed_hash(parsed.e164)
+
+    @staticmethod
+    def forget_caller(call: Call) -> None:
+        """Drop every trace of who called: no number, encrypted or hashed, remains."""
+        call.caller_number_status = "dropped"
+        call.caller_number_enc = None
+        call.caller_hash = None
+
+    def settle(self, session: Session, call: Call, outcome: str, step: str | None) -> None:
+        """Record how the call ended, once: the first outcome stands."""
+        if call.outcome is None:
+            call.outcome = outcome
+            call.outcome_step = step
+            self.log(session, call, "outcome", step, outcome=outcome)
+
+    # -- walking the flow ---------------------------------------------------------------------
+
+    def start(self, session: Session, call: Call, form: Mapping[str, str]) -> VoiceResponse:
+        """The first answer to a new call."""
+        call.caller_number_status = parse_caller(form.get("From")).status
+        return self.enter(session, call, self.flow.start, form)
+
+    def enter(self, session: Session, call: Call, name: str, form: Mapping[str, str], attempt: int = 1) -> VoiceResponse:
+        """Move the call to step `name` and return what the caller hears there."""
+        now = utcnow()
+        step = self.flow.step(name)
+        call.step = name
+        self._path(call, {"step": name} if attempt == 1 else {"step": name, "attempt": attempt})
+        if attempt == 1:
+            self.log(session, call, "step", name)
+        voice = self.voice
+        if step.type == "say":
+            return twiml.speak_then_redirect(voice, self.render(step.say or "", now), self.step_url(call, step.next or ""))
+        if step.type == "hours":
+            target = step.open if self.hours.is_open(now) else step.closed
+            return self.enter(session, call, target or "", form)
+        if step.type == "menu":
+            text = self.render(step.prompt or "", now)
+            if attempt > 1 and step.retry:
+                text = f"{self.render(step.retry, now)} {text}"
+            return twiml.menu(voice, text, self.keys_url(call, name, attempt))
+        if step.type == "hangup":
+            if step.forget_caller:
+                self.forget_caller(call)
+            self.settle(session, call, step.outcome or "ended", name)
+            return twiml.speak_and_hang_up(voice, self.render(step.say or "", now))
+        if step.type == "callback":
+            return self._callback(session, call, step, form, now)
+        return self._queue(session, call, step, form, now)
+
+    def keys(self, session: Session, call: Call, name: str, attempt: int, digits: str, form: Mapping[str, str]) -> VoiceResponse:
+        """The caller pressed `digits` (or nothing) at menu `name` after `attempt` prompts."""
+        step = self.flow.step(name)
+        if step.type != "menu":
+            return self.enter(session, call, call.step or self.flow.start, form)
+        action = step.keys.get(digits[:1]) if digits else None
+        if action is not None:
+            self._path(call, {"step": name, "key": digits[:1]})
+            self.log(session, call, "key", name, key=digits[:1])
+            return self._act(session, call, action, form)
+        self.log(session, call, "no_input" if not digits else "invalid_key", name, attempt=attempt)
+        if attempt < step.attempts:
+            return self.enter(session, call, name, form, attempt=attempt + 1)
+        self._path(call, {"step": name, "key": None})
+        assert step.no_input is not None  # guaranteed by the flow check
+        return self._act(session, call, step.no_input, form)
+
+    def _act(self, session: Session, call: Call, action: Action, form: Mapping[str, str]) -> VoiceResponse:
+        if action.answer:
+            call.answers = {**call.answers, **action.answer}
+        if action.need:
+            call.need = action.need
+        if action.flag and action.flag not in call.flags:
+            call.flags = [*call.flags, action.flag]
+        return self.enter(session, call, action.goto, form)
+
+    # -- leaving the IVR ----------------------------------------------------------------------
+
+    def _callback(self, session: Session, call: Call, step: Step, form: Mapping[str, str], now: dt.datetime) -> VoiceResponse:
+        self.keep_caller(call, form.get("From"))
+        if call.caller_number_status != "valid":
+            return self.enter(session, call, step.no_number or "", form)
+        entry = call.queue_entry
+        if entry is None or not step.keep_place:
+            entry = entry or QueueEntry(call_id=call.id, placed_at=now)
+            entry.placed_at = entry.placed_at if step.keep_place else now
+            session.add(entry)
+        entry.kind = "callback"
+        entry.state = "waiting"
+        entry.need = call.need
+        entry.flags = list(call.flags)
+        entry.not_before = None if self.hours.is_open(now) else self.hours.next_opening(now)
+        if call.queued_at is not None and call.dequeued_at is None:
+            call.dequeued_at = now
+        self.settle(session, call, step.outcome or "callback_requested", step.name)
+        self.log(session, call, "callback_requested", step.name, keep_place=step.keep_place)
+        announce(session, "queue_changed")
+        return twiml.speak_and_hang_up(self.voice, self.render(step.say or "", now))
+
+    def _queue(self, session: Session, call: Call, step: Step, form: Mapping[str, str], now: dt.datetime) -> VoiceResponse:
+        self.keep_caller(call, form.get("From"))
+        entry = call.queue_entry
+        if entry is None:
+            entry = QueueEntry(call_id=call.id, placed_at=now)
+            session.add(entry)
+            call.queue_entry = entry
+        entry.kind = "live"
+        entry.state = "waiting"
+        entry.need = call.need
+        entry.flags = list(call.flags)
+        entry.not_before = None
+        if call.queued_at is None:
+            call.queued_at = now
+        call.dequeued_at = None
+        self.log(session, call, "queued", step.name, need=call.need, flags=list(call.flags))
+        announce(session, "queue_changed")
+        return twiml.enqueue(
+            self.voice,
+            self.render(step.say or "", now),
+            self.settings.queue.name,
+            url_for("voice.queue_wait", n=len(call.ivr_path)),
+            url_for("voice.queue_left", n=len(call.ivr_path)),
+        )
+
+    def queue_step(self) -> Step:
+        """The flow's queue step (its announcements and callback key)."""
+        return next(step for step in self.flow.steps.values() if step.type == "queue")
+
+    def wait(self, session: Session, call: Call, form: Mapping[str, str]) -> VoiceResponse:
+        """One stretch of waiting: where they are in line, the wait to expect, then hold music."""
+        now = utcnow()
+        step = self.queue_step()
+        entry = call.queue_entry
+        if entry is None or entry.state not in routing.IN_LINE:
+            # Not (or no longer) in our line: keep them waiting rather than lose them.
+            return twiml.hold(self.voice, "Please hold.", self.music_url(), 1, None)
+        place = routing.position(session, entry, now)
+        wait_s = routing.estimated_wait_s(session, place, now, self.settings.queue.default_wait_estimate_s)
+        waited = (now - (call.queued_at or now)).total_seconds()
+        text = self.render(step.announce["position"], now, position=place, wait=routing.spoken_wait(wait_s))
+        callback_url = None
+        if (
+            step.callback_key
+            and waited >= self.settings.queue.offer_callback_after_s
+            and call.caller_number_status in ("valid", None)
+            and parse_caller(form.get("From")).status == "valid"
+        ):
+            text = f"{text} {self.render(step.announce['callback_offer'], now)}"
+            callback_url = url_for("voice.queue_key", n=len(call.ivr_path))
+        loops = max(1, round(self.settings.queue.announce_every_s / HOLD_CLIP_S))
+        return twiml.hold(self.voice, text, self.music_url(), loops, callback_url)
+
+    def queue_key(self, session: Session, call: Call, digits: str, form: Mapping[str, str]) -> VoiceResponse:
+        """A key pressed while waiting: the callback key takes the caller out of the line politely."""
+        step = self.queue_step()
+        entry = call.queue_entry
+        if digits[:1] != step.callback_key or entry is None or entry.state not in routing.IN_LINE:
+            return twiml.empty()
+        self._path(call, {"step": step.name, "key": digits[:1]})
+        self.log(session, call, "key", step.name, key=digits[:1])
+        call.answers = {**call.answers, "callback": "from_queue"}
+        return twiml.leave_queue()
+
+    def queue_left(self, session: Session, call: Call, result: str, form: Mapping[str, str]) -> VoiceResponse:
+        """Twilio's Enqueue action: the caller has left the Twilio queue, for the reason `result`."""
+        now = utcnow()
+        step = self.queue_step()
+        entry = call.queue_entry
+        self.log(session, call, "left_queue", step.name, result=result)
+        if result == "leave" and call.answers.get("callback") == "from_queue" and step.callback:
+            return self.enter(session, call, step.callback, form)
+        if result == "hangup":
+            self.abandon(session, call, now)
+            return twiml.empty()
+        if result in ("bridged", "redirected", "redirected-from-bridged", "bridging-in-process"):
+            return twiml.empty()
+        # error, system-error, queue-full, or a leave we did not ask for: never drop the caller.
+        return twiml.retry_later(self.voice, APOLOGY, url_for("voice.step", name=step.name, n=len(call.ivr_path)))
+
+    def abandon(self, session: Session, call: Call, now: dt.datetime) -> None:
+        """The caller hung up before being answered: record where, and their place if they were in line."""
+        entry = call.queue_entry
+        if entry is not None and entry.kind == "live" and entry.state in routing.IN_LINE:
+            entry.position_at_exit = routing.position(session, entry, now)
+            entry.state = "abandoned"
+            entry.left_reason = "abandoned"
+            entry.left_at = now
+            call.dequeued_at = now
+            announce(session, "queue_changed")
+        self.settle(session, call, "abandoned", call.step)
+
+    # -- URLs ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def step_url(call: Call, name: str) -> str:
+        """Where Twilio fetches step `name`; `n` makes each visit's URL distinct for retry detection."""
+        return url_for("voice.step", name=name, n=len(call.ivr_path))
+
+    @staticmethod
+    def keys_url(call: Call, name: str, attempt: int) -> str:
+        """Where a menu's key (or silence) is sent."""
+        return url_for("voice.step_keys", name=name, attempt=attempt, n=len(call.ivr_path))
+
+    def music_url(self) -> str:
+        """Hold music: the configured clip, or the service's own gentle tone."""
+        if self.settings.queue.hold_music_url:
+            return self.settings.queue.hold_music_url
+        return self.settings.public_url + url_for("static", filename="hold-music.wav")
+
+
+class _Blank(dict):  # type: ignore[type-arg]
+    """Placeholder values for shared texts, leaving a text's own unknown names empty."""
+
+    def __missing__(self, key: str) -> str:
+        return ""

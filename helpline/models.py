@@ -1,0 +1,214 @@
+"""The helpline's records, as SQLAlchemy 2 typed models.
+
+Models hold data and small derived facts only: views and services open sessions and commit. Personal
+data is stored encrypted (see `crypto.py`); anything broadcast or logged uses the masked forms.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, WriteOnlyMapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    """The current instant, aware, in UTC: every timestamp the service writes comes from here."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored in UTC and always read back aware (SQLite forgets the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[dt.datetime], dialect: Any) -> Optional[dt.datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use helpline.models.utcnow()")
+        return value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value: Optional[dt.datetime], dialect: Any) -> Optional[dt.datetime]:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+# Constraint names are fixed so that migrations can name them on SQLite and PostgreSQL alike.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every table."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+ROLES = ("handler", "supervisor", "clinician", "admin")
+
+
+class User(Base):
+    """Someone who logs in to the console: a call handler, supervisor, clinician or administrator."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+    failed_logins: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[Optional[dt.datetime]]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    handler: Mapped[Optional["Handler"]] = relationship(back_populates="user", uselist=False)
+
+
+class Handler(Base):
+    """A call handler's routing state: presence, skills, and how long they have been idle."""
+
+    __tablename__ = "handlers"
+    __table_args__ = (Index("ix_handlers_presence_idle", "presence", "available_since"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    presence: Mapped[str] = mapped_column(String(16), default="offline")
+    presence_since: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: When the handler last became free; the routing policy offers calls to the longest idle.
+    available_since: Mapped[Optional[dt.datetime]]
+    #: Needs this handler takes: mental_health, addiction, return_to_work; plus "dentist" knowledge.
+    skills: Mapped[list[Any]] = mapped_column(default=list)
+    languages: Mapped[list[Any]] = mapped_column(default=lambda: ["en"])
+    #: Set when the handler takes calls on a phone rather than the browser softphone (encrypted E.164).
+    phone_number_enc: Mapped[Optional[str]] = mapped_column(Text)
+
+    user: Mapped[User] = relationship(back_populates="handler")
+
+
+class Call(Base):
+    """One inbound call: its IVR path and answers, its wait, its Twilio status and its outcome.
+
+    The caller's number is kept only encrypted, with a keyed hash beside it to recognise a returning
+    caller, and only once they have said the call is about their own health.
+    """
+
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    ended_at: Mapped[Optional[dt.datetime]]
+    #: valid, withheld, invalid, or dropped (third-party calls keep nothing)
+    caller_number_status: Mapped[str] = mapped_column(String(16), default="withheld")
+    caller_number_enc: Mapped[Optional[str]] = mapped_column(Text)
+    caller_hash: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    #: The IVR step the caller is at now (the flow's step name).
+    step: Mapped[Optional[str]] = mapped_column(String(64))
+    #: Each step entered: [{"step", "at", "key"?}] in order.
+    ivr_path: Mapped[list[Any]] = mapped_column(default=list)
+    #: Answers the caller gave, by the flow's names: {"about": "self", "eligible": "yes", ...}.
+    answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    need: Mapped[Optional[str]] = mapped_column(String(32))
+    flags: Mapped[list[Any]] = mapped_column(default=list)
+    twilio_status: Mapped[Optional[str]] = mapped_column(String(16))
+    #: The highest status-callback SequenceNumber applied; older ones arriving late are ignored.
+    twilio_sequence: Mapped[int] = mapped_column(default=-1)
+    duration_s: Mapped[Optional[int]]
+    #: third_party, ineligible, out_of_hours, callback_requested, abandoned, answered, ...
+    outcome: Mapped[Optional[str]] = mapped_column(String(32), index=True)
+    #: The step at which the outcome was settled (where an abandoned caller hung up).
+    outcome_step: Mapped[Optional[str]] = mapped_column(String(64))
+    queued_at: Mapped[Optional[dt.datetime]]
+    dequeued_at: Mapped[Optional[dt.datetime]]
+
+    events: WriteOnlyMapped["CallEvent"] = relationship(
+        back_populates="call", cascade="all, delete-orphan", passive_deletes=True, order_by="CallEvent.id"
+    )
+    queue_entry: Mapped[Optional["QueueEntry"]] = relationship(back_populates="call", uselist=False)
+
+
+class CallEvent(Base):
+    """One line of a call's timeline: a step entered, a key pressed, a status callback, an offer."""
+
+    __tablename__ = "call_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    step: Mapped[Optional[str]] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    call: Mapped[Call] = relationship(back_populates="events")
+
+
+QUEUE_STATES = ("waiting", "offered", "connecting", "answered", "abandoned", "callback", "closed")
+
+
+class QueueEntry(Base):
+    """A caller's place in line: a live call waiting, or a callback request that keeps its place.
+
+    `placed_at` fixes the place in line; a callback requested from the queue keeps the original one.
+    `not_before` holds a callback back until the line opens.
+    """
+
+    __tablename__ = "queue_entries"
+    __table_args__ = (
+        UniqueConstraint("call_id", name="uq_queue_entries_call_id"),
+        Index("ix_queue_entries_state_order", "state", "priority", "placed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
+    #: live (the caller is on the line) or callback (we ring them)
+    kind: Mapped[str] = mapped_column(String(16), default="live")
+    state: Mapped[str] = mapped_column(String(16), default="waiting")
+    need: Mapped[Optional[str]] = mapped_column(String(32))
+    flags: Mapped[list[Any]] = mapped_column(default=list)
+    #: Lower goes first; supervisors may move a call up.
+    priority: Mapped[int] = mapped_column(default=100)
+    placed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    not_before: Mapped[Optional[dt.datetime]]
+    left_at: Mapped[Optional[dt.datetime]]
+    #: answered, abandoned, callback, ... and the position the caller had when they left.
+    left_reason: Mapped[Optional[str]] = mapped_column(String(32))
+    position_at_exit: Mapped[Optional[int]]
+    handler_id: Mapped[Optional[int]] = mapped_column(ForeignKey("handlers.id", ondelete="SET NULL"))
+    offered_at: Mapped[Optional[dt.datetime]]
+
+    call: Mapped[Call] = relationship(back_populates="queue_entry")
+
+
+class WebhookReply(Base):
+    """The TwiML already returned for a webhook, so that Twilio's retry of it is answered the same way
+    and repeats no side effect. Written in the same transaction as the webhook's own changes."""
+
+    __tablename__ = "webhook_replies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    request_key: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[int] = mapped_column(default=200)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,44 @@
+"""`helpline serve`: the app under gunicorn's threaded worker, which Flask-SocketIO supports for
+WebSocket through simple-websocket. One worker per process; run more processes behind a proxy with
+sticky sessions to scale out (see README)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    def __init__(self, app: Flask, options: dict[str, Any]):
+        self.application = app
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self.application
+
+
+def serve(app: Flask, host: str, port: int, threads: int) -> None:
+    """Serve `app` until stopped."""
+    _Gunicorn(
+        app,
+        {
+            "bind": f"{host}:{port}",
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": threads,
+            # Long-polling and WebSocket connections stay open; the worker must not be killed for it.
+            "timeout": 0,
+            "graceful_timeout": 10,
+            "keepalive": 5,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": "warning",
+        },
+    ).run()

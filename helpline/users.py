@@ -1,0 +1,61 @@
+"""Accounts: creating users and checking passwords (argon2, through argon2-cffi)."""
+
+from __future__ import annotations
+
+import re
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import ROLES, Handler, User
+
+_hasher = PasswordHasher()
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+MIN_PASSWORD = 10
+#: What a new handler takes until a supervisor says otherwise.
+DEFAULT_SKILLS = ["mental_health", "addiction", "return_to_work"]
+
+
+class UserError(ValueError):
+    """A user cannot be created as asked; the message says why."""
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of `password`."""
+    return _hasher.hash(password)
+
+
+def password_matches(user: User, password: str) -> bool:
+    """Whether `password` is the user's; constant-time, and false for a damaged hash."""
+    try:
+        return _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def create_user(
+    session: Session,
+    username: str,
+    role: str,
+    password: str,
+    display_name: str | None = None,
+    skills: list[str] | None = None,
+) -> User:
+    """Add a user (and a handler's routing record); raises UserError for a bad name, role or password."""
+    username = username.strip().lower()
+    if not USERNAME.match(username):
+        raise UserError("username: use 2-64 lower-case letters, digits, dots, dashes or underscores")
+    if role not in ROLES:
+        raise UserError(f"role: must be one of {', '.join(ROLES)}")
+    if len(password) < MIN_PASSWORD:
+        raise UserError(f"password: at least {MIN_PASSWORD} characters")
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise UserError(f"username: {username!r} is already taken")
+    user = User(username=username, role=role, display_name=display_name or username, password_hash=hash_password(password))
+    session.add(user)
+    if role == "handler":
+        session.add(Handler(user=user, skills=list(skills if skills is not None else DEFAULT_SKILLS)))
+    session.flush()
+    return user

@@ -1,0 +1,183 @@
+"""Twilio's voice webhooks: the helpline number's Voice URL, its status callback, and the IVR's steps.
+
+Views stay thin: they find the call, ask the interpreter (`ivr/engine.py`) what to say, and return
+TwiML. Signatures are checked before any view runs; replies are stored so retries repeat nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, current_app, request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
+
+from .db import db
+from .events import announce
+from .ivr import twiml
+from .ivr.engine import APOLOGY, Interpreter
+from .models import Call, CallEvent, utcnow
+from .webhooks import CALL_SID, check_twilio_request, error, idempotent_twiml
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+bp.before_request(check_twilio_request)
+
+#: Twilio's call statuses in the order a call moves through them; the last five are final.
+STATUS_RANK = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "answered": 3}
+FINAL = ("completed", "busy", "failed", "no-answer", "canceled")
+#: How many times a webhook that failed on our side is retried before the caller is simply queued.
+MAX_RETRIES = 3
+
+
+def interpreter() -> Interpreter:
+    """The app's IVR interpreter."""
+    return current_app.extensions["helpline.ivr"]
+
+
+def find_call(call_sid: str) -> Call | None:
+    """The call with this CallSid, if the service has seen it."""
+    return db.session.scalar(select(Call).where(Call.call_sid == call_sid))
+
+
+def _call_or_start(call_sid: str) -> Call:
+    """The call record for a webhook; a call we somehow never saw start gets a record now."""
+    call = find_call(call_sid)
+    if call is None:
+        call = Call(call_sid=call_sid)
+        db.session.add(call)
+        db.session.flush()
+    return call
+
+
+@bp.post("/incoming")
+@idempotent_twiml
+def incoming(call_sid: str) -> str:
+    """A new call to the helpline number: open its record and play the first step."""
+    call = find_call(call_sid)
+    if call is None:
+        call = Call(call_sid=call_sid, twilio_status=request.form.get("CallStatus") or "ringing")
+        db.session.add(call)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            # Twilio's retry of this very request won the race; answer as it was answered.
+            db.session.rollback()
+            call = _call_or_start(call_sid)
+        interpreter().log(db.session, call, "incoming", None)
+        return str(interpreter().start(db.session, call, request.form))
+    # A second, different request for a call we know: carry on where it is.
+    return str(interpreter().enter(db.session, call, call.step or interpreter().flow.start, request.form))
+
+
+@bp.post("/step/<name>")
+@idempotent_twiml
+def step(name: str, call_sid: str) -> str:
+    """Twilio fetching a step by Redirect."""
+    call = _call_or_start(call_sid)
+    if name not in interpreter().flow.steps:
+        # A step removed from the flow while this call was in it: go on from where the call is.
+        name = call.step if call.step in interpreter().flow.steps else interpreter().flow.start
+    return str(interpreter().enter(db.session, call, name, request.form))
+
+
+@bp.post("/step/<name>/keys")
+@idempotent_twiml
+def step_keys(name: str, call_sid: str) -> str:
+    """The caller's key at a menu, or silence (no Digits)."""
+    call = _call_or_start(call_sid)
+    if name not in interpreter().flow.steps:
+        return str(interpreter().enter(db.session, call, call.step or interpreter().flow.start, request.form))
+    attempt = request.args.get("attempt", "1")
+    attempt_number = int(attempt) if attempt.isdigit() and 0 < int(attempt) < 10 else 1
+    digits = request.form.get("Digits", "")
+    return str(interpreter().keys(db.session, call, name, attempt_number, digits, request.form))
+
+
+@bp.post("/queue/wait")
+@idempotent_twiml
+def queue_wait(call_sid: str) -> str:
+    """Enqueue's waitUrl: what a waiting caller hears next."""
+    return str(interpreter().wait(db.session, _call_or_start(call_sid), request.form))
+
+
+@bp.post("/queue/key")
+@idempotent_twiml
+def queue_key(call_sid: str) -> str:
+    """A key pressed while on hold."""
+    return str(interpreter().queue_key(db.session, _call_or_start(call_sid), request.form.get("Digits", ""), request.form))
+
+
+@bp.post("/queue/left")
+@idempotent_twiml
+def queue_left(call_sid: str) -> str:
+    """Enqueue's action: the caller left the Twilio queue (QueueResult says why)."""
+    result = request.form.get("QueueResult", "")
+    return str(interpreter().queue_left(db.session, _call_or_start(call_sid), result, request.form))
+
+
+@bp.post("/status")
+def status() -> Response:
+    """Twilio's status callback. Applied in order: a late or repeated callback changes nothing."""
+    call_sid = request.form.get("CallSid", "")
+    if not CALL_SID.match(call_sid):
+        return error(400, "bad_call_sid", "CallSid must be a Twilio call SID")
+    new_status = request.form.get("CallStatus", "")
+    if new_status not in STATUS_RANK and new_status not in FINAL:
+        return error(400, "bad_call_status", "CallStatus is not one Twilio sends")
+    sequence_text = request.form.get("SequenceNumber", "")
+    sequence = int(sequence_text) if sequence_text.isdigit() else None
+    duration_text = request.form.get("CallDuration", "")
+    session = db.session
+    call = _call_or_start(call_sid)
+    current = call.twilio_status
+    if current in FINAL:
+        return Response(status=204)
+    if sequence is not None and sequence <= call.twilio_sequence:
+        return Response(status=204)
+    if new_status not in FINAL and current is not None and STATUS_RANK.get(new_status, 0) < STATUS_RANK.get(current, 0):
+        return Response(status=204)
+    call.twilio_status = new_status
+    if sequence is not None:
+        call.twilio_sequence = sequence
+    session.add(CallEvent(call_id=call.id, kind="status", step=call.step, detail={"status": new_status, "sequence": sequence}))
+    if new_status in FINAL:
+        now = utcnow()
+        call.ended_at = now
+        if duration_text.isdigit():
+            call.duration_s = int(duration_text)
+        interpreter().abandon(session, call, now)
+        announce(session, "call_ended", call_id=call.id)
+    session.commit()
+    return Response(status=204)
+
+
+@bp.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Response:
+    """Client mistakes get the service's JSON error shape, never an HTML page."""
+    return error(exc.code or 400, exc.name.lower().replace(" ", "_"), exc.description)
+
+
+@bp.errorhandler(Exception)
+def unexpected(exc: Exception) -> Response:
+    """Something failed on our side: keep the caller on the line and ask Twilio to try again.
+
+    After a few tries the caller is put straight into the Twilio queue, where a handler can still
+    reach them: a fault of ours must never cost a caller their call.
+    """
+    log.exception("voice webhook %s failed", request.path)
+    db.session.rollback()
+    tries = request.args.get("retry", "0")
+    tries_done = int(tries) if tries.isdigit() else 0
+    voice = interpreter().voice
+    if tries_done >= MAX_RETRIES or request.path.endswith("/status"):
+        if request.path.endswith("/status"):
+            return error(500, "status_not_recorded", "please retry")
+        body = twiml.enqueue(voice, APOLOGY, current_app.config["HELPLINE"].queue.name, None, None)
+        return Response(str(body), mimetype="text/xml")
+    args = {**request.args, "retry": str(tries_done + 1)}
+    body = twiml.retry_later(voice, APOLOGY, f"{request.path}?{urlencode(args)}")
+    return Response(str(body), mimetype="text/xml")

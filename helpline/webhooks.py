@@ -1,0 +1,121 @@
+"""Twilio's side of the door: signature checks, bad-request answers, and replaying retried webhooks.
+
+Every request under /voice/ and /sms/ must carry a valid `X-Twilio-Signature` for the public URL plus
+path and query; anything else is refused with 403 before a single row is read or written. A webhook's
+TwiML reply is stored in the same transaction as the changes the webhook made, so when Twilio retries
+it the caller hears the same thing and nothing happens twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import re
+from typing import Callable
+
+from flask import Response, current_app, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from twilio.request_validator import RequestValidator
+
+from .db import db
+from .models import WebhookReply
+
+log = logging.getLogger(__name__)
+
+CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+#: Twilio's own limit on parameter values is far below this; anything longer is not from Twilio.
+MAX_VALUE_LENGTH = 4096
+
+
+def error(status: int, message: str, detail: object = None) -> Response:
+    """A JSON error body, the one shape every 4xx of the service takes."""
+    response = jsonify({"error": message, "detail": detail})
+    response.status_code = status
+    return response
+
+
+def public_request_url() -> str:
+    """The URL Twilio signed: the configured public base, then this request's path and query."""
+    base = current_app.config["HELPLINE"].public_url
+    query = request.query_string.decode("latin-1")
+    return f"{base}{request.path}" + (f"?{query}" if query else "")
+
+
+def signature_is_valid() -> bool:
+    """Whether the request carries Twilio's signature for our public URL and auth token."""
+    signature = request.headers.get("X-Twilio-Signature", "")
+    token = current_app.config["HELPLINE_TWILIO_AUTH_TOKEN"]
+    if not signature or not token:
+        return False
+    params = request.form if request.method == "POST" else {}
+    return RequestValidator(token).validate(public_request_url(), params, signature)
+
+
+def check_twilio_request() -> Response | None:
+    """Refuse unsigned or malformed Twilio requests; None lets the request through.
+
+    Registered as a `before_request` on the voice and SMS blueprints, so no view can forget it.
+    """
+    if not signature_is_valid():
+        log.warning("refused a request to %s without a valid Twilio signature", request.path)
+        return error(403, "invalid_signature", "the request is not signed by Twilio for this URL")
+    for key in request.form:
+        values = request.form.getlist(key)
+        if len(values) > 1:
+            return error(400, "repeated_parameter", key)
+        if len(values[0]) > MAX_VALUE_LENGTH or "\x00" in values[0]:
+            return error(400, "bad_parameter", key)
+    return None
+
+
+def require_call_sid() -> str | Response:
+    """The request's CallSid, or a 400 response when it is missing or not a Twilio call SID."""
+    sid = request.form.get("CallSid", "")
+    if not CALL_SID.match(sid):
+        return error(400, "bad_call_sid", "CallSid must be a Twilio call SID")
+    return sid
+
+
+def _request_key(call_sid: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(request.method.encode())
+    digest.update(b"\0" + request.full_path.encode())
+    for key in sorted(request.form):
+        digest.update(b"\0" + key.encode() + b"=" + request.form[key].encode())
+    digest.update(b"\0" + call_sid.encode())
+    return digest.hexdigest()
+
+
+def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
+    """Run a TwiML view once per distinct request; a retried request gets the stored reply.
+
+    The view returns TwiML text and leaves committing to this wrapper, which stores the reply and
+    commits both together.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: object, **kwargs: object) -> Response:
+        sid = require_call_sid()
+        if isinstance(sid, Response):
+            return sid
+        key = _request_key(sid)
+        session = db.session
+        stored = session.scalar(select(WebhookReply).where(WebhookReply.request_key == key))
+        if stored is not None:
+            return Response(stored.body, status=stored.status, mimetype="text/xml")
+        body = view(*args, call_sid=sid, **kwargs)
+        session.add(WebhookReply(call_sid=sid, request_key=key, body=body))
+        try:
+            session.commit()
+        except IntegrityError:
+            # The same request raced us and committed first: its reply is the one the caller got.
+            session.rollback()
+            stored = session.scalar(select(WebhookReply).where(WebhookReply.request_key == key))
+            if stored is None:
+                raise
+            return Response(stored.body, status=stored.status, mimetype="text/xml")
+        return Response(body, mimetype="text/xml")
+
+    return wrapper

@@ -1,0 +1,133 @@
+"""Shared fixtures: a fresh app on a fresh, migrated database for every test, and signed Twilio requests."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from twilio.request_validator import RequestValidator
+
+from helpline import create_app
+from helpline.config import load_settings
+from helpline.db import db, upgrade
+
+PUBLIC_URL = "https://helpline.test"
+AUTH_TOKEN = "test-auth-token-" + "0" * 16
+ACCOUNT_SID = "AC" + "1" * 32
+#: Always open, so that tests about the IVR do not depend on the time of day they run.
+ALWAYS_OPEN = {day: ["00:00-24:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+def postgres_url() -> str | None:
+    """The PostgreSQL server to test against, when the machine has one (CI sets it)."""
+    return os.environ.get("HELPLINE_TEST_POSTGRES_URL")
+
+
+def fresh_postgres_database(base_url: str) -> Iterator[str]:
+    """Create an empty, uniquely named PostgreSQL database for one test and drop it afterwards."""
+    from sqlalchemy import create_engine, text
+
+    name = f"helpline_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        db.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database: SQLite always, PostgreSQL too when HELPLINE_TEST_POSTGRES_URL is set."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'helpline.db'}"
+        upgrade(url)
+        yield url
+        return
+    base = postgres_url()
+    if not base:
+        pytest.skip("HELPLINE_TEST_POSTGRES_URL is not set")
+    for url in fresh_postgres_database(base):
+        upgrade(url)
+        yield url
+
+
+def test_overrides(database_url: str, tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    """Configuration for a test app: isolated instance folder, known Twilio credentials, always open."""
+    overrides: dict[str, Any] = {
+        "public_url": PUBLIC_URL,
+        "database_url": database_url,
+        "instance_path": str(tmp_path / "instance"),
+        "encryption_key": None,
+        "twilio": {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN},
+        "opening_hours": {"weekly": ALWAYS_OPEN, "closed_dates": []},
+    }
+    for key, value in extra.items():
+        overrides[key] = value
+    return overrides
+
+
+@pytest.fixture
+def app_factory(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Build test apps with extra configuration; the database is shared between them."""
+    for variable in ("HELPLINE_CONFIG", "HELPLINE_DATABASE_URL", "HELPLINE_PUBLIC_URL", "TWILIO_AUTH_TOKEN",
+                     "TWILIO_ACCOUNT_SID", "HELPLINE_ENCRYPTION_KEY", "HELPLINE_SECRET_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+
+    def build(**extra: Any) -> Flask:
+        app = create_app(settings=load_settings(test_overrides(database_url, tmp_path, **extra), environ={}))
+        app.config["TESTING"] = True
+        return app
+
+    yield build
+    db.dispose()
+
+
+@pytest.fixture
+def app(app_factory: Any) -> Flask:
+    """The service, configured for tests."""
+    return app_factory()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client for the service."""
+    return app.test_client()
+
+
+class Twilio:
+    """Sends webhooks to the service the way Twilio does: form-encoded and signed."""
+
+    def __init__(self, client: FlaskClient, token: str = AUTH_TOKEN):
+        self.client = client
+        self.validator = RequestValidator(token)
+
+    def post(self, url: str, params: dict[str, str] | None = None, signed: bool = True, **kwargs: Any):  # type: ignore[no-untyped-def]
+        """POST `params` to `url` (a path, or absolute under the public URL), signed unless told not to."""
+        path = url.removeprefix(PUBLIC_URL)
+        params = params or {}
+        headers = {}
+        if signed:
+            headers["X-Twilio-Signature"] = self.validator.compute_signature(PUBLIC_URL + path, params)
+        return self.client.post(path, data=params, headers=headers, **kwargs)
+
+
+@pytest.fixture
+def twilio(client: FlaskClient) -> Twilio:
+    """A Twilio stand-in that signs webhooks for the test app."""
+    return Twilio(client)
+
+
+def new_call_sid() -> str:
+    """A fresh, well-formed Twilio call SID."""
+    return "CA" + secrets.token_hex(16)

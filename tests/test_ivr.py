@@ -1,0 +1,222 @@
+"""Every branch of the IVR, through signed webhooks, with the records each one leaves."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from helpline.db import db
+from helpline.models import Call, CallEvent, QueueEntry
+
+from .walker import CallWalker
+
+
+def the_call(sid: str) -> Call:
+    """The stored record of a call."""
+    db.session.expire_all()
+    call = db.session.scalar(select(Call).where(Call.call_sid == sid))
+    assert call is not None
+    return call
+
+
+def test_greeting_names_service_confidentiality_and_emergency_help(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.until_menu()
+    assert "confidential" in walker.text
+    assert "999" in walker.text and "Samaritans" in walker.text and "116 123" in walker.text
+    assert "Practitioner Helpline" in walker.text
+
+
+def test_self_referral_reaches_the_queue_with_a_complete_record(app, twilio):
+    walker = CallWalker(twilio, caller="07911 123456")
+    walker.start()
+    walker.press("1")  # my own health
+    walker.press("1")  # eligible
+    walker.press("2")  # addiction
+    enqueue = walker.enqueue()
+    assert enqueue is not None and enqueue.text == "helpline"
+    assert enqueue.get("waitUrl") and enqueue.get("action")
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.need == "addiction"
+        assert call.answers == {"about": "self", "eligible": "yes"}
+        assert [entry["step"] for entry in call.ivr_path if "key" not in entry] == [
+            "greeting", "opening_check", "about_whom", "eligibility", "need", "queue"]
+        assert [entry["key"] for entry in call.ivr_path if "key" in entry] == ["1", "1", "2"]
+        assert call.queued_at is not None and call.outcome is None
+        assert call.caller_number_status == "valid"
+        vault = app.extensions["helpline.vault"]
+        assert call.caller_number_enc and "7911" not in call.caller_number_enc
+        assert vault.decrypt(call.caller_number_enc) == "+447911123456"
+        assert call.caller_hash == vault.keyed_hash("+447911123456")
+        entry = db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call.id))
+        assert entry.state == "waiting" and entry.kind == "live" and entry.need == "addiction"
+        kinds = [event.kind for event in db.session.scalars(call.events.select())]
+        assert kinds[0] == "incoming" and "queued" in kinds
+
+
+def test_someone_else_is_turned_away_kindly_and_nothing_personal_is_kept(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("2")
+    assert walker.hung_up()
+    assert "contact us themselves" in walker.text and "call this number" in walker.text
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.outcome == "third_party"
+        assert call.caller_number_status == "dropped"
+        assert call.caller_number_enc is None and call.caller_hash is None
+        assert db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call.id)) is None
+
+
+def test_no_answer_about_whom_after_three_prompts_queues_flagged(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.silence()
+    walker.press("7")  # not a menu key: counts as an attempt too
+    walker.silence()
+    assert walker.enqueue() is not None
+    assert walker.text.count("If you are calling about your own health") == 3
+    assert "did not catch that" in walker.text
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.flags == ["self_referral_unconfirmed"]
+        assert db.session.scalar(select(QueueEntry.flags).where(QueueEntry.call_id == call.id)) == ["self_referral_unconfirmed"]
+
+
+def test_ineligible_caller_is_signposted(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("1")
+    walker.press("2")
+    assert walker.hung_up()
+    for service in ("Scotland", "Wales", "Northern Ireland", "BMA"):
+        assert service in walker.text
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.outcome == "ineligible"
+        assert call.caller_number_enc is None
+
+
+@pytest.mark.parametrize("key,need", [("1", "mental_health"), ("2", "addiction"), ("3", "return_to_work"), ("0", "speak_now")])
+def test_each_need_is_recorded(app, twilio, key, need):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("1")
+    walker.press("1")
+    walker.press(key)
+    assert walker.enqueue() is not None
+    with app.app_context():
+        assert the_call(walker.sid).need == need
+
+
+def test_about_the_service_plays_then_returns_to_the_need_menu(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("1")
+    walker.press("1")
+    walker.press("4")
+    assert "face to face or by video" in walker.text
+    assert walker.xml.find("Gather") is not None
+    walker.press("1")
+    assert walker.enqueue() is not None
+    with app.app_context():
+        steps = [entry["step"] for entry in the_call(walker.sid).ivr_path if "key" not in entry]
+        assert steps.count("need") == 2 and "about_service" in steps
+
+
+def test_withheld_number_is_recorded_as_such_not_rejected(app, twilio):
+    walker = CallWalker(twilio, caller="anonymous")
+    walker.start()
+    walker.press("1")
+    walker.press("1")
+    walker.press("1")
+    assert walker.enqueue() is not None
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.caller_number_status == "withheld" and call.caller_number_enc is None
+
+
+def test_invalid_number_is_recorded_as_invalid(app, twilio):
+    walker = CallWalker(twilio, caller="+4412")
+    walker.start()
+    walker.press("1")
+    walker.press("1")
+    walker.press("1")
+    with app.app_context():
+        assert the_call(walker.sid).caller_number_status == "invalid"
+
+
+CLOSED = {day: [] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+def test_out_of_hours_offers_a_callback_and_stores_it(app_factory):
+    from .conftest import Twilio
+
+    app = app_factory(opening_hours={"weekly": {**CLOSED, "mon": ["09:00-17:00"]}, "closed_dates": []})
+    walker = CallWalker(Twilio(app.test_client()))
+    walker.start()
+    walker.until_menu()
+    assert "closed" in walker.text and "Monday, 9 a.m. to 5 p.m." in walker.text
+    assert "999" in walker.text and "116 123" in walker.text
+    walker.press("1")
+    assert walker.hung_up()
+    assert "after we open" in walker.text
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.outcome == "callback_requested"
+        entry = db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call.id))
+        assert entry.kind == "callback" and entry.state == "waiting"
+        assert entry.not_before is not None and entry.not_before > dt.datetime.now(dt.timezone.utc)
+        assert app.extensions["helpline.vault"].decrypt(call.caller_number_enc) == "+447911123456"
+
+
+def test_out_of_hours_without_a_key_says_goodbye_and_never_queues(app_factory):
+    from .conftest import Twilio
+
+    app = app_factory(opening_hours={"weekly": CLOSED, "closed_dates": []})
+    walker = CallWalker(Twilio(app.test_client()))
+    walker.start()
+    walker.silence()
+    assert walker.hung_up() and walker.enqueue() is None
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.outcome == "out_of_hours" and call.caller_number_enc is None
+
+
+def test_out_of_hours_callback_with_withheld_number_explains(app_factory):
+    from .conftest import Twilio
+
+    app = app_factory(opening_hours={"weekly": CLOSED, "closed_dates": []})
+    walker = CallWalker(Twilio(app.test_client()), caller="anonymous")
+    walker.start()
+    walker.press("1")
+    assert walker.hung_up() and "cannot see the number" in walker.text
+    with app.app_context():
+        assert the_call(walker.sid).outcome == "out_of_hours"
+
+
+def test_closed_date_is_out_of_hours(app_factory):
+    from .conftest import Twilio
+
+    today = dt.datetime.now(dt.timezone.utc).astimezone(__import__("zoneinfo").ZoneInfo("Europe/London")).date()
+    app = app_factory(opening_hours={"closed_dates": [today.isoformat()]})
+    walker = CallWalker(Twilio(app.test_client()))
+    walker.start()
+    walker.until_menu()
+    assert "closed" in walker.text
+
+
+def test_timeline_records_each_step_and_key_with_times(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("1")
+    with app.app_context():
+        call = the_call(walker.sid)
+        events = list(db.session.scalars(select(CallEvent).where(CallEvent.call_id == call.id).order_by(CallEvent.id)))
+        assert [(e.kind, e.step) for e in events][:5] == [
+            ("incoming", None), ("step", "greeting"), ("step", "opening_check"), ("step", "about_whom"), ("key", "about_whom")]
+        assert all(e.at.tzinfo is not None for e in events)
