@@ -39,7 +39,14 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
 
     db.init_app(app)
 
-    from . import voice
+    import handler_console
 
+    from . import api, auth, twilio_rest, voice
+
+    twilio_rest.init_app(app)
     app.register_blueprint(voice.bp)
+    auth.init_app(app)
+    auth.csrf.exempt(voice.bp)  # Twilio signs its requests instead
+    app.register_blueprint(api.bp)
+    handler_console.init_app(app)
     return app

@@ -21,6 +21,8 @@ class CallWalker:
         self.url = PUBLIC_URL + "/voice/incoming"
         self.xml: ET.Element | None = None
         self.heard: list[str] = []
+        #: The waitUrl and action of the last Enqueue, absolute.
+        self.queue: dict[str, str] = {}
 
     def params(self, **extra: str) -> dict[str, str]:
         """The parameters Twilio sends with every voice webhook."""
@@ -36,6 +38,9 @@ class CallWalker:
         self.url = absolute
         self.xml = ET.fromstring(response.data)
         self.heard += [say.text or "" for say in self.xml.iter("Say")]
+        queue = self.xml.find("Enqueue")
+        if queue is not None:
+            self.queue = {"wait": urljoin(absolute, queue.get("waitUrl", "")), "action": urljoin(absolute, queue.get("action", ""))}
         return self.xml
 
     def start(self) -> ET.Element:

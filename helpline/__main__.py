@@ -1,0 +1,5 @@
+"""`python -m helpline` is the `helpline` command."""
+
+from .cli import main
+
+main()

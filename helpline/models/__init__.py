@@ -1,0 +1,8 @@
+"""The helpline's records, one module per area; everything is importable from `helpline.models`.
+
+An area adds its models in its own module here and one import line below, so that Alembic sees
+every table.
+"""
+
+from .core import *  # noqa: F401,F403
+from .core import Base, utcnow  # noqa: F401

@@ -1,0 +1,107 @@
+"""Waiting in the queue: position and an estimate learnt from recent waits, hold music, and the
+callback that keeps the caller's place."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+
+from helpline import routing
+from helpline.db import db
+from helpline.models import Call, QueueEntry, utcnow
+
+from .walker import CallWalker
+
+
+def queued(twilio, caller: str = "+447911123456") -> CallWalker:  # type: ignore[no-untyped-def]
+    """A caller who has gone through the IVR into the queue."""
+    walker = CallWalker(twilio, caller=caller)
+    walker.start()
+    walker.press("1")
+    walker.press("1")
+    walker.press("1")
+    assert walker.enqueue() is not None
+    return walker
+
+
+def wait(walker: CallWalker, queue_time: int = 0):  # type: ignore[no-untyped-def]
+    """Twilio polling the waitUrl."""
+    return walker.request(walker.queue["wait"], QueuePosition="1", QueueTime=str(queue_time),
+                          AvgQueueTime="0", CurrentQueueSize="1", QueueSid="QU" + "0" * 32)
+
+
+def test_waiting_callers_hear_their_position_then_hold_music(app, twilio):
+    first = queued(twilio)
+    second = queued(twilio, caller="+447911654321")
+    document = wait(second)
+    says = [say.text for say in document.iter("Say")]
+    assert "You are number 2 in line" in says[0]
+    plays = list(document.iter("Play"))
+    assert plays and plays[0].text.endswith("/static/hold-music.wav")
+    # At least every 60 s: the music between announcements lasts announce_every_s (45 s of 15 s clips).
+    assert int(plays[0].get("loop")) * 15 <= 60
+    document = wait(first)
+    assert "You are number 1 in line" in document.find("Say").text
+
+
+def test_the_estimate_comes_from_recent_waits_not_a_constant(app, twilio):
+    walker = queued(twilio)
+    text = wait(walker).find("Say").text
+    assert "about 3 minutes" in text  # the configured default, with nothing answered yet
+    with app.app_context():
+        now = utcnow()
+        for index, waited in enumerate((600, 660, 720)):
+            db.session.add(Call(call_sid=f"CA{index:032d}", outcome="answered",
+                                queued_at=now - dt.timedelta(seconds=waited + 60), dequeued_at=now - dt.timedelta(seconds=60)))
+        db.session.commit()
+        # Three answers in the last 30 minutes: one every 10 minutes, so position 1 waits about 10.
+        assert routing.estimated_wait_s(db.session, 1, now, 180) == 600
+    assert "about 10 minutes" in wait(walker, queue_time=45).find("Say").text
+
+
+def test_callback_is_offered_only_after_the_configured_wait(app_factory):
+    from .conftest import Twilio
+
+    app = app_factory(queue={"offer_callback_after_s": 0})
+    walker = queued(Twilio(app.test_client()))
+    document = wait(walker)
+    gather = document.find("Gather")
+    assert gather is not None and "press 2" in gather.find("Say").text
+
+    later = app_factory(queue={"offer_callback_after_s": 3600})
+    walker = queued(Twilio(later.test_client()))
+    document = wait(walker)
+    assert document.find("Gather") is None and "press 2" not in document.find("Say").text
+
+
+def test_pressing_2_books_a_callback_that_keeps_the_place_in_line(app_factory):
+    from .conftest import Twilio
+
+    app = app_factory(queue={"offer_callback_after_s": 0})
+    twilio = Twilio(app.test_client())
+    first = queued(twilio)
+    second = queued(twilio, caller="+447911654321")
+    with app.app_context():
+        placed = db.session.scalar(select(QueueEntry.placed_at).join(Call).where(Call.call_sid == first.sid))
+    gather = wait(first).find("Gather")
+    document = first.request(gather.get("action"), Digits="2")
+    assert document.find("Leave") is not None
+    document = first.request(first.queue["action"], QueueResult="leave", QueueTime="130")
+    assert document.find("Hangup") is not None
+    assert "keep your place" in first.text
+    with app.app_context():
+        call = db.session.scalar(select(Call).where(Call.call_sid == first.sid))
+        entry = call.queue_entry
+        assert call.outcome == "callback_requested"
+        assert entry.kind == "callback" and entry.state == "waiting" and entry.placed_at == placed
+        assert entry.not_before is None
+        # The callback still stands ahead of the caller who joined after them.
+        other = db.session.scalar(select(QueueEntry).join(Call).where(Call.call_sid == second.sid))
+        assert routing.position(db.session, entry, utcnow()) == 1
+        assert routing.position(db.session, other, utcnow()) == 2
+    # Their hanging up afterwards does not turn the callback into an abandoned call.
+    twilio.post("/voice/status", {"CallSid": first.sid, "CallStatus": "completed", "SequenceNumber": "9"})
+    with app.app_context():
+        call = db.session.scalar(select(Call).where(Call.call_sid == first.sid))
+        assert call.outcome == "callback_requested" and call.queue_entry.state == "waiting"

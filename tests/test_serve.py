@@ -1,0 +1,88 @@
+"""The real thing: `helpline db upgrade`, `create-user` and `serve` as processes, webhooks over HTTP."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+from twilio.request_validator import RequestValidator
+
+from .conftest import new_call_sid
+from .processes import free_port, run_cli, serve
+
+TOKEN = "serve-test-token"
+
+
+@pytest.fixture
+def service(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    port = free_port()
+    env = {"HELPLINE_DATABASE_URL": database_url, "HELPLINE_INSTANCE_PATH": str(tmp_path / "instance"),
+           "HELPLINE_PUBLIC_URL": f"http://127.0.0.1:{port}", "TWILIO_ACCOUNT_SID": "AC" + "2" * 32,
+           "TWILIO_AUTH_TOKEN": TOKEN}
+    yield from serve(env, tmp_path, port)
+
+
+def post_signed(url: str, params: dict[str, str], token: str = TOKEN) -> requests.Response:
+    """POST as Twilio would."""
+    signature = RequestValidator(token).compute_signature(url, params)
+    return requests.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
+
+
+def test_db_upgrade_is_idempotent_from_the_command_line(tmp_path):
+    env = {"HELPLINE_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "HELPLINE_INSTANCE_PATH": str(tmp_path)}
+    for _ in range(2):
+        result = run_cli(["db", "upgrade"], env)
+        assert result.returncode == 0, result.stderr
+        assert "up to date" in result.stdout
+
+
+def test_create_user_reads_the_password_from_stdin(database_url, tmp_path):
+    env = {"HELPLINE_DATABASE_URL": database_url, "HELPLINE_INSTANCE_PATH": str(tmp_path)}
+    result = run_cli(["create-user", "Dr.Smith", "--role", "handler", "--password-stdin"], env, stdin="correct horse battery\n")
+    assert result.returncode == 0, result.stderr
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        row = connection.execute(text("select username, role, password_hash from users")).one()
+        assert row.username == "dr.smith" and row.role == "handler"
+        assert row.password_hash.startswith("$argon2id$") and "correct horse" not in row.password_hash
+        assert connection.execute(text("select count(*) from handlers")).scalar() == 1
+    engine.dispose()
+    again = run_cli(["create-user", "dr.smith", "--role", "handler", "--password-stdin"], env, stdin="another password\n")
+    assert again.returncode != 0 and "already taken" in again.stderr
+    short = run_cli(["create-user", "jo", "--role", "admin", "--password-stdin"], env, stdin="short\n")
+    assert short.returncode != 0 and "at least" in short.stderr
+    bad_role = run_cli(["create-user", "jo", "--role", "king", "--password-stdin"], env, stdin="long enough password\n")
+    assert bad_role.returncode != 0 and "Traceback" not in bad_role.stderr
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path):
+    env = {"HELPLINE_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}", "HELPLINE_INSTANCE_PATH": str(tmp_path)}
+    result = run_cli(["serve", "--port", str(free_port())], env, timeout=60)
+    assert result.returncode != 0 and "helpline db upgrade" in result.stderr
+
+
+def test_a_signed_call_through_a_real_server(service, database_url):
+    sid = new_call_sid()
+    base = service.url
+    params = {"CallSid": sid, "From": "+447911123456", "To": "+443000000000", "CallStatus": "ringing"}
+    assert requests.post(base + "/voice/incoming", data=params, timeout=10).status_code == 403
+    response = post_signed(base + "/voice/incoming", params)
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/xml")
+    document = ET.fromstring(response.content)
+    while document.find("Gather") is None:
+        response = post_signed(base + document.find("Redirect").text, params)
+        document = ET.fromstring(response.content)
+    for key in ("1", "1", "1"):
+        action = document.find("Gather").get("action")
+        document = ET.fromstring(post_signed(base + action, {**params, "Digits": key}).content)
+        while document.find("Gather") is None and document.find("Redirect") is not None:
+            document = ET.fromstring(post_signed(base + document.find("Redirect").text, params).content)
+    assert document.find("Enqueue") is not None
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        need, status = connection.execute(text("select need, caller_number_status from calls where call_sid = :sid"), {"sid": sid}).one()
+        assert (need, status) == ("mental_health", "valid")
+    engine.dispose()

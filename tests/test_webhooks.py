@@ -1,0 +1,203 @@
+"""Twilio's side of the door: signatures, malformed requests, retries and out-of-order status callbacks."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from helpline.db import db
+from helpline.models import Call, CallEvent, QueueEntry, WebhookReply
+
+from .conftest import PUBLIC_URL, Twilio, new_call_sid
+from .walker import CallWalker
+
+
+def count(model) -> int:  # type: ignore[no-untyped-def]
+    """Rows in a table."""
+    db.session.expire_all()
+    return db.session.scalar(select(func.count()).select_from(model))
+
+
+def incoming_params(sid: str) -> dict[str, str]:
+    """What Twilio posts to the Voice URL."""
+    return {"CallSid": sid, "From": "+447911123456", "To": "+443000000000", "CallStatus": "ringing"}
+
+
+@pytest.mark.parametrize("path", ["/voice/incoming", "/voice/status", "/voice/step/need", "/voice/step/need/keys",
+                                  "/voice/queue/wait", "/voice/queue/key", "/voice/queue/left"])
+def test_unsigned_requests_are_refused_and_write_nothing(app, twilio, path):
+    response = twilio.post(path, incoming_params(new_call_sid()), signed=False)
+    assert response.status_code == 403
+    assert response.get_json()["error"] == "invalid_signature"
+    with app.app_context():
+        assert count(Call) == 0 and count(CallEvent) == 0 and count(WebhookReply) == 0
+
+
+def test_a_forged_signature_is_refused(app, client):
+    forged = Twilio(client, token="not-the-real-token")
+    assert forged.post("/voice/incoming", incoming_params(new_call_sid())).status_code == 403
+    with app.app_context():
+        assert count(Call) == 0
+
+
+def test_a_signature_for_other_parameters_is_refused(app, client, twilio):
+    sid = new_call_sid()
+    params = incoming_params(sid)
+    signature = twilio.validator.compute_signature(PUBLIC_URL + "/voice/incoming", params)
+    tampered = {**params, "From": "+447911000000"}
+    response = client.post("/voice/incoming", data=tampered, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 403
+
+
+def test_a_signature_is_checked_against_the_query_string_too(app, client, twilio):
+    signature = twilio.validator.compute_signature(PUBLIC_URL + "/voice/step/need?n=1", incoming_params(new_call_sid()))
+    response = client.post("/voice/step/need?n=2", data=incoming_params(new_call_sid()), headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("sid", ["", "CA123", "XX" + "0" * 32, "CA" + "g" * 32])
+def test_a_bad_call_sid_is_a_clear_400_and_changes_nothing(app, twilio, sid):
+    response = twilio.post("/voice/incoming", {**incoming_params("x"), "CallSid": sid})
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "bad_call_sid"
+    with app.app_context():
+        assert count(Call) == 0
+
+
+def test_oversized_and_nul_parameters_are_refused(app, twilio):
+    sid = new_call_sid()
+    assert twilio.post("/voice/incoming", {**incoming_params(sid), "From": "1" * 5000}).status_code == 400
+    assert twilio.post("/voice/incoming", {**incoming_params(sid), "From": "+44\x00"}).status_code == 400
+    with app.app_context():
+        assert count(Call) == 0
+
+
+def test_the_same_incoming_webhook_twice_makes_one_record_and_the_same_reply(app, twilio):
+    params = incoming_params(new_call_sid())
+    first = twilio.post("/voice/incoming", params)
+    second = twilio.post("/voice/incoming", params)
+    assert first.status_code == second.status_code == 200
+    assert first.data == second.data
+    with app.app_context():
+        assert count(Call) == 1
+        assert count(CallEvent) == 2  # "incoming" and the greeting step, once each
+
+
+def test_a_retried_key_press_is_not_applied_twice(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.until_menu()
+    action = PUBLIC_URL + walker.xml.find("Gather").get("action")
+    first = twilio.post(action, walker.params(Digits="1"))
+    retry = twilio.post(action, walker.params(Digits="1"))
+    assert first.status_code == retry.status_code == 200
+    assert retry.data == first.data
+    with app.app_context():
+        call = db.session.scalar(select(Call).where(Call.call_sid == walker.sid))
+        assert [entry.get("key") for entry in call.ivr_path if "key" in entry] == ["1"]
+        assert call.step == "eligibility"
+
+
+def test_revisiting_a_step_is_not_mistaken_for_a_retry(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("1")
+    walker.press("1")
+    walker.press("4")   # about the service, back to the need menu
+    walker.press("4")   # and again
+    walker.press("1")
+    assert walker.enqueue() is not None
+    with app.app_context():
+        call = db.session.scalar(select(Call).where(Call.call_sid == walker.sid))
+        assert [entry["step"] for entry in call.ivr_path if "key" not in entry].count("about_service") == 2
+
+
+def status(twilio, sid: str, value: str, sequence: int | None = None, duration: str | None = None):  # type: ignore[no-untyped-def]
+    """Post a status callback."""
+    params = {"CallSid": sid, "CallStatus": value, "From": "+447911123456"}
+    if sequence is not None:
+        params["SequenceNumber"] = str(sequence)
+    if duration is not None:
+        params["CallDuration"] = duration
+    return twilio.post("/voice/status", params)
+
+
+def test_a_late_ringing_never_undoes_completed(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    assert status(twilio, walker.sid, "completed", 2, "31").status_code == 204
+    assert status(twilio, walker.sid, "ringing", 1).status_code == 204
+    assert status(twilio, walker.sid, "in-progress").status_code == 204
+    with app.app_context():
+        call = db.session.scalar(select(Call).where(Call.call_sid == walker.sid))
+        assert call.twilio_status == "completed" and call.duration_s == 31 and call.ended_at is not None
+
+
+def test_status_callbacks_apply_in_sequence_order(app, twilio):
+    sid = new_call_sid()
+    twilio.post("/voice/incoming", incoming_params(sid))
+    status(twilio, sid, "in-progress", 3)
+    status(twilio, sid, "ringing", 2)
+    status(twilio, sid, "in-progress", 3)  # a repeat
+    with app.app_context():
+        call = db.session.scalar(select(Call).where(Call.call_sid == sid))
+        assert call.twilio_status == "in-progress" and call.twilio_sequence == 3
+        assert count(CallEvent.__table__.select().where(CallEvent.kind == "status").subquery()) == 1
+
+
+def test_an_unknown_status_is_refused(app, twilio):
+    assert status(twilio, new_call_sid(), "exploded").status_code == 400
+    with app.app_context():
+        assert count(Call) == 0
+
+
+def test_hanging_up_in_the_ivr_is_abandoned_at_that_step(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("1")  # now at eligibility
+    status(twilio, walker.sid, "completed", 5, "12")
+    with app.app_context():
+        call = db.session.scalar(select(Call).where(Call.call_sid == walker.sid))
+        assert call.outcome == "abandoned" and call.outcome_step == "eligibility"
+        assert call.caller_number_enc is None  # never reached the queue, so never kept
+
+
+def test_hanging_up_in_the_queue_is_abandoned_with_position_and_wait(app, twilio):
+    first, second = CallWalker(twilio), CallWalker(twilio, caller="+447911654321")
+    for walker in (first, second):
+        walker.start()
+        walker.press("1")
+        walker.press("1")
+        walker.press("1")
+    second.request(second.queue["action"], QueueResult="hangup", QueueTime="40")
+    status(twilio, second.sid, "completed", 9, "95")
+    with app.app_context():
+        call = db.session.scalar(select(Call).where(Call.call_sid == second.sid))
+        entry = db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call.id))
+        assert call.outcome == "abandoned" and call.outcome_step == "queue"
+        assert entry.state == "abandoned" and entry.position_at_exit == 2
+        assert call.dequeued_at >= call.queued_at
+
+
+def test_a_status_for_a_call_never_seen_still_leaves_a_record(app, twilio):
+    sid = new_call_sid()
+    status(twilio, sid, "failed", 1)
+    with app.app_context():
+        call = db.session.scalar(select(Call).where(Call.call_sid == sid))
+        assert call.twilio_status == "failed" and call.outcome == "abandoned"
+        assert call.caller_number_enc is None
+
+
+def test_a_fault_on_our_side_keeps_the_caller_on_the_line(app, twilio, monkeypatch):
+    interpreter = app.extensions["helpline.ivr"]
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("database fell over")
+
+    monkeypatch.setattr(interpreter, "start", broken)
+    response = twilio.post("/voice/incoming", incoming_params(new_call_sid()))
+    assert response.status_code == 200 and response.mimetype == "text/xml"
+    body = response.get_data(as_text=True)
+    assert "<Redirect" in body and "retry=1" in body and "Traceback" not in body
+    response = twilio.post("/voice/incoming?retry=3", incoming_params(new_call_sid()))
+    assert "<Enqueue>helpline</Enqueue>" in response.get_data(as_text=True)
