@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
-from .conftest import new_call_sid
+from .conftest import ALWAYS_OPEN, new_call_sid
 from .processes import free_port, run_cli, serve
 
 TOKEN = "serve-test-token"
@@ -19,7 +20,9 @@ TOKEN = "serve-test-token"
 @pytest.fixture
 def service(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     port = free_port()
-    env = {"HELPLINE_DATABASE_URL": database_url, "HELPLINE_INSTANCE_PATH": str(tmp_path / "instance"),
+    site = tmp_path / "always-open.yaml"
+    site.write_text(yaml.safe_dump({"opening_hours": {"weekly": ALWAYS_OPEN, "closed_dates": []}}))
+    env = {"HELPLINE_CONFIG": str(site), "HELPLINE_DATABASE_URL": database_url, "HELPLINE_INSTANCE_PATH": str(tmp_path / "instance"),
            "HELPLINE_PUBLIC_URL": f"http://127.0.0.1:{port}", "TWILIO_ACCOUNT_SID": "AC" + "2" * 32,
            "TWILIO_AUTH_TOKEN": TOKEN}
     yield from serve(env, tmp_path, port)
