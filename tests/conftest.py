@@ -62,6 +62,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Like `database_url`, shared by one module's tests (for the slower, process-level tests)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'helpline.db'}"
+        upgrade(url)
+        yield url
+        return
+    base = postgres_url()
+    if not base:
+        pytest.skip("HELPLINE_TEST_POSTGRES_URL is not set")
+    for url in fresh_postgres_database(base):
+        upgrade(url)
+        yield url
+
+
 def test_overrides(database_url: str, tmp_path: Path, **extra: Any) -> dict[str, Any]:
     """Configuration for a test app: isolated instance folder, known Twilio credentials, always open."""
     overrides: dict[str, Any] = {
