@@ -1,0 +1,74 @@
+"""Running the emulator: a threaded WSGI server, in the foreground or on a background thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from .app import create_app
+from .config import EmulatorConfig
+from .engine import Emulator
+
+
+@dataclass
+class EmulatorServer:
+    """A running emulator: its base `url`, the `emulator` engine and the HTTP server."""
+
+    url: str
+    emulator: Emulator
+    server: BaseWSGIServer
+    thread: threading.Thread | None = None
+
+    def shutdown(self) -> None:
+        """Stop serving, hang up every call and join the server thread."""
+        self.server.shutdown()
+        self.server.server_close()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        self.emulator.close()
+
+    def __enter__(self) -> "EmulatorServer":
+        """Use as a context manager."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Shut down on leaving the block."""
+        self.shutdown()
+
+
+def build_server(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 5050) -> EmulatorServer:
+    """Create (but do not start) a threaded server; port 0 picks a free port."""
+    emulator = Emulator(config)
+    app = create_app(emulator=emulator)
+    # One thread per request: long-polls and slow webhooks must never block other requests.
+    server = make_server(host, port, app, threaded=True)
+    server.daemon_threads = True
+    url = f"http://{host}:{server.server_port}"
+    return EmulatorServer(url=url, emulator=emulator, server=server)
+
+
+def serve(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 5050, quiet: bool = True) -> None:
+    """Serve in the foreground until interrupted."""
+    if quiet:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    running = build_server(config, host, port)
+    try:
+        running.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.server.server_close()
+        running.emulator.close()
+
+
+def start_emulator_in_thread(config: EmulatorConfig | None = None, host: str = "127.0.0.1",
+                             port: int = 0) -> EmulatorServer:
+    """Start an emulator on a background thread (for quick experiments; tests use a real process)."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    running = build_server(config or EmulatorConfig(), host, port)
+    running.thread = threading.Thread(target=running.server.serve_forever, name="emulator-http", daemon=True)
+    running.thread.start()
+    return running
