@@ -46,36 +46,34 @@ def fresh_postgres_database(base_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def migrated_database(kind: str, folder: Path) -> Iterator[str]:
+    """A migrated, empty database of `kind`: a SQLite file in `folder`, or a fresh PostgreSQL database."""
+    if kind == "sqlite":
+        url = f"sqlite:///{folder / 'helpline.db'}"
+        upgrade(url)
+        yield url
+        return
+    base = postgres_url()
+    if not base:
+        pytest.skip("HELPLINE_TEST_POSTGRES_URL is not set")
+    for url in fresh_postgres_database(base):
+        upgrade(url)
+        yield url
+
+
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=DATABASES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated, empty database: SQLite always, PostgreSQL too when HELPLINE_TEST_POSTGRES_URL is set."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'helpline.db'}"
-        upgrade(url)
-        yield url
-        return
-    base = postgres_url()
-    if not base:
-        pytest.skip("HELPLINE_TEST_POSTGRES_URL is not set")
-    for url in fresh_postgres_database(base):
-        upgrade(url)
-        yield url
+    yield from migrated_database(request.param, tmp_path)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=DATABASES)
 def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Like `database_url`, shared by one module's tests (for the slower, process-level tests)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'helpline.db'}"
-        upgrade(url)
-        yield url
-        return
-    base = postgres_url()
-    if not base:
-        pytest.skip("HELPLINE_TEST_POSTGRES_URL is not set")
-    for url in fresh_postgres_database(base):
-        upgrade(url)
-        yield url
+    yield from migrated_database(request.param, tmp_path_factory.mktemp("db"))
 
 
 def test_overrides(database_url: str, tmp_path: Path, **extra: Any) -> dict[str, Any]:
