@@ -14,5 +14,7 @@ bp = Blueprint("console", __name__, template_folder="templates", static_folder="
 def init_app(app: Flask) -> None:
     """Register the console's pages."""
     from . import pages  # noqa: F401 - registers the routes on bp
+    from . import clinician_pages  # noqa: F401 - the clinician's page, on bp too
+    from . import supervisor_pages  # noqa: F401 - the wallboard, call review and reports pages
 
     app.register_blueprint(bp)

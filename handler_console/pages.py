@@ -2,11 +2,54 @@
 
 from __future__ import annotations
 
-from flask import redirect, render_template, url_for
+import functools
+from typing import Callable, TypeVar
+
+from flask import current_app, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
-from . import bp
+from . import HERE, bp
+
+F = TypeVar("F", bound=Callable[..., object])
+
+#: Operators may vendor Twilio's Voice JS SDK here; the handler page loads it only when it is present,
+#: so that nothing is ever fetched from the internet.
+TWILIO_SDK = HERE / "static" / "vendor" / "twilio.min.js"
+
+#: The outcomes a handler records at wrap-up, in the order they are offered.
+OUTCOMES = (
+    ("booked", "Assessment booked"),
+    ("advice_given", "Advice given"),
+    ("signposted", "Signposted elsewhere"),
+    ("callback_arranged", "Callback arranged"),
+    ("third_party", "About someone else"),
+    ("not_eligible", "Not eligible"),
+    ("caller_hung_up", "Caller hung up"),
+)
+
+
+def page_for(*roles: str) -> Callable[[F], F]:
+    """Serve the page to logged-in users with one of `roles`; send others to log in, or a 403 page.
+
+    Unlike `auth.roles_required`, which answers the API in JSON, a person who opens the wrong page
+    in a browser is shown a page with a way back to their own.
+    """
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: object, **kwargs: object) -> object:
+            from helpline.auth import home_url, login_manager
+
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if current_user.role not in roles:
+                return render_template("forbidden.html", home=home_url()), 403
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 @bp.get("/")
@@ -24,3 +67,24 @@ def index() -> Response:
 def account() -> str:
     """Who is logged in, and with which role."""
     return render_template("account.html")
+
+
+@bp.get("/console")
+@page_for("handler")
+def handler() -> str:
+    """The call handler's console: presence, the live queue, offers, the call in hand and wrap-up."""
+    routing = current_app.config["HELPLINE"].routing
+    return render_template(
+        "handler.html",
+        offer_timeout_s=routing.offer_timeout_s,
+        wrap_up_s=routing.wrap_up_s,
+        twilio_sdk=TWILIO_SDK.is_file(),
+        outcomes=OUTCOMES,
+    )
+
+
+@bp.get("/supervisor")
+@page_for("supervisor")
+def supervisor() -> str:
+    """The supervisor's live, read-only view of the queue and the handlers."""
+    return render_template("supervisor.html")

@@ -8,11 +8,17 @@ here is answered by an indexed query, never by reading the whole queue.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select, tuple_, union_all, update
+from flask import Flask
 from sqlalchemy.orm import Session
 
-from .models import Call, QueueEntry
+from .config import RoutingSettings
+from .events import announce
+from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
 
 #: States in which an entry holds a place in line.
 IN_LINE = ("waiting", "offered")
@@ -77,3 +83,754 @@ def spoken_wait(seconds: int) -> str:
         return f"about {minutes} minutes" if minutes > 1 else "about a minute"
     hours = round(minutes / 60, 1)
     return f"about {hours:g} hours" if hours != 1 else "about an hour"
+
+
+# ---------------------------------------------------------------------------------------------
+# Live routing: presence, offers, accepts and wrap-up.
+#
+# The policy, in one place:
+#
+# * The line is ordered by priority, then `placed_at`, then id (see `due` and `position` above). A
+#   callback keeps the place of the call it came from, and waits while its `not_before` is ahead.
+# * A call needs a handler whose skills include its need (mental_health, addiction,
+#   return_to_work; speak_now and no need fit anyone), who knows dentistry if the call is flagged
+#   `dentist`, who speaks the language of a `language:<code>` flag, and who has not declined it.
+# * Once a call has waited `routing.skill_fallback_after_s`, any free handler who has not declined
+#   it fits (skilled ones still first).
+# * Each decision takes the first call in line that some free handler fits, and offers it to the
+#   longest idle of those (idle since `available_since`). Free = `available` with a live console.
+# * An offer not accepted within `routing.offer_timeout_s` goes back to its place and the handler
+#   goes on `break` (a missed offer). A decline sends it back too; the decliner stays available at
+#   the back of the idle order and is not offered that call again.
+# * After a call the handler is in `wrap_up` until they record an outcome, or `routing.wrap_up_s`.
+#
+# Every state change is a conditional UPDATE, so that with several processes on one database
+# exactly one of two racing changes wins; on PostgreSQL routing also locks what it reads with
+# FOR UPDATE SKIP LOCKED, and on SQLite every write transaction is BEGIN IMMEDIATE (db.py).
+# Functions here change the session and announce what changed; their callers commit.
+# ---------------------------------------------------------------------------------------------
+
+PRESENCES = ("offline", "available", "offered", "on_call", "wrap_up", "break")
+#: What a handler may set for themselves; the others follow from offers and calls.
+SETTABLE = ("available", "break", "offline")
+#: Needs that ask for a skilled handler; the flow's other need, speak_now, fits anyone.
+SKILLED_NEEDS = ("mental_health", "addiction", "return_to_work")
+#: Every value `QueueEntry.need` takes (the flow checks its needs at start-up); None = not asked.
+NEED_CLASSES: tuple[str | None, ...] = (*SKILLED_NEEDS, "speak_now", None)
+#: What a handler may record at wrap-up.
+WRAP_UP_OUTCOMES = ("booked", "advice_given", "signposted", "callback_arranged", "third_party", "not_eligible",
+                    "caller_hung_up")
+#: How many times a callback is rung without an answer before it is closed.
+CALLBACK_ATTEMPTS = 3
+#: How long a callback that was not answered waits before it is tried again.
+CALLBACK_RETRY = dt.timedelta(minutes=10)
+#: Entries fetched at a time when a need's line must be walked past calls nobody free can take.
+_BATCH = 16
+
+
+class RoutingError(Exception):
+    """A routing action that cannot be done now; becomes a 409 (or the given status) for the console."""
+
+    def __init__(self, message: str, detail: object = None, status: int = 409):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A waiting entry as routing reads it (plain values, no ORM object per row)."""
+
+    id: int
+    call_id: int
+    kind: str
+    need: str | None
+    flags: tuple[str, ...]
+    priority: int
+    placed_at: dt.datetime
+    declined_by: tuple[int, ...]
+
+    @property
+    def order(self) -> tuple[int, dt.datetime, int]:
+        """The entry's place in line, as a sort key."""
+        return (self.priority, self.placed_at, self.id)
+
+
+@dataclass
+class Free:
+    """An available handler with a live console, as routing reads it."""
+
+    id: int
+    skills: frozenset[str]
+    languages: frozenset[str]
+    #: Place in the idle order (0 = idle longest).
+    rank: int = 0
+
+
+def requirements(need: str | None, flags: Iterable[str]) -> tuple[frozenset[str], str | None]:
+    """The skills and the language a call asks for."""
+    skills = {need} if need in SKILLED_NEEDS else set()
+    language = None
+    for flag in flags:
+        if flag == "dentist":
+            skills.add("dentist")
+        elif isinstance(flag, str) and flag.startswith("language:"):
+            language = flag.split(":", 1)[1]
+    return frozenset(skills), language
+
+
+def fits(handler: Free, entry: Waiting) -> bool:
+    """Whether the handler has every skill and the language the call asks for."""
+    skills, language = requirements(entry.need, entry.flags)
+    return skills <= handler.skills and (language is None or language in handler.languages)
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _locked(session: Session, query):  # type: ignore[no-untyped-def]
+    """Lock the rows `query` reads, skipping rows another process holds (PostgreSQL only)."""
+    return query.with_for_update(skip_locked=True) if _is_postgres(session) else query
+
+
+_WAITING_COLUMNS = (QueueEntry.id, QueueEntry.call_id, QueueEntry.kind, QueueEntry.need, QueueEntry.flags,
+                    QueueEntry.priority, QueueEntry.placed_at, QueueEntry.declined_by)
+
+
+def _waiting(row: Any) -> Waiting:
+    return Waiting(row[0], row[1], row[2], row[3], tuple(row[4] or ()), row[5], row[6], tuple(row[7] or ()))
+
+
+def _need_is(need: str | None):  # type: ignore[no-untyped-def]
+    return QueueEntry.need.is_(None) if need is None else QueueEntry.need == need
+
+
+@functools.cache
+def _statements(need: str | None) -> dict[str, Any]:
+    """The queries over one need's line, built once: building SQL costs more Python than running it.
+
+    Each is served by ix_queue_entries_state_need_order: an equality on state and need, then the
+    line order, so LIMIT stops after the rows it returns.
+    """
+    due_now = or_(QueueEntry.not_before.is_(None), QueueEntry.not_before <= bindparam("now"))
+    line = (
+        select(*_WAITING_COLUMNS)
+        .where(QueueEntry.state == "waiting", _need_is(need), due_now)
+        .order_by(QueueEntry.priority, QueueEntry.placed_at, QueueEntry.id)
+    )
+    after = tuple_(QueueEntry.priority, QueueEntry.placed_at, QueueEntry.id) > tuple_(
+        bindparam("priority"), bindparam("placed_at"), bindparam("id"))
+    return {
+        "head": line.limit(1),
+        "batch": line.where(after).limit(_BATCH),
+        "next_priority": line.where(QueueEntry.priority > bindparam("priority")).limit(1),
+        # Old enough for the fallback within one priority: an index range on placed_at.
+        "waited": line.where(QueueEntry.priority == bindparam("priority"), QueueEntry.placed_at <= bindparam("cutoff"),
+                             tuple_(QueueEntry.placed_at, QueueEntry.id) > tuple_(bindparam("placed_at"), bindparam("id")))
+                      .limit(_BATCH),
+    }
+
+
+@functools.cache
+def _heads_statement() -> Any:
+    """The first entry of every need's line, in one query."""
+    return union_all(*(select(_statements(need)["head"].subquery()) for need in NEED_CLASSES))
+
+
+#: Before any real entry in keyset order.
+_START = {"priority": -(2**31), "placed_at": dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc), "id": 0}
+
+
+def heads(session: Session, now: dt.datetime) -> dict[str | None, Waiting | None]:
+    """Each need's first waiting entry (None for an empty line)."""
+    found: dict[str | None, Waiting | None] = dict.fromkeys(NEED_CLASSES)
+    for row in session.execute(_heads_statement(), {"now": now}):
+        entry = _waiting(row)
+        found[entry.need] = entry
+    return found
+
+
+def _walk(session: Session, need: str | None, now: dt.datetime) -> Iterator[Waiting]:
+    """The need's line, a batch at a time, continuing after the last row seen (keyset paging)."""
+    statement = _locked(session, _statements(need)["batch"])
+    position_ = dict(_START)
+    while True:
+        rows = [_waiting(row) for row in session.execute(statement, {"now": now, **position_})]
+        yield from rows
+        if len(rows) < _BATCH:
+            return
+        position_ = {"priority": rows[-1].priority, "placed_at": rows[-1].placed_at, "id": rows[-1].id}
+
+
+def _walk_waited(session: Session, need: str | None, now: dt.datetime, cutoff: dt.datetime) -> Iterator[Waiting]:
+    """The need's entries placed at or before `cutoff`, in line order.
+
+    Taken one priority at a time, so that each query is an index range on placed_at: a walk over
+    the whole line looking for old enough calls would read every recent one too.
+    """
+    statements = _statements(need)
+    head = session.execute(statements["head"], {"now": now}).first()
+    waited = _locked(session, statements["waited"])
+    while head is not None:
+        priority = head.priority
+        after = {"placed_at": _START["placed_at"], "id": 0}
+        while True:
+            rows = [_waiting(row) for row in session.execute(
+                waited, {"now": now, "priority": priority, "cutoff": cutoff, **after})]
+            yield from rows
+            if len(rows) < _BATCH:
+                break
+            after = {"placed_at": rows[-1].placed_at, "id": rows[-1].id}
+        head = session.execute(statements["next_priority"], {"now": now, "priority": priority}).first()
+
+
+@functools.cache
+def _free_statement(locking: bool) -> Any:
+    from .models import ConsoleConnection
+
+    connected = select(ConsoleConnection.sid).where(ConsoleConnection.handler_id == Handler.id).exists()
+    query = (
+        select(Handler.id, Handler.skills, Handler.languages)
+        .where(Handler.presence == "available", connected)
+        .order_by(Handler.available_since, Handler.id)
+    )
+    return query.with_for_update(skip_locked=True, of=Handler) if locking else query
+
+
+def free_handlers(session: Session) -> list[Free]:
+    """Available handlers with a live console, longest idle first (locked, skipping locked ones, on PostgreSQL)."""
+    rows = session.execute(_free_statement(_is_postgres(session)))
+    return [Free(row[0], frozenset(row[1] or ()), frozenset(row[2] or ()), rank) for rank, row in enumerate(rows)]
+
+
+def _takeable(entry: Waiting, free: list[Free], cutoff: dt.datetime) -> bool:
+    """Whether someone free may be offered the entry."""
+    for handler in free:
+        if handler.id in entry.declined_by:
+            continue
+        if entry.placed_at <= cutoff or fits(handler, entry):
+            return True
+    return False
+
+
+def _candidate(session: Session, need: str | None, free: list[Free], now: dt.datetime, cutoff: dt.datetime,
+               head: Waiting | None) -> Waiting | None:
+    """The first entry of this need's line that someone free may be offered, or None.
+
+    Usually the head of the line; only calls nobody free may take (declined, or asking for
+    dentistry or a language nobody free has) are walked past.
+    """
+    if head is None:
+        return None
+    if _takeable(head, free, cutoff):
+        return head
+    if any(need not in SKILLED_NEEDS or need in handler.skills for handler in free):
+        entries = _walk(session, need, now)
+    else:
+        # Nobody free has the skill: only calls past the fallback wait can go.
+        entries = _walk_waited(session, need, now, cutoff)
+    return next((entry for entry in entries if _takeable(entry, free, cutoff)), None)
+
+
+def choose_handler(entry: Waiting, free: list[Free], cutoff: dt.datetime) -> Free | None:
+    """The longest-idle free handler who fits the entry; after the fallback wait, any who has not declined it."""
+    allowed = [handler for handler in free if handler.id not in entry.declined_by]
+    skilled = next((handler for handler in allowed if fits(handler, entry)), None)
+    if skilled is not None:
+        return skilled
+    return allowed[0] if allowed and entry.placed_at <= cutoff else None
+
+
+@dataclass(frozen=True)
+class Offer:
+    """An offer made: which call to which handler, and until when."""
+
+    call_id: int
+    handler_id: int
+    need: str | None
+    flags: tuple[str, ...]
+    kind: str
+    placed_at: dt.datetime
+    offered_at: dt.datetime
+    timeout_s: int
+
+    def payload(self, now: dt.datetime) -> dict[str, Any]:
+        """The `offer` event the handler's console receives (no personal data)."""
+        return {
+            "call_id": self.call_id,
+            "need": self.need,
+            "flags": list(self.flags),
+            "kind": self.kind,
+            "waiting_s": max(0, int((now - self.placed_at).total_seconds())),
+            "expires_at": (self.offered_at + dt.timedelta(seconds=self.timeout_s)).isoformat(),
+            "timeout_s": self.timeout_s,
+        }
+
+
+#: A need whose candidate has not been looked for yet in this round.
+_UNKNOWN: Any = object()
+
+
+def route(session: Session, settings: RoutingSettings, now: dt.datetime) -> list[Offer]:
+    """Offer waiting calls to free handlers until one side runs out; returns the offers made."""
+    free = free_handlers(session)
+    if not free:
+        return []
+    cutoff = now - dt.timedelta(seconds=settings.skill_fallback_after_s)
+    # Each need's first takeable entry, found once and looked for again only when its line moves
+    # or the handlers who could take it are gone: a decision costs a query or two, not one per need.
+    fresh_heads = heads(session, now)
+    candidates: dict[str | None, Waiting | None] = {}
+    offers: list[Offer] = []
+    while free:
+        for need in NEED_CLASSES:
+            known = candidates.get(need, _UNKNOWN)
+            if known is _UNKNOWN or (known is not None and not _takeable(known, free, cutoff)):
+                head = fresh_heads.pop(need) if need in fresh_heads else _head(session, need, now)
+                candidates[need] = _candidate(session, need, free, now, cutoff, head)
+        waiting = [entry for entry in candidates.values() if entry is not None]
+        if not waiting:
+            break
+        entry = min(waiting, key=lambda item: item.order)
+        del candidates[entry.need]
+        handler = choose_handler(entry, free, cutoff)
+        assert handler is not None  # the candidate was takeable by someone free
+        free.remove(handler)
+        offer = make_offer(session, entry, handler.id, settings, now)
+        if offer is not None:
+            offers.append(offer)
+        else:
+            free.append(handler)  # the call went elsewhere (another process): the handler is still free
+            free.sort(key=lambda item: item.rank)
+    return offers
+
+
+
+def _head(session: Session, need: str | None, now: dt.datetime) -> Waiting | None:
+    row = session.execute(_statements(need)["head"], {"now": now}).first()
+    return _waiting(row) if row is not None else None
+
+
+@functools.cache
+def _offer_statements() -> dict[str, Any]:
+    """The UPDATEs of an offer, built once (on the tables: no ORM bookkeeping per decision)."""
+    entries, handlers = QueueEntry.__table__, Handler.__table__
+    return {
+        "entry": update(entries)
+        .where(entries.c.id == bindparam("entry_id"), entries.c.state == "waiting")
+        .values(state="offered", handler_id=bindparam("to_handler"), offered_at=bindparam("at")),
+        "handler": update(handlers)
+        .where(handlers.c.id == bindparam("handler_id"), handlers.c.presence == "available")
+        .values(presence="offered", presence_since=bindparam("at"), current_call_id=bindparam("call")),
+        "undo": update(entries).where(entries.c.id == bindparam("entry_id"))
+        .values(state="waiting", handler_id=None, offered_at=None),
+        "event": CallEvent.__table__.insert(),
+    }
+
+
+def make_offer(session: Session, entry: Waiting, handler_id: int, settings: RoutingSettings, now: dt.datetime) -> Offer | None:
+    """Offer the entry to the handler, if both are still free; announce it to the handler's console."""
+    connection = session.connection()
+    statements = _offer_statements()
+    if _is_postgres(session):
+        # Another process deciding about this very call holds its row: leave it to them, do not wait.
+        mine = session.scalar(select(QueueEntry.id).where(QueueEntry.id == entry.id, QueueEntry.state == "waiting")
+                              .with_for_update(skip_locked=True))
+        if mine is None:
+            return None
+    taken = connection.execute(statements["entry"], {"entry_id": entry.id, "to_handler": handler_id, "at": now})
+    if taken.rowcount != 1:
+        return None
+    claimed = connection.execute(statements["handler"], {"handler_id": handler_id, "at": now, "call": entry.call_id})
+    if claimed.rowcount != 1:
+        connection.execute(statements["undo"], {"entry_id": entry.id})
+        return None
+    connection.execute(statements["event"], {"call_id": entry.call_id, "kind": "offered", "at": now,
+                                             "detail": {"handler_id": handler_id}})
+    offer = Offer(entry.call_id, handler_id, entry.need, entry.flags, entry.kind, entry.placed_at, now,
+                  settings.offer_timeout_s)
+    announce(session, "offer", handler_id=handler_id, offer=offer.payload(now))
+    announce(session, "presence", handler_id=handler_id, presence="offered", since=now.isoformat())
+    announce(session, "console_changed")
+    return offer
+
+
+# -- presence -----------------------------------------------------------------------------------
+
+def set_presence(session: Session, handler: Handler, presence: str, now: dt.datetime) -> None:
+    """Move the handler to `presence`, restarting its clock (and the idle clock when they become free)."""
+    if presence not in PRESENCES:
+        raise ValueError(f"unknown presence {presence!r}")
+    if presence == "available" and handler.presence != "available":
+        handler.available_since = now
+    if presence in ("available", "break", "offline"):
+        handler.current_call_id = None
+    if presence != handler.presence:
+        handler.presence = presence
+        handler.presence_since = now
+        announce(session, "presence", handler_id=handler.id, presence=presence, since=now.isoformat())
+        announce(session, "console_changed")
+    if presence == "available":
+        announce(session, "handler_free", handler_id=handler.id)
+
+
+def change_status(session: Session, handler: Handler, status: str, now: dt.datetime) -> None:
+    """The handler sets themselves available, on break or offline."""
+    lock(session, handler)
+    if status not in SETTABLE:
+        raise RoutingError("bad_status", f"status must be one of {', '.join(SETTABLE)}", status=400)
+    if handler.presence in ("on_call", "wrap_up"):
+        raise RoutingError(handler.presence, "finish the call and its wrap-up first")
+    if handler.presence == "offered":
+        if status == "available":
+            return
+        withdraw(session, handler, "status_changed", now)
+    set_presence(session, handler, status, now)
+
+
+def _fresh(session: Session, model: Any, key: Any) -> Any:
+    """A row as the database has it now: routing changes rows with UPDATEs the identity map does not see."""
+    return session.get(model, key, populate_existing=True)
+
+
+def lock(session: Session, handler: Handler) -> None:
+    """Re-read the handler, locking their row on PostgreSQL, before changing their state."""
+    session.flush()
+    session.refresh(handler, with_for_update=True if _is_postgres(session) else None)
+
+
+def _entry_for(session: Session, call_id: int) -> QueueEntry | None:
+    return session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id).execution_options(populate_existing=True))
+
+
+def withdraw(session: Session, handler: Handler, reason: str, now: dt.datetime) -> QueueEntry | None:
+    """Take back the handler's outstanding offer; the call goes back to its place in line."""
+    if handler.current_call_id is None:
+        return None
+    call_id = handler.current_call_id
+    entry = _entry_for(session, call_id)
+    returned = session.execute(
+        update(QueueEntry)
+        .where(QueueEntry.call_id == call_id, QueueEntry.state == "offered", QueueEntry.handler_id == handler.id)
+        .values(state="waiting", handler_id=None, offered_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if returned.rowcount == 1 and entry is not None:
+        session.refresh(entry)  # the UPDATE above bypassed the identity map
+        announce(session, "queue_changed")
+    announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call_id, reason=reason)
+    handler.current_call_id = None
+    return entry
+
+
+def decline(session: Session, handler: Handler, call_id: int, now: dt.datetime) -> None:
+    """The handler turns the offer down: it goes back to its place, and is not offered to them again."""
+    lock(session, handler)
+    if handler.presence != "offered" or handler.current_call_id != call_id:
+        raise RoutingError("no_offer", "this call is not offered to you")
+    entry = withdraw(session, handler, "declined", now)
+    if entry is not None:
+        entry.declined_by = [*entry.declined_by, handler.id]
+        session.add(CallEvent(call_id=call_id, kind="offer_declined", at=now, detail={"handler_id": handler.id}))
+    set_presence(session, handler, "available", now)
+
+
+def expire_offers(session: Session, settings: RoutingSettings, now: dt.datetime) -> int:
+    """Offers left unanswered past the timeout go back in line; their handlers go on break."""
+    deadline = now - dt.timedelta(seconds=settings.offer_timeout_s)
+    missed = session.scalars(
+        _locked(session, select(QueueEntry).where(QueueEntry.state == "offered", QueueEntry.offered_at <= deadline))
+        .execution_options(populate_existing=True)
+    ).all()
+    for entry in missed:
+        handler = _fresh(session, Handler, entry.handler_id) if entry.handler_id is not None else None
+        session.add(CallEvent(call_id=entry.call_id, kind="offer_missed", at=now, detail={"handler_id": entry.handler_id}))
+        if handler is not None and handler.current_call_id == entry.call_id:
+            withdraw(session, handler, "timeout", now)
+            set_presence(session, handler, "break", now)
+        else:
+            entry.state, entry.handler_id, entry.offered_at = "waiting", None, None
+            announce(session, "queue_changed")
+    return len(missed)
+
+
+def end_wrap_ups(session: Session, settings: RoutingSettings, now: dt.datetime) -> int:
+    """Handlers whose wrap-up has lasted `routing.wrap_up_s` become available."""
+    deadline = now - dt.timedelta(seconds=settings.wrap_up_s)
+    handlers = session.scalars(
+        _locked(session, select(Handler).where(Handler.presence == "wrap_up", Handler.presence_since <= deadline))
+        .execution_options(populate_existing=True)
+    ).all()
+    for handler in handlers:
+        if handler.current_call_id is not None:
+            session.add(CallEvent(call_id=handler.current_call_id, kind="wrap_up_timed_out", at=now,
+                                  detail={"handler_id": handler.id}))
+        set_presence(session, handler, "available", now)
+    return len(handlers)
+
+
+def sweep(session: Session, settings: RoutingSettings, now: dt.datetime) -> list[Offer]:
+    """The periodic pass: expire offers and wrap-ups, then route (callbacks whose time has come included)."""
+    expire_offers(session, settings, now)
+    end_wrap_ups(session, settings, now)
+    return route(session, settings, now)
+
+
+def handler_gone(session: Session, handler_id: int, now: dt.datetime) -> None:
+    """The handler's last console connection closed: free their offer now, and take them off the line.
+
+    A handler on a call keeps it (the call is on their phone or softphone, and ends by itself).
+    """
+    handler = _fresh(session, Handler, handler_id)
+    if handler is None:
+        return
+    if handler.presence == "offered":
+        withdraw(session, handler, "disconnected", now)
+    if handler.presence in ("available", "offered"):
+        set_presence(session, handler, "offline", now)
+
+
+# -- accepting and connecting -------------------------------------------------------------------
+
+def claim(session: Session, handler: Handler, call_id: int, now: dt.datetime) -> QueueEntry:
+    """Take the call for the handler: exactly one of several racing handlers (or processes) wins.
+
+    The entry goes to `connecting` and the handler `on_call`; raises RoutingError for the losers.
+    """
+    lock(session, handler)
+    if handler.presence not in ("available", "offered"):
+        raise RoutingError("not_free", f"you are {handler.presence.replace('_', ' ')}")
+    won = session.execute(
+        update(QueueEntry)
+        .where(
+            QueueEntry.call_id == call_id,
+            or_(QueueEntry.state == "waiting", and_(QueueEntry.state == "offered", QueueEntry.handler_id == handler.id)),
+            or_(QueueEntry.not_before.is_(None), QueueEntry.not_before <= now),
+        )
+        .values(state="connecting", handler_id=handler.id, offered_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if won.rowcount != 1:
+        raise RoutingError("call_taken", "this call has been taken or is no longer waiting")
+    if handler.presence == "offered" and handler.current_call_id != call_id:
+        withdraw(session, handler, "accepted_another", now)
+    moved = session.execute(
+        update(Handler)
+        .where(Handler.id == handler.id, Handler.presence.in_(("available", "offered")))
+        .values(presence="on_call", presence_since=now, current_call_id=call_id)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:
+        raise RoutingError("not_free", "your status changed; try again")
+    session.refresh(handler)
+    entry = _entry_for(session, call_id)
+    assert entry is not None
+    session.add(CallEvent(call_id=call_id, kind="accepted", at=now, detail={"handler_id": handler.id}))
+    announce(session, "presence", handler_id=handler.id, presence="on_call", since=now.isoformat())
+    announce(session, "console_changed")
+    return entry
+
+
+def connected(session: Session, entry: QueueEntry, handler: Handler, now: dt.datetime, **legs: str | None) -> None:
+    """Twilio took our requests: the caller and the handler are being put through to each other."""
+    call = _fresh(session, Call, entry.call_id)
+    assert call is not None
+    for name, sid in legs.items():
+        setattr(entry, name, sid)
+    if entry.kind == "live" and call.ended_at is not None:
+        # The caller hung up while we were connecting them.
+        abandoned(session, entry, handler, now)
+        return
+    position_now = position(session, entry, now)
+    entry.state = "answered"
+    entry.left_at = now
+    entry.left_reason = "answered"
+    entry.position_at_exit = position_now
+    if entry.kind == "live":
+        call.dequeued_at = call.dequeued_at or now
+        if call.outcome is None:
+            call.outcome = "answered"
+            call.outcome_step = call.step
+            session.add(CallEvent(call_id=call.id, kind="outcome", at=now, step=call.step, detail={"outcome": "answered"}))
+    session.add(CallEvent(call_id=call.id, kind="answered" if entry.kind == "live" else "callback_placed", at=now,
+                          detail={"handler_id": handler.id}))
+    announce(session, "queue_changed")
+    announce(session, "console_changed")
+
+
+def connect_failed(session: Session, entry: QueueEntry, handler: Handler, detail: str, now: dt.datetime) -> None:
+    """Twilio could not connect them: the caller keeps their place, the handler is free again and told."""
+    call = _fresh(session, Call, entry.call_id)
+    assert call is not None
+    session.add(CallEvent(call_id=entry.call_id, kind="connect_failed", at=now, detail={"handler_id": handler.id, "detail": detail}))
+    announce(session, "connect_failed", handler_id=handler.id, call_id=entry.call_id, detail=detail)
+    if entry.kind == "live" and call.ended_at is not None:
+        abandoned(session, entry, handler, now)
+        return
+    entry.state, entry.handler_id, entry.offered_at = "waiting", None, None
+    entry.handler_leg_sid = entry.caller_leg_sid = entry.conference_sid = None
+    announce(session, "queue_changed")
+    set_presence(session, handler, "available", now)
+
+
+def abandoned(session: Session, entry: QueueEntry, handler: Handler | None, now: dt.datetime) -> None:
+    """The caller hung up before a handler reached them; record their place, and free the handler."""
+    call = _fresh(session, Call, entry.call_id)
+    assert call is not None
+    if entry.state in ("waiting", "offered", "connecting"):
+        if entry.state != "connecting":
+            entry.position_at_exit = position(session, entry, now)
+        else:
+            entry.position_at_exit = entry.position_at_exit or 1
+        entry.state = "abandoned"
+        entry.left_reason = "abandoned"
+        entry.left_at = entry.left_at or now
+        call.dequeued_at = call.dequeued_at or now
+    if call.outcome is None:
+        call.outcome, call.outcome_step = "abandoned", call.step
+        session.add(CallEvent(call_id=call.id, kind="outcome", at=now, step=call.step, detail={"outcome": "abandoned"}))
+    if handler is not None and handler.current_call_id == call.id and handler.presence in ("offered", "on_call"):
+        if handler.presence == "offered":
+            announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call.id, reason="abandoned")
+        set_presence(session, handler, "available", now)
+    announce(session, "queue_changed")
+
+
+def call_ended(session: Session, call_id: int, now: dt.datetime) -> None:
+    """The caller's call ended (status callback): withdraw an offer of it, or start the handler's wrap-up."""
+    entry = _entry_for(session, call_id)
+    holders = session.scalars(
+        select(Handler).where(Handler.current_call_id == call_id).execution_options(populate_existing=True)
+    ).all()
+    for handler in holders:
+        if handler.presence == "offered":
+            announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call_id, reason="abandoned")
+            set_presence(session, handler, "available", now)
+        elif handler.presence == "on_call" and entry is not None and entry.state == "answered" and entry.kind == "live":
+            start_wrap_up(session, handler, now)
+    if entry is not None and entry.kind == "live" and entry.state == "offered":
+        abandoned(session, entry, None, now)
+
+
+def start_wrap_up(session: Session, handler: Handler, now: dt.datetime) -> None:
+    """The handler's call is over; wrap-up starts (and ends with an outcome or after `routing.wrap_up_s`)."""
+    if handler.presence != "on_call":
+        return
+    call_id = handler.current_call_id
+    set_presence(session, handler, "wrap_up", now)
+    handler.current_call_id = call_id
+    if call_id is not None:
+        session.add(CallEvent(call_id=call_id, kind="wrap_up_started", at=now, detail={"handler_id": handler.id}))
+
+
+def finish_wrap_up(session: Session, handler: Handler, call_id: int, outcome: str, now: dt.datetime) -> None:
+    """The handler records the call's outcome and is free again."""
+    lock(session, handler)
+    if outcome not in WRAP_UP_OUTCOMES:
+        raise RoutingError("bad_outcome", f"outcome must be one of {', '.join(WRAP_UP_OUTCOMES)}", status=400)
+    if handler.current_call_id != call_id or handler.presence not in ("on_call", "wrap_up"):
+        raise RoutingError("not_your_call", "you are not on or wrapping up this call")
+    session.add(CallEvent(call_id=call_id, kind="wrap_up", at=now, detail={"handler_id": handler.id, "outcome": outcome}))
+    set_presence(session, handler, "available", now)
+
+
+# -- what the consoles see ------------------------------------------------------------------------
+
+def queue_view(session: Session, now: dt.datetime) -> dict[str, Any]:
+    """The body of GET /api/queue and of the `queue` event: the line and the handlers, no personal data."""
+    rows = session.execute(
+        select(QueueEntry.call_id, QueueEntry.placed_at, QueueEntry.need, QueueEntry.flags)
+        .where(due(now))
+        .order_by(QueueEntry.priority, QueueEntry.placed_at, QueueEntry.id)
+    ).all()
+    calls = [
+        {"id": call_id, "position": place, "waiting_s": max(0, int((now - placed_at).total_seconds())),
+         "need": need, "flags": list(flags or ())}
+        for place, (call_id, placed_at, need, flags) in enumerate(rows, start=1)
+    ]
+    people = session.execute(
+        select(Handler.id, User.display_name, Handler.presence, Handler.presence_since, Handler.skills)
+        .join(User, User.id == Handler.user_id)
+        .where(User.active.is_(True))
+        .order_by(Handler.id)
+    ).all()
+    handlers = [
+        {"id": handler_id, "name": name, "presence": presence, "since": since.isoformat(), "skills": list(skills or ())}
+        for handler_id, name, presence, since, skills in people
+    ]
+    return {"calls": calls, "handlers": handlers}
+
+
+def current_offer(session: Session, handler: Handler, settings: RoutingSettings, now: dt.datetime) -> dict[str, Any] | None:
+    """The handler's outstanding offer as the `offer` event carries it, or None."""
+    if handler.presence != "offered" or handler.current_call_id is None:
+        return None
+    entry = _entry_for(session, handler.current_call_id)
+    if entry is None or entry.state != "offered" or entry.handler_id != handler.id or entry.offered_at is None:
+        return None
+    offer = Offer(entry.call_id, handler.id, entry.need, tuple(entry.flags), entry.kind, entry.placed_at,
+                  entry.offered_at, settings.offer_timeout_s)
+    return offer.payload(now)
+
+
+# -- when routing runs ------------------------------------------------------------------------------
+
+def init_app(app: Flask) -> None:
+    """Route whenever something committed could let a call through: a caller joined or left the line,
+    a call ended, or a handler became free. (The periodic sweep covers timeouts; see realtime.py.)"""
+    from .db import db
+
+    settings = app.config["HELPLINE"].routing
+
+    def run(call_id: int | None = None) -> None:
+        with db.transaction() as session:
+            now = utcnow()
+            if call_id is not None:
+                call_ended(session, call_id, now)
+            route(session, settings, now)
+            announce(session, "console_changed")
+
+    db.bus.subscribe("queue_changed", lambda: run())
+    db.bus.subscribe("call_ended", lambda call_id: run(call_id))
+    db.bus.subscribe("handler_free", lambda handler_id: run())
+
+
+def requeue(session: Session, entry: QueueEntry, now: dt.datetime, not_before: dt.datetime | None = None) -> None:
+    """Put a call that was being connected back in its place in line (nobody is dropped)."""
+    call = _fresh(session, Call, entry.call_id)
+    assert call is not None
+    entry.state, entry.handler_id, entry.offered_at = "waiting", None, None
+    entry.left_at = entry.left_reason = entry.position_at_exit = None
+    entry.handler_leg_sid = entry.caller_leg_sid = entry.conference_sid = None
+    entry.not_before = not_before
+    if entry.kind == "live":
+        call.dequeued_at = None
+        if call.outcome == "answered":
+            # Set by `connected` when Twilio took our requests; the handler never reached them after all.
+            call.outcome = call.outcome_step = None
+    announce(session, "queue_changed")
+
+
+def handler_unreachable(session: Session, entry: QueueEntry, handler: Handler | None, status: str, now: dt.datetime) -> None:
+    """The handler's phone or softphone never answered: a missed offer; the call goes back in line."""
+    session.add(CallEvent(call_id=entry.call_id, kind="offer_missed", at=now,
+                          detail={"handler_id": entry.handler_id, "status": status}))
+    requeue(session, entry, now)
+    if handler is not None and handler.current_call_id == entry.call_id and handler.presence == "on_call":
+        set_presence(session, handler, "break", now)
+
+
+def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | None, status: str, now: dt.datetime) -> None:
+    """We rang the caller back and they did not answer: try again later, a few times, then close it."""
+    entry.attempts += 1
+    session.add(CallEvent(call_id=entry.call_id, kind="callback_unanswered", at=now,
+                          detail={"status": status, "attempt": entry.attempts}))
+    if entry.attempts >= CALLBACK_ATTEMPTS:
+        entry.state, entry.left_at, entry.left_reason = "closed", now, "callback_unanswered"
+        announce(session, "queue_changed")
+    else:
+        requeue(session, entry, now, not_before=now + CALLBACK_RETRY)
+    if handler is not None and handler.current_call_id == entry.call_id and handler.presence == "on_call":
+        set_presence(session, handler, "available", now)

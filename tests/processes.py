@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,7 +43,9 @@ class Process:
         self.url = url
         self.log_path = log
         self._log = log.open("wb")
-        self.popen = subprocess.Popen(args, env=base_environment(env), cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        # A session of its own, so that stopping it stops gunicorn's worker too, not just its master.
+        self.popen = subprocess.Popen(args, env=base_environment(env), cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
 
     def wait_ready(self, path: str = "/", timeout: float = 30) -> None:
         """Wait until the process answers HTTP at `path`."""
@@ -62,15 +65,22 @@ class Process:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def signal_group(self, signum: int) -> None:
+        """Send `signum` to the process and every child it started."""
+        try:
+            os.killpg(self.popen.pid, signum)
+        except ProcessLookupError:
+            pass
+
     def stop(self) -> None:
-        """Stop the process politely, then firmly."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
+        """Stop the process and its children politely, then firmly."""
+        self.signal_group(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.signal_group(signal.SIGKILL)
+        self.popen.wait(timeout=10)
         self._log.close()
 
 

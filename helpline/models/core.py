@@ -102,6 +102,8 @@ class Handler(Base):
     languages: Mapped[list[Any]] = mapped_column(default=lambda: ["en"])
     #: Set when the handler takes calls on a phone rather than the browser softphone (encrypted E.164).
     phone_number_enc: Mapped[Optional[str]] = mapped_column(Text)
+    #: The call offered to the handler, or the one they are on or wrapping up; None when free.
+    current_call_id: Mapped[Optional[int]] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
 
     user: Mapped[User] = relationship(back_populates="handler")
 
@@ -122,7 +124,8 @@ class Call(Base):
     #: valid, withheld, invalid, or dropped (third-party calls keep nothing)
     caller_number_status: Mapped[str] = mapped_column(String(16), default="withheld")
     caller_number_enc: Mapped[Optional[str]] = mapped_column(Text)
-    caller_hash: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    #: The marker tells `helpline rotate-key` to recompute it under the new key (see keys.py).
+    caller_hash: Mapped[Optional[str]] = mapped_column(String(64), index=True, info={"keyed_hash_of": "caller_number_enc"})
     #: The IVR step the caller is at now (the flow's step name).
     step: Mapped[Optional[str]] = mapped_column(String(64))
     #: Each step entered: [{"step", "at", "key"?}] in order.
@@ -177,6 +180,8 @@ class QueueEntry(Base):
     __table_args__ = (
         UniqueConstraint("call_id", name="uq_queue_entries_call_id"),
         Index("ix_queue_entries_state_order", "state", "priority", "placed_at"),
+        # Routing seeks the head of the line for one need at a time (see routing.py).
+        Index("ix_queue_entries_state_need_order", "state", "need", "priority", "placed_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -196,6 +201,14 @@ class QueueEntry(Base):
     position_at_exit: Mapped[Optional[int]]
     handler_id: Mapped[Optional[int]] = mapped_column(ForeignKey("handlers.id", ondelete="SET NULL"))
     offered_at: Mapped[Optional[dt.datetime]]
+    #: Handlers who declined this call; routing does not offer it to them again.
+    declined_by: Mapped[list[Any]] = mapped_column(default=list)
+    #: Times the service has rung a callback without reaching the caller.
+    attempts: Mapped[int] = mapped_column(default=0)
+    #: The Twilio side of the connection once accepted: conference, handler's leg, rung-back caller's leg.
+    conference_sid: Mapped[Optional[str]] = mapped_column(String(64))
+    handler_leg_sid: Mapped[Optional[str]] = mapped_column(String(64))
+    caller_leg_sid: Mapped[Optional[str]] = mapped_column(String(64))
 
     call: Mapped[Call] = relationship(back_populates="queue_entry")
 

@@ -1,0 +1,255 @@
+// Shared by the handler's console and the supervisor's view: the JSON API, the Socket.IO link,
+// words for the codes the API uses, timers that tick locally, and the queue and handler lists.
+// Plain ES modules, no build step; nothing here runs on import.
+
+export const $ = (id) => document.getElementById(id);
+
+// ------------------------------------------------------------------ words for codes
+
+const NEEDS = {
+  mental_health: "Mental health",
+  addiction: "Alcohol, drugs or other addiction",
+  return_to_work: "Returning to work",
+  speak_now: "Wants to speak to someone now",
+};
+
+const FLAGS = {
+  self_referral_unconfirmed: "Self-referral not confirmed",
+  eligibility_unconfirmed: "Eligibility not confirmed",
+};
+
+const PRESENCE = {
+  offline: "Offline",
+  available: "Available",
+  offered: "Ringing",
+  on_call: "On a call",
+  wrap_up: "Wrapping up",
+  break: "On break",
+};
+
+const SKILLS = {
+  mental_health: "Mental health",
+  addiction: "Addiction",
+  return_to_work: "Return to work",
+  dentist: "Dentists",
+};
+
+// What each IVR answer means, said the way a handler would want to read it.
+const ANSWERS = {
+  about: { self: "Calling about their own health", someone_else: "Calling about someone else" },
+  eligible: {
+    yes: "Registered with the GMC or GDC and working (or returning to practice) in England",
+    no: "Said they are not eligible",
+  },
+};
+
+/** "some_code" → "Some code", for codes this page has no words for yet. */
+export function humanise(code) {
+  const text = String(code ?? "").replace(/[_-]+/g, " ").trim();
+  return text ? text[0].toUpperCase() + text.slice(1) : "";
+}
+
+export const needLabel = (need) => (need ? NEEDS[need] || humanise(need) : "Not given");
+export const flagLabel = (flag) => FLAGS[flag] || humanise(flag);
+export const presenceLabel = (presence) => PRESENCE[presence] || humanise(presence);
+export const skillLabel = (skill) => SKILLS[skill] || humanise(skill);
+
+/** One readable line per IVR answer; answers with no words of their own are shown as name: value. */
+export function answerLines(answers) {
+  return Object.entries(answers || {}).map(([name, value]) => {
+    const known = ANSWERS[name] && ANSWERS[name][value];
+    return known || `${humanise(name)}: ${humanise(value)}`;
+  });
+}
+
+// ------------------------------------------------------------------ time
+
+/** Seconds as m:ss, or h:mm:ss from an hour. */
+export function clock(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const rest = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${rest}` : `${m}:${rest}`;
+}
+
+/** An ISO 8601 instant from the server as epoch milliseconds, or null. */
+export function instant(iso) {
+  if (!iso) return null;
+  const ms = Date.parse(iso);
+  return Number.isNaN(ms) ? null : ms;
+}
+
+/**
+ * Make `element` show the time elapsed since `startMs` (epoch ms), updated by the shared ticker.
+ * Relative durations from the server (waiting_s) are turned into a local start when they arrive,
+ * so the count never depends on the two clocks agreeing.
+ */
+export function tickFrom(element, startMs) {
+  if (startMs == null) {
+    delete element.dataset.tickStart;
+    element.textContent = "";
+    return;
+  }
+  element.dataset.tickStart = String(startMs);
+  element.textContent = clock((Date.now() - startMs) / 1000);
+}
+
+/** One timer for the whole page: every element marked by tickFrom is refreshed each second. */
+export function startTicker(extra) {
+  const tick = () => {
+    const now = Date.now();
+    for (const element of document.querySelectorAll("[data-tick-start]")) {
+      element.textContent = clock((now - Number(element.dataset.tickStart)) / 1000);
+    }
+    if (extra) extra(now);
+  };
+  tick();
+  return window.setInterval(tick, 1000);
+}
+
+// ------------------------------------------------------------------ the JSON API
+
+export class ApiError extends Error {
+  constructor(status, error, detail) {
+    super(typeof detail === "string" && detail ? detail : error || `HTTP ${status}`);
+    this.status = status;
+    this.error = error;
+    this.detail = detail;
+  }
+}
+
+const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
+
+/** Where to send someone whose session has ended; set by each page from its data-login-url. */
+let loginUrl = "/login";
+export function setLoginUrl(url) {
+  if (url) loginUrl = url;
+}
+
+/**
+ * Call the API and return its JSON body; throws ApiError with the service's {error, detail}.
+ * A 401 means the session has ended: go to the log-in page rather than show a broken console.
+ */
+export async function api(method, path, body) {
+  const options = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  if (method !== "GET") options.headers["X-CSRFToken"] = csrfToken();
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (exc) {
+    throw new ApiError(0, "network", "The helpline cannot be reached. Check your connection.");
+  }
+  const data = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    window.location.assign(loginUrl);
+    throw new ApiError(401, data.error || "login_required", "Your session has ended. Please log in again.");
+  }
+  if (!response.ok) throw new ApiError(response.status, data.error, data.detail);
+  return data;
+}
+
+// ------------------------------------------------------------------ Socket.IO
+
+/**
+ * Connect to the console namespace and keep the connection banner honest.
+ * `handlers` maps server events to functions; `onConnect` runs on every (re)connect, so the page
+ * re-reads whatever it cannot get from the events the server re-sends.
+ */
+export function connect(namespace, banner, handlers, onConnect) {
+  // window.io is the vendored client (static/vendor/socket.io.min.js), loaded before this module.
+  const socket = window.io(namespace, { reconnectionDelayMax: 5000 });
+  const show = (state, text) => {
+    banner.dataset.state = state;
+    banner.textContent = text;
+    banner.hidden = state === "connected";
+  };
+  socket.on("connect", () => {
+    show("connected", "Connected");
+    if (onConnect) onConnect();
+  });
+  socket.on("disconnect", (reason) => {
+    // The server closing the link on purpose (e.g. logging out elsewhere) is not retried by the
+    // client; everything else is, and the banner stays up until the link is back.
+    show("reconnecting", "Reconnecting… the queue and offers will come back when the connection does.");
+    if (reason === "io server disconnect") window.setTimeout(() => socket.connect(), 1000);
+  });
+  socket.on("connect_error", () => {
+    show("reconnecting", "Reconnecting… the queue and offers will come back when the connection does.");
+    // A refused connection (e.g. the session expired) is not retried automatically. Ask the API:
+    // a 401 there sends the browser to log in; otherwise try again shortly.
+    if (!socket.active) {
+      api("GET", "/api/me").then(() => window.setTimeout(() => socket.connect(), 2000), () => {});
+    }
+  });
+  for (const [event, handler] of Object.entries(handlers)) socket.on(event, handler);
+  return socket;
+}
+
+// ------------------------------------------------------------------ shared views
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text != null) node.textContent = text;
+  return node;
+}
+
+/** Badges for a call's flags: every flag needs confirming by voice, so they stand out. */
+export function flagBadges(list, flags) {
+  list.replaceChildren(...(flags || []).map((flag) => element("li", "badge badge-flag", flagLabel(flag))));
+  list.hidden = !(flags && flags.length);
+}
+
+/** Draw the queue table; each wait counts on from what the server said, locally. */
+export function renderQueue(tbody, summary, calls) {
+  const now = Date.now();
+  const rows = (calls || []).map((call) => {
+    const row = element("tr");
+    row.dataset.callId = String(call.id);
+    row.append(element("td", "num", String(call.position ?? "")));
+    const wait = element("td", "timer");
+    tickFrom(wait, now - (Number(call.waiting_s) || 0) * 1000);
+    row.append(wait, element("td", "", needLabel(call.need)));
+    const flags = element("td");
+    const list = element("ul", "flags");
+    flagBadges(list, call.flags);
+    flags.append(list);
+    row.append(flags);
+    return row;
+  });
+  if (!rows.length) {
+    const row = element("tr", "empty");
+    const cell = element("td", "muted", "No one is waiting.");
+    cell.colSpan = 4;
+    row.append(cell);
+    rows.push(row);
+  }
+  tbody.replaceChildren(...rows);
+  const count = (calls || []).length;
+  summary.textContent = count ? `${count} waiting` : "No one waiting";
+}
+
+/** Draw the handlers list with presence and how long each has been in it. */
+export function renderHandlers(list, summary, handlers) {
+  const items = (handlers || []).map((handler) => {
+    const item = element("li", "handler");
+    item.dataset.presence = handler.presence;
+    const name = element("span", "handler-name", handler.name);
+    const presence = element("span", "badge", presenceLabel(handler.presence));
+    presence.dataset.presence = handler.presence;
+    const since = element("span", "timer muted");
+    tickFrom(since, instant(handler.since));
+    const skills = element("span", "skills muted", (handler.skills || []).map(skillLabel).join(" · "));
+    item.append(name, presence, since, skills);
+    return item;
+  });
+  if (!items.length) items.push(element("li", "muted", "Nobody is logged in."));
+  list.replaceChildren(...items);
+  const available = (handlers || []).filter((h) => h.presence === "available").length;
+  summary.textContent = `${available} available`;
+}

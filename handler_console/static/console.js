@@ -1,0 +1,646 @@
+// The call handler's console: presence, the live queue, offers that ring, the call in hand and
+// wrap-up. State comes from GET /api/me on every (re)connect and from Socket.IO events on /console;
+// actions go to the JSON API. Nothing is kept in the browser beyond what the API returned.
+import {
+  $, ApiError, answerLines, api, clock, connect, flagBadges, flagLabel, humanise, instant, needLabel, presenceLabel,
+  renderHandlers, renderQueue, setLoginUrl, startTicker, tickFrom,
+} from "./common.js";
+
+const root = $("console");
+const config = {
+  namespace: root.dataset.namespace,
+  offerTimeoutS: Number(root.dataset.offerTimeoutS) || 20,
+  wrapUpS: Number(root.dataset.wrapUpS) || 0,
+};
+setLoginUrl(root.dataset.loginUrl);
+
+const state = {
+  presence: "offline",
+  offer: null, // {call_id, need, flags, waiting_s, deadline (epoch ms)}
+  accepting: false,
+  call: null, // the accept response, plus startedAt (epoch ms)
+  held: false,
+  wrapUpOpen: false,
+  wrapUpStart: null,
+  busy: false, // a presence change or wrap-up is on its way to the server
+  refreshing: false, // GET /api/me (and the call it names) is being read
+};
+
+// Presences in which the handler's own Available / Break / Offline choice does not apply.
+const ENGAGED = new Set(["offered", "on_call", "wrap_up"]);
+
+// What the API's error codes mean to a handler (routing.RoutingError messages included).
+const ERRORS = {
+  already_taken: "Another handler has already taken this call.",
+  call_taken: "Another handler has already taken this call.",
+  not_offered: "This call is no longer offered to you.",
+  no_offer: "This call is no longer offered to you.",
+  not_free: "You cannot take a call right now: your status has changed.",
+  connect_failed: "We could not connect the caller to you. They are still in the queue; nobody was dropped.",
+  not_your_call: "This call is no longer yours.",
+  not_connected: "The caller has not joined yet; try again in a moment.",
+  twilio_failed: "The phone network did not take the request; try again.",
+  on_call: "Finish the call and its wrap-up first.",
+  wrap_up: "Finish the wrap-up first.",
+};
+
+// Why an offer was taken back, when the handler did not do it themselves.
+const WITHDRAWN = {
+  abandoned: "The caller hung up before the call was answered.",
+  timeout: "The offer timed out and went to the next handler; you are now on a break. Choose Available when you are ready.",
+  disconnected: "The offer was passed on because your console lost its connection.",
+  taken: "Another handler has already taken this call.",
+};
+
+// ------------------------------------------------------------------ notices
+
+function notify(text) {
+  $("notice-text").textContent = text;
+  $("notice").hidden = false;
+}
+
+function clearNotice() {
+  $("notice").hidden = true;
+  $("notice-text").textContent = "";
+}
+
+function explain(exc) {
+  if (exc instanceof ApiError) return ERRORS[exc.error] || exc.message;
+  return String(exc);
+}
+
+// ------------------------------------------------------------------ the ring: a visual pulse and a short tone
+
+const ringer = {
+  context: null,
+  timer: null,
+
+  // Browsers only let a page make sound after the person has interacted with it, so the audio
+  // context is created on the first click or key press (choosing Available is one).
+  unlock() {
+    if (this.context || !window.AudioContext) return;
+    try {
+      this.context = new AudioContext();
+    } catch (exc) {
+      this.context = null;
+    }
+  },
+
+  beep() {
+    const ctx = this.context;
+    if (!ctx) return;
+    if (ctx.state === "suspended") ctx.resume().catch(() => {});
+    // Two soft notes, like a desk phone rather than an alarm: the callers are the ones in distress.
+    [[660, 0], [880, 0.22]].forEach(([frequency, offset]) => {
+      const start = ctx.currentTime + offset;
+      const oscillator = ctx.createOscillator();
+      const gain = ctx.createGain();
+      oscillator.type = "sine";
+      oscillator.frequency.value = frequency;
+      gain.gain.setValueAtTime(0.0001, start);
+      gain.gain.exponentialRampToValueAtTime(0.12, start + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, start + 0.2);
+      oscillator.connect(gain).connect(ctx.destination);
+      oscillator.start(start);
+      oscillator.stop(start + 0.21);
+    });
+  },
+
+  start() {
+    if (this.timer) return;
+    this.beep();
+    this.timer = window.setInterval(() => this.beep(), 2500);
+  },
+
+  stop() {
+    window.clearInterval(this.timer);
+    this.timer = null;
+  },
+};
+
+// ------------------------------------------------------------------ the softphone
+
+const voice = {
+  mode: null,
+  device: null,
+  // True from pressing Accept until the call ends: only then may the browser softphone pick up.
+  expecting: false,
+
+  async setup() {
+    let info;
+    try {
+      info = await api("GET", "/api/voice/token");
+    } catch (exc) {
+      $("softphone-text").textContent = `The softphone is not available: ${explain(exc)}`;
+      return;
+    }
+    this.mode = info.mode;
+    if (info.mode === "emulator") this.showEmulator(info);
+    else if (info.mode === "twilio") await this.startTwilio(info);
+    else $("softphone-text").textContent = `Unknown softphone mode "${info.mode}".`;
+  },
+
+  showEmulator(info) {
+    const text = $("softphone-text");
+    text.replaceChildren(
+      "Calls you accept ring the emulator's browser client ",
+      Object.assign(document.createElement("code"), { textContent: info.identity }),
+      ". In the dev phone, choose Browser client, enter that identity and go online; answer there.",
+    );
+    if (info.emulator_url) {
+      // The dev phone is the emulator's root page; it has no way yet to be told the identity, so
+      // the identity is shown above for the handler to type in.
+      $("softphone-href").href = new URL("/", info.emulator_url).toString();
+      $("softphone-link").hidden = false;
+    }
+  },
+
+  async startTwilio(info) {
+    const text = $("softphone-text");
+    if (!(window.Twilio && window.Twilio.Device)) {
+      text.textContent = "The browser softphone is not installed on this server, so calls ring the phone number set for you. "
+        + "An administrator can add Twilio's Voice SDK to enable it.";
+      return;
+    }
+    try {
+      const device = new window.Twilio.Device(info.token, { closeProtection: true });
+      device.on("registered", () => { text.textContent = "Browser softphone ready. Accepted calls connect here."; });
+      device.on("unregistered", () => { text.textContent = "Browser softphone offline; reconnecting…"; });
+      device.on("error", (error) => { text.textContent = `Softphone problem: ${error.message || error}`; });
+      device.on("tokenWillExpire", async () => {
+        try {
+          device.updateToken((await api("GET", "/api/voice/token")).token);
+        } catch (exc) {
+          text.textContent = `Could not renew the softphone's access: ${explain(exc)}`;
+        }
+      });
+      device.on("incoming", (call) => {
+        // Only a call for an offer this handler accepted is answered; anything else is refused so
+        // that a stray call never reaches someone who is not expecting it.
+        if (this.expecting) call.accept();
+        else call.reject();
+      });
+      this.device = device;
+      await device.register();
+    } catch (exc) {
+      text.textContent = `The browser softphone could not start: ${exc.message || exc}`;
+    }
+  },
+};
+
+// ------------------------------------------------------------------ drawing
+
+function showOnly(id) {
+  for (const section of ["idle", "offer", "oncall"]) $(section).hidden = section !== id;
+}
+
+const IDLE = {
+  available: ["Waiting for a call", "You are available. A call offered to you will ring here; keep this tab open."],
+  break: ["On a break", "No calls will be offered to you. Choose Available when you are ready."],
+  offline: ["You are offline", "Choose Available to start taking calls."],
+  offered: ["A call is being offered to you", ""],
+  on_call: ["On a call", "Loading the call…"],
+  wrap_up: ["Wrapping up", "Loading the call…"],
+};
+
+function drawPresence(since) {
+  const badge = $("presence-now");
+  badge.textContent = presenceLabel(state.presence);
+  badge.dataset.presence = state.presence;
+  tickFrom($("presence-for"), since ?? Date.now());
+  for (const button of document.querySelectorAll("button[data-status]")) {
+    button.setAttribute("aria-pressed", String(button.dataset.status === state.presence));
+    button.disabled = state.busy || ENGAGED.has(state.presence);
+  }
+}
+
+function draw() {
+  if (state.call) {
+    drawCall();
+    showOnly("oncall");
+  } else if (state.offer) {
+    drawOffer();
+    showOnly("offer");
+  } else {
+    const [title, text] = IDLE[state.presence] || [presenceLabel(state.presence), ""];
+    $("idle-title").textContent = title;
+    $("idle-text").textContent = text;
+    showOnly("idle");
+  }
+}
+
+function drawOffer() {
+  const offer = state.offer;
+  $("offer-need").textContent = needLabel(offer.need);
+  flagBadges($("offer-flags"), offer.flags);
+  $("accept").disabled = state.accepting;
+  $("decline").disabled = state.accepting;
+  // A callback request rings the handler the same way; accepting it makes the service ring the caller.
+  const callback = offer.kind === "callback";
+  $("offer-title").textContent = state.accepting ? "Connecting…" : callback ? "Callback to make" : "Incoming call";
+  $("offer").classList.toggle("ringing", !state.accepting);
+  updateCountdown(Date.now());
+}
+
+function updateCountdown(now) {
+  const offer = state.offer;
+  if (!offer) return;
+  const left = Math.max(0, (offer.deadline - now) / 1000);
+  $("offer-countdown").textContent = String(Math.ceil(left));
+  $("offer-bar").style.transform = `scaleX(${Math.min(1, left / offer.timeoutS)})`;
+  // The server withdraws an expired offer; if that message is lost, do not ring forever.
+  if (left <= 0 && !state.accepting && now - offer.deadline > 3000) {
+    dropOffer();
+    notify("The offer timed out.");
+  }
+}
+
+function drawCall() {
+  const call = state.call;
+  const flags = call.flags || [];
+  $("call-need").textContent = needLabel(call.need);
+  const answers = answerLines(call.answers);
+  $("call-answers").replaceChildren(...answers.map((line) => Object.assign(document.createElement("li"), { textContent: line })));
+  $("call-answers").hidden = !answers.length;
+  drawPrompts(flags);
+  drawContacts(call.contacts);
+
+  const wrapping = state.presence === "wrap_up" || state.wrapUpOpen;
+  $("oncall-title").textContent = state.presence === "wrap_up" ? "Call ended: wrap up" : "On a call";
+  $("hold").hidden = state.presence === "wrap_up";
+  $("hold").disabled = state.presence !== "on_call";
+  $("hold").setAttribute("aria-pressed", String(state.held));
+  $("hold").firstChild.textContent = state.held ? "Resume " : "Hold ";
+  $("hold-badge").hidden = !state.held || state.presence !== "on_call";
+  $("wrapup-open").hidden = wrapping;
+  $("wrapup").hidden = !wrapping;
+  $("first-contact").dataset.callId = String(call.id);
+  if (wrapping && $("wrapup-timer").dataset.tickStart === undefined) tickFrom($("wrapup-timer"), state.wrapUpStart ?? Date.now());
+}
+
+// Flags mean the phone menu could not confirm something; the handler must ask, by voice.
+const PROMPTS = {
+  self_referral_unconfirmed: "Confirm by voice that the caller is calling about their own health. "
+    + "We can only take self-referrals; if it is about someone else, explain how that person can call us themselves.",
+  eligibility_unconfirmed: "Confirm by voice that the caller is a doctor or dentist registered with the GMC or GDC "
+    + "and working, or returning to practice, in England.",
+};
+
+function drawPrompts(flags) {
+  const items = flags.map((flag) => {
+    const item = document.createElement("p");
+    item.className = "prompt";
+    const title = document.createElement("strong");
+    title.textContent = `${flagLabel(flag)}. `;
+    item.append(title, PROMPTS[flag] || "Check this with the caller.");
+    return item;
+  });
+  $("confirm-prompts").replaceChildren(...items);
+}
+
+const dateWords = (iso) => {
+  const when = instant(iso);
+  return when ? new Date(when).toLocaleDateString("en-GB", { day: "numeric", month: "short", year: "numeric" }) : "";
+};
+
+/** A returning caller's earlier contacts: dates, dispositions and booking status only, never notes. */
+function drawContacts(contacts) {
+  $("contacts-block").hidden = !contacts.length;
+  $("call-contacts").replaceChildren(...contacts.map((contact) => {
+    const parts = [dateWords(contact.date), humanise(contact.disposition)];
+    const booking = contact.booking;
+    if (booking) {
+      parts.push(`booking ${humanise(booking.status).toLowerCase()} for ${dateWords(booking.date)}`
+        + (booking.modality ? ` (${humanise(booking.modality).toLowerCase()})` : ""));
+    }
+    return Object.assign(document.createElement("li"), { textContent: parts.filter(Boolean).join(" · ") });
+  }));
+}
+
+/** Fetch what this handler may know of the caller's earlier contacts, and show it beside the call. */
+async function loadContacts(callId) {
+  try {
+    const reply = await api("GET", `/api/calls/${callId}/contact`);
+    if (state.call && state.call.id === callId) {
+      state.call.contacts = reply.earlier_contacts || [];
+      drawContacts(state.call.contacts);
+    }
+  } catch (exc) {
+    // Nothing to show is the safe default: a 403 here means this handler may not see them.
+  }
+}
+
+// ------------------------------------------------------------------ state changes
+
+/**
+ * One shape for the call in hand, whether it came from accepting ({call_id, kind, conference,
+ * ivr: {...}}) or from GET /api/calls/<id>/ivr after a reload (the ivr part alone).
+ */
+function callFrom(reply, fallback = {}) {
+  const ivr = reply.ivr || reply;
+  return {
+    id: reply.call_id ?? ivr.call_id ?? fallback.call_id,
+    kind: reply.kind ?? fallback.kind ?? "live",
+    need: ivr.need ?? fallback.need ?? null,
+    flags: ivr.flags ?? fallback.flags ?? [],
+    answers: ivr.answers ?? {},
+    contacts: [],
+  };
+}
+
+function setPresence(presence, since) {
+  const previous = state.presence;
+  state.presence = presence;
+  if (presence !== "offered" && state.offer && !state.accepting) {
+    // A missed offer sends the handler to a break; say why, since they did not choose it.
+    if (presence === "break" && previous === "offered") notify("You missed a call, so you are now on a break. Choose Available when you are ready.");
+    dropOffer();
+  }
+  if (presence === "wrap_up" && previous !== "wrap_up") {
+    state.wrapUpStart = since ?? Date.now();
+    state.held = false;
+    delete $("wrapup-timer").dataset.tickStart;
+    // The call is over: its timer stops at the call's length, and the wrap-up timer takes over.
+    delete $("call-timer").dataset.tickStart;
+  }
+  if (state.call && !ENGAGED.has(presence)) {
+    // Wrap-up finished (here or when routing.wrap_up_s ran out): the handler is free again.
+    endCall();
+  }
+  if ((presence === "on_call" || presence === "wrap_up") && !state.call && !state.accepting && !state.refreshing) {
+    // Engaged but without the call's details (a reload, or the accept reply was lost): fetch them.
+    refreshMe();
+  }
+  drawPresence(since);
+  draw();
+}
+
+function setOffer(payload) {
+  if (state.call) return; // already busy with a call; the server will withdraw it
+  const sameOffer = state.offer && state.offer.call_id === payload.call_id;
+  if (sameOffer && state.accepting) return; // re-sent while our accept is on its way
+  const timeoutS = Number(payload.timeout_s) || config.offerTimeoutS;
+  // The deadline is counted from arrival with the server's timeout_s; expires_at only shortens it
+  // (an offer re-sent after a reconnect), so a browser clock that runs ahead cannot cut it short.
+  let deadline = Date.now() + timeoutS * 1000;
+  const expires = instant(payload.expires_at);
+  if (expires && expires < deadline && expires > Date.now()) deadline = expires;
+  if (sameOffer) deadline = Math.min(deadline, state.offer.deadline);
+  state.offer = { ...payload, timeoutS, deadline };
+  state.accepting = false;
+  draw();
+  if (!sameOffer) {
+    tickFrom($("offer-waited"), Date.now() - (Number(payload.waiting_s) || 0) * 1000);
+    const flags = (payload.flags || []).map(flagLabel).join(", ");
+    const what = payload.kind === "callback" ? "Callback to make" : "Incoming call";
+    $("offer-announce").textContent = `${what}: ${needLabel(payload.need)}.${flags ? " " + flags + "." : ""} Press A to accept or D to decline.`;
+    ringer.start();
+    // Put the Accept button under the handler's hand, unless they are typing somewhere.
+    if (!isTyping(document.activeElement)) $("accept").focus();
+  }
+}
+
+function dropOffer() {
+  state.offer = null;
+  state.accepting = false;
+  ringer.stop();
+  $("offer").classList.remove("ringing");
+  $("offer-announce").textContent = "";
+  delete $("offer-waited").dataset.tickStart;
+}
+
+function startCall(details, startedAt) {
+  dropOffer();
+  state.call = details;
+  state.held = false;
+  state.wrapUpOpen = false;
+  voice.expecting = true;
+  tickFrom($("call-timer"), startedAt ?? Date.now());
+  draw();
+  loadContacts(details.id);
+  $("oncall-title").focus();
+  document.dispatchEvent(new CustomEvent("helpline:call", { detail: { call: details } }));
+}
+
+function endCall() {
+  state.call = null;
+  state.held = false;
+  state.wrapUpOpen = false;
+  state.wrapUpStart = null;
+  voice.expecting = false;
+  $("wrapup").reset();
+  $("wrapup-error").textContent = "";
+  delete $("call-timer").dataset.tickStart;
+  delete $("wrapup-timer").dataset.tickStart;
+  $("first-contact").dataset.callId = "";
+  document.dispatchEvent(new CustomEvent("helpline:call", { detail: { call: null } }));
+  // Focus goes back to the status line so keyboard users are not left on a hidden button.
+  window.setTimeout(() => $("idle-title").focus(), 0);
+}
+
+/** Re-read who I am, my presence, and any offer or call in hand: on load and every reconnect. */
+async function refreshMe() {
+  if (state.refreshing) return;
+  state.refreshing = true;
+  try {
+    await readMe();
+  } finally {
+    state.refreshing = false;
+  }
+}
+
+async function readMe() {
+  let me;
+  try {
+    me = await api("GET", "/api/me");
+  } catch (exc) {
+    notify(`Could not load your status: ${explain(exc)}`);
+    return;
+  }
+  const since = instant(me.since);
+  if (me.call_id && (!state.call || state.call.id !== me.call_id)) {
+    // A reload (or a reconnect after the accept reply was lost) mid-call: fetch what the caller said.
+    try {
+      const ivr = await api("GET", `/api/calls/${me.call_id}/ivr`);
+      // On a call, presence changed to on_call when the handler accepted: that is when the call began.
+      startCall(callFrom(ivr), me.presence === "on_call" ? since : null);
+      if (me.presence === "wrap_up") {
+        // The call's length is not known after a reload during wrap-up; say so rather than show 0:00.
+        delete $("call-timer").dataset.tickStart;
+        $("call-timer").textContent = "–";
+      }
+    } catch (exc) {
+      notify(`Could not load the call: ${explain(exc)}`);
+    }
+  } else if (!me.call_id && state.call && !ENGAGED.has(me.presence)) {
+    endCall();
+  }
+  if (me.offer && !state.call) setOffer(me.offer);
+  setPresence(me.presence, since);
+}
+
+// ------------------------------------------------------------------ actions
+
+async function choosePresence(status) {
+  if (state.busy || ENGAGED.has(state.presence) || status === state.presence) return;
+  state.busy = true;
+  drawPresence();
+  try {
+    const reply = await api("POST", "/api/me/status", { status });
+    state.busy = false;
+    setPresence(reply.presence, instant(reply.since));
+  } catch (exc) {
+    state.busy = false;
+    drawPresence();
+    notify(`Could not change your status: ${explain(exc)}`);
+  }
+}
+
+async function accept() {
+  const offer = state.offer;
+  if (!offer || state.accepting) return;
+  state.accepting = true;
+  voice.expecting = true;
+  ringer.stop();
+  draw();
+  try {
+    startCall(callFrom(await api("POST", `/api/calls/${offer.call_id}/accept`), offer));
+  } catch (exc) {
+    voice.expecting = false;
+    if (exc instanceof ApiError && exc.status === 409) {
+      dropOffer();
+    } else {
+      state.accepting = false;
+      ringer.start();
+    }
+    notify(explain(exc));
+    draw();
+  }
+}
+
+async function decline() {
+  const offer = state.offer;
+  if (!offer || state.accepting) return;
+  dropOffer();
+  draw();
+  try {
+    await api("POST", `/api/calls/${offer.call_id}/decline`);
+  } catch (exc) {
+    // A 409 means the offer had already gone; nothing for the handler to do.
+    if (!(exc instanceof ApiError && exc.status === 409)) notify(`Could not decline: ${explain(exc)}`);
+  }
+}
+
+async function toggleHold() {
+  if (!state.call || state.presence !== "on_call") return;
+  const hold = !state.held;
+  $("hold").disabled = true;
+  try {
+    await api("POST", `/api/calls/${state.call.id}/hold`, { hold });
+    state.held = hold;
+  } catch (exc) {
+    notify(`Could not ${hold ? "hold" : "resume"} the call: ${explain(exc)}`);
+  }
+  draw();
+}
+
+function openWrapUp() {
+  if (!state.call) return;
+  if (!state.wrapUpOpen && state.presence !== "wrap_up") {
+    state.wrapUpOpen = true;
+    state.wrapUpStart = Date.now();
+    draw();
+  }
+  const form = $("wrapup");
+  form.scrollIntoView({ block: "nearest" });
+  (form.querySelector("input[name=outcome]:checked") || form.querySelector("input[name=outcome]")).focus();
+}
+
+async function finishWrapUp(event) {
+  event.preventDefault();
+  if (!state.call || state.busy) return;
+  const form = $("wrapup");
+  const outcome = form.elements.outcome.value;
+  if (!outcome) {
+    $("wrapup-error").textContent = "Choose the outcome of the call.";
+    form.querySelector("input[name=outcome]").focus();
+    return;
+  }
+  state.busy = true;
+  $("wrapup-submit").disabled = true;
+  $("wrapup-error").textContent = "";
+  try {
+    const reply = await api("POST", `/api/calls/${state.call.id}/wrap-up`, { outcome });
+    state.busy = false;
+    endCall();
+    setPresence(reply.presence, instant(reply.since));
+  } catch (exc) {
+    state.busy = false;
+    $("wrapup-error").textContent = `Could not finish wrap-up: ${explain(exc)}`;
+  } finally {
+    $("wrapup-submit").disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------ keyboard
+
+function isTyping(target) {
+  if (!target) return false;
+  if (target.isContentEditable || target.tagName === "TEXTAREA" || target.tagName === "SELECT") return true;
+  if (target.tagName !== "INPUT") return false;
+  // Radios, checkboxes and buttons do not take letters, so the shortcuts still work on them.
+  return !["radio", "checkbox", "button", "submit", "reset"].includes(target.type);
+}
+
+const SHORTCUTS = { a: accept, d: decline, h: toggleHold, w: openWrapUp };
+
+function onKey(event) {
+  if (event.ctrlKey || event.metaKey || event.altKey || event.repeat || isTyping(event.target)) return;
+  const action = SHORTCUTS[event.key.toLowerCase()];
+  if (!action) return;
+  event.preventDefault();
+  action();
+}
+
+// ------------------------------------------------------------------ start
+
+function start() {
+  for (const button of document.querySelectorAll("button[data-status]")) {
+    button.addEventListener("click", () => choosePresence(button.dataset.status));
+  }
+  $("accept").addEventListener("click", accept);
+  $("decline").addEventListener("click", decline);
+  $("hold").addEventListener("click", toggleHold);
+  $("wrapup-open").addEventListener("click", openWrapUp);
+  $("wrapup").addEventListener("submit", finishWrapUp);
+  $("notice-close").addEventListener("click", clearNotice);
+  document.addEventListener("keydown", onKey);
+  for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, () => ringer.unlock(), { capture: true });
+  if (config.wrapUpS) $("wrapup-limit").textContent = `(limit ${clock(config.wrapUpS)})`;
+
+  startTicker(updateCountdown);
+  connect(config.namespace, $("connection"), {
+    queue: (body) => {
+      renderQueue($("queue-rows"), $("queue-summary"), body.calls);
+      renderHandlers($("handlers"), $("handlers-summary"), body.handlers);
+    },
+    offer: setOffer,
+    offer_withdrawn: (payload) => {
+      if (!state.offer || state.offer.call_id !== payload.call_id || state.accepting) return;
+      dropOffer();
+      if (WITHDRAWN[payload.reason]) notify(WITHDRAWN[payload.reason]);
+      draw();
+    },
+    presence: (payload) => setPresence(payload.presence, instant(payload.since)),
+    connect_failed: (payload) => {
+      if (state.offer && state.offer.call_id === payload.call_id) dropOffer();
+      if (state.call && state.call.id === payload.call_id) endCall();
+      voice.expecting = false;
+      notify(ERRORS.connect_failed + (payload.detail ? ` (${payload.detail})` : ""));
+      draw();
+    },
+  }, refreshMe);
+  voice.setup();
+}
+
+start();

@@ -1,0 +1,88 @@
+"""`/api/me`: who is logged in and their presence; a handler sets their status and gets a softphone token."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify
+from flask_login import current_user
+from sqlalchemy import select
+from twilio.jwt.access_token import AccessToken
+from twilio.jwt.access_token.grants import VoiceGrant
+
+from .. import routing
+from ..auth import roles_required
+from ..connect import handler_identity
+from ..db import db
+from ..models import Handler, utcnow
+from ..webhooks import error
+from . import BadRequest, bp, body
+from .openapi import documented
+from .schemas import Me, OfferView, Presence, StatusChange, VoiceToken
+
+#: Seconds a softphone token lasts; the console asks for a new one before it runs out.
+TOKEN_TTL_S = 3600
+
+
+def current_handler() -> Handler:
+    """The logged-in handler's routing record; a 403 BadRequest for anyone without one."""
+    handler = db.session.scalar(select(Handler).where(Handler.user_id == current_user.id))
+    if handler is None:
+        raise BadRequest("forbidden", "you are not set up as a call handler", status=403)
+    return handler
+
+
+@bp.errorhandler(routing.RoutingError)
+def _routing_error(exc: routing.RoutingError) -> Response:
+    db.session.rollback()
+    return error(exc.status, exc.message, exc.detail)
+
+
+@bp.get("/me")
+@documented(responses={200: Me}, roles=("handler", "supervisor", "clinician", "admin"))
+@roles_required("handler", "supervisor", "clinician", "admin")
+def me() -> Response:
+    """Who is logged in; for a handler, their presence, skills, outstanding offer and current call."""
+    now = utcnow()
+    view = Me(id=current_user.id, username=current_user.username, name=current_user.display_name, role=current_user.role)
+    handler = db.session.scalar(select(Handler).where(Handler.user_id == current_user.id))
+    if handler is not None:
+        settings = current_app.config["HELPLINE"].routing
+        view.handler_id = handler.id
+        view.presence = handler.presence
+        view.since = handler.presence_since.isoformat()
+        view.skills = list(handler.skills)
+        view.languages = list(handler.languages)
+        offer = routing.current_offer(db.session, handler, settings, now)
+        view.offer = OfferView.model_validate(offer) if offer is not None else None
+        view.call_id = handler.current_call_id if handler.presence in ("on_call", "wrap_up") else None
+        view.softphone = None if handler.phone_number_enc else handler_identity(handler.id)
+    return jsonify(view.model_dump(mode="json"))
+
+
+@bp.post("/me/status")
+@documented(body=StatusChange, responses={200: Presence, 409: "On a call or in wrap-up"}, roles=("handler",))
+@roles_required("handler")
+def set_status() -> Response:
+    """Set your own presence: available (to take calls), break or offline."""
+    change = body(StatusChange)
+    handler = current_handler()
+    routing.change_status(db.session, handler, change.status, utcnow())
+    db.session.commit()
+    return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
+
+
+@bp.get("/voice/token")
+@documented(responses={200: VoiceToken}, roles=("handler",))
+@roles_required("handler")
+def voice_token() -> Response:
+    """Credentials for the handler's browser softphone: a Twilio access token with a VoiceGrant, or the emulator's address."""
+    handler = current_handler()
+    identity = handler_identity(handler.id)
+    twilio = current_app.config["HELPLINE"].twilio
+    if twilio.account_sid and twilio.api_key_sid and twilio.api_key_secret:
+        token = AccessToken(twilio.account_sid, twilio.api_key_sid, twilio.api_key_secret, identity=identity, ttl=TOKEN_TTL_S)
+        token.add_grant(VoiceGrant(outgoing_application_sid=twilio.twiml_app_sid, incoming_allow=True))
+        view = VoiceToken(mode="twilio", identity=identity, token=token.to_jwt(), ttl_s=TOKEN_TTL_S)
+    else:
+        # No API key: the service talks to the local emulator, whose control API stands in for the SDK.
+        view = VoiceToken(mode="emulator", identity=identity, emulator_url=twilio.api_base_url)
+    return jsonify(view.model_dump(exclude_none=True))

@@ -1,0 +1,161 @@
+"""The handler's console in headless chromium, against `helpline serve` and the Twilio emulator.
+
+A call placed through the emulator reaches the console without a reload, rings, is accepted with the
+keyboard, is put through to the handler's softphone (the emulator's browser client), and is wrapped
+up; a declined call moves on; the layout holds at desktop and tablet sizes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from .console import DESKTOP, TABLET
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CALLER = "+447911123456"
+#: Where the screenshots go, for a person to look at.
+SHOTS = Path("/tmp")
+DIGITS = re.compile(r"^\d+$")
+
+
+def test_a_call_goes_from_the_queue_to_the_handler_and_is_wrapped_up(stack, console, make_user):
+    from playwright.sync_api import expect
+
+    make_user("hana", display_name="Hana Okafor")
+    tab = console(DESKTOP)
+    tab.log_in("hana")
+    page = tab.page
+    identity = tab.go_available()
+    # The handler's softphone: the emulator's browser client, picking up by itself as the Voice SDK does.
+    stack.emulator.register_client(identity, auto_answer=True)
+
+    sid = stack.emulator.place_call(CALLER, keys=["1", "1", "1"])
+    # The call reaches the queue and rings on the console, with no reload.
+    row = page.locator("#queue-rows tr[data-call-id]")
+    expect(row).to_have_count(1, timeout=20_000)
+    expect(row.locator("td").nth(2)).to_have_text("Mental health")
+    expect(page.locator("#offer")).to_be_visible(timeout=20_000)
+    expect(page.locator("#offer")).to_have_class(re.compile(r"\bringing\b"))
+    expect(page.locator("#offer-need")).to_have_text("Mental health")
+    expect(page.locator("#presence-now")).to_have_text("Ringing")
+    expect(page.locator("#accept")).to_be_focused()
+    assert 0 < int(page.locator("#offer-countdown").inner_text()) <= 30
+    page.screenshot(path=str(SHOTS / "console-offer.png"))
+
+    page.keyboard.press("a")
+    expect(page.locator("#oncall")).to_be_visible(timeout=20_000)
+    expect(page.locator("#offer")).to_be_hidden()
+    expect(page.locator("#call-need")).to_have_text("Mental health")
+    expect(page.locator("#call-answers")).to_contain_text("GMC or GDC")
+    expect(page.locator("#presence-now")).to_have_text("On a call")
+    expect(page.locator("#first-contact")).to_have_attribute("data-call-id", DIGITS)
+
+    # The emulator saw the caller's call leave the queue for the handler's client, and they can talk.
+    stack.emulator.wait_for(sid, lambda event: event["kind"] in ("redirected", "bridged", "conference.joined"), timeout=20)
+    stack.emulator.client_wait_for(identity, "answered", timeout=20)
+    stack.emulator.client_say(identity, "Hello, you are through to the helpline.")
+    stack.emulator.wait_for(sid, "heard", timeout=20, text_contains="through to the helpline")
+    expect(page.locator("#queue-rows tr[data-call-id]")).to_have_count(0, timeout=20_000)
+    page.screenshot(path=str(SHOTS / "console.png"))
+
+    # Letters typed into a field (issue 5's first-contact form goes in #first-contact) are words, not shortcuts.
+    page.evaluate("""() => {
+      const field = Object.assign(document.createElement("input"), { id: "typing-probe", type: "text" });
+      document.getElementById("first-contact").append(field);
+    }""")
+    page.locator("#typing-probe").press_sequentially("wants help; had a hard week")
+    expect(page.locator("#typing-probe")).to_have_value("wants help; had a hard week")
+    expect(page.locator("#hold-badge")).to_be_hidden()
+    expect(page.locator("#wrapup")).to_be_hidden()
+    page.evaluate("document.getElementById('typing-probe').remove()")
+
+    # Hold and resume from the keyboard.
+    page.keyboard.press("h")
+    expect(page.locator("#hold-badge")).to_be_visible()
+    expect(page.locator("#hold")).to_have_attribute("aria-pressed", "true")
+    page.keyboard.press("h")
+    expect(page.locator("#hold-badge")).to_be_hidden()
+    expect(page.locator("#hold")).to_have_attribute("aria-pressed", "false")
+
+    # A reload mid-call brings the call back: the console re-reads it from the API.
+    page.reload()
+    expect(page.locator("#connection")).to_be_hidden(timeout=15_000)
+    expect(page.locator("#oncall")).to_be_visible(timeout=10_000)
+    expect(page.locator("#call-need")).to_have_text("Mental health")
+    expect(page.locator("#presence-now")).to_have_text("On a call")
+
+    # The caller rings off; the console moves to wrap-up by itself.
+    stack.emulator.hangup(sid)
+    expect(page.locator("#presence-now")).to_have_text("Wrapping up", timeout=20_000)
+    expect(page.locator("#wrapup")).to_be_visible()
+
+    page.keyboard.press("w")
+    expect(page.locator("input[name=outcome]").first).to_be_focused()
+    page.check("input[name=outcome][value=advice_given]")
+    page.screenshot(path=str(SHOTS / "console-wrapup.png"), full_page=True)
+    page.click("#wrapup-submit")
+
+    expect(page.locator("#presence-now")).to_have_text("Available", timeout=20_000)
+    expect(page.locator("#idle")).to_be_visible()
+    expect(page.locator("#oncall")).to_be_hidden()
+    call_id = stack.call_row(sid).id
+    wrapped = stack.sql("select detail from call_events where call_id = :id and kind = 'wrap_up'", id=call_id)
+    assert len(wrapped) == 1 and "advice_given" in str(wrapped[0].detail)
+    stack.emulator.unregister_client(identity)
+    tab.go("offline", "Offline")
+
+
+def test_declining_with_d_passes_the_call_on(stack, console, make_user):
+    from playwright.sync_api import expect
+
+    make_user("dev", display_name="Dev Shah")
+    tab = console(DESKTOP)
+    tab.log_in("dev")
+    page = tab.page
+    tab.go_available()
+
+    sid = stack.emulator.place_call(CALLER, keys=["1", "1", "2"])
+    expect(page.locator("#offer")).to_be_visible(timeout=20_000)
+    expect(page.locator("#offer-need")).to_have_text("Alcohol, drugs or other addiction")
+    page.keyboard.press("d")
+    expect(page.locator("#offer")).to_be_hidden()
+    expect(page.locator("#presence-now")).to_have_text("Available", timeout=20_000)
+    # The caller keeps their place, and is not offered again to the handler who declined.
+    expect(page.locator("#queue-rows tr[data-call-id]")).to_have_count(1)
+    page.wait_for_timeout(2_000)
+    expect(page.locator("#offer")).to_be_hidden()
+    stack.emulator.hangup(sid)
+    expect(page.locator("#queue-rows tr[data-call-id]")).to_have_count(0, timeout=20_000)
+    tab.go("offline", "Offline")
+
+
+def test_the_console_fits_a_tablet_and_the_supervisor_sees_the_line(stack, console, make_user):
+    from playwright.sync_api import expect
+
+    make_user("tam", display_name="Tamsin Fairweather-Llewellyn")
+    make_user("sue", role="supervisor", display_name="Sue Okonjo")
+    caller = stack.emulator.place_call(CALLER, keys=["", "", ""])  # silence: queued, flagged for the handler
+
+    tablet = console(TABLET)
+    tablet.log_in("tam")
+    expect(tablet.page.locator("#queue-rows tr[data-call-id]")).to_have_count(1, timeout=20_000)
+    expect(tablet.page.locator("#queue-rows .badge-flag").first).to_have_text("Self-referral not confirmed")
+    tablet.page.screenshot(path=str(SHOTS / "console-tablet.png"), full_page=True)
+    assert tablet.overflow() == []
+
+    supervisor = console(DESKTOP)
+    supervisor.log_in("sue", landing="/supervisor")
+    expect(supervisor.page.locator("#fig-waiting")).to_have_text("1")
+    expect(supervisor.page.locator("#handlers")).to_contain_text("Tamsin Fairweather-Llewellyn")
+    supervisor.page.screenshot(path=str(SHOTS / "supervisor.png"))
+    assert supervisor.overflow() == []
+    supervisor.page.set_viewport_size(TABLET)
+    assert supervisor.overflow() == []
+
+    stack.emulator.hangup(caller)
+    expect(supervisor.page.locator("#fig-waiting")).to_have_text("0", timeout=20_000)
+    expect(tablet.page.locator("#queue-rows tr[data-call-id]")).to_have_count(0)

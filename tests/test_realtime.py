@@ -1,0 +1,160 @@
+"""The `/console` Socket.IO namespace: who may connect, what they are sent, and offers moving on
+when a handler's console goes away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import select
+
+from helpline.db import db
+from helpline.models import ConsoleConnection, QueueEntry
+from helpline.realtime import NAMESPACE, socketio
+
+from .test_console_api import Console, queued_call
+
+
+def connect(app: Flask, console: Console | None = None):  # type: ignore[no-untyped-def]
+    """A Socket.IO client on /console, logged in as `console` (or nobody)."""
+    flask_client = console.client if console is not None else app.test_client()
+    return socketio.test_client(app, namespace=NAMESPACE, flask_test_client=flask_client)
+
+
+def received(client: Any, name: str) -> list[Any]:
+    """The payloads of the `name` events the client has received since last asked for that name."""
+    pending = client.__dict__.setdefault("unread", [])
+    pending.extend(client.get_received(NAMESPACE))
+    client.unread = [event for event in pending if event["name"] != name]
+    return [event["args"][0] for event in pending if event["name"] == name]
+
+
+def entry_of(app: Flask, call_id: int) -> QueueEntry:
+    with app.app_context():
+        entry = db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+        db.session.expunge_all()
+        return entry
+
+
+def test_strangers_and_other_roles_are_refused(app):
+    assert not connect(app).is_connected(NAMESPACE)
+    clinician = Console(app, "doc", "clinician")
+    assert not connect(app, clinician).is_connected(NAMESPACE)
+
+
+def test_on_connect_a_console_gets_the_queue_and_its_presence(app):
+    ann = Console(app, "ann")
+    queued_call(app)
+    socket = connect(app, ann)
+    assert socket.is_connected(NAMESPACE)
+    events = socket.get_received(NAMESPACE)
+    queue = [event["args"][0] for event in events if event["name"] == "queue"][0]
+    assert queue == ann.get("/api/queue").get_json() | {"calls": queue["calls"]}
+    assert [call["position"] for call in queue["calls"]] == [1]
+    [presence] = [event["args"][0] for event in events if event["name"] == "presence"]
+    assert presence["presence"] == "offline"
+    with app.app_context():
+        assert db.session.scalar(select(ConsoleConnection.handler_id)) == ann.handler_id
+    socket.disconnect(NAMESPACE)
+    with app.app_context():
+        assert db.session.scalar(select(ConsoleConnection.handler_id)) is None
+
+
+def test_a_new_call_is_offered_to_the_free_handler_and_every_console_sees_the_queue(app):
+    ann = Console(app, "ann")
+    supervisor = Console(app, "sue", "supervisor")
+    ann_socket, sue_socket = connect(app, ann), connect(app, supervisor)
+    ann.post("/api/me/status", {"status": "available"})
+    assert received(ann_socket, "presence")[-1]["presence"] == "available"
+    received(sue_socket, "queue")
+    _, call_id = queued_call(app)
+    [offer] = received(ann_socket, "offer")
+    assert offer["call_id"] == call_id and offer["need"] == "mental_health" and offer["flags"] == []
+    assert offer["timeout_s"] == 20 and offer["expires_at"] and offer["waiting_s"] >= 0
+    assert set(offer) == {"call_id", "need", "flags", "kind", "waiting_s", "expires_at", "timeout_s"}
+    queues = received(sue_socket, "queue")
+    assert queues and queues[-1]["calls"][0]["id"] == call_id
+    assert "7911" not in str(queues)
+    assert [handler["presence"] for handler in queues[-1]["handlers"]] == ["offered"]
+    assert received(sue_socket, "offer") == []
+    me = ann.get("/api/me").get_json()
+    assert me["presence"] == "offered" and me["offer"]["call_id"] == call_id
+
+
+def test_a_reconnecting_console_gets_its_offer_back(app):
+    ann = Console(app, "ann")
+    first_tab = connect(app, ann)
+    second_tab = connect(app, ann)
+    ann.post("/api/me/status", {"status": "available"})
+    _, call_id = queued_call(app)
+    assert received(first_tab, "offer")[0]["call_id"] == call_id
+    first_tab.disconnect(NAMESPACE)  # another tab is still open: the offer stays
+    assert entry_of(app, call_id).state == "offered"
+    reloaded = connect(app, ann)
+    assert received(reloaded, "offer")[0]["call_id"] == call_id
+    assert second_tab.is_connected(NAMESPACE)
+
+
+def test_an_offer_moves_on_at_once_when_the_handler_closes_the_console(app):
+    ann, bob = Console(app, "ann"), Console(app, "bob")
+    ann_socket = connect(app, ann)
+    ann.post("/api/me/status", {"status": "available"})
+    _, call_id = queued_call(app)
+    assert received(ann_socket, "offer")[0]["call_id"] == call_id
+    bob_socket = connect(app, bob)
+    bob.post("/api/me/status", {"status": "available"})
+    assert received(bob_socket, "offer") == []
+    ann_socket.disconnect(NAMESPACE)
+    [offer] = received(bob_socket, "offer")
+    assert offer["call_id"] == call_id
+    entry = entry_of(app, call_id)
+    assert entry.state == "offered" and entry.handler_id == bob.handler_id
+    assert ann.get("/api/me").get_json()["presence"] == "offline"
+
+
+def test_declining_withdraws_the_offer_and_it_goes_to_the_next_handler(app):
+    ann, bob = Console(app, "ann"), Console(app, "bob")
+    ann_socket, bob_socket = connect(app, ann), connect(app, bob)
+    ann.post("/api/me/status", {"status": "available"})
+    _, call_id = queued_call(app)
+    bob.post("/api/me/status", {"status": "available"})
+    assert received(ann_socket, "offer")[0]["call_id"] == call_id
+    assert ann.post(f"/api/calls/{call_id}/decline").status_code == 200
+    assert received(ann_socket, "offer_withdrawn") == [{"call_id": call_id, "reason": "declined"}]
+    assert received(bob_socket, "offer")[0]["call_id"] == call_id
+
+
+def test_a_caller_who_hangs_up_during_an_offer_is_recorded_and_the_handler_freed(app):
+    from .conftest import Twilio
+
+    ann = Console(app, "ann")
+    ann_socket = connect(app, ann)
+    ann.post("/api/me/status", {"status": "available"})
+    walker, call_id = queued_call(app)
+    received(ann_socket, "offer")
+    Twilio(app.test_client()).post("/voice/status", {"CallSid": walker.sid, "CallStatus": "completed", "SequenceNumber": "5"})
+    assert received(ann_socket, "offer_withdrawn") == [{"call_id": call_id, "reason": "abandoned"}]
+    assert received(ann_socket, "queue")[-1]["calls"] == []
+    entry = entry_of(app, call_id)
+    assert entry.state == "abandoned" and entry.position_at_exit == 1
+    assert ann.get("/api/me").get_json()["presence"] == "available"
+
+
+def test_a_missed_offer_sends_the_handler_on_break(app):
+    from helpline.models import utcnow
+    from helpline.realtime import sweep_once
+    import datetime as dt
+
+    ann = Console(app, "ann")
+    ann_socket = connect(app, ann)
+    ann.post("/api/me/status", {"status": "available"})
+    _, call_id = queued_call(app)
+    received(ann_socket, "offer")
+    with app.app_context():
+        entry = db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+        entry.offered_at = utcnow() - dt.timedelta(seconds=21)
+        db.session.commit()
+    sweep_once(app)
+    assert received(ann_socket, "offer_withdrawn") == [{"call_id": call_id, "reason": "timeout"}]
+    assert received(ann_socket, "presence")[-1]["presence"] == "break"
+    assert entry_of(app, call_id).state == "waiting"

@@ -1,0 +1,351 @@
+"""The routing policy: line order, skills, longest idle, fallback, timeouts, declines, wrap-up, and speed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Iterator
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from helpline import presence, routing
+from helpline.config import RoutingSettings
+from helpline.db import db
+from helpline.models import Call, CallEvent, Handler, QueueEntry
+
+from .routing_factories import handler, waiting
+
+NOW = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.timezone.utc)
+SETTINGS = RoutingSettings(offer_timeout_s=20, wrap_up_s=120, skill_fallback_after_s=60)
+
+
+def ago(seconds: float) -> dt.datetime:
+    return NOW - dt.timedelta(seconds=seconds)
+
+
+def later(seconds: float) -> dt.datetime:
+    return NOW + dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def session(app) -> Iterator[Session]:  # type: ignore[no-untyped-def]
+    """A session with no event bus: these tests call routing directly, with an explicit `now`."""
+    with Session(db.engine, expire_on_commit=False) as opened:
+        yield opened
+
+
+def fresh(session: Session, *rows: object) -> None:
+    """Write pending changes, then read the rows back as the database has them."""
+    session.flush()
+    for row in rows:
+        session.refresh(row)
+
+
+def offered_to(session: Session, entry: QueueEntry) -> int | None:
+    fresh(session, entry)
+    return entry.handler_id if entry.state == "offered" else None
+
+
+def events(session: Session, call_id: int, kind: str) -> list[CallEvent]:
+    return list(session.scalars(select(CallEvent).where(CallEvent.call_id == call_id, CallEvent.kind == kind)))
+
+
+def test_the_longest_idle_handler_gets_the_call(session):
+    recent = handler(session, idle_since=ago(30))
+    longest = handler(session, idle_since=ago(300))
+    entry = waiting(session, ago(5))
+    offers = routing.route(session, SETTINGS, NOW)
+    assert [(offer.call_id, offer.handler_id) for offer in offers] == [(entry.call_id, longest.id)]
+    fresh(session, longest, recent)
+    assert longest.presence == "offered" and longest.current_call_id == entry.call_id
+    assert recent.presence == "available"
+    assert [event.detail for event in events(session, entry.call_id, "offered")] == [{"handler_id": longest.id}]
+
+
+def test_a_call_goes_to_a_handler_with_the_skill_for_its_need(session):
+    handler(session, skills=["mental_health"], idle_since=ago(600))
+    addiction = handler(session, skills=["addiction"], idle_since=ago(10))
+    entry = waiting(session, ago(5), need="addiction")
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, entry) == addiction.id
+
+
+@pytest.mark.parametrize("need", ["speak_now", None])
+def test_speak_now_and_no_need_fit_anyone(session, need):
+    anyone = handler(session, skills=[], idle_since=ago(60))
+    entry = waiting(session, ago(5), need=need)
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, entry) == anyone.id
+
+
+@pytest.mark.parametrize("flags, skills, languages, fit", [
+    (["dentist"], ["mental_health", "dentist"], ["en"], True),
+    (["dentist"], ["mental_health"], ["en"], False),
+    (["language:cy"], ["mental_health"], ["en", "cy"], True),
+    (["language:cy"], ["mental_health"], ["en"], False),
+    (["self_referral_unconfirmed"], ["mental_health"], ["en"], True),
+])
+def test_dentistry_and_language_flags_ask_for_those_skills(session, flags, skills, languages, fit):
+    person = handler(session, skills=skills, languages=languages, idle_since=ago(60))
+    entry = waiting(session, ago(5), flags=flags)
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, entry) == (person.id if fit else None)
+
+
+def test_after_the_fallback_wait_any_free_handler_may_take_the_call(session):
+    person = handler(session, skills=["mental_health"], idle_since=ago(60))
+    entry = waiting(session, NOW, need="return_to_work")
+    assert routing.route(session, SETTINGS, later(59)) == []
+    offers = routing.route(session, SETTINGS, later(60))
+    assert [offer.handler_id for offer in offers] == [person.id]
+    assert offered_to(session, entry) == person.id
+
+
+def test_skilled_handlers_still_come_first_after_the_fallback_wait(session):
+    handler(session, skills=["mental_health"], idle_since=ago(900))
+    skilled = handler(session, skills=["addiction"], idle_since=ago(10))
+    entry = waiting(session, ago(600), need="addiction")
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, entry) == skilled.id
+
+
+def test_the_line_is_ordered_by_priority_then_time_placed(session):
+    first_in = waiting(session, ago(300))
+    moved_up = waiting(session, ago(10), priority=50)
+    person = handler(session, idle_since=ago(60))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, moved_up) == person.id
+    assert offered_to(session, first_in) is None
+
+
+def test_a_callback_keeps_its_place_and_waits_for_its_time(session):
+    callback = waiting(session, ago(900), kind="callback")
+    live = waiting(session, ago(60))
+    tomorrow = waiting(session, ago(1800), kind="callback", not_before=later(3600))
+    person = handler(session, idle_since=ago(60))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, callback) == person.id
+    assert offered_to(session, live) is None and offered_to(session, tomorrow) is None
+    # When its time comes, the held-back callback is first in line: it kept its place.
+    other = handler(session, idle_since=ago(30))
+    routing.route(session, SETTINGS, later(3600))
+    assert offered_to(session, tomorrow) == other.id
+
+
+def test_a_call_skipped_for_skills_does_not_hold_up_calls_behind_it(session):
+    addiction = waiting(session, ago(30), need="addiction")
+    mental = waiting(session, ago(20), need="mental_health")
+    person = handler(session, skills=["mental_health"], idle_since=ago(60))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, addiction) is None
+    assert offered_to(session, mental) == person.id
+
+
+def test_only_handlers_with_a_console_open_are_offered_calls(session):
+    handler(session, idle_since=ago(900), connected=False)
+    handler(session, idle_since=ago(900), presence_="break")
+    open_console = handler(session, idle_since=ago(5))
+    entry = waiting(session, ago(5))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, entry) == open_console.id
+
+
+def test_each_round_offers_as_many_calls_as_there_are_free_handlers(session):
+    people = [handler(session, idle_since=ago(100 - index)) for index in range(3)]
+    entries = [waiting(session, ago(50 - index)) for index in range(5)]
+    offers = routing.route(session, SETTINGS, NOW)
+    # The first in line goes to the longest idle, the second to the next, and so on.
+    assert [(offer.call_id, offer.handler_id) for offer in offers] == [
+        (entries[index].call_id, people[index].id) for index in range(3)]
+    assert [offered_to(session, entry) for entry in entries[3:]] == [None, None]
+
+
+def test_an_offer_not_accepted_in_time_moves_on_and_the_handler_goes_on_break(session):
+    slow = handler(session, idle_since=ago(300))
+    entry = waiting(session, ago(5))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, entry) == slow.id
+    nobody_yet = routing.sweep(session, SETTINGS, later(19))
+    assert nobody_yet == [] and offered_to(session, entry) == slow.id
+    next_one = handler(session, idle_since=ago(10))
+    offers = routing.sweep(session, SETTINGS, later(20))
+    assert [offer.handler_id for offer in offers] == [next_one.id]
+    fresh(session, slow)
+    assert slow.presence == "break" and slow.current_call_id is None and slow.presence_since == later(20)
+    assert [event.detail for event in events(session, entry.call_id, "offer_missed")] == [{"handler_id": slow.id}]
+    fresh(session, entry)
+    assert entry.placed_at == ago(5)  # still its own place in line
+
+
+def test_a_declined_call_goes_to_someone_else_and_the_decliner_waits_their_turn(session):
+    decliner = handler(session, idle_since=ago(300))
+    entry = waiting(session, ago(5))
+    routing.route(session, SETTINGS, NOW)
+    routing.decline(session, decliner, entry.call_id, later(1))
+    fresh(session, decliner)
+    assert decliner.presence == "available" and decliner.available_since == later(1)
+    # Nobody else is free: the call is not offered to the decliner again.
+    assert routing.route(session, SETTINGS, later(2)) == []
+    other = handler(session, idle_since=later(3))
+    routing.route(session, SETTINGS, later(4))
+    assert offered_to(session, entry) == other.id
+    # A new call goes to the decliner, who is free.
+    new_call = waiting(session, later(5))
+    routing.route(session, SETTINGS, later(6))
+    assert offered_to(session, new_call) == decliner.id
+    with pytest.raises(routing.RoutingError):
+        routing.decline(session, other, new_call.call_id, later(7))
+
+
+def test_a_handler_whose_last_console_closes_does_not_hold_the_call(session):
+    leaving = handler(session, idle_since=ago(300))
+    staying = handler(session, idle_since=ago(10))
+    second_tab = "second-tab"
+    presence.connect(session, second_tab, leaving.id, "test-process", NOW)
+    entry = waiting(session, ago(5))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, entry) == leaving.id
+    presence.disconnect(session, second_tab, later(1))
+    assert offered_to(session, entry) == leaving.id  # another tab is still open
+    first_tab = f"sid-{leaving.user.username[1:]}"
+    presence.disconnect(session, first_tab, later(2))
+    fresh(session, leaving)
+    assert leaving.presence == "offline" and entry.state == "waiting" or offered_to(session, entry) is None
+    routing.route(session, SETTINGS, later(2))
+    assert offered_to(session, entry) == staying.id
+
+
+def test_connections_of_a_process_that_stopped_are_pruned(session):
+    person = handler(session, idle_since=ago(300))
+    presence.heartbeat(session, "test-process", NOW)
+    assert presence.prune(session, later(59)) == []
+    assert presence.prune(session, later(61)) == [person.id]
+    fresh(session, person)
+    assert person.presence == "offline"
+
+
+def test_an_abandoned_offer_frees_the_handler(session):
+    person = handler(session, idle_since=ago(300))
+    entry = waiting(session, ago(5))
+    routing.route(session, SETTINGS, NOW)
+    routing.call_ended(session, entry.call_id, later(3))
+    fresh(session, person, entry)
+    assert person.presence == "available" and person.current_call_id is None
+    assert entry.state == "abandoned" and entry.position_at_exit == 1
+
+
+def test_wrap_up_lasts_until_the_outcome_or_the_configured_time(session):
+    person = handler(session, idle_since=ago(300))
+    entry = waiting(session, ago(5))
+    routing.route(session, SETTINGS, NOW)
+    routing.claim(session, person, entry.call_id, later(1))
+    routing.connected(session, entry, person, later(2), handler_leg_sid=None, caller_leg_sid=None)
+    call = session.get(Call, entry.call_id)
+    assert call.outcome == "answered" and entry.state == "answered"
+    call.ended_at = later(100)
+    routing.call_ended(session, entry.call_id, later(100))
+    fresh(session, person)
+    assert person.presence == "wrap_up" and person.current_call_id == entry.call_id
+    routing.sweep(session, SETTINGS, later(219))
+    fresh(session, person)
+    assert person.presence == "wrap_up"
+    routing.sweep(session, SETTINGS, later(220))
+    fresh(session, person)
+    assert person.presence == "available" and person.available_since == later(220)
+    assert events(session, entry.call_id, "wrap_up_timed_out")
+
+
+def test_recording_the_outcome_ends_wrap_up(session):
+    person = handler(session, idle_since=ago(300), presence_="wrap_up")
+    entry = waiting(session, ago(500))
+    person.current_call_id = entry.call_id
+    with pytest.raises(routing.RoutingError):
+        routing.finish_wrap_up(session, person, entry.call_id, "nonsense", NOW)
+    routing.finish_wrap_up(session, person, entry.call_id, "signposted", NOW)
+    assert person.presence == "available" and person.current_call_id is None
+    assert [event.detail["outcome"] for event in events(session, entry.call_id, "wrap_up")] == ["signposted"]
+
+
+def test_a_handler_on_a_call_cannot_set_themselves_available(session):
+    person = handler(session, idle_since=ago(300), presence_="on_call")
+    with pytest.raises(routing.RoutingError) as refused:
+        routing.change_status(session, person, "available", NOW)
+    assert refused.value.message == "on_call"
+
+
+def test_going_on_break_gives_back_an_offer(session):
+    person = handler(session, idle_since=ago(300))
+    entry = waiting(session, ago(5))
+    routing.route(session, SETTINGS, NOW)
+    routing.change_status(session, person, "break", later(1))
+    assert person.presence == "break"
+    fresh(session, entry)
+    assert entry.state == "waiting" and entry.handler_id is None
+
+
+def _crowd(session: Session, calls: int, handlers: int) -> list[Handler]:
+    """`calls` waiting calls of every need (a tenth of them flagged dentist) and `handlers` handlers."""
+    needs = ["mental_health", "addiction", "return_to_work", "speak_now", None]
+    rows = [{"call_sid": f"CA{index:032x}", "need": needs[index % 5], "flags": ["dentist"] if index % 10 == 0 else []}
+            for index in range(calls)]
+    session.execute(insert(Call), rows)
+    ids = session.scalars(select(Call.id).order_by(Call.id)).all()
+    session.execute(insert(QueueEntry), [
+        {"call_id": call_id, "kind": "live", "state": "waiting", "need": row["need"], "flags": row["flags"],
+         "priority": 100, "placed_at": ago(3600 - index * 0.3), "declined_by": [], "attempts": 0}
+        for index, (call_id, row) in enumerate(zip(ids, rows))])
+    skill_sets = [["mental_health"], ["addiction"], ["return_to_work"], ["mental_health", "addiction", "dentist"]]
+    return [handler(session, skills=skill_sets[index % 4], idle_since=ago(10_000 - index)) for index in range(handlers)]
+
+
+def test_ten_thousand_waiting_calls_and_three_hundred_handlers_route_quickly(session):
+    people = _crowd(session, 10_000, 300)
+    session.commit()
+    started = time.perf_counter()
+    offers = routing.route(session, SETTINGS, NOW)
+    elapsed = time.perf_counter() - started
+    assert len(offers) == 300 and len({offer.handler_id for offer in offers}) == 300
+    # The first in line is flagged dentist: the longest-idle handler who knows dentistry gets it.
+    assert offers[0].call_id == 1 and offers[0].handler_id == people[3].id
+    print(f"route: {elapsed / len(offers) * 1000:.3f} ms per decision")
+    assert elapsed / len(offers) < 0.020, f"{elapsed / len(offers) * 1000:.2f} ms per decision"
+    session.commit()
+
+
+def test_single_decisions_stay_quick_with_ten_thousand_waiting(session):
+    people = _crowd(session, 10_000, 40)
+    for person in people:
+        person.presence = "break"
+    session.commit()
+    timings = []
+    for index, person in enumerate(people):
+        person.presence = "available"
+        started = time.perf_counter()
+        offers = routing.route(session, SETTINGS, later(index))
+        timings.append(time.perf_counter() - started)
+        assert len(offers) == 1
+    print(f"single decisions: {sum(timings) / len(timings) * 1000:.3f} ms each")
+    assert sum(timings) / len(timings) < 0.020, f"{sum(timings) / len(timings) * 1000:.2f} ms per decision"
+
+
+def test_a_need_nobody_free_can_take_is_not_walked_call_by_call(session):
+    """Thousands of recent addiction calls and only mental-health handlers: no decision reads them all."""
+    for index in range(3000):
+        waiting(session, ago(30 - index * 0.001), need="addiction")
+    entry = waiting(session, ago(1), need="mental_health")
+    person = handler(session, skills=["mental_health"], idle_since=ago(60))
+    statements: list[str] = []
+    from sqlalchemy import event
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        routing.route(session, SETTINGS, NOW)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert offered_to(session, entry) == person.id
+    assert len(statements) < 20
