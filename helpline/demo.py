@@ -6,6 +6,7 @@ The passwords are generated on this machine and kept owner-only in the instance 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 from pathlib import Path
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 
 from .config import Settings
 from .db import Database
+from .reference_data import load_demo_services
 from .users import create_user
 
 DEMO_USERS = (
@@ -44,10 +46,11 @@ def seed_demo(settings: Settings) -> list[str]:
                 password = secrets.token_urlsafe(9)
                 create_user(session, username, role, password, name)
                 logins[username] = {"role": role, "password": password}
+            services = load_demo_services(session, dt.date.today(), clinician_username="clinician")
         logins_file.parent.mkdir(parents=True, exist_ok=True)
         logins_file.touch(mode=0o600)
         logins_file.write_text(json.dumps(logins, indent=2))
-        return ["demo data loaded; log-ins:"] + _describe(logins)
+        return [f"demo data loaded ({services}); log-ins:"] + _describe(logins)
     finally:
         database.dispose()
 

@@ -1,0 +1,179 @@
+"""Localities, sites, clinicians and free slots: what a handler chooses from when booking."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal, Optional, TypeVar
+
+from flask import Response, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from .. import booking as slots_service
+from ..auth import roles_required
+from ..db import db
+from ..models import PROFESSIONS, AvailabilityException, Clinician, Locality, Site
+from . import BadRequest, bp
+from .openapi import documented
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def query_args(model: type[M]) -> M:
+    """The request's query string, validated against `model`; raises BadRequest saying what is wrong."""
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        detail = [{"field": ".".join(str(part) for part in problem["loc"]) or "query", "problem": problem["msg"]}
+                  for problem in exc.errors()]
+        raise BadRequest("invalid", detail) from None
+
+
+def check_localities(**codes: Optional[str]) -> None:
+    """400 naming each parameter whose locality code is not one of England's."""
+    given = {name: code for name, code in codes.items() if code}
+    known = set(db.session.scalars(select(Locality.code).where(Locality.code.in_(set(given.values())))))
+    problems = [{"field": name, "problem": f"unknown locality {code}"} for name, code in given.items() if code not in known]
+    if problems:
+        raise BadRequest("invalid", problems)
+
+
+class SlotParams(BaseModel):
+    """GET /api/clinicians/slots: what, where and when; dates are Europe/London and inclusive."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    start_date: Optional[dt.date] = Field(default=None, alias="from")
+    end_date: Optional[dt.date] = Field(default=None, alias="to")
+    locality: Optional[str] = None
+    modality: Optional[Literal["face_to_face", "video"]] = None
+    profession: Optional[Literal["psychiatrist", "psychologist", "addiction_specialist", "therapist"]] = None
+    workplace_locality: Optional[str] = None
+    include_workplace: bool = False
+    limit: int = Field(default=slots_service.DEFAULT_LIMIT, ge=1, le=slots_service.MAX_LIMIT)
+    after: Optional[str] = None
+
+    @field_validator("start_date", "end_date", mode="before")
+    @classmethod
+    def _date_part(cls, value: Any) -> Any:
+        # A full timestamp is accepted too: its Europe/London date is what counts.
+        if isinstance(value, str) and "T" in value:
+            try:
+                return slots_service.local_date(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+            except ValueError:
+                return value
+        return value
+
+    @field_validator("locality", "workplace_locality", mode="before")
+    @classmethod
+    def _code(cls, value: Any) -> Any:
+        return value.strip().upper() or None if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _range(self) -> "SlotParams":
+        today = slots_service.local_date(dt.datetime.now(dt.timezone.utc))
+        self.start_date = self.start_date or today
+        self.end_date = self.end_date or self.start_date + dt.timedelta(days=slots_service.DEFAULT_RANGE_DAYS - 1)
+        if self.end_date < self.start_date:
+            raise ValueError("`to` is before `from`")
+        if (self.end_date - self.start_date).days + 1 > slots_service.MAX_RANGE_DAYS:
+            raise ValueError(f"search at most {slots_service.MAX_RANGE_DAYS} days at a time")
+        return self
+
+
+@bp.get("/localities")
+@documented(responses={200: "{localities: [{code, name}]}: England's 42 ICB areas, by name"},
+            roles=("handler", "supervisor", "clinician", "admin"))
+@roles_required("handler", "supervisor", "clinician", "admin")
+def list_localities() -> Response:
+    """England's localities (ICB areas), by name."""
+    rows = db.session.scalars(select(Locality).order_by(Locality.name))
+    return jsonify({"localities": [{"code": row.code, "name": row.name} for row in rows]})
+
+
+@bp.get("/sites")
+@documented(responses={200: "{sites: [{id, code, name, address, town, locality}]}"}, roles=("handler", "supervisor", "admin"),
+            query={"locality": "an ICB code, to list one locality's sites"})
+@roles_required("handler", "supervisor", "admin")
+def list_sites() -> Response:
+    """Sites with their addresses, optionally in one locality."""
+    locality = (request.args.get("locality") or "").strip().upper() or None
+    check_localities(locality=locality)
+    query = select(Site).where(Site.active.is_(True)).order_by(Site.locality_code, Site.name)
+    if locality:
+        query = query.where(Site.locality_code == locality)
+    return jsonify({"sites": [slots_service.site_json(site) for site in db.session.scalars(query)]})
+
+
+def _hhmm(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+@bp.get("/clinicians")
+@documented(responses={200: "{clinicians: [{id, name, profession, locality, sites, availability, exceptions}]}"},
+            roles=("handler", "supervisor", "admin"),
+            query={"locality": "the clinician's base locality", "profession": "psychiatrist, psychologist, addiction_specialist or therapist"})
+@roles_required("handler", "supervisor", "admin")
+def list_clinicians() -> Response:
+    """Clinicians with their sites, profession, weekly availability and coming exceptions."""
+    locality = (request.args.get("locality") or "").strip().upper() or None
+    profession = request.args.get("profession") or None
+    if profession and profession not in PROFESSIONS:
+        raise BadRequest("invalid", [{"field": "profession", "problem": f"one of {', '.join(PROFESSIONS)}"}])
+    check_localities(locality=locality)
+    query = select(Clinician).where(Clinician.active.is_(True)).options(selectinload(Clinician.rules)).order_by(Clinician.display_name)
+    if locality:
+        query = query.where(Clinician.locality_code == locality)
+    if profession:
+        query = query.where(Clinician.profession == profession)
+    clinicians = list(db.session.scalars(query))
+    today = slots_service.local_date(dt.datetime.now(dt.timezone.utc))
+    leave: dict[int, list[dict[str, str]]] = {}
+    for exception in db.session.scalars(select(AvailabilityException).where(
+            AvailabilityException.ends_on >= today, AvailabilityException.clinician_id.in_([c.id for c in clinicians]))):
+        leave.setdefault(exception.clinician_id or 0, []).append(
+            {"starts_on": exception.starts_on.isoformat(), "ends_on": exception.ends_on.isoformat(), "kind": exception.kind})
+    result = []
+    for clinician in clinicians:
+        sites = {rule.site.id: rule.site for rule in clinician.rules if rule.site}
+        result.append({
+            **slots_service.clinician_json(clinician),
+            "sites": [slots_service.site_json(site) for site in sites.values()],
+            "availability": [{"weekday": rule.weekday, "start": _hhmm(rule.start_minute), "end": _hhmm(rule.end_minute),
+                              "modality": rule.modality, "site_id": rule.site_id, "slot_minutes": rule.slot_minutes}
+                             for rule in sorted(clinician.rules, key=lambda r: (r.weekday, r.start_minute))],
+            "exceptions": leave.get(clinician.id, []),
+        })
+    return jsonify({"clinicians": result})
+
+
+@bp.get("/clinicians/slots")
+@documented(responses={200: "{slots: [{id, start, end, modality, locality, site, clinician}], excluded_workplace_locality, next_after, from, to}"},
+            roles=("handler", "supervisor"), query={
+                "from": "first date (YYYY-MM-DD, Europe/London; default today)",
+                "to": "last date, inclusive (default from + 13 days; at most 62 days in all)",
+                "locality": "ICB code of the site (face to face) or of the clinician (video)",
+                "modality": "face_to_face or video", "profession": "psychiatrist, psychologist, addiction_specialist or therapist",
+                "workplace_locality": "the caller's workplace locality: its sites are left out",
+                "include_workplace": "1 to include sites in the workplace locality", "limit": "page size, 1 to 500 (default 50)",
+                "after": "next_after of the previous page"})
+@roles_required("handler", "supervisor")
+def find_slots() -> Response:
+    """Free slots in start order. Sites in the caller's workplace locality are left out unless include_workplace."""
+    params = query_args(SlotParams)
+    check_localities(locality=params.locality, workplace_locality=params.workplace_locality)
+    try:
+        page = slots_service.search(db.session, slots_service.SlotQuery(
+            start_date=params.start_date, end_date=params.end_date, locality=params.locality,  # type: ignore[arg-type]
+            modality=params.modality, profession=params.profession, workplace_locality=params.workplace_locality,
+            include_workplace=params.include_workplace, limit=params.limit, after=params.after))
+    except slots_service.SlotNotFound:
+        raise BadRequest("invalid", [{"field": "after", "problem": "not a slot id from an earlier page"}]) from None
+    return jsonify({
+        "slots": slots_service.slots_json(page.slots),
+        "excluded_workplace_locality": page.excluded_workplace_locality,
+        "next_after": page.next_after,
+        "from": params.start_date.isoformat() if params.start_date else None,
+        "to": params.end_date.isoformat() if params.end_date else None,
+    })

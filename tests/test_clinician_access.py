@@ -1,0 +1,110 @@
+"""Clinicians see their own bookings and the records of the callers booked with them, and nobody
+else's; their calendar entries are valid iCalendar."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from helpline.calendar import escape, fold
+from helpline.scheduler import shutdown
+from tests.booking_support import accepted_call, log_in, ready_contact, seed_services
+
+
+@pytest.fixture(autouse=True)
+def _stop_scheduler(app):
+    yield
+    shutdown(app)
+
+
+@pytest.fixture
+def world(app):
+    """Two clinicians with log-ins, and a booking with each."""
+    mine, theirs = log_in(app, "clinician"), log_in(app, "clinician")
+    services = seed_services(app, linked_user_id=mine.user_id)
+    from helpline.db import db
+    from helpline.models import Clinician
+
+    with app.app_context():
+        db.session.get(Clinician, services.therapist).user_id = theirs.user_id
+        db.session.commit()
+    handler = log_in(app, "handler")
+    day = (dt.date.today() + dt.timedelta(days=3)).isoformat()
+    bookings = {}
+    for name, profession, number in (("mine", "psychiatrist", "+447911123470"), ("theirs", "therapist", "+447911123471")):
+        call_id = accepted_call(app, handler, number=number)
+        ready_contact(handler, call_id, name=f"Caller {name}", notes=f"note for {name}")
+        slot = handler.get(f"/api/clinicians/slots?from={day}&to={day}&profession={profession}").get_json()["slots"][0]
+        bookings[name] = handler.post("/api/bookings", {"call_id": call_id, "slot_id": slot["id"]}).get_json()
+    return {"mine": mine, "theirs": theirs, "handler": handler, "bookings": bookings}
+
+
+def test_a_clinician_sees_their_own_bookings_only(world):
+    listed = world["mine"].get("/api/clinician/bookings").get_json()["bookings"]
+    assert [booking["id"] for booking in listed] == [world["bookings"]["mine"]["id"]]
+    assert listed[0]["patient"]["name"] == "Caller mine"
+
+
+def test_a_clinician_reads_their_patients_records_and_is_refused_others(world):
+    mine, theirs = world["bookings"]["mine"], world["bookings"]["theirs"]
+    record = world["mine"].get(f"/api/contacts/{mine['contact_id']}")
+    assert record.status_code == 200 and record.get_json()["fields"]["notes"] == "note for mine"
+    refused = world["mine"].get(f"/api/contacts/{theirs['contact_id']}")
+    assert refused.status_code == 403 and "note for theirs" not in refused.get_data(as_text=True)
+    assert world["mine"].get("/api/contacts/999999").status_code == 403
+    assert world["mine"].get(f"/api/bookings/{theirs['id']}").status_code == 403
+    assert world["mine"].get(f"/api/bookings/{theirs['id']}.ics").status_code == 403
+
+
+def test_after_a_cancellation_the_clinician_no_longer_sees_the_record(world):
+    mine = world["bookings"]["mine"]
+    world["handler"].delete(f"/api/bookings/{mine['id']}")
+    assert world["mine"].get(f"/api/contacts/{mine['contact_id']}").status_code == 403
+
+
+def test_clinicians_cannot_use_the_handlers_api(world):
+    assert world["mine"].get("/api/clinicians/slots").status_code == 403
+    assert world["mine"].post("/api/bookings", {"call_id": 1, "slot_id": "x"}).status_code == 403
+
+
+def test_the_calendar_entry_is_rfc_5545_and_names_no_patient(world):
+    booking = world["bookings"]["mine"]
+    response = world["mine"].get(f"/api/bookings/{booking['id']}.ics")
+    assert response.status_code == 200 and response.mimetype == "text/calendar"
+    raw = response.get_data()
+    assert raw.endswith(b"\r\n") and b"\n" not in raw.replace(b"\r\n", b"")
+    lines = raw.decode().split("\r\n")[:-1]
+    assert lines[0] == "BEGIN:VCALENDAR" and lines[-1] == "END:VCALENDAR"
+    assert all(len(line.encode()) <= 75 for line in lines)
+    unfolded = raw.decode().replace("\r\n ", "")
+    start = dt.datetime.fromisoformat(booking["start"]).astimezone(dt.timezone.utc)
+    assert f"DTSTART:{start:%Y%m%dT%H%M%SZ}" in unfolded
+    assert f"UID:booking-{booking['id']}@helpline.test" in unfolded
+    assert "LOCATION:Test House\\, 1 Nowhere Lane\\, Leeds" in unfolded or "LOCATION:Video call" in unfolded
+    assert "Caller mine" not in unfolded and "note for mine" not in unfolded
+    assert world["handler"].get(f"/api/bookings/{booking['id']}.ics").status_code == 403
+
+
+def test_the_clinician_page(app, world):
+    page = world["mine"].get("/clinician")
+    assert page.status_code == 200 and "clinician.js" in page.get_data(as_text=True)
+    assert world["handler"].get("/clinician").status_code == 403
+
+
+@pytest.mark.parametrize("text, escaped", [
+    ("a,b;c\\d", "a\\,b\\;c\\\\d"),
+    ("line one\nline two", "line one\\nline two"),
+    ("crlf\r\nend", "crlf\\nend"),
+])
+def test_text_values_are_escaped(text, escaped):
+    assert escape(text) == escaped
+
+
+def test_long_lines_fold_at_75_octets_without_splitting_characters():
+    line = "DESCRIPTION:" + "é" * 100
+    folded = fold(line)
+    pieces = folded.split("\r\n ")
+    assert all(len(piece.encode()) <= (75 if n == 0 else 74) for n, piece in enumerate(pieces))
+    assert "".join(pieces) == line
+    assert fold("SHORT:line") == "SHORT:line"
