@@ -41,12 +41,28 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
 
     import handler_console
 
-    from . import api, auth, twilio_rest, voice
+    from . import api, auth, connect, realtime, routing, twilio_rest, voice
+    from . import audit, security
+    from .api import calls, me, openapi, queue  # noqa: F401 - their routes go on api.bp
+    from . import risk, scheduler
+    from . import health
+    from .api import bookings, contacts, localities  # noqa: F401 - first contact and booking routes
+    from . import supervision
+    from .api import reports as _reports, supervisor as _supervisor  # noqa: F401 - supervisors' routes
 
     twilio_rest.init_app(app)
     app.register_blueprint(voice.bp)
     auth.init_app(app)
     auth.csrf.exempt(voice.bp)  # Twilio signs its requests instead
+    security.init_app(app)
+    audit.init_app(app)
+    connect.init_app(app)
     app.register_blueprint(api.bp)
+    routing.init_app(app)
+    realtime.init_app(app)
+    risk.init_app(app)
+    supervision.init_app(app)
+    scheduler.init_scheduler(app)
+    health.init_app(app)
     handler_console.init_app(app)
     return app

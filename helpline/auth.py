@@ -13,13 +13,12 @@ from flask import Blueprint, Flask, Response, redirect, render_template, request
 from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy import select
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from . import security
 from .db import db
 from .models import User
-from .users import password_matches
 from .webhooks import error
 
 bp = Blueprint("auth", __name__)
@@ -27,7 +26,7 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 
 #: Where each role lands after logging in.
-HOME = {"handler": "console.account", "supervisor": "console.account", "clinician": "console.account", "admin": "console.account"}
+HOME = {"handler": "console.handler", "supervisor": "console.supervisor", "clinician": "console.clinician", "admin": "console.account"}
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -96,22 +95,27 @@ def login() -> Response | str:
     """Show the log-in form; on a correct username and password, start a session."""
     form = LoginForm()
     message = None
+    status = 200
     if form.validate_on_submit():
-        username = (form.username.data or "").strip().lower()
-        user = db.session.scalar(select(User).where(User.username == username))
-        if user is not None and user.active and password_matches(user, form.password.data or ""):
-            login_user(SessionUser(user))
+        # Lockout, throttle and audit live in security.py; the attempt is recorded whatever its outcome.
+        outcome = security.authenticate(db.session, form.username.data or "", form.password.data or "")
+        db.session.commit()
+        if outcome.user is not None:
+            login_user(SessionUser(outcome.user))
+            security.session_started()
             return redirect(_safe_next() or home_url())
-        message = "That username and password do not match."
+        message, status = outcome.message, outcome.status
     elif request.method == "POST":
-        message = "Please fill in both fields."
-    status = 401 if message else 200
+        message, status = "Please fill in both fields.", 401
     return render_template("login.html", form=form, message=message), status  # type: ignore[return-value]
 
 
 @bp.post("/logout")
 def logout() -> Response:
     """End the session."""
+    if current_user.is_authenticated:
+        security.record_logout(db.session, current_user)
+        db.session.commit()
     logout_user()
     return redirect(url_for("auth.login"))
 

@@ -28,8 +28,19 @@ def serve(host: str, port: int) -> None:
     if not is_current(settings.resolved_database_url):
         raise click.ClickException("the database is not up to date: run `helpline db upgrade` first")
     app = create_app(settings=settings)
+    from .realtime import start_queue_broadcaster, start_sweeper
+    from .scheduler import start_for_serve
+    from .supervision import start_wallboard
+
+    def in_worker() -> None:
+        """Background work, started in the serving worker (see server.py)."""
+        start_sweeper(app)  # offers and wrap-ups that time out, callbacks that fall due
+        start_queue_broadcaster(app)  # `queue` events to the consoles, coalesced under load
+        start_wallboard(app)  # the supervisors' live figures, after changes and every few seconds
+        start_for_serve(app)  # reminders, callbacks, reconciliation, purges (when scheduler.embedded)
+
     click.echo(f"helpline serving on http://{host}:{port} (public URL {settings.public_url})")
-    run_server(app, host, port, settings.server.threads)
+    run_server(app, host, port, settings.server.threads, in_worker=in_worker)
 
 
 @cli.group("db")
@@ -39,11 +50,20 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 def db_upgrade() -> None:
-    """Create or migrate the configured database to the newest schema (safe to run again)."""
-    from .db import upgrade
+    """Create or migrate the configured database to the newest schema, and refresh the reference
+    data every installation needs (England's localities). Safe to run again."""
+    from .db import Database, upgrade
+    from .reference_data import load_localities
 
     settings = load_settings()
     upgrade(settings.resolved_database_url)
+    database = Database()
+    database.configure(settings.resolved_database_url)
+    try:
+        with database.transaction() as session:
+            load_localities(session)
+    finally:
+        database.dispose()
     click.echo("database is up to date")
 
 
@@ -87,6 +107,16 @@ def _register_optional() -> None:
 
     cli.add_command(emulator, "emulator")
     cli.add_command(simulate_call, "simulate-call")
+    from .scheduler import scheduler_command
+
+    cli.add_command(scheduler_command, "scheduler")
+    from .bench.cli import bench_command
+
+    cli.add_command(bench_command, "bench")
+    from .admin_cli import COMMANDS as admin_commands  # audit, rotate-key, purge, export-/erase-subject
+
+    for name, command in admin_commands.items():
+        cli.add_command(command, name)
 
 
 def main() -> None:

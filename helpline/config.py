@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 #: The repository root in a checkout (or an editable install); `config.yaml` lives here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +30,9 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "TWILIO_AUTH_TOKEN": ("twilio", "auth_token"),
     "TWILIO_API_BASE_URL": ("twilio", "api_base_url"),
     "TWILIO_PHONE_NUMBER": ("twilio", "phone_number"),
+    "TWILIO_API_KEY_SID": ("twilio", "api_key_sid"),
+    "TWILIO_API_KEY_SECRET": ("twilio", "api_key_secret"),
+    "TWILIO_TWIML_APP_SID": ("twilio", "twiml_app_sid"),
 }
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -60,6 +63,37 @@ class TwilioSettings(_Strict):
     phone_number: str | None = None
     voice: str = "Polly.Amy"
     language: str = "en-GB"
+    #: An API key and TwiML App for the handlers' browser softphones (Voice JS SDK access tokens).
+    api_key_sid: str | None = None
+    api_key_secret: str | None = None
+    twiml_app_sid: str | None = None
+
+    @field_validator("api_key_sid")
+    @classmethod
+    def _api_key_sid(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^SK[0-9a-fA-F]{32}$", value):
+            raise ValueError("must be an API key SID (SK followed by 32 hex digits)")
+        return value or None
+
+    @field_validator("api_key_secret")
+    @classmethod
+    def _api_key_secret(cls, value: str | None) -> str | None:
+        if value and len(value) < 32:
+            raise ValueError("must be the API key's 32-character secret")
+        return value or None
+
+    @field_validator("twiml_app_sid")
+    @classmethod
+    def _twiml_app_sid(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^AP[0-9a-fA-F]{32}$", value):
+            raise ValueError("must be a TwiML App SID (AP followed by 32 hex digits)")
+        return value or None
+
+    @model_validator(mode="after")
+    def _api_key_pair(self) -> "TwilioSettings":
+        if bool(self.api_key_sid) != bool(self.api_key_secret):
+            raise ValueError("api_key_sid and api_key_secret must be set together")
+        return self
 
     @field_validator("api_base_url")
     @classmethod
@@ -131,6 +165,35 @@ class ServerSettings(_Strict):
     threads: int = Field(ge=1, le=1000)
 
 
+class SchedulerSettings(_Strict):
+    embedded: StrictBool
+
+
+class SecuritySettings(_Strict):
+    """Sessions, log-in throttling, and proxies (see security.py)."""
+
+    #: A session unused for this long is over; the next request must log in again.
+    session_idle_minutes: int = Field(default=30, strict=True, ge=1, le=24 * 60)
+    #: Wrong passwords in a row before an account is paused ...
+    max_failed_logins: int = Field(default=5, strict=True, ge=1, le=100)
+    #: ... for this long.
+    lockout_minutes: int = Field(default=15, strict=True, ge=1, le=24 * 60)
+    #: Failed log-ins from one client address within `lockout_minutes` before it is refused (429).
+    max_failed_logins_per_address: int = Field(default=20, strict=True, ge=1, le=10_000)
+    #: Reverse proxies in front of the service whose X-Forwarded-For/-Proto are trusted (0 = none).
+    proxy_hops: int = Field(default=0, strict=True, ge=0, le=5)
+
+
+class RetentionSettings(_Strict):
+    """How long each kind of record is kept before the scheduler's purge removes or anonymises it."""
+
+    third_party_days: int = Field(default=30, strict=True, ge=1, le=36_500)
+    ineligible_days: int = Field(default=30, strict=True, ge=1, le=36_500)
+    abandoned_days: int = Field(default=30, strict=True, ge=1, le=36_500)
+    discharged_record_days: int = Field(default=2920, strict=True, ge=1, le=36_500)
+    webhook_replies_days: int = Field(default=2, strict=True, ge=1, le=365)
+
+
 class Settings(_Strict):
     """Everything the service reads from its configuration, validated."""
 
@@ -145,6 +208,9 @@ class Settings(_Strict):
     queue: QueueSettings
     routing: RoutingSettings
     server: ServerSettings
+    security: SecuritySettings = SecuritySettings()
+    retention: RetentionSettings = RetentionSettings()
+    scheduler: SchedulerSettings
     #: Where the embedded database and generated demo keys live.
     instance_path: str = str(PROJECT_ROOT / "instance")
 

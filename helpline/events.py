@@ -46,15 +46,31 @@ def announce(session: Session, topic: str, **data: Any) -> None:
 
 
 @event.listens_for(Session, "after_commit")
-def _publish_after_commit(session: Session) -> None:
-    pending = session.info.pop("pending_announcements", [])
+def _committed(session: Session) -> None:
+    session.info.setdefault("committed_announcements", []).extend(session.info.pop("pending_announcements", []))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _publish_after_commit(session: Session, transaction: Any) -> None:
+    # Published only once the outermost transaction has ended, when the session has given its
+    # connection back to the pool: subscribers open sessions of their own, and if each level kept
+    # its connection, a burst of requests would use up the pool and wait on each other for good.
+    if transaction.parent is not None:
+        return
+    committed = session.info.pop("committed_announcements", [])
     bus: Bus | None = session.info.get("bus")
     if bus is None:
         return
-    for topic, data in pending:
+    for topic, data in committed:
         bus.publish(topic, **data)
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_after_rollback(session: Session) -> None:
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_after_rollback(session: Session, previous_transaction: Any) -> None:
+    # "soft": fires even when the transaction never reached the database, so nothing announced in
+    # a rolled-back unit of work lingers to be published by the session's next commit.
     session.info.pop("pending_announcements", None)
+    if previous_transaction.nested:
+        return  # a savepoint rolled back; what the outer transaction committed before it still stands
+    # The whole transaction rolled back: what its savepoints had committed never happened either.
+    session.info.pop("committed_announcements", None)

@@ -6,3 +6,7 @@ every table.
 
 from .core import *  # noqa: F401,F403
 from .core import Base, utcnow  # noqa: F401
+from .routing import *  # noqa: F401,F403
+from .booking import *  # noqa: F401,F403
+from .audit import *  # noqa: F401,F403
+from .supervision import *  # noqa: F401,F403

@@ -1,0 +1,391 @@
+"""The service's defences that sit around every request: headers, sessions, log-in throttling, log masking.
+
+- Strict security headers and a content security policy on every response; `Cache-Control: no-store`
+  on everything but static files, so no page or API answer with personal data lingers in a cache.
+- Sessions end after `security.session_idle_minutes` without a request: the cookie is permanent with
+  that lifetime and re-signed on each request (Flask refuses a cookie signed longer ago), and the
+  session also carries the time it was last used, checked here, so expiry does not depend on the
+  browser honouring the cookie's expiry.
+- Log-in lockout per account (`max_failed_logins` wrong passwords in a row pause it for
+  `lockout_minutes`), and a throttle per client address counted in the database. The database rather
+  than Flask-Limiter: Flask-Limiter's in-memory storage gives each process its own count, so with
+  several processes it needs Redis, which this service only has when Socket.IO is scaled out; the
+  database is shared by every process already, failed log-ins are rare writes, and one less
+  dependency is one less thing to patch. Every failure gets the same message, so neither the lockout
+  nor the throttle says whether a username exists.
+- Every log record is masked of anything that looks like a phone number or an email address before
+  any handler sees it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, current_app, g, has_request_context, request, session
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from .models import LoginFailure, User, utcnow
+from .phone import mask
+
+log = logging.getLogger(__name__)
+
+# -- masking personal data in text -----------------------------------------------------------------
+
+#: 9 to 15 digits, optionally after + (or its URL encoding), with up to two separators between digits:
+#: +44 7911 123456, 07911-123-456, (020) 7946 0958, %2B447911123456. Not inside a longer word, so call
+#: SIDs and other hex identifiers are left alone.
+_PHONE = re.compile(r"(?<![\w+%])(?:\+|%2[Bb])?\(?\d(?:[\s().-]{0,2}\d){8,14}(?!\w)")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+#: Digit runs that are not phone numbers and are worth keeping legible in logs.
+_NOT_A_NUMBER = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2})?|\d{1,3}(?:\.\d{1,3}){3}")
+
+
+def _mask_phone(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if _NOT_A_NUMBER.fullmatch(text):
+        return text
+    return mask("+" + re.sub(r"\D", "", text))
+
+
+def mask_personal(text: str) -> str:
+    """`text` with anything that looks like a phone number or email address masked.
+
+    Errs towards masking: a date-time or a long id masked in a log line costs nothing, a caller's
+    number left in one is a breach.
+    """
+    if not text:
+        return text
+    return _PHONE.sub(_mask_phone, _EMAIL.sub("•••@•••", text))
+
+
+def _mask_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed record is logging's problem to report, not ours
+        return
+    masked = mask_personal(message)
+    if masked != message:
+        record.msg, record.args = masked, None
+    if record.exc_info and record.exc_info[0] is not None:
+        formatted = logging.Formatter().formatException(record.exc_info)
+        masked_exc = mask_personal(formatted)
+        if masked_exc != formatted:
+            # Formatters use exc_text when it is set, so tracebacks are written masked too.
+            record.exc_text = masked_exc
+    if has_request_context() and getattr(g, "request_id", None):
+        record.request_id = g.request_id
+
+
+def install_log_masking() -> None:
+    """Mask every log record of the process, whichever logger or handler it goes through.
+
+    A record factory rather than a logging.Filter: filters on a logger do not see records propagated
+    from child loggers, and handlers added later (gunicorn's, pytest's) would not have one.
+    """
+    current = logging.getLogRecordFactory()
+    if getattr(current, "helpline_masking", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        _mask_record(record)
+        return record
+
+    factory.helpline_masking = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+# -- headers ---------------------------------------------------------------------------------------
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def _emulator_origins(api_base_url: str) -> list[str]:
+    """The local Twilio emulator's origins, when the service talks to one (the demo)."""
+    parts = urlsplit(api_base_url)
+    if parts.scheme != "http" or parts.hostname not in LOCAL_HOSTS:
+        return []
+    return [f"http://{parts.netloc}", f"ws://{parts.netloc}"]
+
+
+def content_security_policy(app: Flask, host: str) -> str:
+    """The policy for a response served to `host`: this origin only, plus what the softphone needs."""
+    settings = app.config["HELPLINE"]
+    connect = ["'self'", f"ws://{host}", f"wss://{host}"]
+    media = ["'self'"]
+    emulator = _emulator_origins(settings.twilio.api_base_url)
+    connect += emulator
+    media += [origin for origin in emulator if origin.startswith("http")]
+    if not emulator and settings.twilio.account_sid:
+        # Twilio's Voice JS SDK signals over wss to *.twilio.com, reports to eventgw.twilio.com and
+        # plays its ringing tones from sdk.twilio.com.
+        connect += ["https://*.twilio.com", "wss://*.twilio.com"]
+        media += ["https://sdk.twilio.com"]
+    directives = {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "media-src": media,
+        "connect-src": connect,
+        "object-src": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+    }
+    return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
+
+
+def _safe_host(host: str) -> str:
+    # The Host header ends up in a header value: keep only characters a host:port can have.
+    return re.sub(r"[^A-Za-z0-9.:\[\]-]", "", host)[:255] or "localhost"
+
+
+def _set_headers(response: Response) -> Response:
+    app = current_app
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", content_security_policy(app, _safe_host(request.host)))
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault(
+        "Permissions-Policy",
+        "microphone=(self), camera=(), geolocation=(), payment=(), usb=(), display-capture=()",
+    )
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    # same-site, not same-origin: the local emulator's dev phone (another port) plays our hold music.
+    headers.setdefault("Cross-Origin-Resource-Policy", "same-site")
+    if app.config["HELPLINE"].public_url.startswith("https://"):
+        # No includeSubDomains: the organisation's other hosts are not ours to commit to HTTPS.
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if not (request.endpoint or "").endswith("static"):
+        headers["Cache-Control"] = "no-store"
+        headers.pop("ETag", None)
+        headers.pop("Last-Modified", None)
+    if getattr(g, "request_id", None):
+        headers["X-Request-ID"] = g.request_id
+    return response
+
+
+# -- request ids and idle sessions -------------------------------------------------------------------
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def now() -> float:
+    """Seconds since the epoch; tests move it to make a session idle."""
+    return time.time()
+
+
+def _start_request() -> Response | None:
+    settings = current_app.config["HELPLINE"]
+    offered = request.headers.get("X-Request-ID", "")
+    # Trust a proxy's request id only when a proxy is configured; otherwise it is the client's word.
+    g.request_id = offered if settings.security.proxy_hops and REQUEST_ID.match(offered) else uuid.uuid4().hex
+    if "_user_id" not in session:
+        # Nobody is logged in: leave the session alone, so webhooks and static files set no cookie.
+        return None
+    session.permanent = True
+    idle_limit = settings.security.session_idle_minutes * 60
+    seen = session.get("_seen")
+    moment = now()
+    if isinstance(seen, (int, float)) and moment - seen > idle_limit:
+        _end_idle_session()
+        return None
+    session["_seen"] = int(moment)
+    return None
+
+
+def _end_idle_session() -> None:
+    """Log out a session left idle too long; the request then goes on as nobody (401 or log-in page)."""
+    from flask_login import logout_user
+
+    from . import audit
+    from .db import db
+
+    user_id = session.get("_user_id")
+    user = db.session.get(User, int(user_id)) if isinstance(user_id, str) and user_id.isdigit() else None
+    if user is not None:
+        audit.record(db.session, user, "auth.logout", "user", user.id, cause="idle")
+        db.session.commit()
+    logout_user()
+    session.clear()
+
+
+def session_started() -> None:
+    """Mark a session just logged in as in use now (called by the log-in view)."""
+    session.permanent = True
+    session["_seen"] = int(now())
+
+
+# -- log-in lockout and throttle --------------------------------------------------------------------
+
+FAILED_MESSAGE = (
+    "That username and password do not match. After {max} failed attempts in a row an account is "
+    "paused for {minutes} minutes."
+)
+THROTTLED_MESSAGE = "Too many failed log-ins from this address. Please wait {minutes} minutes and try again."
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    """The result of a log-in attempt: the user on success; otherwise the status and message to show."""
+
+    user: User | None
+    status: int = 200
+    message: str | None = None
+
+
+_dummy_hash: str | None = None
+
+
+def _spend_time_like_a_password_check(password: str) -> None:
+    """Check against a throwaway hash, so an unknown username takes as long as a wrong password."""
+    global _dummy_hash
+    from argon2 import PasswordHasher
+    from argon2.exceptions import VerificationError
+
+    from .users import hash_password
+
+    if _dummy_hash is None:
+        _dummy_hash = hash_password(secrets.token_urlsafe(16))
+    try:
+        PasswordHasher().verify(_dummy_hash, password)
+    except VerificationError:
+        pass
+
+
+def client_address() -> str:
+    """The client's address (as ProxyFix rewrote it when proxies are configured)."""
+    return request.remote_addr or "unknown"
+
+
+def address_hash(address: str) -> str:
+    """A keyed hash of a client address: enough to count failures from it, useless to identify it."""
+    key = str(current_app.config["SECRET_KEY"]).encode()
+    return hmac.new(key, b"login address\0" + address.encode(), hashlib.sha256).hexdigest()
+
+
+def authenticate(session_: Session, username: str, password: str) -> LoginOutcome:
+    """Check a log-in, applying the address throttle and the account lockout, and audit the attempt.
+
+    Changes (failure counts, lockouts, audit entries) are left in `session_` for the caller to commit,
+    whatever the outcome. Every refusal but the throttle gets the same 401 and the same words.
+    """
+    from . import audit
+    from .users import password_matches
+
+    settings = current_app.config["HELPLINE"].security
+    moment = utcnow()
+    window = dt.timedelta(minutes=settings.lockout_minutes)
+    address = client_address()
+    hashed_address = address_hash(address)
+    failed = LoginOutcome(None, 401, FAILED_MESSAGE.format(max=settings.max_failed_logins, minutes=settings.lockout_minutes))
+
+    recent = session_.scalar(
+        select(func.count(LoginFailure.id)).where(LoginFailure.address_hash == hashed_address, LoginFailure.at > moment - window)
+    )
+    if recent >= settings.max_failed_logins_per_address:
+        audit.record(session_, audit.Actor.anonymous(), "auth.address_throttled", address=address)
+        return LoginOutcome(None, 429, THROTTLED_MESSAGE.format(minutes=settings.lockout_minutes))
+
+    username = username.strip().lower()[:64]
+    user = session_.scalar(select(User).where(User.username == username))
+
+    def fail(cause: str, who: Any) -> LoginOutcome:
+        session_.add(LoginFailure(address_hash=hashed_address, at=moment))
+        audit.record(session_, who, "auth.login_failed", "user" if user is not None else None,
+                     user.id if user is not None else None, cause=cause, address=address)
+        return failed
+
+    if user is None or not user.active:
+        _spend_time_like_a_password_check(password)
+        who = audit.Actor.anonymous() if user is None else audit.Actor(user.id, user.role)
+        return fail("unknown_user" if user is None else "inactive", who)
+    actor = audit.Actor(user.id, user.role)
+    if user.locked_until is not None and user.locked_until > moment:
+        _spend_time_like_a_password_check(password)
+        return fail("locked", actor)
+    if not password_matches(user, password):
+        # One UPDATE, so that concurrent wrong guesses are all counted.
+        session_.execute(update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1))
+        session_.refresh(user, ["failed_logins"])
+        if user.failed_logins >= settings.max_failed_logins:
+            user.locked_until = moment + window
+            user.failed_logins = 0
+            audit.record(session_, actor, "auth.account_locked", "user", user.id, minutes=settings.lockout_minutes)
+        return fail("password", actor)
+    user.failed_logins = 0
+    user.locked_until = None
+    audit.record(session_, actor, "auth.login", "user", user.id, address=address)
+    return LoginOutcome(user)
+
+
+def record_logout(session_: Session, who: Any) -> None:
+    """Audit a deliberate log-out (the caller commits)."""
+    from . import audit
+
+    user_id = getattr(who, "id", None)
+    audit.record(session_, who, "auth.logout", "user", user_id, cause="user")
+
+
+# -- Twilio's paths ------------------------------------------------------------------------------------
+
+TWILIO_PREFIXES = ("/voice/", "/sms/")
+
+
+def _guard_unrouted_twilio_paths() -> Response | None:
+    """Under /voice/ and /sms/ every request must be signed, even one for a path with no route: an
+    unsigned probe gets 403 like any other, never a hint of which paths exist."""
+    if request.url_rule is None and request.path.startswith(TWILIO_PREFIXES):
+        from .webhooks import check_twilio_request
+
+        return check_twilio_request()
+    return None
+
+
+def _json_errors_for_machines(exc: Any) -> Response | Any:
+    """4xx under /voice/, /sms/ and /api/ in the service's JSON error shape, not Flask's HTML page."""
+    from werkzeug.exceptions import HTTPException
+
+    from .webhooks import error
+
+    if isinstance(exc, HTTPException) and request.path.startswith((*TWILIO_PREFIXES, "/api/")):
+        return error(exc.code or 400, (exc.name or "error").lower().replace(" ", "_"), exc.description)
+    return exc
+
+
+# -- wiring -------------------------------------------------------------------------------------------
+
+
+def init_app(app: Flask) -> None:
+    """Headers, request ids, idle sessions, proxies and log masking for `app`."""
+    settings = app.config["HELPLINE"].security
+    app.config.update(
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=settings.session_idle_minutes),
+        SESSION_REFRESH_EACH_REQUEST=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    if settings.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)  # type: ignore[method-assign]
+    install_log_masking()
+    app.before_request(_start_request)
+    app.before_request(_guard_unrouted_twilio_paths)
+    app.after_request(_set_headers)
+    for code in (404, 405):
+        # Only for requests no blueprint handled: a blueprint's own handlers run first.
+        app.register_error_handler(code, _json_errors_for_machines)

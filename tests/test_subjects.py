@@ -1,0 +1,135 @@
+"""A person's rights: export everything held about them, erase it, both audited with a reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from helpline import keys, subjects
+from helpline.admin_cli import erase_subject, export_subject
+from helpline.crypto import Vault
+from helpline.db import db
+from helpline.models import AuditEntry, Call
+
+from .test_audit import cli_env
+from .test_keys import queue_a_call
+
+ME = "+447911123456"
+SOMEONE_ELSE = "+447811223344"
+
+
+@pytest.fixture
+def callers(app):  # type: ignore[no-untyped-def]
+    """Two calls from ME (one of them on ME's national form), one from someone else."""
+    sids = {"me": [queue_a_call(app, ME), queue_a_call(app, "07911 123456")], "else": [queue_a_call(app, SOMEONE_ELSE)]}
+    return sids
+
+
+def key_text(app) -> str:  # type: ignore[no-untyped-def]
+    """The test app's key (generated into its instance folder)."""
+    return keys.resolve_keys(app.config["HELPLINE"])
+
+
+def call_ids(sids: list[str]) -> set[int]:
+    """Ids of the calls with these SIDs."""
+    with db.transaction() as session:
+        return set(session.scalars(select(Call.id).where(Call.call_sid.in_(sids))))
+
+
+def test_a_number_finds_all_of_that_persons_calls_and_only_theirs(app, callers):
+    mine = call_ids(callers["me"])
+    with app.app_context(), db.transaction() as session:
+        subject = subjects.find(session, key_text(app), ["07911-123-456"])
+        assert subject.call_ids == mine
+        data = subjects.export(session, key_text(app), subject)
+    exported = data["records"]["calls"]
+    assert {call["caller_number"] for call in exported} == {ME}
+    assert all(call["events"] and call["queue_entry"]["state"] for call in exported)
+    assert "caller_number_enc" not in exported[0] and SOMEONE_ELSE not in json.dumps(data)
+    json.dumps(data)  # everything is JSON
+
+
+def test_calls_hashed_under_an_older_key_are_found(app_factory):
+    old_key, new_key = Vault.generate_key(), Vault.generate_key()
+    app = app_factory(encryption_key=old_key)
+    expected = call_ids([queue_a_call(app, ME)])
+    with db.transaction() as session:
+        subject = subjects.find(session, f"{new_key},{old_key}", [ME])
+    assert subject.call_ids == expected
+
+
+def test_a_bad_number_is_refused():
+    with pytest.raises(ValueError):
+        subjects.find(None, Vault.generate_key(), ["not a number"])  # type: ignore[arg-type]
+
+
+def test_erasing_keeps_statistics_and_nothing_that_leads_back(app, callers):
+    theirs = call_ids(callers["else"])
+    with app.app_context(), db.transaction() as session:
+        subject = subjects.find(session, key_text(app), [ME])
+        counts = subjects.erase(session, subject)
+    assert counts["calls"] == 2
+    with db.transaction() as session:
+        for call in session.scalars(select(Call).where(Call.id.in_(subject.call_ids))):
+            assert call.caller_number_enc is None and call.caller_hash is None and call.call_sid.startswith("purged-")
+            assert call.need and call.started_at and call.queued_at
+        assert subjects.find(session, key_text(app), [ME]).call_ids == set()
+        assert subjects.find(session, key_text(app), [SOMEONE_ELSE]).call_ids == theirs
+
+
+def test_sources_registered_by_other_areas_take_part(app, callers, monkeypatch):
+    exported, erased = [], []
+
+    def expand(session, subject, keys_):  # type: ignore[no-untyped-def]
+        if subject.call_ids:
+            subject.contact_ids.add(99)
+
+    monkeypatch.setitem(subjects._SOURCES, "contacts", subjects.SubjectSource(
+        "contacts", expand, lambda session, subject, vault: exported.append(set(subject.contact_ids)) or [{"id": 99}],
+        lambda session, subject: erased.append(set(subject.contact_ids)) or 1))
+    with app.app_context(), db.transaction() as session:
+        subject = subjects.find(session, key_text(app), [ME])
+        assert subject.contact_ids == {99}
+        assert subjects.export(session, key_text(app), subject)["records"]["contacts"] == [{"id": 99}]
+        assert subjects.erase(session, subject) == {"contacts": 1, "calls": 2}
+
+
+def run(command, args, app, database_url, tmp_path: Path, input: str | None = None):  # type: ignore[no-untyped-def]
+    """Run a `helpline` command against the test's database and keys."""
+    return CliRunner().invoke(command, args, env=cli_env(database_url, tmp_path), input=input)
+
+
+def audited(action: str) -> list[AuditEntry]:
+    """Audit entries of one action."""
+    with db.transaction() as session:
+        return list(session.scalars(select(AuditEntry).where(AuditEntry.action == action)))
+
+
+def test_export_needs_a_reason_and_is_audited(app, callers, database_url, tmp_path):
+    assert run(export_subject, ["--caller-number", ME], app, database_url, tmp_path).exit_code == 2
+    assert run(export_subject, ["--reason", "SAR 12"], app, database_url, tmp_path).exit_code == 2
+    result = run(export_subject, ["--caller-number", ME, "--reason", "SAR 12"], app, database_url, tmp_path)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {call["caller_number"] for call in data["records"]["calls"]} == {ME}
+    (entry,) = audited("subject.export")
+    assert entry.reason == "SAR 12" and entry.actor_role == "operator" and entry.object_type == "subject"
+    assert set(entry.detail["calls"]) == call_ids(callers["me"])
+    assert "7911" not in json.dumps(entry.detail)
+
+
+def test_erase_asks_first_and_is_audited(app, callers, database_url, tmp_path):
+    declined = run(erase_subject, ["--caller-number", ME, "--reason", "erasure request 7"], app, database_url, tmp_path, input="n\n")
+    assert declined.exit_code != 0
+    assert len(call_ids(callers["me"])) == 2 and audited("subject.erase") == []
+    result = run(erase_subject, ["--caller-number", ME, "--reason", "erasure request 7", "--yes"], app, database_url, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert call_ids(callers["me"]) == set()  # the SIDs are gone with the numbers
+    (entry,) = audited("subject.erase")
+    assert entry.reason == "erasure request 7" and entry.detail["rows"] == {"calls": 2}
+    export = run(export_subject, ["--caller-number", ME, "--reason", "check"], app, database_url, tmp_path)
+    assert json.loads(export.stdout)["records"]["calls"] == []
