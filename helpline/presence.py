@@ -56,3 +56,16 @@ def prune(session: Session, now: dt.datetime) -> list[int]:
     for handler_id in gone:
         routing.handler_gone(session, handler_id, now)
     return gone
+
+
+def forget_process(session: Session, process: str, now: dt.datetime) -> list[int]:
+    """Drop every connection recorded for `process` (a restarted process's previous incarnation, whose
+    browsers are reconnecting); returns the handlers left with none, whose offers have moved on."""
+    rows = session.execute(select(ConsoleConnection.sid, ConsoleConnection.handler_id).where(ConsoleConnection.process == process)).all()
+    if not rows:
+        return []
+    session.execute(delete(ConsoleConnection).where(ConsoleConnection.process == process))
+    gone = sorted({handler_id for _, handler_id in rows if connections(session, handler_id) == 0})
+    for handler_id in gone:
+        routing.handler_gone(session, handler_id, now)
+    return gone

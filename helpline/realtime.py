@@ -6,7 +6,12 @@ The server emits, on `/console`:
   * `offer_withdrawn` {call_id, reason} (timeout, declined, abandoned, disconnected, status_changed,
     accepted_another) to that handler;
   * `presence` {presence, since} to the handler whose presence changed, and on connect;
-  * `connect_failed` {call_id, detail} to the handler whose accept Twilio could not connect.
+  * `connect_failed` {call_id, detail} to the handler whose accept Twilio could not connect;
+  * `session_expired` {} to a connection left idle past `security.session_idle_minutes`, which is
+    then closed.
+The client may send `heartbeat` (the handler's console does while on duty): the connection is in
+use, like any request that refreshes the log-in session. Who may send and receive what is in the
+role matrix (helpline/permissions.py).
 Rooms: `handler:<id>` for each handler's consoles, `supervisors` for supervisors. Broadcasts carry
 no personal data. With `redis_url` set, any process can emit to clients connected to any other.
 
@@ -16,16 +21,19 @@ stale connections) in a daemon thread; `helpline serve` starts it, tests call th
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import uuid
 from typing import Any
 
 from flask import Flask, current_app, request
+from flask import session as login_session
 from flask_login import current_user
 from flask_socketio import Namespace, SocketIO, emit, join_room
+from sqlalchemy.engine import make_url
 
-from . import presence, routing
+from . import presence, routing, security
 from .db import db
 from .models import Handler, utcnow
 
@@ -36,6 +44,11 @@ NAMESPACE = "/console"
 ROLES = ("handler", "supervisor")
 #: Seconds between sweeps: offers expire within this of their deadline.
 SWEEP_EVERY_S = 1.0
+#: Where each app keeps its SocketLeases.
+LEASES = "helpline.socket_leases"
+#: Shortest gap between two `queue` broadcasts of one serving process (see QueueBroadcaster).
+QUEUE_MIN_GAP_S = 0.25
+BROADCASTER = "helpline.queue_broadcaster"
 
 socketio = SocketIO()
 
@@ -51,13 +64,75 @@ def _handler_for(user_id: int) -> Handler | None:
     return db.session.scalar(select(Handler).where(Handler.user_id == user_id))
 
 
+class SocketLeases:
+    """When each of this process's connections was last in use, so that idle ones can be closed.
+
+    A Socket.IO connection keeps the copy of the log-in session it was opened with, and HTTP requests
+    that refresh the session never reach it; left alone it would outlive the idle limit forever on an
+    unattended screen. Each connection therefore has a lease here, renewed by the client's
+    `heartbeat`, and `expire_idle_sockets` closes the ones that ran out. Only the process holding a
+    connection needs to know about it, so this lives in memory.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, float] = {}
+
+    def open(self, sid: str, moment: float) -> None:
+        """A connection has just been opened (by a session that was not idle)."""
+        with self._lock:
+            self._seen[sid] = moment
+
+    def renew(self, sid: str, moment: float, limit_s: float) -> bool:
+        """Mark the connection in use; False if its lease had already run out (it must be closed)."""
+        with self._lock:
+            seen = self._seen.get(sid)
+            if seen is None or moment - seen > limit_s:
+                return False
+            self._seen[sid] = moment
+            return True
+
+    def close(self, sid: str) -> None:
+        """The connection has gone."""
+        with self._lock:
+            self._seen.pop(sid, None)
+
+    def expired(self, moment: float, limit_s: float) -> list[str]:
+        """The connections idle for longer than `limit_s`, removed from the leases."""
+        with self._lock:
+            gone = [sid for sid, seen in self._seen.items() if moment - seen > limit_s]
+            for sid in gone:
+                del self._seen[sid]
+            return gone
+
+
+def _end_idle_socket(sid: str) -> None:
+    """Tell the console why, then close the connection (on_disconnect tidies presence as for any close)."""
+    socketio.emit("session_expired", {}, to=sid, namespace=NAMESPACE)
+    socketio.server.disconnect(sid, namespace=NAMESPACE)
+
+
+def expire_idle_sockets(app: Flask) -> list[str]:
+    """Close this process's connections idle past `security.session_idle_minutes`; returns their ids."""
+    with app.app_context():
+        limit = security.idle_limit_s()
+    gone = app.extensions[LEASES].expired(security.now(), limit)
+    for sid in gone:
+        _end_idle_socket(sid)
+    return gone
+
+
 class ConsoleNamespace(Namespace):
     """The console's live channel: logged-in handlers and supervisors only."""
 
     def on_connect(self, auth: Any = None) -> None:
-        """Refuse strangers; join the rooms; send the current state back (so a reconnect restores it)."""
+        """Refuse strangers and idle sessions; join the rooms; send the current state back (so a reconnect restores it)."""
         if not current_user.is_authenticated or current_user.role not in ROLES:
             raise ConnectionRefusedError("login_required")
+        # The handshake does not pass through the HTTP idle check (security.py), so it is made here.
+        if security.session_is_idle(login_session):
+            raise ConnectionRefusedError("session_expired")
+        current_app.extensions[LEASES].open(request.sid, security.now())  # type: ignore[attr-defined]
         now = utcnow()
         settings = current_app.config["HELPLINE"]
         if current_user.role == "supervisor":
@@ -67,6 +142,7 @@ class ConsoleNamespace(Namespace):
             return
         handler = _handler_for(current_user.id)
         if handler is None:
+            current_app.extensions[LEASES].close(request.sid)  # type: ignore[attr-defined]
             raise ConnectionRefusedError("not_a_handler")
         handler_id = handler.id
         join_room(handler_room(handler_id))
@@ -82,8 +158,17 @@ class ConsoleNamespace(Namespace):
         # A handler who was already available could take a waiting call now that they are connected.
         db.bus.publish("handler_free", handler_id=handler_id)
 
+    def on_heartbeat(self, data: Any = None) -> dict[str, bool]:
+        """The console is in use (a handler on duty): renew the connection's lease, or end it if it ran out."""
+        sid: str = request.sid  # type: ignore[attr-defined]
+        if not current_app.extensions[LEASES].renew(sid, security.now(), security.idle_limit_s()):
+            _end_idle_socket(sid)
+            return {"ok": False}
+        return {"ok": True}
+
     def on_disconnect(self, reason: Any = None) -> None:
         """Forget the connection; the handler's offer moves on if it was their last."""
+        current_app.extensions[LEASES].close(request.sid)  # type: ignore[attr-defined]
         with db.transaction() as session:
             presence.disconnect(session, request.sid, utcnow())  # type: ignore[attr-defined]
 
@@ -99,19 +184,88 @@ def broadcast_queue() -> None:
     socketio.emit("queue", body, namespace=NAMESPACE)
 
 
+class QueueBroadcaster:
+    """Sends the `queue` event from a thread of its own, at most once every `min_gap_s`.
+
+    Under load the queue changes many times a second (every caller joining, every offer, accept and
+    hang-up), and each `queue` event carries the whole line to every console: sent after each
+    change, it would cost the service a query and every console a parse per change, most of them
+    stale before they arrive. The first change after a quiet spell is sent at once; changes during
+    the gap that follows are folded into one event at its end, which reads the queue as it is then.
+    Offers and presence go to their handler at once, never through here.
+    """
+
+    def __init__(self, min_gap_s: float = QUEUE_MIN_GAP_S):
+        self.min_gap_s = min_gap_s
+        self.wanted = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="helpline-queue-broadcast", daemon=True)
+
+    def request(self) -> None:
+        """The queue or a handler changed: send the queue soon."""
+        self.wanted.set()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            self.wanted.wait()
+            if self.stopped.is_set():
+                return
+            self.wanted.clear()
+            try:
+                broadcast_queue()
+            except Exception:  # noqa: BLE001 - a failed broadcast is logged; the next change sends again
+                log.exception("queue broadcast failed")
+            self.stopped.wait(self.min_gap_s)
+
+    def stop(self) -> None:
+        """Stop the thread (a broadcast under way finishes)."""
+        self.stopped.set()
+        self.wanted.set()
+        self.thread.join(timeout=10)
+
+
+def start_queue_broadcaster(app: Flask, min_gap_s: float = QUEUE_MIN_GAP_S) -> QueueBroadcaster:
+    """Called by `helpline serve`: coalesce `queue` broadcasts in a thread (without it, each change sends one)."""
+    broadcaster = QueueBroadcaster(min_gap_s)
+    broadcaster.thread.start()
+    app.extensions[BROADCASTER] = broadcaster
+    return broadcaster
+
+
 def _to_handler(event: str, handler_id: int, payload: dict[str, Any]) -> None:
     socketio.emit(event, payload, to=handler_room(handler_id), namespace=NAMESPACE)
+
+
+def redis_channel(settings: Any) -> str:
+    """The Redis channel of this deployment's Socket.IO events: one per database.
+
+    Every process of one deployment names the same database, so they share a channel; two
+    deployments (or test runs, or benchmarks) that share a Redis server but not a database never
+    see each other's events - Redis channels are server-wide, and both would have a `handler:1`.
+    """
+    url = make_url(settings.resolved_database_url)
+    where = f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
+    return "helpline-" + hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
 def init_app(app: Flask) -> None:
     """Bind Socket.IO to the app (through Redis when configured) and push committed changes."""
     settings = app.config["HELPLINE"]
     app.extensions["helpline.process"] = uuid.uuid4().hex
+    app.extensions[LEASES] = SocketLeases()
     # Origins are left at the default: only pages served by this host may open the socket.
-    socketio.init_app(app, async_mode="threading", message_queue=settings.redis_url)
+    socketio.init_app(app, async_mode="threading", message_queue=settings.redis_url, channel=redis_channel(settings))
     socketio.on_namespace(ConsoleNamespace(NAMESPACE))
     bus = db.bus
-    bus.subscribe("console_changed", broadcast_queue)
+
+    def console_changed() -> None:
+        broadcaster: QueueBroadcaster | None = app.extensions.get(BROADCASTER)
+        if broadcaster is not None:
+            broadcaster.request()
+        else:
+            broadcast_queue()
+
+    bus.subscribe("console_changed", console_changed)
     bus.subscribe("offer", lambda handler_id, offer: _to_handler("offer", handler_id, offer))
     bus.subscribe("offer_withdrawn", lambda handler_id, call_id, reason:
                   _to_handler("offer_withdrawn", handler_id, {"call_id": call_id, "reason": reason}))
@@ -121,9 +275,23 @@ def init_app(app: Flask) -> None:
                   _to_handler("connect_failed", handler_id, {"call_id": call_id, "detail": detail}))
 
 
+def adopt_identity(app: Flask, identity: str) -> None:
+    """Name this serving process by its host and port, and drop the console connections a previous
+    process of that name left behind: it was killed or crashed, and its browsers are reconnecting
+    (here or elsewhere). Without this they would linger until `presence.STALE` had passed, and
+    routing would keep offering calls to consoles that are gone."""
+    app.extensions["helpline.process"] = identity
+    try:
+        with db.transaction() as session:
+            presence.forget_process(session, identity, utcnow())
+    except Exception:  # noqa: BLE001 - the database may be down; the sweeper prunes them once they go stale
+        log.exception("could not clear the console connections of a previous %s", identity)
+
+
 def sweep_once(app: Flask) -> None:
-    """One periodic pass: keep this process's connections alive, drop dead ones, expire, route."""
+    """One periodic pass: close idle connections, keep this process's others alive, drop dead ones, expire, route."""
     settings = app.config["HELPLINE"]
+    expire_idle_sockets(app)
     with db.transaction() as session:
         now = utcnow()
         presence.heartbeat(session, app.extensions["helpline.process"], now)

@@ -4,7 +4,7 @@ sticky sessions to scale out (see README)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
@@ -24,21 +24,26 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return self.application
 
 
-def serve(app: Flask, host: str, port: int, threads: int) -> None:
-    """Serve `app` until stopped."""
-    _Gunicorn(
-        app,
-        {
-            "bind": f"{host}:{port}",
-            "workers": 1,
-            "worker_class": "gthread",
-            "threads": threads,
-            # Long-polling and WebSocket connections stay open; the worker must not be killed for it.
-            "timeout": 0,
-            "graceful_timeout": 10,
-            "keepalive": 5,
-            "accesslog": None,
-            "errorlog": "-",
-            "loglevel": "warning",
-        },
-    ).run()
+def serve(app: Flask, host: str, port: int, threads: int, in_worker: Callable[[], None] | None = None) -> None:
+    """Serve `app` until stopped; `in_worker` runs in the worker process once it has started.
+
+    Gunicorn forks its worker from the process that built the app, and threads do not survive a
+    fork: background work (sweeps, pushes, the scheduler) must start in the worker, where the
+    browsers' Socket.IO connections are, or its emits would reach nobody.
+    """
+    options: dict[str, Any] = {
+        "bind": f"{host}:{port}",
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": threads,
+        # Long-polling and WebSocket connections stay open; the worker must not be killed for it.
+        "timeout": 0,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+    }
+    if in_worker is not None:
+        options["post_worker_init"] = lambda _worker: in_worker()
+    _Gunicorn(app, options).run()

@@ -1,0 +1,112 @@
+"""`helpline bench`: start the service and the emulator, drive the load, print and write the figures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .stack import StackOptions, running
+
+#: Where a PostgreSQL run creates its fresh database, unless --postgres-url says otherwise.
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _setup_line(database: str, redis_url: str | None, processes: int) -> str:
+    return (f"{database}, {processes} serving process{'es' if processes > 1 else ''}"
+            + (", Socket.IO through Redis" if redis_url else "") + f", {os.cpu_count()} CPUs")
+
+
+@click.command("bench")
+@click.option("--mode", type=click.Choice(["paced", "saturated"]), default="paced", show_default=True,
+              help="paced: callers at a realistic pace with handlers answering; saturated: webhooks back to back.")
+@click.option("--callers", default=200, show_default=True, type=click.IntRange(1, 5000))
+@click.option("--handlers", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--database", type=click.Choice(["sqlite", "postgresql"]), default="sqlite", show_default=True)
+@click.option("--postgres-url", default=None,
+              help=f"PostgreSQL server to create the run's database on [default: $HELPLINE_TEST_POSTGRES_URL or {DEFAULT_POSTGRES_URL}].")
+@click.option("--redis", "redis_url", is_flag=False, flag_value=DEFAULT_REDIS_URL, default=None,
+              help=f"Carry Socket.IO events through this Redis (bare --redis: {DEFAULT_REDIS_URL}).")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 16), help="`helpline serve` processes.")
+@click.option("--time-scale", default=0.4, show_default=True, type=click.FloatRange(0.01, 1.0),
+              help="The emulator's time scale: how long prompts take (0.4 = two and a half times faster than life).")
+@click.option("--ramp", "ramp_s", default=None, type=click.FloatRange(0.0), help="Seconds over which callers ring in.")
+@click.option("--talk", "talk_s", default="2,4", show_default=True, help="Seconds a handler talks: MIN,MAX.")
+@click.option("--book-every", default=5, show_default=True, type=click.IntRange(0), help="Book on one call in N (0 = never).")
+@click.option("--duration", "saturated_s", default=10.0, show_default=True, type=click.FloatRange(1.0),
+              help="Saturated mode: seconds of load per app.")
+@click.option("--decision-calls", default=10_000, show_default=True, type=click.IntRange(0),
+              help="Waiting calls for the routing-decision timing (0 = skip it).")
+@click.option("--output", "output_dir", default="bench-results", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for bench.json and bench.png.")
+@click.option("--keep", is_flag=True, help="Keep the run's folder (logs, SQLite file) and PostgreSQL database.")
+@click.option("--seed", default=8, show_default=True, type=int)
+def bench_command(mode: str, callers: int, handlers: int, database: str, postgres_url: str | None, redis_url: str | None,
+                  processes: int, time_scale: float, ramp_s: float | None, talk_s: str, book_every: int, saturated_s: float,
+                  decision_calls: int, output_dir: str, keep: bool, seed: int) -> None:
+    """Benchmark the helpline: the service, the Twilio emulator and emulated callers and handlers, all started here."""
+    from . import report
+
+    if processes > 1 and database == "sqlite":
+        raise click.UsageError("several processes need --database postgresql (SQLite is for one process)")
+    if processes > 1 and not redis_url:
+        raise click.UsageError("several processes need --redis to share Socket.IO events")
+    try:
+        low, high = (float(part) for part in talk_s.split(","))
+    except ValueError:
+        raise click.BadParameter("give MIN,MAX seconds, e.g. 2,4", param_hint="--talk") from None
+    if database == "postgresql":
+        postgres_url = postgres_url or os.environ.get("HELPLINE_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="helpline-bench-"))
+    results: dict[str, Any] = {"mode": mode, "setup": _setup_line(database, redis_url, processes),
+                               "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                               "options": {"callers": callers, "handlers": handlers, "database": database, "processes": processes,
+                                           "redis": bool(redis_url), "time_scale": time_scale, "talk_s": [low, high],
+                                           "book_every": book_every, "seed": seed}}
+    try:
+        options = StackOptions(workdir=workdir, database=database, postgres_url=postgres_url, redis_url=redis_url,
+                               processes=processes, time_scale=time_scale, keep_database=keep,
+                               consoles_per_process=-(-handlers // processes) if mode == "paced" else 0)
+        if mode == "paced":
+            # Imported here: the emulated consoles need the `bench` extra (Socket.IO client, WebSocket).
+            from .handlers import Pace
+            from .paced import PacedOptions, run_paced
+
+            click.echo(f"starting {results['setup']} ...", err=True)
+            with running(options) as stack:
+                click.echo(f"running {callers} callers and {handlers} handlers ...", err=True)
+                paced = PacedOptions(callers=callers, handlers=handlers, ramp_s=ramp_s, seed=seed,
+                                     pace=Pace(talk_s=(low, high), book_every=book_every))
+                results.update(run_paced(stack, paced))
+                if stack.scheduler_note:
+                    results.setdefault("notes", []).append(stack.scheduler_note)
+        else:
+            from .saturated import run_saturated
+
+            click.echo(f"saturating {results['setup']} and a bare Flask app ...", err=True)
+            results.update(run_saturated(options, seconds=saturated_s))
+        results["peak_rss_mb"] = report.peak_rss_mb(results.get("memory", {}))
+        results["cpu_s"] = report.cpu_seconds(results.get("memory", {}))
+        if decision_calls:
+            from .decision import time_routing_decision
+
+            click.echo(f"timing the routing decision with {decision_calls} waiting calls ...", err=True)
+            results["routing_decision"] = time_routing_decision(database, postgres_url, decision_calls, workdir)
+    finally:
+        if keep:
+            click.echo(f"kept the run's folder: {workdir}", err=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report.write_json(results, output / "bench.json")
+    report.write_chart(results, output / "bench.png")
+    for line in report.table(results):
+        click.echo(line)
+    click.echo(f"wrote {output / 'bench.json'} and {output / 'bench.png'}")

@@ -1,0 +1,120 @@
+"""The routing decision with a long line: `routing.route` timed directly, 10,000 calls waiting.
+
+A fresh database (SQLite file, or a fresh PostgreSQL database) gets the waiting calls, spread over
+the needs, and one free handler with a live console. Each repetition runs the whole decision - find
+the free handlers, the head of each need's line, choose, and make the offer with its conditional
+UPDATEs - then rolls back, so every repetition decides about the same line.
+
+Two lines are timed: the usual one, whose first call the free handler can take, and a hard one,
+where the first nine in ten calls ask for a language the handler does not speak and have not waited
+long enough for the fallback, so routing must look past them (keyset pages over an index, never a
+scan of the whole line).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+
+from ..config import RoutingSettings
+from ..db import Database, upgrade
+from ..models import Call, ConsoleConnection, Handler, QueueEntry, User
+from .report import percentile
+
+NEEDS = ("mental_health", "addiction", "return_to_work", "speak_now")
+REPETITIONS = 300
+
+
+def _fill(database: Database, waiting: int, hard: bool, now: dt.datetime) -> None:
+    """`waiting` calls in line (oldest first) and one available handler with a console open."""
+    with database.transaction() as session:
+        user = session.execute(insert(User).returning(User.id), [{
+            "username": f"decider-{uuid.uuid4().hex[:8]}", "display_name": "Decision bench", "role": "handler",
+            "password_hash": "-", "active": True, "failed_logins": 0, "created_at": now}]).scalar_one()
+        handler = session.execute(insert(Handler).returning(Handler.id), [{
+            "user_id": user, "presence": "available", "presence_since": now, "available_since": now,
+            "skills": ["mental_health", "addiction", "return_to_work"], "languages": ["en"]}]).scalar_one()
+        session.execute(insert(ConsoleConnection), [{"sid": uuid.uuid4().hex, "handler_id": handler, "process": "bench",
+                                                     "connected_at": now, "seen_at": now}])
+        start = now - dt.timedelta(seconds=30)  # within the skill fallback wait: nobody may take a call that does not fit
+        calls = [{"call_sid": f"CA{index:032x}", "started_at": start, "step": "queue", "ivr_path": [], "answers": {},
+                  "flags": [], "twilio_sequence": -1, "caller_number_status": "withheld"} for index in range(1, waiting + 1)]
+        session.execute(insert(Call), calls)
+        ids = list(session.scalars(Call.__table__.select().with_only_columns(Call.id).order_by(Call.id)))
+        entries = []
+        for position, call_id in enumerate(ids):
+            unfit = hard and position < waiting * 9 // 10
+            entries.append({"call_id": call_id, "kind": "live", "state": "waiting", "need": NEEDS[position % len(NEEDS)],
+                            "flags": ["language:cy"] if unfit else [], "priority": 100,
+                            "placed_at": start + dt.timedelta(microseconds=position), "declined_by": [], "attempts": 0})
+        session.execute(insert(QueueEntry), entries)
+
+
+def _time(database: Database, settings: RoutingSettings, now: dt.datetime) -> list[float]:
+    from .. import routing
+
+    timings = []
+    for _ in range(REPETITIONS):
+        session = database.factory()  # type: ignore[misc]
+        try:
+            started = time.perf_counter()
+            offers = routing.route(session, settings, now)
+            timings.append((time.perf_counter() - started) * 1000)
+            if len(offers) != 1:
+                raise RuntimeError(f"routing made {len(offers)} offers; the bench expects exactly one")
+        finally:
+            session.rollback()
+            session.close()
+    return timings
+
+
+def _fresh_database(kind: str, postgres_url: str | None, folder: Path) -> tuple[str, Any]:
+    """A new database URL, and a function that drops it (or None)."""
+    if kind == "sqlite":
+        return f"sqlite:///{folder / f'decision-{uuid.uuid4().hex[:6]}.db'}", None
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_url or "")
+    name = f"helpline_decision_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return server.set(database=name).render_as_string(hide_password=False), drop
+
+
+def time_routing_decision(kind: str, postgres_url: str | None, waiting: int, folder: Path) -> dict[str, Any]:
+    """Time `routing.route` with `waiting` calls in line; returns p50/p99 for the usual and the hard line."""
+    settings = RoutingSettings(offer_timeout_s=20, wrap_up_s=120, skill_fallback_after_s=60)
+    results: dict[str, Any] = {"waiting": waiting, "database": kind, "repetitions": REPETITIONS}
+    for hard in (False, True):
+        url, drop = _fresh_database(kind, postgres_url, folder)
+        database = Database()
+        try:
+            upgrade(url)
+            database.configure(url)
+            now = dt.datetime.now(dt.timezone.utc)
+            _fill(database, waiting, hard, now)
+            if kind == "postgresql":
+                with database.transaction() as session:
+                    session.connection().exec_driver_sql("ANALYZE")
+            timings = _time(database, settings, now)
+        finally:
+            database.dispose()
+            if drop is not None:
+                drop()
+        prefix = "hard_" if hard else ""
+        results[f"{prefix}ms_p50"] = round(percentile(timings, 0.5) or 0, 3)
+        results[f"{prefix}ms_p99"] = round(percentile(timings, 0.99) or 0, 3)
+    return results

@@ -1,0 +1,167 @@
+"""Figures: percentiles, the targets they are judged against, the printed table, the JSON and the chart."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+#: The issue's targets on a 2-core machine.
+TARGETS = {
+    "ivr_webhook_p99_ms": 25.0,
+    "queue_to_offer_p99_ms": 100.0,
+    "process_peak_rss_mb": 150.0,
+    "routing_decision_ms": 1.0,
+}
+
+
+def percentile(values: Iterable[float], fraction: float) -> float | None:
+    """The `fraction` percentile (0..1) by linear interpolation; None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = (len(ordered) - 1) * fraction
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summary(values_ms: Iterable[float]) -> dict[str, Any]:
+    """Count, p50, p90, p99 and max of a list of milliseconds, rounded for reading."""
+    values = list(values_ms)
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 2)
+
+    return {"n": len(values), "p50": rounded(percentile(values, 0.5)), "p90": rounded(percentile(values, 0.9)),
+            "p99": rounded(percentile(values, 0.99)), "max": rounded(max(values) if values else None)}
+
+
+def peak_rss_mb(memory: Mapping[str, Mapping[str, Mapping[str, int]]], prefix: str = "serve") -> dict[str, float]:
+    """The peak resident memory (VmHWM) of every serving process and its worker, in MB."""
+    peaks: dict[str, float] = {}
+    for name, roles in memory.items():
+        if not name.startswith(prefix):
+            continue
+        for role, figures in roles.items():
+            if "VmHWM" in figures:
+                peaks[f"{name}/{role}"] = round(figures["VmHWM"] / 1024, 1)
+    return peaks
+
+
+def cpu_seconds(memory: Mapping[str, Mapping[str, Mapping[str, int]]]) -> dict[str, float]:
+    """CPU time used by each process of the run (the service's, the emulator's, the benchmark's own)."""
+    return {f"{name}/{role}": round(figures["cpu_ms"] / 1000, 1)
+            for name, roles in memory.items() for role, figures in roles.items() if "cpu_ms" in figures}
+
+
+def verdicts(results: Mapping[str, Any]) -> dict[str, bool | None]:
+    """Each target met (True), missed (False) or not measured (None)."""
+    steps = results.get("latency_ms", {})
+    ivr = (steps.get("ivr_webhook") or {}).get("p99")
+    offer = (steps.get("queue_to_offer") or {}).get("p99")
+    # Judged on the resident set while calls run; VmHWM (peak_rss_mb) also counts the log-ins before.
+    peaks = list((results.get("rss_under_load_mb") or results.get("peak_rss_mb") or {}).values())
+    decision = (results.get("routing_decision") or {}).get("ms_p50")
+    audit = results.get("calls") or {}
+    return {
+        "no_lost_or_duplicated_call": audit.get("ok") if audit else None,
+        "ivr_webhook_p99_under_25ms": None if ivr is None else ivr < TARGETS["ivr_webhook_p99_ms"],
+        "queue_to_offer_p99_under_100ms": None if offer is None else offer < TARGETS["queue_to_offer_p99_ms"],
+        "each_process_under_150mb": None if not peaks else max(peaks) < TARGETS["process_peak_rss_mb"],
+        "routing_decision_under_1ms": None if decision is None else decision < TARGETS["routing_decision_ms"],
+    }
+
+
+def table(results: Mapping[str, Any]) -> list[str]:
+    """The figures as lines of text for the terminal (and the README)."""
+    lines = [f"helpline bench - {results.get('mode')} - {results.get('setup')}"]
+    audit = results.get("calls")
+    if audit:
+        lines.append(f"calls placed {audit['placed']}: lost {audit['lost']}, duplicated {audit['duplicated']}, "
+                     f"unfinished {audit['unfinished']}, taken twice {audit['double_taken']}, "
+                     f"stranded in line {audit['stranded']}; outcomes {audit['outcomes']}")
+    for key in ("peak_concurrent_calls", "calls_per_s", "webhooks_per_s", "duration_s"):
+        if key in results:
+            lines.append(f"{key.replace('_', ' ')}: {results[key]}")
+    steps = results.get("latency_ms") or {}
+    if steps:
+        lines.append(f"{'step (ms)':<34}{'n':>6}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+        for name, figures in steps.items():
+            cells = "".join(f"{'-' if figures[k] is None else figures[k]:>9}" for k in ("p50", "p90", "p99", "max"))
+            lines.append(f"{name:<34}{figures['n']:>6}{cells}")
+    for name, value in (results.get("saturated") or {}).items():
+        lines.append(f"saturated {name}: {value}")
+    if results.get("routing_decision"):
+        decision = results["routing_decision"]
+        lines.append(f"routing decision with {decision['waiting']} waiting calls ({decision['database']}): "
+                     f"p50 {decision['ms_p50']} ms, p99 {decision['ms_p99']} ms; when 9 in 10 calls do not fit the free "
+                     f"handler: p50 {decision.get('hard_ms_p50')} ms, p99 {decision.get('hard_ms_p99')} ms")
+    under_load = results.get("rss_under_load_mb") or {}
+    for name, mb in (results.get("peak_rss_mb") or {}).items():
+        during = f", largest RSS while calls ran {under_load[name]} MB" if name in under_load else ""
+        lines.append(f"memory {name}: VmHWM {mb} MB{during}")
+    cpu = results.get("cpu_s") or {}
+    if cpu:
+        lines.append("CPU seconds used: " + ", ".join(f"{name} {seconds}" for name, seconds in cpu.items()))
+    for name, met in verdicts(results).items():
+        lines.append(f"target {name}: {'-' if met is None else 'met' if met else 'MISSED'}")
+    for note in results.get("notes", []):
+        lines.append(f"note: {note}")
+    return lines
+
+
+def write_json(results: Mapping[str, Any], path: Path) -> None:
+    """The whole result, with the verdicts, as indented JSON."""
+    path.write_text(json.dumps({**results, "targets": TARGETS, "verdicts": verdicts(results)}, indent=2, default=str))
+
+
+def write_chart(results: Mapping[str, Any], path: Path) -> None:
+    """A PNG: latency per step against its target, the calls in progress over time, and memory per process."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: write the file only
+    import matplotlib.pyplot as plt
+
+    panels = [key for key in ("latency_ms", "timeline", "peak_rss_mb", "saturated") if results.get(key)]
+    figure, axes = plt.subplots(len(panels), 1, figsize=(10, 3.6 * len(panels)), squeeze=False)
+    for axis, panel in zip(axes[:, 0], panels):
+        if panel == "latency_ms":
+            steps = {name: figures for name, figures in results["latency_ms"].items() if figures["n"]}
+            names = list(steps)
+            positions = range(len(names))
+            axis.bar([p - 0.2 for p in positions], [steps[n]["p50"] or 0 for n in names], width=0.4, label="p50")
+            axis.bar([p + 0.2 for p in positions], [steps[n]["p99"] or 0 for n in names], width=0.4, label="p99")
+            axis.set_xticks(list(positions), [n.replace("_", " ") for n in names], rotation=15, fontsize=8)
+            axis.set_yscale("log")
+            axis.set_ylabel("ms (log)")
+            axis.axhline(TARGETS["ivr_webhook_p99_ms"], color="grey", linestyle=":", label="25 ms")
+            axis.axhline(TARGETS["queue_to_offer_p99_ms"], color="black", linestyle=":", label="100 ms")
+            axis.legend(fontsize=8)
+            axis.set_title("latency per step")
+        elif panel == "timeline":
+            timeline = results["timeline"]
+            for series in ("in_call", "in_ivr", "waiting", "with_handler"):
+                if series in timeline:
+                    axis.plot(timeline["t"], timeline[series], label=series.replace("_", " "))
+            axis.set_xlabel("seconds")
+            axis.set_ylabel("calls")
+            axis.legend(fontsize=8)
+            axis.set_title("calls in progress")
+        elif panel == "peak_rss_mb":
+            names = list(results["peak_rss_mb"])
+            axis.barh(names, [results["peak_rss_mb"][n] for n in names])
+            axis.axvline(TARGETS["process_peak_rss_mb"], color="black", linestyle=":", label="150 MB")
+            axis.set_xlabel("peak RSS (MB)")
+            axis.legend(fontsize=8)
+            axis.set_title("memory per serving process")
+        elif panel == "saturated":
+            saturated = results["saturated"]
+            names = [name for name in saturated if name.endswith("webhooks_per_s")]
+            axis.bar([n.replace("_webhooks_per_s", "") for n in names], [saturated[n] for n in names])
+            axis.set_ylabel("webhooks per second")
+            axis.set_title("saturated: helpline beside a bare Flask app")
+    figure.suptitle(f"helpline bench: {results.get('mode')} - {results.get('setup')}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)

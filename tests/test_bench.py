@@ -1,0 +1,76 @@
+"""`helpline bench` at a small size, as a real command: it starts the service, the emulator and the
+emulated callers and handlers itself, loses no call, and writes its figures as JSON and a PNG.
+Timing targets are not asserted here (they depend on the machine); the benchmark reports them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .processes import run_cli
+
+pytestmark = pytest.mark.slow
+
+#: Small and quick: prompts twenty times faster than life, short talks, callers ringing in over 2 s.
+SMALL = ["--callers", "10", "--handlers", "3", "--time-scale", "0.05", "--talk", "0.5,1", "--ramp", "2",
+         "--book-every", "2", "--decision-calls", "300"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_bench(tmp_path: Path, *extra: str) -> dict[str, Any]:
+    """Run `helpline bench` with SMALL plus `extra`; returns its JSON after checking the chart exists."""
+    output = tmp_path / "results"
+    result = run_cli(["bench", *SMALL, "--output", str(output), *extra], {}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "helpline bench - paced" in result.stdout
+    assert (output / "bench.png").read_bytes()[:8] == PNG_MAGIC
+    return json.loads((output / "bench.json").read_text())
+
+
+def check_figures(figures: dict[str, Any], processes: int) -> None:
+    """No call lost, duplicated, unfinished or taken twice, and every step measured."""
+    calls = figures["calls"]
+    assert calls["placed"] == 10
+    assert calls["ok"], calls
+    assert calls["lost"] == calls["duplicated"] == calls["unfinished"] == calls["double_taken"] == 0
+    latency = figures["latency_ms"]
+    assert latency["ivr_webhook"]["n"] >= 10 and latency["ivr_webhook"]["p99"] is not None
+    answered = calls["outcomes"].get("answered", 0)
+    assert answered >= 1
+    assert latency["queue_to_offer"]["n"] == answered
+    assert latency["accept_to_redirect"]["n"] == answered
+    serving = [name for name in figures["peak_rss_mb"] if name.startswith("serve-")]
+    assert len({name.split("/")[0] for name in serving}) == processes
+    assert figures["routing_decision"]["waiting"] == 300 and figures["routing_decision"]["ms_p50"] > 0
+    assert set(figures["verdicts"]) >= {"no_lost_or_duplicated_call", "ivr_webhook_p99_under_25ms"}
+
+
+def test_the_benchmark_runs_on_sqlite_and_loses_no_call(tmp_path):
+    check_figures(run_bench(tmp_path), processes=1)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_the_benchmark_runs_two_processes_on_postgresql_and_redis(tmp_path):
+    postgres, redis_url = os.environ.get("HELPLINE_TEST_POSTGRES_URL"), os.environ.get("HELPLINE_TEST_REDIS_URL")
+    if not postgres or not redis_url:
+        pytest.skip("HELPLINE_TEST_POSTGRES_URL and HELPLINE_TEST_REDIS_URL are needed")
+    figures = run_bench(tmp_path, "--database", "postgresql", "--postgres-url", postgres, "--redis", redis_url,
+                        "--processes", "2")
+    check_figures(figures, processes=2)
+    assert "postgresql, 2 serving processes" in figures["setup"]
+
+
+def test_the_saturated_mode_compares_the_helpline_with_a_bare_flask_app(tmp_path):
+    output = tmp_path / "saturated"
+    result = run_cli(["bench", "--mode", "saturated", "--duration", "2", "--decision-calls", "0", "--output", str(output)],
+                     {}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads((output / "bench.json").read_text())["saturated"]
+    assert figures["helpline_webhooks_per_s"] > 0 and figures["bare_flask_webhooks_per_s"] > 0
+    assert figures["helpline_errors"] == 0 and figures["bare_flask_errors"] == 0
+    assert figures["helpline_calls_recorded"] > 0
