@@ -7,11 +7,12 @@ TwiML. Signatures are checked before any view runs; replies are stored so retrie
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from .db import db
@@ -31,6 +32,8 @@ STATUS_RANK = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "ans
 FINAL = ("completed", "busy", "failed", "no-answer", "canceled")
 #: How many times a webhook that failed on our side is retried before the caller is simply queued.
 MAX_RETRIES = 3
+#: How many times a status callback is applied before giving up (Twilio never retries it).
+STATUS_ATTEMPTS = 4
 
 
 def interpreter() -> Interpreter:
@@ -121,7 +124,11 @@ def queue_left(call_sid: str) -> str:
 
 @bp.post("/status")
 def status() -> Response:
-    """Twilio's status callback. Applied in order: a late or repeated callback changes nothing."""
+    """Twilio's status callback. Applied in order: a late or repeated callback changes nothing.
+
+    Twilio does not retry a status callback that fails, so a passing database fault (SQLite busy,
+    a PostgreSQL connection dropped by a restart) is retried here rather than losing the call's end.
+    """
     call_sid = request.form.get("CallSid", "")
     if not CALL_SID.match(call_sid):
         return error(400, "bad_call_sid", "CallSid must be a Twilio call SID")
@@ -131,15 +138,30 @@ def status() -> Response:
     sequence_text = request.form.get("SequenceNumber", "")
     sequence = int(sequence_text) if sequence_text.isdigit() else None
     duration_text = request.form.get("CallDuration", "")
+    for attempt in range(STATUS_ATTEMPTS):
+        try:
+            _apply_status(call_sid, new_status, sequence, duration_text)
+            return Response(status=204)
+        except (OperationalError, IntegrityError):
+            db.session.rollback()
+            if attempt == STATUS_ATTEMPTS - 1:
+                raise
+            log.warning("status callback for a call hit a database fault; trying again")
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _apply_status(call_sid: str, new_status: str, sequence: int | None, duration_text: str) -> None:
+    """Record one status callback and commit; a stale or repeated one changes nothing."""
     session = db.session
     call = _call_or_start(call_sid)
     current = call.twilio_status
     if current in FINAL:
-        return Response(status=204)
+        return
     if sequence is not None and sequence <= call.twilio_sequence:
-        return Response(status=204)
+        return
     if new_status not in FINAL and current is not None and STATUS_RANK.get(new_status, 0) < STATUS_RANK.get(current, 0):
-        return Response(status=204)
+        return
     call.twilio_status = new_status
     if sequence is not None:
         call.twilio_sequence = sequence
@@ -152,7 +174,6 @@ def status() -> Response:
         interpreter().abandon(session, call, now)
         announce(session, "call_ended", call_id=call.id)
     session.commit()
-    return Response(status=204)
 
 
 @bp.errorhandler(HTTPException)

@@ -201,3 +201,27 @@ def test_a_fault_on_our_side_keeps_the_caller_on_the_line(app, twilio, monkeypat
     assert "<Redirect" in body and "retry=1" in body and "Traceback" not in body
     response = twilio.post("/voice/incoming?retry=3", incoming_params(new_call_sid()))
     assert "<Enqueue>helpline</Enqueue>" in response.get_data(as_text=True)
+
+
+def test_a_passing_database_fault_does_not_lose_a_final_status(app, twilio, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from helpline import voice
+
+    sid = new_call_sid()
+    twilio.post("/voice/incoming", incoming_params(sid))
+    real = voice._apply_status
+    faults = []
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not faults:
+            faults.append(1)
+            raise OperationalError("UPDATE calls", {}, Exception("database is locked"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(voice, "_apply_status", flaky)
+    assert status(twilio, sid, "completed", 4, "20").status_code == 204
+    assert faults == [1]
+    with app.app_context():
+        call = db.session.scalar(select(Call).where(Call.call_sid == sid))
+        assert call.twilio_status == "completed" and call.duration_s == 20
