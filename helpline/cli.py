@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import click
@@ -28,12 +29,13 @@ def serve(host: str, port: int) -> None:
     if not is_current(settings.resolved_database_url):
         raise click.ClickException("the database is not up to date: run `helpline db upgrade` first")
     app = create_app(settings=settings)
-    from .realtime import start_queue_broadcaster, start_sweeper
+    from .realtime import adopt_identity, start_queue_broadcaster, start_sweeper
     from .scheduler import start_for_serve
     from .supervision import start_wallboard
 
     def in_worker() -> None:
         """Background work, started in the serving worker (see server.py)."""
+        adopt_identity(app, f"{socket.gethostname()}:{port}")  # a restart clears what the killed process left
         start_sweeper(app)  # offers and wrap-ups that time out, callbacks that fall due
         start_queue_broadcaster(app)  # `queue` events to the consoles, coalesced under load
         start_wallboard(app)  # the supervisors' live figures, after changes and every few seconds

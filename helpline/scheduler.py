@@ -89,7 +89,10 @@ class AppScheduler(BackgroundScheduler):
 
     def __init__(self, app: Flask):
         self.engine = make_engine(app.config["HELPLINE"].resolved_database_url)
-        self._sessions = sessionmaker(self.engine)
+        # The lease and the claims have an engine of their own: the job store disposes of its engine
+        # while the scheduler's thread may still be checking the lease, which would strand a connection.
+        self.lease_engine = make_engine(app.config["HELPLINE"].resolved_database_url)
+        self._sessions = sessionmaker(self.lease_engine)
         #: Who this scheduler is in the lease table; only the lease's holder runs jobs.
         self.holder = lease.new_holder()
         self.keeper: lease.LeaseKeeper | None = None
@@ -145,6 +148,7 @@ class AppScheduler(BackgroundScheduler):
         super().shutdown(wait)
         if self.keeper is not None:
             self.keeper.stop()
+        self.lease_engine.dispose()
         self.engine.dispose()
 
 

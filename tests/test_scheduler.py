@@ -26,9 +26,12 @@ SENDER = "+441134960000"
 GIVEAWAYS = ("helpline", "practitioner", "health", "psychiatr", "therap", "addiction", "mental", "doctor", "dentist")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    """The Twilio emulator as a separate process: the service reaches it over HTTP, as it would Twilio."""
+    """The Twilio emulator as a separate process: the service reaches it over HTTP, as it would Twilio.
+
+    One per test, so that each test's outbox holds only its own texts (the SQLite and PostgreSQL
+    runs of a test text the same numbers)."""
     port = free_port()
     process = Process([sys.executable, "-m", "helpline.emulator", "--port", str(port), "--account-sid", ACCOUNT_SID,
                        "--auth-token", AUTH_TOKEN, "--phone-number", SENDER],

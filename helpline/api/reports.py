@@ -1,0 +1,77 @@
+"""Reports over any period: `GET /api/reports/summary` (JSON) and `GET /api/reports/calls.csv` (one row per call).
+
+Both take `from` and `to` as ISO dates (Europe/London days, inclusive, at most a year apart). The
+figures are defined once, in helpline/reports.py. Neither holds anything personal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Iterator
+
+from flask import Response, jsonify, stream_with_context
+from flask_login import current_user
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import audit, reports
+from ..auth import roles_required
+from ..db import db
+from ..models import utcnow
+from . import bp
+from .openapi import documented
+from .supervisor import period
+
+RANGE = {"from": "first day, YYYY-MM-DD (Europe/London; default today)", "to": "last day, inclusive (default from)"}
+
+
+class ReportSummary(BaseModel):
+    """Volumes by day and hour, service level, abandonment, outcomes, needs and bookings over the period."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    timezone: str
+    totals: dict[str, Any]
+    by_day: list[dict[str, Any]]
+    by_hour: list[dict[str, Any]]
+    outcomes: dict[str, int]
+    needs: dict[str, int]
+    bookings: dict[str, Any]
+
+
+@bp.get("/reports/summary")
+@documented(responses={200: ReportSummary}, roles=("supervisor",), query=RANGE)
+@roles_required("supervisor")
+def summary() -> Response:
+    """The period's figures as JSON (the report page draws its charts from this)."""
+    return jsonify(reports.summary(db.session, period(), utcnow()))
+
+
+@bp.get("/reports/calls.csv")
+@documented(responses={200: "text/csv: one row per call (no personal data)"}, roles=("supervisor",), query=RANGE)
+@roles_required("supervisor")
+def calls_csv() -> Response:
+    """Every call in the period as CSV, oldest first: times, need, flags, outcome, waits, handler id, booking."""
+    chosen = period()
+    # Exports are audited (what range, by whom), like any data leaving the service.
+    audit.record(db.session, current_user, "reports.export", None, None, first=chosen.first.isoformat(),
+                 last=chosen.last.isoformat())
+    db.session.commit()
+
+    def lines() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=reports.CSV_COLUMNS, lineterminator="\r\n")
+        writer.writeheader()
+        for number, row in enumerate(reports.call_rows(db.session, chosen), start=1):
+            writer.writerow({key: "" if value is None else value for key, value in row.items()})
+            if number % 200 == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    filename = f"calls-{chosen.first.isoformat()}-to-{chosen.last.isoformat()}.csv"
+    return Response(stream_with_context(lines()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
