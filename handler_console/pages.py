@@ -78,6 +78,8 @@ def handler() -> str:
         "handler.html",
         offer_timeout_s=routing.offer_timeout_s,
         wrap_up_s=routing.wrap_up_s,
+        # The console keeps an on-duty handler's session alive (console.js); it needs the server's limit.
+        idle_s=current_app.config["HELPLINE"].security.session_idle_minutes * 60,
         twilio_sdk=TWILIO_SDK.is_file(),
         outcomes=OUTCOMES,
     )

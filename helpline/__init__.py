@@ -24,6 +24,10 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
     settings = settings or load_settings(overrides)
     flow = load_flow(settings.flow_path)
     app = Flask(__name__, instance_path=settings.instance_path)
+    # Before any route is added: every <int:id> is bounded to what the database holds (security.py).
+    from .security import DatabaseId
+
+    app.url_map.converters["int"] = DatabaseId
     secret_key = settings.secret_key or demo_secret(settings.instance_path, "secret.key", random_token)
     encryption_key = settings.encryption_key or demo_secret(settings.instance_path, "encryption.key", Vault.generate_key)
     app.config.update(
@@ -42,7 +46,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
     import handler_console
 
     from . import api, auth, connect, realtime, routing, twilio_rest, voice
-    from . import audit, security
+    from . import audit, permissions, security
     from .api import calls, me, openapi, queue  # noqa: F401 - their routes go on api.bp
     from . import risk, scheduler
     from . import health
@@ -55,6 +59,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
     auth.init_app(app)
     auth.csrf.exempt(voice.bp)  # Twilio signs its requests instead
     security.init_app(app)
+    permissions.init_app(app)  # the role matrix's gate, after the idle check: an idle session is nobody
     audit.init_app(app)
     connect.init_app(app)
     app.register_blueprint(api.bp)

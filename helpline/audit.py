@@ -36,6 +36,7 @@ from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session, scoped_session
 
 from . import security
+from .api.openapi import documented
 from .models import AuditEntry, User, utcnow
 from .webhooks import error
 
@@ -396,6 +397,10 @@ bp = Blueprint("audit", __name__, url_prefix="/api")
 
 
 @bp.get("/audit")
+@documented(responses={200: "{entries: [{seq, at, actor, action, object, reason, request_id, detail}], next_before}"},
+            query={"user": "username or user id", "action": "an action, or a prefix ending in '.'",
+                   "from": "YYYY-MM-DD or ISO 8601 instant", "to": "YYYY-MM-DD (inclusive) or ISO 8601 instant",
+                   "object": "type or type:id", "before": "next_before of the previous page", "limit": "1 to 500 (default 100)"})
 def api_search() -> Response:
     """Search the audit log (admins): ?user=&action=&from=&to=&object=type[:id]&before=&limit=."""
     from flask_login import current_user

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Callable, TypeVar
 
-from flask import Blueprint, Flask, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request, url_for
 from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -107,6 +107,14 @@ def login() -> Response | str:
         message, status = outcome.message, outcome.status
     elif request.method == "POST":
         message, status = "Please fill in both fields.", 401
+    elif request.args.get("expired") and current_user.is_authenticated:
+        # A console's socket was closed as idle, but another tab kept the session in use: go back.
+        return redirect(_safe_next() or home_url())
+    elif request.args.get("expired"):
+        # The console sent the browser here after a 401 or a closed socket: say why, not just "log in".
+        minutes = current_app.config["HELPLINE"].security.session_idle_minutes
+        message = (f"Your session has ended: it was unused for {minutes} minutes, or you logged out elsewhere. "
+                   "Please log in again.")
     return render_template("login.html", form=form, message=message), status  # type: ignore[return-value]
 
 

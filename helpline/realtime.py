@@ -114,8 +114,7 @@ def _end_idle_socket(sid: str) -> None:
 
 def expire_idle_sockets(app: Flask) -> list[str]:
     """Close this process's connections idle past `security.session_idle_minutes`; returns their ids."""
-    with app.app_context():
-        limit = security.idle_limit_s()
+    limit = app.config["HELPLINE"].security.session_idle_minutes * 60
     gone = app.extensions[LEASES].expired(security.now(), limit)
     for sid in gone:
         _end_idle_socket(sid)

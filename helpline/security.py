@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, has_request_context, request, session
 from sqlalchemy import func, select, update
+from werkzeug.routing import IntegerConverter
 from sqlalchemy.orm import Session
 
 from .models import LoginFailure, User, utcnow
@@ -178,6 +179,22 @@ def _set_headers(response: Response) -> Response:
     return response
 
 
+# -- ids in URLs ----------------------------------------------------------------------------------------
+
+
+class DatabaseId(IntegerConverter):
+    """`<int:...>` in every route, bounded to what the database's integer ids can hold.
+
+    Werkzeug's own accepts any number of digits; /api/calls/99999999999999999999 then fails inside
+    the database driver (OverflowError on SQLite, "integer out of range" on PostgreSQL) as a 500.
+    Bounded, such a URL matches no route and is a 404 like any other unknown id.
+    """
+
+    def __init__(self, map: Any, fixed_digits: int = 0, min: int | None = None, max: int | None = None,  # noqa: A002 - werkzeug's names
+                 signed: bool = False) -> None:
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=2**31 - 1 if max is None else max, signed=signed)
+
+
 # -- request ids and idle sessions -------------------------------------------------------------------
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -197,14 +214,23 @@ def _start_request() -> Response | None:
         # Nobody is logged in: leave the session alone, so webhooks and static files set no cookie.
         return None
     session.permanent = True
-    idle_limit = settings.security.session_idle_minutes * 60
-    seen = session.get("_seen")
     moment = now()
-    if isinstance(seen, (int, float)) and moment - seen > idle_limit:
+    if session_is_idle(session, moment):
         _end_idle_session()
         return None
     session["_seen"] = int(moment)
     return None
+
+
+def idle_limit_s() -> int:
+    """Seconds a console session may go unused before it must log in again."""
+    return current_app.config["HELPLINE"].security.session_idle_minutes * 60
+
+
+def session_is_idle(data: Any, moment: float | None = None) -> bool:
+    """Whether a session (the request's, or the copy a Socket.IO connection holds) has been idle too long."""
+    seen = data.get("_seen")
+    return isinstance(seen, (int, float)) and (now() if moment is None else moment) - seen > idle_limit_s()
 
 
 def _end_idle_session() -> None:

@@ -127,6 +127,25 @@ export function setLoginUrl(url) {
   if (url) loginUrl = url;
 }
 
+// The page's Socket.IO connection, if it has one: the server closes it once it has been idle as long as
+// the log-in session may be, so every answered API call (activity on this page) tells it "in use".
+let liveSocket = null;
+let lastBeat = 0;
+const BEAT_GAP_MS = 10000;
+
+function beat() {
+  if (!liveSocket || !liveSocket.connected || Date.now() - lastBeat < BEAT_GAP_MS) return;
+  lastBeat = Date.now();
+  liveSocket.emit("heartbeat");
+}
+
+/** Go to the log-in page, which then says the session ended (rather than showing a bare form). */
+export function sessionEnded() {
+  const target = new URL(loginUrl, window.location.href);
+  target.searchParams.set("expired", "1");
+  window.location.assign(target.pathname + target.search);
+}
+
 /**
  * Call the API and return its JSON body; throws ApiError with the service's {error, detail}.
  * A 401 means the session has ended: go to the log-in page rather than show a broken console.
@@ -146,10 +165,11 @@ export async function api(method, path, body) {
   }
   const data = await response.json().catch(() => ({}));
   if (response.status === 401) {
-    window.location.assign(loginUrl);
+    sessionEnded();
     throw new ApiError(401, data.error || "login_required", "Your session has ended. Please log in again.");
   }
   if (!response.ok) throw new ApiError(response.status, data.error, data.detail);
+  beat();
   return data;
 }
 
@@ -163,6 +183,7 @@ export async function api(method, path, body) {
 export function connect(namespace, banner, handlers, onConnect) {
   // window.io is the vendored client (static/vendor/socket.io.min.js), loaded before this module.
   const socket = window.io(namespace, { reconnectionDelayMax: 5000 });
+  liveSocket = socket;
   const show = (state, text) => {
     banner.dataset.state = state;
     banner.textContent = text;
@@ -186,8 +207,29 @@ export function connect(namespace, banner, handlers, onConnect) {
       api("GET", "/api/me").then(() => window.setTimeout(() => socket.connect(), 2000), () => {});
     }
   });
+  // The server closes a connection left idle past the session's limit, and says so first. (If another
+  // tab kept the session alive, the log-in page sends the browser straight back here.)
+  socket.on("session_expired", () => {
+    socket.disconnect();
+    sessionEnded();
+  });
   for (const [event, handler] of Object.entries(handlers)) socket.on(event, handler);
   return socket;
+}
+
+/**
+ * Keep the log-in session (and the socket's lease) alive while `inUse()` says the page is being
+ * used even though nobody touches it: a handler waiting on duty for the next call. Otherwise the
+ * idle limit applies, and someone who walked away is logged out. `idleS` is the server's limit.
+ */
+export function keepAlive(socket, inUse, idleS) {
+  // Three beats per idle period, at most one a minute: a beat can be lost without logging anyone out.
+  const everyMs = Math.max(15, Math.min(60, Math.floor((Number(idleS) || 1800) / 3))) * 1000;
+  return window.setInterval(() => {
+    if (!inUse() || !socket.connected) return;
+    // A 401 sends the browser to log in (see api); an answer renews the socket's lease too (beat).
+    api("GET", "/api/me").catch(() => {});
+  }, everyMs);
 }
 
 // ------------------------------------------------------------------ shared views

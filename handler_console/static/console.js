@@ -3,7 +3,7 @@
 // actions go to the JSON API. Nothing is kept in the browser beyond what the API returned.
 import {
   $, ApiError, answerLines, api, clock, connect, flagBadges, flagLabel, humanise, instant, needLabel, presenceLabel,
-  renderHandlers, renderQueue, setLoginUrl, startTicker, tickFrom,
+  keepAlive, renderHandlers, renderQueue, setLoginUrl, startTicker, tickFrom,
 } from "./common.js";
 
 const root = $("console");
@@ -11,6 +11,7 @@ const config = {
   namespace: root.dataset.namespace,
   offerTimeoutS: Number(root.dataset.offerTimeoutS) || 20,
   wrapUpS: Number(root.dataset.wrapUpS) || 0,
+  idleS: Number(root.dataset.idleS) || 1800,
 };
 setLoginUrl(root.dataset.loginUrl);
 
@@ -28,6 +29,9 @@ const state = {
 
 // Presences in which the handler's own Available / Break / Offline choice does not apply.
 const ENGAGED = new Set(["offered", "on_call", "wrap_up"]);
+// On duty: waiting for or working a call. Only then does the console keep the session alive by itself;
+// a handler on a break or offline who walks away is logged out after the idle limit.
+const ON_DUTY = new Set(["available", "offered", "on_call", "wrap_up"]);
 
 // What the API's error codes mean to a handler (routing.RoutingError messages included).
 const ERRORS = {
@@ -619,7 +623,7 @@ function start() {
   if (config.wrapUpS) $("wrapup-limit").textContent = `(limit ${clock(config.wrapUpS)})`;
 
   startTicker(updateCountdown);
-  connect(config.namespace, $("connection"), {
+  const socket = connect(config.namespace, $("connection"), {
     queue: (body) => {
       renderQueue($("queue-rows"), $("queue-summary"), body.calls);
       renderHandlers($("handlers"), $("handlers-summary"), body.handlers);
@@ -640,6 +644,7 @@ function start() {
       draw();
     },
   }, refreshMe);
+  keepAlive(socket, () => ON_DUTY.has(state.presence), config.idleS);
   voice.setup();
 }
 

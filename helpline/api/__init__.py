@@ -7,6 +7,8 @@ pydantic; every error is JSON `{"error", "detail"}` with a 4xx status, never a s
 from __future__ import annotations
 
 import logging
+import math
+import re
 from typing import TypeVar
 
 from flask import Blueprint, Response, request
@@ -32,11 +34,58 @@ class BadRequest(Exception):
         self.status = status
 
 
+#: Characters no field of any body may hold: C0 controls other than tab and line breaks, DEL, C1
+#: controls, zero-width characters and bidirectional overrides (they disguise what a name or note says).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+#: Markup: an HTML tag, or the start of a script or a javascript: URL. Pages show text as text, but
+#: what is stored may one day be pasted, mailed or exported somewhere that does not.
+#: ("x<y and y>z" is text: a tag is a bare <name>, </name> or <name/>, or a name with an attribute.)
+_MARKUP = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9-]*\s*/?\s*>|<\s*[a-zA-Z][a-zA-Z0-9-]*\s+[^<>]*=|"
+                     r"<\s*(script|iframe|object|embed|svg|img|style|link|meta)\b|javascript\s*:", re.IGNORECASE)
+#: Deepest nesting any body needs (the contact form's lists are one level down).
+MAX_DEPTH = 6
+#: The largest number any body holds: ids are PostgreSQL `integer`s, and a bigger one would fail in
+#: the database (a 500) instead of being refused here.
+MAX_INT = 2**31 - 1
+
+
+def _hostile(value: object, where: str, depth: int = 0) -> list[dict[str, str]]:
+    """Problems with strings in a JSON value that no API body accepts, by field; [] when there are none."""
+    if depth > MAX_DEPTH:
+        return [{"field": where or "body", "problem": "nested too deeply"}]
+    if isinstance(value, dict):
+        return [problem for key, item in value.items() for problem in
+                (_hostile(key, where or "body", depth + 1) + _hostile(item, f"{where}.{key}" if where else str(key), depth + 1))]
+    if isinstance(value, list):
+        return [problem for index, item in enumerate(value) for problem in _hostile(item, f"{where}.{index}", depth + 1)]
+    if isinstance(value, float) and not math.isfinite(value):  # Python's json reads NaN and Infinity
+        return [{"field": where or "body", "problem": "not a finite number"}]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        return [{"field": where or "body", "problem": f"numbers are at most {MAX_INT}"}]
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            return [{"field": where or "body", "problem": "contains control or invisible formatting characters"}]
+        if _MARKUP.search(value):
+            return [{"field": where or "body", "problem": "contains markup (HTML tags or script): send plain text"}]
+    return []
+
+
 def body(model: type[M]) -> M:
-    """The request's JSON body, validated against `model`; raises BadRequest saying what is wrong."""
-    data = request.get_json(silent=True)
+    """The request's JSON body, validated against `model`; raises BadRequest saying what is wrong.
+
+    Before the model sees it, every string in it is checked for control characters and markup, and
+    every number for its range, which no field of any body accepts: one rule for the whole API
+    rather than one per field.
+    """
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # a body nested thousands deep: refuse it like any other bad JSON
+        data = None
     if not isinstance(data, dict):
         raise BadRequest("bad_json", "send a JSON object with Content-Type: application/json")
+    problems = _hostile(data, "")
+    if problems:
+        raise BadRequest("invalid", problems[:20])
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -1,17 +1,18 @@
 """First-contact records and the risk screen, written by the handler during the call.
 
-Who may see what is decided in `helpline.contacts`; these views only apply it.
+Who may see what is decided in `helpline.contacts` (and, for supervisors, a recorded reason: see
+helpline/permissions.py); these views only apply it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, jsonify
+from flask import Response, current_app, jsonify, request
 from flask_login import current_user
 from sqlalchemy.exc import IntegrityError
 
-from .. import contacts, risk
+from .. import audit, contacts, permissions, risk
 from ..auth import roles_required
 from ..crypto import Vault
 from ..db import db
@@ -48,8 +49,11 @@ def get_call_contact(call_id: int) -> Response:
     contact = contacts.contact_for_call(db.session, call.id)
     if not contacts.may_write(db.session, call, contact, current_user.id):
         return error(403, "forbidden", "only the handler who took this call can see its record")
-    return jsonify({"contact": contact_json(contact) if contact else None,
-                    "earlier_contacts": contacts.earlier_contacts(db.session, call)})
+    view = {"contact": contact_json(contact) if contact else None, "earlier_contacts": contacts.earlier_contacts(db.session, call)}
+    if contact is not None:
+        audit.record(db.session, current_user, "contact.read", "contact", contact.id)
+        db.session.commit()
+    return jsonify(view)
 
 
 @bp.put("/calls/<int:call_id>/contact")
@@ -69,6 +73,10 @@ def put_call_contact(call_id: int) -> Response:
             return error(403, "forbidden", "only the handler who took this call can write its record")
         try:
             contact = contacts.save(db.session, vault(), call, current_user.id, update)
+            db.session.flush()  # the record's id, for a first save
+            # Which fields changed, never their values: the audit log holds nothing personal.
+            audit.record(db.session, current_user, "contact.update", "contact", contact.id,
+                         fields=sorted(update.model_dump(exclude_unset=True)))
             db.session.commit()
             break
         except contacts.ContactError as exc:
@@ -84,16 +92,44 @@ def put_call_contact(call_id: int) -> Response:
 
 @bp.get("/contacts/<int:contact_id>")
 @documented(responses={200: "{id, call_id, about_self, disposition, fields, booking, risk, ...}",
-                       403: "Not the handler who took it nor a clinician treating the caller"},
-            roles=("handler", "clinician"))
-@roles_required("handler", "supervisor", "clinician", "admin")
+                       403: "forbidden: not the handler who took it nor a clinician treating the caller; "
+                            "reason_required: a supervisor who gave no reason"},
+            query={"reason": f"supervisors: why you need this person's details ({permissions.MIN_REASON} to "
+                             f"{permissions.MAX_REASON} characters; or the {permissions.REASON_HEADER} header); audited"})
+@roles_required("handler", "supervisor", "clinician")
 def get_contact(contact_id: int) -> Response:
-    """A first-contact record, to the handler who took it and the clinicians treating the caller; 403 to others."""
-    contact = db.session.get(Contact, contact_id)
-    # The same answer whether or not it exists, so that ids cannot be probed.
-    if contact is None or not contacts.may_read(db.session, contact, current_user.id, current_user.role):
-        return error(403, "forbidden", "you may not see this record")
-    return jsonify(contact_json(contact))
+    """A first-contact record: to the handler who took it, the clinicians treating the caller, and a
+    supervisor who says why (the reason is audited); 403 to anyone else. Every read is audited."""
+    if current_user.role == "supervisor":
+        # Asked before looking the record up, so that a supervisor without a reason learns nothing,
+        # not even whether the id exists.
+        reason = access_reason()
+        contact = db.session.get(Contact, contact_id)
+        if contact is None:
+            return error(403, "forbidden", "you may not see this record")
+        audit.record(db.session, current_user, permissions.READ_WITH_REASON, "contact", contact.id, reason=reason)
+    else:
+        contact = db.session.get(Contact, contact_id)
+        # The same answer whether or not it exists, so that ids cannot be probed.
+        if contact is None or not contacts.may_read(db.session, contact, current_user.id, current_user.role):
+            return error(403, "forbidden", "you may not see this record")
+        audit.record(db.session, current_user, "contact.read", "contact", contact.id)
+    body = contact_json(contact)
+    db.session.commit()
+    return jsonify(body)
+
+
+def access_reason() -> str:
+    """The supervisor's reason for seeing a person's details; a 403 reason_required, or 400, if unusable."""
+    given = request.args.get("reason") or request.headers.get(permissions.REASON_HEADER) or ""
+    reason = " ".join(given.split())
+    if len(reason) < permissions.MIN_REASON:
+        raise BadRequest("reason_required", f"say why you need to see this person's details, in at least "
+                         f"{permissions.MIN_REASON} characters (?reason= or the {permissions.REASON_HEADER} header); "
+                         "it is kept in the audit log", status=403)
+    if len(reason) > permissions.MAX_REASON or any(ord(char) < 32 or ord(char) == 127 for char in reason):
+        raise BadRequest("invalid", [{"field": "reason", "problem": f"at most {permissions.MAX_REASON} characters of plain text"}])
+    return reason
 
 
 @bp.post("/calls/<int:call_id>/risk")

@@ -1,9 +1,9 @@
-"""`GET /api/openapi.json`: an OpenAPI 3.1 description of every route of the `api` blueprint.
+"""`GET /api/openapi.json`: an OpenAPI 3.1 description of every route under `/api/`.
 
 It is built from the app's URL map when asked, so a route added by any module appears without being
 listed here. A view may say more with `@documented(...)`: its request body and responses as pydantic
-models (their JSON Schemas go under components) and the roles that may call it. Undecorated views
-are described by their docstring and path.
+models (their JSON Schemas go under components). The roles that may call it (`x-roles`) come from
+the role matrix in helpline/permissions.py. Undecorated views are described by their docstring and path.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from flask import Response, current_app, jsonify
 from pydantic import BaseModel
 
+from .. import permissions
 from . import bp
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -64,7 +65,8 @@ def describe(app: Any) -> dict[str, Any]:
     components: dict[str, Any] = {"Error": ERROR_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda item: item.rule):
-        if not rule.endpoint.startswith(f"{bp.name}."):
+        # Every route under /api/, whichever blueprint holds it (the admins' audit search has its own).
+        if not rule.rule.startswith(bp.url_prefix or "/api"):
             continue
         view = app.view_functions[rule.endpoint]
         info = getattr(view, "openapi", None) or {}
@@ -72,7 +74,7 @@ def describe(app: Any) -> dict[str, Any]:
         doc = (view.__doc__ or "").strip()
         summary, _, description = doc.partition("\n")
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            operation: dict[str, Any] = {"operationId": rule.endpoint.split(".", 1)[1] + ("" if method == "GET" else f"_{method.lower()}"),
+            operation: dict[str, Any] = {"operationId": rule.endpoint.split(".", 1)[-1] + ("" if method == "GET" else f"_{method.lower()}"),
                                          "summary": summary.strip() or rule.endpoint}
             if description.strip():
                 operation["description"] = " ".join(description.split())
@@ -95,8 +97,10 @@ def describe(app: Any) -> dict[str, Any]:
             for status, text in ((400, "Invalid request"), (401, "Not logged in"), (403, "Not allowed for this role")):
                 responses.setdefault(str(status), {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
             operation["responses"] = responses
-            if info.get("roles"):
-                operation["x-roles"] = list(info["roles"])
+            # Who may call it comes from the one role matrix (helpline/permissions.py), not the decorator.
+            roles = permissions.roles_for(rule.endpoint, method)
+            if roles:
+                operation["x-roles"] = list(roles)
             if method not in ("GET",):
                 operation["parameters"] = operation.get("parameters", []) + [
                     {"name": "X-CSRFToken", "in": "header", "required": True, "schema": {"type": "string"},

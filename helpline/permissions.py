@@ -1,0 +1,255 @@
+"""The role matrix: who may use every route and Socket.IO event, written down once and enforced here.
+
+Least privilege, as the service promises callers:
+- a handler sees the contact they are working on and what routing needs;
+- a clinician sees only their own patients;
+- a supervisor sees call flow and figures, and a person's details only with a recorded reason;
+- an admin manages users and settings (and searches the audit log), never records.
+
+`ROUTES` maps every Flask endpoint and method to the principals that pass the role check, each with
+the object-level rule the view applies on top (None: no further rule). `SOCKET_EVENTS` does the same
+for what a client may send on `/console`, and `SOCKET_EMITS` says who receives what the server sends.
+
+`init_app` installs a gate in front of every view: a request whose endpoint and method are not in
+the matrix is refused (fail closed), so a new route cannot be reachable before someone has decided
+who may use it. The views keep their own `roles_required` and object checks as a second line; the
+role-matrix test (tests/test_role_matrix.py) tries every route and event as every principal and
+fails when either this table or the code drifts. `markdown()` renders the table for the README.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+from flask import Flask, Response, render_template, request
+from flask_login import current_user
+
+from .webhooks import error
+
+log = logging.getLogger(__name__)
+
+#: The console's roles, in the order the matrix lists them.
+ROLES = ("handler", "supervisor", "clinician", "admin")
+#: Nobody logged in.
+ANONYMOUS = "anonymous"
+#: Twilio, recognised by a valid X-Twilio-Signature (checked by the webhook blueprints), not by a log-in.
+TWILIO = "twilio"
+PRINCIPALS = (*ROLES, ANONYMOUS, TWILIO)
+
+#: Minimum length of the reason a supervisor gives to see a person's details (audited with it).
+MIN_REASON = 10
+#: ... and the most that is kept: a reason is a sentence, not a document.
+MAX_REASON = 500
+#: Where the reason may come instead of `?reason=` (keeps it out of proxies' access logs).
+REASON_HEADER = "X-Access-Reason"
+#: The audit action of a supervisor's read of a person's details; `audit.record` refuses it without a reason.
+READ_WITH_REASON = "contact.read_with_reason"
+
+# Object-level rules, as the matrix states them. The views (and helpline/contacts.py) enforce them.
+ANY = None
+OWN_CALL = "own call (accepted by them, on it or wrapping up)"
+OFFERED_OR_WAITING = "a call offered to them, or waiting"
+OFFERED = "only the call offered to them"
+OWN_CONTACT = "own call's record (the contact they are working on)"
+OWN_PATIENTS = "own patients (a live booking with them)"
+OWN_BOOKING = "own bookings (the call's handler, or the booked clinician)"
+WITH_REASON = f"with a recorded reason (?reason= or {REASON_HEADER}, at least {MIN_REASON} characters; audited)"
+SELF = "themselves only"
+SIGNED = "a valid X-Twilio-Signature"
+
+Access = Mapping[str, "str | None"]
+
+
+def _all(*roles: str, scope: str | None = ANY) -> dict[str, str | None]:
+    return {role: scope for role in roles}
+
+
+EVERYONE: Access = _all(*ROLES, ANONYMOUS)
+CONSOLE_USERS: Access = _all(*ROLES)
+WEBHOOK: Access = {TWILIO: SIGNED}
+
+#: (endpoint, method) -> {principal: object-level rule or None}. HEAD follows GET.
+ROUTES: dict[tuple[str, str], Access] = {
+    # -- log-in, pages and static files: the pages are shells, their data comes from the API below
+    ("auth.login", "GET"): EVERYONE,
+    ("auth.login", "POST"): EVERYONE,
+    ("auth.logout", "POST"): EVERYONE,
+    ("console.index", "GET"): EVERYONE,
+    ("console.static", "GET"): EVERYONE,
+    ("static", "GET"): EVERYONE,
+    ("health.healthz", "GET"): EVERYONE,
+    ("console.account", "GET"): CONSOLE_USERS,
+    ("console.handler", "GET"): {"handler": ANY},
+    ("console.clinician", "GET"): {"clinician": ANY},
+    ("console.supervisor", "GET"): {"supervisor": ANY},
+    ("console.wallboard", "GET"): {"supervisor": ANY},
+    ("console.review", "GET"): {"supervisor": ANY},
+    ("console.reports", "GET"): {"supervisor": ANY},
+    # -- who am I, and reference data nothing personal is in
+    ("api.openapi", "GET"): EVERYONE,
+    ("api.me", "GET"): CONSOLE_USERS,
+    ("api.set_status", "POST"): {"handler": SELF},
+    ("api.voice_token", "GET"): {"handler": SELF},
+    ("api.list_localities", "GET"): CONSOLE_USERS,
+    ("api.list_sites", "GET"): _all("handler", "supervisor", "admin"),
+    ("api.list_clinicians", "GET"): _all("handler", "supervisor", "admin"),
+    ("api.find_slots", "GET"): _all("handler", "supervisor"),
+    # -- the live queue and a handler's calls
+    ("api.queue", "GET"): _all("handler", "supervisor"),
+    ("api.accept", "POST"): {"handler": OFFERED_OR_WAITING},
+    ("api.decline", "POST"): {"handler": OFFERED},
+    ("api.hold", "POST"): {"handler": OWN_CALL},
+    ("api.wrap_up", "POST"): {"handler": OWN_CALL},
+    ("api.ivr", "GET"): {"handler": OWN_CALL},
+    # -- first contact, risk and records
+    ("api.get_call_contact", "GET"): {"handler": OWN_CONTACT},
+    ("api.put_call_contact", "PUT"): {"handler": OWN_CONTACT},
+    ("api.post_risk", "POST"): {"handler": OWN_CALL, "supervisor": "any call (escalating; the answers are not shown back)"},
+    ("api.get_contact", "GET"): {"handler": OWN_CONTACT, "clinician": OWN_PATIENTS, "supervisor": WITH_REASON},
+    # -- bookings
+    ("api.create_booking", "POST"): {"handler": OWN_CALL},
+    ("api.get_booking", "GET"): _all("handler", "clinician", scope=OWN_BOOKING),
+    ("api.cancel_booking", "DELETE"): _all("handler", "clinician", scope=OWN_BOOKING),
+    ("api.reschedule_booking", "PATCH"): _all("handler", "clinician", scope=OWN_BOOKING),
+    ("api.reschedule_booking", "POST"): _all("handler", "clinician", scope=OWN_BOOKING),
+    ("api.booking_calendar", "GET"): {"clinician": OWN_PATIENTS},
+    ("api.clinician_bookings", "GET"): {"clinician": OWN_PATIENTS},
+    # -- supervisors: call flow and figures, never the caller
+    ("api.wallboard", "GET"): {"supervisor": ANY},
+    ("api.move_up", "POST"): {"supervisor": ANY},
+    ("api.offer", "POST"): {"supervisor": ANY},
+    ("api.listen", "POST"): {"supervisor": ANY},
+    ("api.handler_presence", "POST"): {"supervisor": ANY},
+    ("api.calls", "GET"): {"supervisor": ANY},
+    ("api.call_timeline", "GET"): {"supervisor": ANY},
+    ("api.summary", "GET"): {"supervisor": ANY},
+    ("api.calls_csv", "GET"): {"supervisor": "any period (the export is audited)"},
+    # -- admins: the audit log (users and keys are managed with the `helpline` command on the server)
+    ("audit.api_search", "GET"): {"admin": "the search itself is audited"},
+    # -- Twilio's webhooks: signed, never a console user
+    ("voice.incoming", "POST"): WEBHOOK,
+    ("voice.status", "POST"): WEBHOOK,
+    ("voice.step", "POST"): WEBHOOK,
+    ("voice.step_keys", "POST"): WEBHOOK,
+    ("voice.queue_wait", "POST"): WEBHOOK,
+    ("voice.queue_key", "POST"): WEBHOOK,
+    ("voice.queue_left", "POST"): WEBHOOK,
+    ("connect.join", "POST"): WEBHOOK,
+    ("connect.caller_leg", "POST"): WEBHOOK,
+    ("connect.handler_leg", "POST"): WEBHOOK,
+    ("connect.conference", "POST"): WEBHOOK,
+}
+
+#: Events a client may send on `/console` -> who may send them.
+SOCKET_EVENTS: dict[str, Access] = {
+    "connect": {"handler": "with a handler record", "supervisor": ANY},
+    "heartbeat": {"handler": "own connection (keeps it past the idle limit while on duty)",
+                  "supervisor": "own connection"},
+    "disconnect": {"handler": ANY, "supervisor": ANY},
+}
+
+#: Events the server sends on `/console` -> who receives them. None of them carries personal data.
+SOCKET_EMITS: dict[str, Access] = {
+    "queue": {"handler": ANY, "supervisor": ANY},
+    "presence": {"handler": SELF},
+    "offer": {"handler": SELF},
+    "offer_withdrawn": {"handler": SELF},
+    "connect_failed": {"handler": SELF},
+    "wallboard": {"supervisor": ANY},
+    "alert": {"supervisor": ANY},
+    "session_expired": {"handler": SELF, "supervisor": SELF},
+}
+
+
+def access_for(endpoint: str | None, method: str) -> Access | None:
+    """Who may use `endpoint` with `method`, or None when the matrix does not list it."""
+    if endpoint is None:
+        return None
+    return ROUTES.get((endpoint, "GET" if method == "HEAD" else method))
+
+
+def roles_for(endpoint: str, method: str) -> tuple[str, ...]:
+    """The console roles allowed on a route, in matrix order (for /api/openapi.json's x-roles)."""
+    access = access_for(endpoint, method) or {}
+    return tuple(role for role in ROLES if role in access)
+
+
+def principal() -> str:
+    """The current request's principal for the role check: a role, or anonymous."""
+    return current_user.role if current_user.is_authenticated else ANONYMOUS
+
+
+def _forbidden(detail: str) -> Response | tuple[str, int]:
+    """403 in the form the asker reads: JSON for the API, the "not your page" page for a browser."""
+    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+        return error(403, "forbidden", detail)
+    from .auth import home_url
+
+    return render_template("forbidden.html", home=home_url()), 403
+
+
+def gate() -> Response | tuple[str, int] | None:
+    """Refuse a request the matrix does not allow; None lets it on to the view and its object checks."""
+    if request.url_rule is None or request.method == "OPTIONS":
+        return None  # 404 and 405 are answered by Flask; OPTIONS only lists the methods
+    access = access_for(request.endpoint, request.method)
+    if access is None:
+        # Fail closed: a route nobody has placed in the matrix is reachable by nobody.
+        log.error("refused %s %s: endpoint %s is not in the role matrix", request.method, request.path, request.endpoint)
+        return error(403, "forbidden", "this route is not in the role matrix")
+    if TWILIO in access or ANONYMOUS in access:
+        return None  # open to all, or signed by Twilio (the webhook blueprints check the signature)
+    if not current_user.is_authenticated:
+        from .auth import login_manager
+
+        return login_manager.unauthorized()
+    if current_user.role not in access:
+        return _forbidden(f"this needs the role {' or '.join(role for role in ROLES if role in access)}")
+    return None
+
+
+def markdown() -> str:
+    """The matrix as Markdown tables, for the README (inside an app context, so that paths are shown)."""
+    columns = (*ROLES, ANONYMOUS)
+    mark = {None: "✓"}
+
+    def cell(access: Access, who: str) -> str:
+        if who not in access:
+            return "–"
+        return mark.get(access[who], f"✓ {access[who]}")
+
+    lines = ["| Method | Path | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
+    routes = _routes()
+    for path, method, endpoint in routes:
+        access = ROUTES.get((endpoint, method), {})
+        if TWILIO in access:
+            continue
+        lines.append(f"| {method} | `{path}` | " + " | ".join(cell(access, who) for who in columns) + " |")
+    webhooks = sorted(path for path, method, endpoint in routes if TWILIO in ROUTES.get((endpoint, method), {}))
+    lines += ["", "Twilio's webhooks (" + ", ".join(f"`{path}`" for path in webhooks) + ") take no log-in: every request "
+              "must carry a valid `X-Twilio-Signature`, or it gets 403 and changes nothing. Console users get 403 too.", ""]
+    lines += ["| Socket.IO `/console` | " + " | ".join(ROLES) + " |", "|" + "---|" * (len(ROLES) + 1)]
+    for name, access in SOCKET_EVENTS.items():
+        lines.append(f"| client sends `{name}` | " + " | ".join(cell(access, who) for who in ROLES) + " |")
+    for name, access in SOCKET_EMITS.items():
+        lines.append(f"| server sends `{name}` | " + " | ".join(cell(access, who) for who in ROLES) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _routes() -> list[tuple[str, str, str]]:
+    """(path, method, endpoint) of every route: from the app's URL map inside an app context, else endpoints only."""
+    from flask import current_app, has_app_context
+
+    if not has_app_context():
+        return sorted((endpoint, method, endpoint) for endpoint, method in ROUTES)
+    return sorted((rule.rule, method, rule.endpoint) for rule in current_app.url_map.iter_rules()
+                  for method in (rule.methods or set()) - {"HEAD", "OPTIONS"})
+
+
+def init_app(app: Flask) -> None:
+    """Put the matrix's gate in front of every view (after the idle-session check, so an idle session is nobody)."""
+    from . import audit
+
+    audit.require_reason(READ_WITH_REASON)
+    app.before_request(gate)
