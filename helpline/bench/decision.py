@@ -77,11 +77,17 @@ def _fresh_database(kind: str, postgres_url: str | None, folder: Path) -> tuple[
     """A new database URL, and a function that drops it (or None)."""
     if kind == "sqlite":
         return f"sqlite:///{folder / f'decision-{uuid.uuid4().hex[:6]}.db'}", None
+    return scratch_postgres(postgres_url, "helpline_decision")
+
+
+def scratch_postgres(postgres_url: str | None, prefix: str) -> tuple[str, Any]:
+    """Create a uniquely named PostgreSQL database on the server of `postgres_url`; return its URL
+    and a function that drops it again (the benchmark never touches an existing database)."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
     server = make_url(postgres_url or "")
-    name = f"helpline_decision_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))

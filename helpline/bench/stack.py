@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -222,22 +221,10 @@ class Stack:
     def _create_database(self) -> str:
         if self.options.database == "sqlite":
             return f"sqlite:///{self.workdir / 'helpline.db'}"
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.engine import make_url
+        from .decision import scratch_postgres
 
-        server = make_url(self.options.postgres_url or "")
-        name = f"helpline_bench_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(server, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-        def drop() -> None:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-        self._dropper = drop
-        return server.set(database=name).render_as_string(hide_password=False)
+        url, self._dropper = scratch_postgres(self.options.postgres_url, "helpline_bench")
+        return url
 
     def _environment(self) -> dict[str, str]:
         from cryptography.fernet import Fernet

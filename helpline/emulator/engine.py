@@ -220,8 +220,8 @@ class Emulator:
         leg.answer()
         endpoint.log.append("answered", call_sid=leg.sid, auto=True)
 
-    def answer(self, key: str) -> Call | None:
-        """The device answers its ringing call; returns the call, or None when nothing rings."""
+    def _ringing(self, key: str) -> tuple[Endpoint, Call] | None:
+        """The device and its call while that call is still ringing; None when nothing rings."""
         endpoint = self.endpoint(key)
         if endpoint is None:
             return None
@@ -229,19 +229,24 @@ class Emulator:
             leg = endpoint.current
             if leg is None or leg.finished or leg.answered:
                 return None
+        return endpoint, leg
+
+    def answer(self, key: str) -> Call | None:
+        """The device answers its ringing call; returns the call, or None when nothing rings."""
+        ringing = self._ringing(key)
+        if ringing is None:
+            return None
+        endpoint, leg = ringing
         leg.answer()
         endpoint.log.append("answered", call_sid=leg.sid)
         return leg
 
     def reject(self, key: str) -> Call | None:
         """The device declines its ringing call (the caller's Dial sees busy)."""
-        endpoint = self.endpoint(key)
-        if endpoint is None:
+        ringing = self._ringing(key)
+        if ringing is None:
             return None
-        with self.lock:
-            leg = endpoint.current
-            if leg is None or leg.finished or leg.answered:
-                return None
+        endpoint, leg = ringing
         endpoint.log.append("rejected", call_sid=leg.sid)
         leg.request_hangup("rejected", final_status="busy")
         return leg
