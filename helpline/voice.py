@@ -12,6 +12,8 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -46,13 +48,20 @@ def find_call(call_sid: str) -> Call | None:
     return db.session.scalar(select(Call).where(Call.call_sid == call_sid))
 
 
-def _call_or_start(call_sid: str) -> Call:
-    """The call record for a webhook; a call we somehow never saw start gets a record now."""
+def _call_or_start(call_sid: str, status: str | None = None) -> Call:
+    """The call record for a webhook, created if this is the first the service hears of the call.
+
+    A call's Voice URL request and its first status callbacks arrive together, often at different
+    serving processes, and any of them may be first: the record is made with INSERT .. ON CONFLICT
+    DO NOTHING, so that exactly one insert wins and the others, instead of failing on the unique
+    CallSid, read the winner's row.
+    """
+    session = db.session
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(Call).values(call_sid=call_sid, twilio_status=status)
+                    .on_conflict_do_nothing(index_elements=[Call.call_sid]))
     call = find_call(call_sid)
-    if call is None:
-        call = Call(call_sid=call_sid)
-        db.session.add(call)
-        db.session.flush()
+    assert call is not None
     return call
 
 
@@ -60,20 +69,13 @@ def _call_or_start(call_sid: str) -> Call:
 @idempotent_twiml
 def incoming(call_sid: str) -> str:
     """A new call to the helpline number: open its record and play the first step."""
-    call = find_call(call_sid)
-    if call is None:
-        call = Call(call_sid=call_sid, twilio_status=request.form.get("CallStatus") or "ringing")
-        db.session.add(call)
-        try:
-            db.session.flush()
-        except IntegrityError:
-            # Twilio's retry of this very request won the race; answer as it was answered.
-            db.session.rollback()
-            call = _call_or_start(call_sid)
+    call = _call_or_start(call_sid, request.form.get("CallStatus") or "ringing")
+    if call.step is None:
+        # Not started yet (a status callback may have made the record a moment ago).
         interpreter().log(db.session, call, "incoming", None)
         return str(interpreter().start(db.session, call, request.form))
     # A second, different request for a call we know: carry on where it is.
-    return str(interpreter().enter(db.session, call, call.step or interpreter().flow.start, request.form))
+    return str(interpreter().enter(db.session, call, call.step, request.form))
 
 
 @bp.post("/step/<name>")
@@ -142,11 +144,11 @@ def status() -> Response:
         try:
             _apply_status(call_sid, new_status, sequence, duration_text)
             return Response(status=204)
-        except (OperationalError, IntegrityError):
+        except (OperationalError, IntegrityError) as exc:
             db.session.rollback()
             if attempt == STATUS_ATTEMPTS - 1:
                 raise
-            log.warning("status callback for a call hit a database fault; trying again")
+            log.warning("status callback for a call hit a database fault (%s); trying again", exc.__class__.__name__)
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
 

@@ -188,6 +188,39 @@ def test_a_status_for_a_call_never_seen_still_leaves_a_record(app, twilio):
         assert call.caller_number_enc is None
 
 
+def test_a_status_callback_before_the_voice_url_request_does_not_skip_the_greeting(app, twilio):
+    """Twilio may send `initiated` before (or while) it fetches the Voice URL, to another process."""
+    sid = new_call_sid()
+    assert status(twilio, sid, "initiated", 0).status_code == 204
+    response = twilio.post("/voice/incoming", incoming_params(sid))
+    assert response.status_code == 200
+    with app.app_context():
+        assert count(Call) == 1
+        call = db.session.scalar(select(Call).where(Call.call_sid == sid))
+        assert call.step is not None and call.caller_number_status == "valid"
+        kinds = db.session.scalars(select(CallEvent.kind).where(CallEvent.call_id == call.id)).all()
+        assert "incoming" in kinds
+
+
+def test_the_voice_url_request_and_a_status_callback_racing_make_one_record(app, twilio, database_url):
+    """Many calls whose first status callback and Voice URL request arrive at once: no error, one record each."""
+    import concurrent.futures
+
+    sids = [new_call_sid() for _ in range(12)]
+    jobs = [("/voice/incoming", incoming_params(sid)) for sid in sids]
+    jobs += [("/voice/status", {"CallSid": sid, "CallStatus": "initiated", "SequenceNumber": "0",
+                                "From": "+447911123456"}) for sid in sids]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda job: twilio.post(*job), jobs))
+    assert [answer.status_code for answer in answers[:12]] == [200] * 12
+    assert [answer.status_code for answer in answers[12:]] == [204] * 12
+    assert all(b"Gather" in answer.data or b"Say" in answer.data for answer in answers[:12])
+    with app.app_context():
+        assert count(Call) == 12
+        started = db.session.scalars(select(CallEvent.call_id).where(CallEvent.kind == "incoming")).all()
+        assert len(started) == len(set(started)) == 12
+
+
 def test_a_fault_on_our_side_keeps_the_caller_on_the_line(app, twilio, monkeypatch):
     interpreter = app.extensions["helpline.ivr"]
 
