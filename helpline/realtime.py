@@ -15,6 +15,12 @@ role matrix (helpline/permissions.py).
 Rooms: `handler:<id>` for each handler's consoles, `supervisors` for supervisors. Broadcasts carry
 no personal data. With `redis_url` set, any process can emit to clients connected to any other.
 
+Several processes: an event for one handler crosses Redis to whichever process holds their socket.
+The views everyone shares (`queue`, and the supervisors' `wallboard`) do not: each process reads
+them from the database and sends them to its own sockets only, and a change committed in one
+process reaches the others as a small notice on the same Redis channel (ConsoleMessageQueue), so
+that no process pushes a whole queue through Redis for every console of every other process.
+
 `start_sweeper` runs the periodic pass (offers and wrap-ups that expire, callbacks that fall due,
 stale connections) in a daemon thread; `helpline serve` starts it, tests call the functions.
 """
@@ -25,7 +31,9 @@ import hashlib
 import logging
 import threading
 import uuid
-from typing import Any
+from typing import Any, Callable
+
+import socketio as python_socketio
 
 from flask import Flask, current_app, request
 from flask import session as login_session
@@ -172,15 +180,70 @@ class ConsoleNamespace(Namespace):
             presence.disconnect(session, request.sid, utcnow())  # type: ignore[attr-defined]
 
 
+class ConsoleMessageQueue(python_socketio.RedisManager):
+    """Socket.IO's Redis message queue, which also carries `notice`s between serving processes.
+
+    A notice names a topic (`console_changed`) and nothing else; every other process hears it on
+    its listening thread and tells its own subscribers, who then read what changed from the
+    database. It travels on the Socket.IO channel as an emit to a namespace no client can join,
+    so Redis outages, reconnection and the channel's name are handled in one place.
+    """
+
+    NOTICE_NAMESPACE = "/_helpline_notices"
+
+    def __init__(self, url: str, channel: str):
+        super().__init__(url, channel=channel)
+        self.listeners: dict[str, list[Callable[[], None]]] = {}
+
+    def on_notice(self, topic: str, listener: Callable[[], None]) -> None:
+        """Call `listener()` when another process sends a notice of `topic`."""
+        self.listeners.setdefault(topic, []).append(listener)
+
+    def notice(self, topic: str) -> None:
+        """Tell the other processes that `topic` changed (this process's subscribers already know)."""
+        self._publish({"method": "emit", "event": topic, "data": None, "namespace": self.NOTICE_NAMESPACE,
+                       "room": None, "skip_sid": None, "callback": None, "host_id": self.host_id})
+
+    def _handle_emit(self, message: dict[str, Any]) -> None:
+        if message.get("namespace") != self.NOTICE_NAMESPACE:
+            super()._handle_emit(message)
+            return
+        for listener in self.listeners.get(str(message.get("event")), ()):
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - one broken listener must not stop Socket.IO's thread
+                log.exception("notice listener for %s failed", message.get("event"))
+
+
+def message_queue() -> ConsoleMessageQueue | None:
+    """This process's Redis message queue, or None when it serves alone."""
+    manager = getattr(socketio.server, "manager", None)
+    return manager if isinstance(manager, ConsoleMessageQueue) else None
+
+
+def has_local_clients(room: str | None = None) -> bool:
+    """Whether a socket connected to this process is on `/console` (in `room`, if given)."""
+    manager = getattr(socketio.server, "manager", None)
+    rooms = getattr(manager, "rooms", {}).get(NAMESPACE, {})
+    return bool(rooms.get(room))
+
+
+def emit_local(event: str, body: Any, to: str | None = None) -> None:
+    """Send to the sockets connected to this process only (the others send to theirs)."""
+    socketio.emit(event, body, to=to, namespace=NAMESPACE, ignore_queue=True)
+
+
 def broadcast_queue() -> None:
-    """Send every console the queue as it is now.
+    """Send the queue as it is now to every console connected to this process.
 
     Runs inside another session's commit (see events.py), so it uses a session of its own and
     pushes no app context, whose teardown would close the committing request's session.
     """
+    if not has_local_clients():
+        return
     with db.transaction() as session:
         body = routing.queue_view(session, utcnow())
-    socketio.emit("queue", body, namespace=NAMESPACE)
+    emit_local("queue", body)
 
 
 class QueueBroadcaster:
@@ -191,7 +254,8 @@ class QueueBroadcaster:
     change, it would cost the service a query and every console a parse per change, most of them
     stale before they arrive. The first change after a quiet spell is sent at once; changes during
     the gap that follows are folded into one event at its end, which reads the queue as it is then.
-    Offers and presence go to their handler at once, never through here.
+    Offers and presence go to their handler at once, never through here. Every process runs one,
+    for its own consoles.
     """
 
     def __init__(self, min_gap_s: float = QUEUE_MIN_GAP_S):
@@ -253,18 +317,36 @@ def init_app(app: Flask) -> None:
     app.extensions["helpline.process"] = uuid.uuid4().hex
     app.extensions[LEASES] = SocketLeases()
     # Origins are left at the default: only pages served by this host may open the socket.
-    socketio.init_app(app, async_mode="threading", message_queue=settings.redis_url, channel=redis_channel(settings))
+    if settings.redis_url:
+        socketio.init_app(app, async_mode="threading",
+                          client_manager=ConsoleMessageQueue(settings.redis_url, redis_channel(settings)))
+    else:
+        socketio.init_app(app, async_mode="threading")
     socketio.on_namespace(ConsoleNamespace(NAMESPACE))
     bus = db.bus
 
-    def console_changed() -> None:
+    def queue_changed_here() -> None:
         broadcaster: QueueBroadcaster | None = app.extensions.get(BROADCASTER)
         if broadcaster is not None:
             broadcaster.request()
         else:
             broadcast_queue()
 
+    def console_changed() -> None:
+        queue_changed_here()
+        shared = message_queue()
+        if shared is not None:
+            try:
+                shared.notice("console_changed")
+            except Exception:  # noqa: BLE001 - Redis is away: this process's consoles are told all the same
+                log.warning("could not tell the other processes that the queue changed (Redis unavailable)")
+
     bus.subscribe("console_changed", console_changed)
+    shared = message_queue()
+    if shared is not None:
+        # Another process changed the queue: the consoles connected here are told, as for a change made here.
+        shared.on_notice("console_changed", lambda: bus.publish("console_changed_elsewhere"))
+        bus.subscribe("console_changed_elsewhere", queue_changed_here)
     bus.subscribe("offer", lambda handler_id, offer: _to_handler("offer", handler_id, offer))
     bus.subscribe("offer_withdrawn", lambda handler_id, call_id, reason:
                   _to_handler("offer_withdrawn", handler_id, {"call_id": call_id, "reason": reason}))

@@ -224,17 +224,20 @@ def timeline(session: Session, call_id: int) -> dict[str, Any] | None:
 # -- the live wallboard ------------------------------------------------------------------------------
 
 def push_wallboard(app: Flask) -> None:
-    """Compute the wallboard now and send it to every supervisor.
+    """Compute the wallboard now and send it to every supervisor connected to this process.
 
     Uses a session of its own (it may run inside another session's commit, see events.py). `app` is
     the app whose database and Socket.IO server are meant (one per process in service).
     """
-    from .realtime import NAMESPACE, socketio
+    from .realtime import emit_local, has_local_clients
 
+    # Each process pushes to the supervisors connected to it (see realtime.py), and to none if it has none.
+    if not has_local_clients(SUPERVISORS):
+        return
     # No app context is pushed: its teardown would close the session of a request committing now.
     with db.transaction() as session:
         body = reports.wallboard(session, utcnow())
-    socketio.emit("wallboard", body, to=SUPERVISORS, namespace=NAMESPACE)
+    emit_local("wallboard", body, to=SUPERVISORS)
 
 
 class WallboardPusher:
@@ -319,4 +322,6 @@ def init_app(app: Flask) -> None:
             push_wallboard(app)
 
     db.bus.subscribe("console_changed", changed)
+    # A change committed by another serving process (realtime.py passes its notice on).
+    db.bus.subscribe("console_changed_elsewhere", changed)
     db.bus.subscribe(ALERT_TOPIC, changed)

@@ -46,9 +46,9 @@ def scalar(stack: Stack, statement: Any, **params: Any) -> Any:
         engine.dispose()
 
 
-def create_handler(stack: Stack, username: str) -> None:
-    """`helpline create-user USERNAME --role handler`."""
-    created = stack.cli("create-user", username, "--role", "handler", "--password-stdin", stdin=PASSWORD + "\n")
+def create_handler(stack: Stack, username: str, role: str = "handler") -> None:
+    """`helpline create-user USERNAME --role handler` (or another role)."""
+    created = stack.cli("create-user", username, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
     assert created.returncode == 0, created.stderr
 
 
@@ -69,7 +69,7 @@ class Console:
         self.connects = 0
         self.socket = socketio.Client(http_session=self.http, reconnection=reconnect, reconnection_delay=0.2,
                                       reconnection_delay_max=1)
-        for name in ("queue", "offer", "offer_withdrawn", "presence", "connect_failed"):
+        for name in ("queue", "offer", "offer_withdrawn", "presence", "connect_failed", "wallboard"):
             self.socket.on(name, lambda data, name=name: self.events.put((name, data)), namespace="/console")
         self.socket.on("connect", self._connected, namespace="/console")
         self.socket.connect(self.base, namespaces=["/console"], transports=["websocket"], wait_timeout=10)

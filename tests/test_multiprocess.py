@@ -17,7 +17,7 @@ from helpline.bench.stack import Stack
 from helpline.models import Call, ConsoleConnection, Handler, QueueEntry, User
 
 from .conftest import fresh_postgres_database
-from .multiprocess_support import Console, create_handler, scalar, servers, two_process_stack
+from .multiprocess_support import Console, create_handler, scalar, servers, two_process_stack, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -48,6 +48,25 @@ def test_an_event_published_by_one_process_reaches_a_console_on_another(stack: S
         stack.emulator_client().hangup(sid)
     finally:
         ann.close()
+
+
+def test_a_change_in_one_process_refreshes_the_queue_and_wallboard_of_consoles_on_another(stack: Stack):
+    """`queue` and `wallboard` are sent by each process to its own sockets: a call that joins the
+    line at process 1 must still reach a supervisor whose socket is on process 0, at once."""
+    create_handler(stack, "sam", role="supervisor")
+    sam = Console(stack.service_url(0), "sam")
+    emulator = stack.emulator_client()
+    try:
+        sid = emulator.place_call("+447700900222", url=f"{stack.service_url(1)}/voice/incoming", keys=["1", "1", "2"])
+        call_id = wait_until(lambda: scalar(stack, select(QueueEntry.call_id).join(Call, Call.id == QueueEntry.call_id)
+                                            .where(Call.call_sid == sid)), 30, "the call never joined the line")
+        line = sam.wait_for("queue", lambda body: any(call["id"] == call_id for call in body["calls"]), timeout=10)
+        assert next(call for call in line["calls"] if call["id"] == call_id)["need"] == "addiction"
+        assert sam.wait_for("wallboard", lambda body: body["waiting"] >= 1, timeout=10)["waiting"] >= 1
+        emulator.hangup(sid)
+        sam.wait_for("queue", lambda body: all(call["id"] != call_id for call in body["calls"]), timeout=10)
+    finally:
+        sam.close()
 
 
 def test_two_handlers_on_two_processes_accepting_one_call_only_one_wins(stack: Stack):
