@@ -13,6 +13,7 @@ so that it can be set against the emulator's and the database's timestamps after
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import random
@@ -52,6 +53,8 @@ class HandlerLog:
 
     #: call_id -> when the first `offer` of it reached this handler's Socket.IO client.
     offers: dict[int, float] = field(default_factory=dict)
+    #: call_id -> when the service made that first offer (the offer's `expires_at` less its `timeout_s`).
+    offers_made: dict[int, float] = field(default_factory=dict)
     #: (call_id, sent, answered, HTTP status) of each accept.
     accepts: list[tuple[int, float, float, int]] = field(default_factory=list)
     #: Moments this handler became free (went available, or finished a wrap-up).
@@ -183,7 +186,10 @@ class Handler:
                 self._go_available()
         elif name == "offer":
             call_id = int(data["call_id"])
-            self.log.offers.setdefault(call_id, stamp)
+            if call_id not in self.log.offers:
+                self.log.offers[call_id] = stamp
+                made = dt.datetime.fromisoformat(data["expires_at"]).timestamp() - float(data["timeout_s"])
+                self.log.offers_made[call_id] = made
             self._take(call_id)
 
     def _take(self, call_id: int) -> None:

@@ -263,6 +263,9 @@ def measure(stack: Stack, emulator: EmulatorClient, sids: list[str], handlers: l
                 offers[call_id] = (stamp, handler)
     accepts = {call_id: sent for handler in handlers for call_id, sent, _done, status in handler.log.accepts if status == 200}
     queue_to_offer, staffing_wait, accept_to_redirect, ivr, connect = [], [], [], [], []
+    # The share of queue-to-offer after the service made its decision: Socket.IO (and Redis) delivery.
+    delivery = [(stamp - handler.log.offers_made[call_id]) * 1000 for call_id, (stamp, handler) in offers.items()
+                if call_id in handler.log.offers_made]
     for call in traces:
         ivr += [ms for kind, ms in call.webhooks if kind == "ivr"]
         connect += [ms for kind, ms in call.webhooks if kind == "connect"]
@@ -293,6 +296,7 @@ def measure(stack: Stack, emulator: EmulatorClient, sids: list[str], handlers: l
             "ivr_webhook": summary(ivr),
             "connect_webhook": summary(connect),
             "queue_to_offer": summary(queue_to_offer),
+            "offer_delivery": summary(delivery),
             "wait_for_a_free_handler": summary(staffing_wait),
             "accept_to_redirect": summary(accept_to_redirect),
             "booking": summary(bookings),
