@@ -30,12 +30,14 @@ def serve(host: str, port: int) -> None:
         raise click.ClickException("the database is not up to date: run `helpline db upgrade` first")
     app = create_app(settings=settings)
     from .realtime import adopt_identity, start_queue_broadcaster, start_sweeper
+    from .routing import start_router
     from .scheduler import start_for_serve
     from .supervision import start_wallboard
 
     def in_worker() -> None:
         """Background work, started in the serving worker (see server.py)."""
         adopt_identity(app, f"{socket.gethostname()}:{port}")  # a restart clears what the killed process left
+        start_router(app)  # routing passes on a thread of their own, after each change that could let a call through
         start_sweeper(app)  # offers and wrap-ups that time out, callbacks that fall due
         start_queue_broadcaster(app)  # `queue` events to the consoles, coalesced under load
         start_wallboard(app)  # the supervisors' live figures, after changes and every few seconds

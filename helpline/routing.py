@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -19,6 +21,8 @@ from sqlalchemy.orm import Session
 from .config import RoutingSettings
 from .events import announce
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
+
+log = logging.getLogger(__name__)
 
 #: States in which an entry holds a place in line.
 IN_LINE = ("waiting", "offered")
@@ -107,6 +111,9 @@ def spoken_wait(seconds: int) -> str:
 # Every state change is a conditional UPDATE, so that with several processes on one database
 # exactly one of two racing changes wins; on PostgreSQL routing also locks what it reads with
 # FOR UPDATE SKIP LOCKED, and on SQLite every write transaction is BEGIN IMMEDIATE (db.py).
+# Routing passes themselves take turns, across processes: on PostgreSQL each holds a transaction
+# advisory lock (ROUTING_LOCK), so a pass never skips a handler another pass had locked and then
+# freed - it waits the millisecond for it and sees what that pass committed. No wake-up is lost.
 # Functions here change the session and announce what changed; their callers commit.
 # ---------------------------------------------------------------------------------------------
 
@@ -126,6 +133,8 @@ CALLBACK_ATTEMPTS = 3
 CALLBACK_RETRY = dt.timedelta(minutes=10)
 #: Entries fetched at a time when a need's line must be walked past calls nobody free can take.
 _BATCH = 16
+#: The PostgreSQL advisory lock routing passes take turns on (any fixed 64-bit number; "route").
+ROUTING_LOCK = 0x726F757465
 
 
 class RoutingError(Exception):
@@ -375,6 +384,8 @@ _UNKNOWN: Any = object()
 
 def route(session: Session, settings: RoutingSettings, now: dt.datetime) -> list[Offer]:
     """Offer waiting calls to free handlers until one side runs out; returns the offers made."""
+    if _is_postgres(session):
+        session.execute(select(func.pg_advisory_xact_lock(ROUTING_LOCK)))
     free = free_handlers(session)
     if not free:
         return []
@@ -777,24 +788,88 @@ def current_offer(session: Session, handler: Handler, settings: RoutingSettings,
 
 # -- when routing runs ------------------------------------------------------------------------------
 
+class Router:
+    """Routes in a thread of its own, whenever asked, folding requests that arrive meanwhile into one pass.
+
+    The request that changed something (a caller joining the line, a handler becoming free) commits
+    and returns; routing follows at once on this thread. A burst of changes costs a pass or two, not
+    one pass per change inside each request, and no webhook waits for a routing decision.
+    """
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.wanted = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="helpline-router", daemon=True)
+
+    def request(self) -> None:
+        """Something committed could let a call through: route soon."""
+        self.wanted.set()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            self.wanted.wait()
+            if self.stopped.is_set():
+                return
+            self.wanted.clear()
+            try:
+                route_now(self.app)
+            except Exception:  # noqa: BLE001 - the database may be away: try again shortly
+                log.exception("routing pass failed; trying again")
+                self.stopped.wait(RETRY_AFTER_S)
+                self.wanted.set()
+
+    def stop(self) -> None:
+        """Stop the thread (a pass under way finishes)."""
+        self.stopped.set()
+        self.wanted.set()
+        self.thread.join(timeout=10)
+
+
+#: Where the app keeps its Router, when `helpline serve` started one.
+ROUTER = "helpline.router"
+#: Pause before a failed routing pass is tried again.
+RETRY_AFTER_S = 0.5
+
+
+def route_now(app: Flask) -> list[Offer]:
+    """One routing pass in a transaction of its own."""
+    from .db import db
+
+    with db.transaction() as session:
+        offers = route(session, app.config["HELPLINE"].routing, utcnow())
+        announce(session, "console_changed")
+    return offers
+
+
+def start_router(app: Flask) -> Router:
+    """Called by `helpline serve`: route on a thread of the serving worker (without it, in each request)."""
+    router = Router(app)
+    router.thread.start()
+    app.extensions[ROUTER] = router
+    return router
+
+
 def init_app(app: Flask) -> None:
     """Route whenever something committed could let a call through: a caller joined or left the line,
     a call ended, or a handler became free. (The periodic sweep covers timeouts; see realtime.py.)"""
     from .db import db
 
-    settings = app.config["HELPLINE"].routing
+    def wanted() -> None:
+        router: Router | None = app.extensions.get(ROUTER)
+        if router is not None:
+            router.request()
+        else:
+            route_now(app)
 
-    def run(call_id: int | None = None) -> None:
+    def ended(call_id: int) -> None:
         with db.transaction() as session:
-            now = utcnow()
-            if call_id is not None:
-                call_ended(session, call_id, now)
-            route(session, settings, now)
-            announce(session, "console_changed")
+            call_ended(session, call_id, utcnow())
+        wanted()
 
-    db.bus.subscribe("queue_changed", lambda: run())
-    db.bus.subscribe("call_ended", lambda call_id: run(call_id))
-    db.bus.subscribe("handler_free", lambda handler_id: run())
+    db.bus.subscribe("queue_changed", lambda: wanted())
+    db.bus.subscribe("call_ended", ended)
+    db.bus.subscribe("handler_free", lambda handler_id: wanted())
 
 
 def requeue(session: Session, entry: QueueEntry, now: dt.datetime, not_before: dt.datetime | None = None) -> None:

@@ -7,12 +7,13 @@ import time
 from typing import Iterator
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from helpline import presence, routing
 from helpline.config import RoutingSettings
 from helpline.db import db
+from helpline.events import announce
 from helpline.models import Call, CallEvent, Handler, QueueEntry
 
 from .routing_factories import handler, waiting
@@ -349,3 +350,100 @@ def test_a_need_nobody_free_can_take_is_not_walked_call_by_call(session):
         event.remove(db.engine, "before_cursor_execute", count)
     assert offered_to(session, entry) == person.id
     assert len(statements) < 20
+
+
+# -- the routing thread, and passes taking turns ------------------------------------------------
+
+def test_the_router_thread_routes_after_a_commit_and_folds_a_burst_into_few_passes(app, monkeypatch):
+    """`helpline serve` routes on a thread of its own: the committing request does not route itself."""
+    with db.transaction() as setup:
+        person = handler(setup, idle_since=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=60))
+        person_id = person.id
+    passes: list[int] = []
+    real_route = routing.route
+
+    def counted(session, settings, now):  # type: ignore[no-untyped-def]
+        passes.append(1)
+        return real_route(session, settings, now)
+
+    monkeypatch.setattr(routing, "route", counted)
+    router = routing.start_router(app)
+    try:
+        with db.transaction() as session:
+            entry = waiting(session, dt.datetime.now(dt.timezone.utc))
+            for _ in range(50):
+                announce(session, "queue_changed")
+        entry_id = entry.id
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with db.transaction() as session:
+                state = session.scalar(select(QueueEntry.state).where(QueueEntry.id == entry_id))
+            if state == "offered":
+                break
+            time.sleep(0.05)
+        assert state == "offered"
+        with db.transaction() as session:
+            assert session.scalar(select(Handler.presence).where(Handler.id == person_id)) == "offered"
+        for _ in range(100):
+            db.bus.publish("handler_free", handler_id=person_id)
+        time.sleep(0.3)
+        assert 1 <= len(passes) < 20, len(passes)
+    finally:
+        router.stop()
+        app.extensions.pop(routing.ROUTER, None)
+
+
+def test_a_failed_routing_pass_is_tried_again(app, monkeypatch):
+    """The database away for a moment: the router keeps asking until a pass goes through."""
+    calls: list[int] = []
+    real = routing.route_now
+
+    def flaky(app_):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("database unavailable")
+        return real(app_)
+
+    monkeypatch.setattr(routing, "RETRY_AFTER_S", 0.01)
+    monkeypatch.setattr(routing, "route_now", flaky)
+    router = routing.start_router(app)
+    try:
+        router.request()
+        deadline = time.monotonic() + 5
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(calls) >= 3
+    finally:
+        router.stop()
+        app.extensions.pop(routing.ROUTER, None)
+
+
+@pytest.mark.postgres
+def test_routing_passes_take_turns_so_none_misses_a_call(app, database_url):
+    """Another process's pass holds the routing lock while a call joins: this pass waits its turn,
+    then offers the call - it does not skip the handler that pass had locked and give up."""
+    import threading
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the routing lock is PostgreSQL's (SQLite writers queue anyway)")
+    now = dt.datetime.now(dt.timezone.utc)
+    with db.transaction() as setup:
+        person_id = handler(setup, idle_since=now - dt.timedelta(seconds=60)).id
+    offers: list[routing.Offer] = []
+    with db.engine.connect() as other:
+        other_pass = other.begin()
+        # The other process's pass: it holds the lock and the free handler's row, and has seen no call.
+        other.execute(select(func.pg_advisory_xact_lock(routing.ROUTING_LOCK)))
+        other.execute(select(Handler.id).where(Handler.id == person_id).with_for_update())
+        with db.transaction() as session:
+            entry_id = waiting(session, now).id
+        ours = threading.Thread(target=lambda: offers.extend(routing.route_now(app)))
+        ours.start()
+        time.sleep(0.3)
+        waited = ours.is_alive()
+        other_pass.commit()
+    ours.join(timeout=10)
+    assert waited, "the pass did not wait for the other one"
+    assert [offer.call_id for offer in offers] and offers[0].handler_id == person_id
+    with db.transaction() as session:
+        assert session.scalar(select(QueueEntry.state).where(QueueEntry.id == entry_id)) == "offered"
