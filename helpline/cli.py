@@ -44,7 +44,7 @@ def serve(host: str, port: int) -> None:
         start_for_serve(app)  # reminders, callbacks, reconciliation, purges (when scheduler.embedded)
 
     click.echo(f"helpline serving on http://{host}:{port} (public URL {settings.public_url})")
-    run_server(app, host, port, settings.server.threads, in_worker=in_worker)
+    run_server(app, host, port, settings.server.threads, in_worker=in_worker, malloc_arenas=settings.server.malloc_arenas)
 
 
 @cli.group("db")

@@ -163,6 +163,8 @@ class RoutingSettings(_Strict):
 
 class ServerSettings(_Strict):
     threads: int = Field(ge=1, le=1000)
+    #: glibc malloc arenas for `helpline serve` (0 = glibc's default of eight per core); see server.py.
+    malloc_arenas: int = Field(default=2, strict=True, ge=0, le=64)
 
 
 class SchedulerSettings(_Strict):

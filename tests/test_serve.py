@@ -89,3 +89,46 @@ def test_a_signed_call_through_a_real_server(service, database_url):
         need, status = connection.execute(text("select need, caller_number_status from calls where call_sid = :sid"), {"sid": sid}).one()
         assert (need, status) == ("mental_health", "valid")
     engine.dispose()
+
+
+ARENA_PROBE = """
+import ctypes, sys, threading
+from helpline.server import limit_malloc_arenas
+if int(sys.argv[1]):
+    assert limit_malloc_arenas(int(sys.argv[1]))
+barrier = threading.Barrier(8)
+def work():
+    barrier.wait()
+    kept = [bytearray(2000) for _ in range(2000)]
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+ctypes.CDLL("libc.so.6").malloc_stats()
+"""
+
+
+def _arenas(cap: int) -> int:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", ARENA_PROBE, str(cap)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return sum(1 for line in done.stderr.splitlines() if line.startswith("Arena"))
+
+
+def test_serve_caps_malloc_arenas_so_console_threads_do_not_bloat_the_worker():
+    """Eight threads allocating at once: glibc would give them arenas of their own; capped, they share two."""
+    import ctypes.util
+
+    if not ctypes.util.find_library("c") or "glibc" not in " ".join(__import__("platform").libc_ver()):
+        pytest.skip("glibc only")
+    assert _arenas(0) > 2
+    assert _arenas(2) <= 2
+
+
+def test_a_bad_arena_setting_is_a_clear_configuration_error(tmp_path):
+    from helpline.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="malloc_arenas"):
+        load_settings({"server": {"threads": 8, "malloc_arenas": -1}}, environ={})
