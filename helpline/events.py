@@ -8,6 +8,7 @@ were rolled back.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from typing import Any, Callable
 
@@ -74,3 +75,49 @@ def _drop_after_rollback(session: Session, previous_transaction: Any) -> None:
         return  # a savepoint rolled back; what the outer transaction committed before it still stands
     # The whole transaction rolled back: what its savepoints had committed never happened either.
     session.info.pop("committed_announcements", None)
+
+
+class Coalescer:
+    """Runs `work()` on a daemon thread soon after each `request()`, folding the requests that
+    arrive while it runs (or during the `min_gap_s` after it) into one more run.
+
+    For work that must follow changes but need not follow each one: a burst of fifty changes costs
+    a run or two. A failed run is logged; with `retry_after_s` it is run again after that pause
+    (for work that must not be lost to a passing fault), otherwise the next request runs it.
+    """
+
+    def __init__(self, name: str, work: Callable[[], object], min_gap_s: float = 0.0,
+                 retry_after_s: float | None = None):
+        self.name = name
+        self.work = work
+        self.min_gap_s = min_gap_s
+        self.retry_after_s = retry_after_s
+        self.wanted = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def request(self) -> None:
+        """Something changed: run soon."""
+        self.wanted.set()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            self.wanted.wait()
+            if self.stopped.is_set():
+                return
+            self.wanted.clear()
+            try:
+                self.work()
+            except Exception:  # noqa: BLE001 - logged; run again after a pause, or on the next request
+                log.exception("%s failed", self.name)
+                if self.retry_after_s is not None:
+                    self.stopped.wait(self.retry_after_s)
+                    self.wanted.set()
+            if self.min_gap_s:
+                self.stopped.wait(self.min_gap_s)
+
+    def stop(self) -> None:
+        """Stop the thread (a run under way finishes)."""
+        self.stopped.set()
+        self.wanted.set()
+        self.thread.join(timeout=10)

@@ -43,6 +43,7 @@ from sqlalchemy.engine import make_url
 
 from . import presence, routing, security
 from .db import db
+from .events import Coalescer
 from .models import Handler, utcnow
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ ROLES = ("handler", "supervisor")
 SWEEP_EVERY_S = 1.0
 #: Where each app keeps its SocketLeases.
 LEASES = "helpline.socket_leases"
-#: Shortest gap between two `queue` broadcasts of one serving process (see QueueBroadcaster).
+#: Shortest gap between two `queue` broadcasts of one serving process (see start_queue_broadcaster).
 #: A second is what a person reading the line needs (its timers tick in the browser), and offers
 #: never wait for it; at 0.25 s, 50 consoles parsing the whole line took as much CPU as the service.
 QUEUE_MIN_GAP_S = 1.0
@@ -248,8 +249,8 @@ def broadcast_queue() -> None:
     emit_local("queue", body)
 
 
-class QueueBroadcaster:
-    """Sends the `queue` event from a thread of its own, at most once every `min_gap_s`.
+def start_queue_broadcaster(app: Flask, min_gap_s: float = QUEUE_MIN_GAP_S) -> Coalescer:
+    """Called by `helpline serve`: send `queue` from a thread, at most once every `min_gap_s` (without it, each change sends one).
 
     Under load the queue changes many times a second (every caller joining, every offer, accept and
     hang-up), and each `queue` event carries the whole line to every console: sent after each
@@ -259,39 +260,7 @@ class QueueBroadcaster:
     Offers and presence go to their handler at once, never through here. Every process runs one,
     for its own consoles.
     """
-
-    def __init__(self, min_gap_s: float = QUEUE_MIN_GAP_S):
-        self.min_gap_s = min_gap_s
-        self.wanted = threading.Event()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="helpline-queue-broadcast", daemon=True)
-
-    def request(self) -> None:
-        """The queue or a handler changed: send the queue soon."""
-        self.wanted.set()
-
-    def _run(self) -> None:
-        while not self.stopped.is_set():
-            self.wanted.wait()
-            if self.stopped.is_set():
-                return
-            self.wanted.clear()
-            try:
-                broadcast_queue()
-            except Exception:  # noqa: BLE001 - a failed broadcast is logged; the next change sends again
-                log.exception("queue broadcast failed")
-            self.stopped.wait(self.min_gap_s)
-
-    def stop(self) -> None:
-        """Stop the thread (a broadcast under way finishes)."""
-        self.stopped.set()
-        self.wanted.set()
-        self.thread.join(timeout=10)
-
-
-def start_queue_broadcaster(app: Flask, min_gap_s: float = QUEUE_MIN_GAP_S) -> QueueBroadcaster:
-    """Called by `helpline serve`: coalesce `queue` broadcasts in a thread (without it, each change sends one)."""
-    broadcaster = QueueBroadcaster(min_gap_s)
+    broadcaster = Coalescer("helpline-queue-broadcast", broadcast_queue, min_gap_s=min_gap_s)
     broadcaster.thread.start()
     app.extensions[BROADCASTER] = broadcaster
     return broadcaster
@@ -328,7 +297,7 @@ def init_app(app: Flask) -> None:
     bus = db.bus
 
     def queue_changed_here() -> None:
-        broadcaster: QueueBroadcaster | None = app.extensions.get(BROADCASTER)
+        broadcaster: Coalescer | None = app.extensions.get(BROADCASTER)
         if broadcaster is not None:
             broadcaster.request()
         else:

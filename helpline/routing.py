@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import logging
-import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -19,10 +17,9 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from .config import RoutingSettings
-from .events import announce
+from .events import Coalescer, announce
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
 
-log = logging.getLogger(__name__)
 
 #: States in which an entry holds a place in line.
 IN_LINE = ("waiting", "offered")
@@ -788,45 +785,7 @@ def current_offer(session: Session, handler: Handler, settings: RoutingSettings,
 
 # -- when routing runs ------------------------------------------------------------------------------
 
-class Router:
-    """Routes in a thread of its own, whenever asked, folding requests that arrive meanwhile into one pass.
-
-    The request that changed something (a caller joining the line, a handler becoming free) commits
-    and returns; routing follows at once on this thread. A burst of changes costs a pass or two, not
-    one pass per change inside each request, and no webhook waits for a routing decision.
-    """
-
-    def __init__(self, app: Flask):
-        self.app = app
-        self.wanted = threading.Event()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="helpline-router", daemon=True)
-
-    def request(self) -> None:
-        """Something committed could let a call through: route soon."""
-        self.wanted.set()
-
-    def _run(self) -> None:
-        while not self.stopped.is_set():
-            self.wanted.wait()
-            if self.stopped.is_set():
-                return
-            self.wanted.clear()
-            try:
-                route_now(self.app)
-            except Exception:  # noqa: BLE001 - the database may be away: try again shortly
-                log.exception("routing pass failed; trying again")
-                self.stopped.wait(RETRY_AFTER_S)
-                self.wanted.set()
-
-    def stop(self) -> None:
-        """Stop the thread (a pass under way finishes)."""
-        self.stopped.set()
-        self.wanted.set()
-        self.thread.join(timeout=10)
-
-
-#: Where the app keeps its Router, when `helpline serve` started one.
+#: Where the app keeps its router thread, when `helpline serve` started one.
 ROUTER = "helpline.router"
 #: Pause before a failed routing pass is tried again.
 RETRY_AFTER_S = 0.5
@@ -842,9 +801,15 @@ def route_now(app: Flask) -> list[Offer]:
     return offers
 
 
-def start_router(app: Flask) -> Router:
-    """Called by `helpline serve`: route on a thread of the serving worker (without it, in each request)."""
-    router = Router(app)
+def start_router(app: Flask) -> Coalescer:
+    """Called by `helpline serve`: route on a thread of the serving worker (without it, in each request).
+
+    The request that changed something (a caller joining the line, a handler becoming free) commits
+    and returns; routing follows at once on this thread. A burst of changes costs a pass or two, not
+    one pass per change inside each request, and no webhook waits for a routing decision. A pass
+    that fails (the database away) is tried again after RETRY_AFTER_S.
+    """
+    router = Coalescer("helpline-router", lambda: route_now(app), retry_after_s=RETRY_AFTER_S)
     router.thread.start()
     app.extensions[ROUTER] = router
     return router
@@ -856,7 +821,7 @@ def init_app(app: Flask) -> None:
     from .db import db
 
     def wanted() -> None:
-        router: Router | None = app.extensions.get(ROUTER)
+        router: Coalescer | None = app.extensions.get(ROUTER)
         if router is not None:
             router.request()
         else:
