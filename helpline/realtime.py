@@ -33,12 +33,11 @@ import threading
 import uuid
 from typing import Any, Callable
 
-import socketio as python_socketio
-
 from flask import Flask, current_app, request
 from flask import session as login_session
 from flask_login import current_user
 from flask_socketio import Namespace, SocketIO, emit, join_room
+import socketio as python_socketio
 from sqlalchemy.engine import make_url
 
 from . import presence, routing, security
