@@ -181,10 +181,10 @@ def test_every_socket_event_is_in_the_matrix() -> None:
     handled = {name[3:] for name in dir(realtime.ConsoleNamespace) if name.startswith("on_") and name != "on_event"}
     handled |= set(socketio.server.handlers.get(NAMESPACE, {}) if isinstance(socketio.server.handlers, dict) else ())
     assert handled == set(permissions.SOCKET_EVENTS), "client events and SOCKET_EVENTS differ"
-    # What the server sends: every emit(...) and _to_handler(...) in the code names its event literally.
+    # What the server sends: every emit(...), emit_local(...) and _to_handler(...) in the code names its event literally.
     sent = set()
     for source in (ROOT / "helpline").rglob("*.py"):
-        sent |= set(re.findall(r"""(?:\bemit|_to_handler)\(\s*["'](\w+)["']""", source.read_text()))
+        sent |= set(re.findall(r"""(?:\bemit|\bemit_local|_to_handler)\(\s*["'](\w+)["']""", source.read_text()))
     assert sent == set(permissions.SOCKET_EMITS), "server events and SOCKET_EMITS differ"
 
 
