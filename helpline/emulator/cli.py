@@ -44,7 +44,7 @@ def emulator(host: str, port: int, voice_url: str | None, voice_method: str, sta
              auth_token: str | None, time_scale: float, webhook_timeout: float, clip_seconds: float,
              auto_answer: tuple[str, ...], verbose: bool) -> None:
     """Run the local Twilio emulator and dev phone."""
-    from .server import build_server
+    from .server import build_server, run_until_interrupted
 
     if time_scale <= 0:
         raise click.BadParameter("must be positive", param_hint="--time-scale")
@@ -67,13 +67,7 @@ def emulator(host: str, port: int, voice_url: str | None, voice_method: str, sta
                err=True)
     click.echo(f"  time scale {config.time_scale:g}, webhook timeout {config.webhook_timeout:g} s", err=True)
     sys.stderr.flush()
-    try:
-        running.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        running.server.server_close()
-        running.emulator.close()
+    run_until_interrupted(running)
 
 
 def parse_keys(spec: str) -> list[str]:

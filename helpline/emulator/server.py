@@ -54,7 +54,11 @@ def serve(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 5050, qui
     """Serve in the foreground until interrupted."""
     if quiet:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    running = build_server(config, host, port)
+    run_until_interrupted(build_server(config, host, port))
+
+
+def run_until_interrupted(running: EmulatorServer) -> None:
+    """Serve a built emulator in the foreground; on Ctrl-C (or any exit) close its socket and calls."""
     try:
         running.server.serve_forever()
     except KeyboardInterrupt:
