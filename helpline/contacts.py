@@ -48,6 +48,16 @@ class ContactError(Exception):
         self.message = message
 
 
+def _registration_number(value: Optional[str], pattern: str, code: str, message: str) -> Optional[str]:
+    """A GMC or GDC number with its spaces taken out, or a validation error naming the field."""
+    if value is None:
+        return None
+    digits = re.sub(r"\s", "", value)
+    if not re.fullmatch(pattern, digits):
+        raise PydanticCustomError(code, message)
+    return digits
+
+
 class ContactUpdate(BaseModel):
     """A partial save of the first-contact form: only the fields sent change; null clears a field."""
 
@@ -79,23 +89,15 @@ class ContactUpdate(BaseModel):
     @field_validator("gmc_number")
     @classmethod
     def _gmc(cls, value: Optional[str]) -> Optional[str]:
-        if value is None:
-            return None
-        digits = re.sub(r"\s", "", value)
-        if not re.fullmatch(r"\d{7}", digits):
-            raise PydanticCustomError("gmc_number", "a GMC reference number is 7 digits, for example 1234567")
-        return digits
+        return _registration_number(value, r"\d{7}", "gmc_number",
+                                    "a GMC reference number is 7 digits, for example 1234567")
 
     @field_validator("gdc_number")
     @classmethod
     def _gdc(cls, value: Optional[str]) -> Optional[str]:
-        if value is None:
-            return None
-        digits = re.sub(r"\s", "", value)
         # The GDC's registration numbers are 3 to 6 digits (the GDC's own guidance).
-        if not re.fullmatch(r"\d{3,6}", digits):
-            raise PydanticCustomError("gdc_number", "a GDC registration number is 3 to 6 digits, for example 123456")
-        return digits
+        return _registration_number(value, r"\d{3,6}", "gdc_number",
+                                    "a GDC registration number is 3 to 6 digits, for example 123456")
 
     @field_validator("phone", "phone_alt")
     @classmethod
