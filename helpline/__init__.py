@@ -6,21 +6,28 @@ reads top to bottom in `create_app`: configuration, flow, keys, database, then e
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from .config import Settings, load_settings
-from .crypto import Vault
-from .db import db
-from .hours import OpeningHours
-from .instance import demo_secret, random_token
-from .ivr.engine import Interpreter
-from .ivr.flow import load_flow
+    from .config import Settings
 
 
 def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | None = None) -> Flask:
     """Build the service. Raises ConfigError or FlowError, with one line per problem, if it cannot start."""
+    # Imported here, not at the top: `helpline serve`'s gunicorn master imports this package but
+    # never builds the app (its worker does, see server.py), and should not carry what the app needs.
+    from flask import Flask
+
+    from .config import load_settings
+    from .crypto import Vault
+    from .db import db
+    from .hours import OpeningHours
+    from .instance import demo_secret, random_token
+    from .ivr.engine import Interpreter
+    from .ivr.flow import load_flow
+
     settings = settings or load_settings(overrides)
     flow = load_flow(settings.flow_path)
     app = Flask(__name__, instance_path=settings.instance_path)

@@ -5,13 +5,48 @@ from __future__ import annotations
 import socket
 import sys
 
+from typing import TYPE_CHECKING
+
 import click
 
-from .config import ConfigError, load_settings
+from .config import ConfigError, Settings, load_settings
 from .ivr.flow import FlowError
 
+if TYPE_CHECKING:
+    from flask import Flask
 
-@click.group()
+
+class _Commands(click.Group):
+    """The `helpline` group, with the commands that live beside their subsystems loaded on use.
+
+    Click's lazy-loading pattern: `helpline serve` then imports none of the emulator, the bench or
+    the scheduler, and its gunicorn master stays small (server.py).
+    """
+
+    #: name -> (module, attribute); the attribute is a command, or a dict of commands (admin_cli).
+    LAZY = {
+        "emulator": (".emulator.cli", "emulator"),
+        "simulate-call": (".emulator.cli", "simulate_call"),
+        "scheduler": (".scheduler", "scheduler_command"),
+        "bench": (".bench.cli", "bench_command"),
+        # audit, rotate-key, purge, export-/erase-subject
+        **{name: (".admin_cli", "COMMANDS") for name in ("audit", "rotate-key", "purge", "export-subject", "erase-subject")},
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY:
+            import importlib
+
+            module, attribute = self.LAZY[name]
+            found = getattr(importlib.import_module(module, __package__), attribute)
+            return found[name] if isinstance(found, dict) else found
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands)
 def cli() -> None:
     """The practitioner helpline."""
 
@@ -21,21 +56,23 @@ def cli() -> None:
 @click.option("--port", default=5000, show_default=True, type=int)
 def serve(host: str, port: int) -> None:
     """Serve the helpline (webhooks, console and API)."""
-    from . import create_app
-    from .db import is_current
-    from .server import serve as run_server
+    from .server import serve as run_server, worker_class
 
     settings = load_settings()
-    if not is_current(settings.resolved_database_url):
-        raise click.ClickException("the database is not up to date: run `helpline db upgrade` first")
-    app = create_app(settings=settings)
-    from .realtime import adopt_identity, start_queue_broadcaster, start_sweeper
-    from .routing import start_router
-    from .scheduler import start_for_serve
-    from .supervision import start_wallboard
+    _preflight(settings)
 
-    def in_worker() -> None:
+    def build() -> Flask:
+        from . import create_app
+
+        return create_app(settings=settings)
+
+    def in_worker(app: Flask) -> None:
         """Background work, started in the serving worker (see server.py)."""
+        from .realtime import adopt_identity, start_queue_broadcaster, start_sweeper
+        from .routing import start_router
+        from .scheduler import start_for_serve
+        from .supervision import start_wallboard
+
         adopt_identity(app, f"{socket.gethostname()}:{port}")  # a restart clears what the killed process left
         start_router(app)  # routing passes on a thread of their own, after each change that could let a call through
         start_sweeper(app)  # offers and wrap-ups that time out, callbacks that fall due
@@ -44,7 +81,44 @@ def serve(host: str, port: int) -> None:
         start_for_serve(app)  # reminders, callbacks, reconciliation, purges (when scheduler.embedded)
 
     click.echo(f"helpline serving on http://{host}:{port} (public URL {settings.public_url})")
-    run_server(app, host, port, settings.server.threads, in_worker=in_worker, malloc_arenas=settings.server.malloc_arenas)
+    run_server(build, host, port, worker_class(settings.resolved_database_url), settings.server.threads,
+               in_worker=in_worker, malloc_arenas=settings.server.malloc_arenas)
+
+
+def _preflight(settings: Settings) -> None:
+    """Stop, with the usual one-line reasons, if the service cannot start: checked in a child process.
+
+    The app itself is built in gunicorn's worker, where a failure would end in a traceback and
+    "worker failed to boot". So a short-lived child builds it first and reports what is wrong (an
+    old schema, a bad flow or key), leaving this supervising process without the app's modules.
+    """
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        problems = pool.apply(_startup_problems, (settings,))
+    if problems is None:
+        return
+    if problems == [NOT_CURRENT]:
+        raise click.ClickException(NOT_CURRENT)
+    raise ConfigError(problems)
+
+
+NOT_CURRENT = "the database is not up to date: run `helpline db upgrade` first"
+
+
+def _startup_problems(settings: Settings) -> list[str] | None:
+    from . import create_app
+    from .db import db, is_current
+
+    if not is_current(settings.resolved_database_url):
+        return [NOT_CURRENT]
+    try:
+        create_app(settings=settings)
+    except (ConfigError, FlowError) as exc:
+        return exc.problems
+    finally:
+        db.dispose()
+    return None
 
 
 @cli.group("db")
@@ -105,27 +179,8 @@ def seed_demo_command() -> None:
         click.echo(line)
 
 
-def _register_optional() -> None:
-    """Commands that live beside their subsystems."""
-    from .emulator.cli import emulator, simulate_call
-
-    cli.add_command(emulator, "emulator")
-    cli.add_command(simulate_call, "simulate-call")
-    from .scheduler import scheduler_command
-
-    cli.add_command(scheduler_command, "scheduler")
-    from .bench.cli import bench_command
-
-    cli.add_command(bench_command, "bench")
-    from .admin_cli import COMMANDS as admin_commands  # audit, rotate-key, purge, export-/erase-subject
-
-    for name, command in admin_commands.items():
-        cli.add_command(command, name)
-
-
 def main() -> None:
     """Entry point: a bad configuration or flow is reported as one line per problem, exit status 2."""
-    _register_optional()
     try:
         cli(standalone_mode=False)
     except (ConfigError, FlowError) as exc:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from flask import Flask
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from .events import Bus
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -104,7 +105,11 @@ db = Database()
 
 
 def alembic_config(url: str) -> AlembicConfig:
-    """An Alembic configuration for `url`, with no alembic.ini needed."""
+    """An Alembic configuration for `url`, with no alembic.ini needed.
+
+    Alembic is imported only where the schema is migrated or checked: a serving worker never needs it.
+    """
+    from alembic.config import Config as AlembicConfig
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -113,6 +118,8 @@ def alembic_config(url: str) -> AlembicConfig:
 
 def upgrade(url: str) -> None:
     """Create or migrate the database at `url` to the newest schema; running it again changes nothing."""
+    from alembic import command
+
     engine = make_engine(url)
     try:
         with engine.begin() as connection:

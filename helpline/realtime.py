@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
 import uuid
 from typing import Any, Callable
@@ -281,6 +282,15 @@ def redis_channel(settings: Any) -> str:
     return "helpline-" + hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
+def async_mode() -> str:
+    """"gevent" in a worker gevent has patched (`helpline serve` on PostgreSQL, server.py), else "threading".
+
+    Said outright: left to choose, Flask-SocketIO would pick gevent whenever it is installed.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    return "gevent" if monkey is not None and monkey.is_module_patched("socket") else "threading"
+
+
 def init_app(app: Flask) -> None:
     """Bind Socket.IO to the app (through Redis when configured) and push committed changes."""
     settings = app.config["HELPLINE"]
@@ -288,10 +298,10 @@ def init_app(app: Flask) -> None:
     app.extensions[LEASES] = SocketLeases()
     # Origins are left at the default: only pages served by this host may open the socket.
     if settings.redis_url:
-        socketio.init_app(app, async_mode="threading",
+        socketio.init_app(app, async_mode=async_mode(),
                           client_manager=ConsoleMessageQueue(settings.redis_url, redis_channel(settings)))
     else:
-        socketio.init_app(app, async_mode="threading")
+        socketio.init_app(app, async_mode=async_mode())
     socketio.on_namespace(ConsoleNamespace(NAMESPACE))
     bus = db.bus
 

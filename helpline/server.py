@@ -1,16 +1,19 @@
-"""`helpline serve`: the app under gunicorn's threaded worker, which Flask-SocketIO supports for
-WebSocket through simple-websocket. One worker per process; run more processes behind a proxy with
-sticky sessions to scale out (see README)."""
+"""`helpline serve`: the app under gunicorn, one worker per process - gevent on PostgreSQL, threads on
+SQLite (`worker_class`), both of which Flask-SocketIO supports for WebSocket through
+simple-websocket. Run more processes behind a proxy with sticky sessions to scale out (see README)."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import logging
-from typing import Any, Callable
+import sys
+from typing import TYPE_CHECKING, Any, Callable
 
-from flask import Flask
 from gunicorn.app.base import BaseApplication
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 log = logging.getLogger(__name__)
@@ -38,9 +41,40 @@ def limit_malloc_arenas(count: int) -> bool:
     return bool(mallopt(M_ARENA_MAX, count))
 
 
+#: Optional packages that libraries import if present and the service never uses.
+UNUSED_IMPORTS = (
+    # engineio imports aiohttp for its asyncio client (twilio has one too); the worker serves WSGI
+    # and calls Twilio through requests. Absent, it saves the worker 14 MB.
+    "aiohttp",
+)
+
+
+def skip_unused_imports() -> None:
+    """Make `import` of each UNUSED_IMPORTS fail as if not installed (the libraries fall back cleanly)."""
+    for name in UNUSED_IMPORTS:
+        sys.modules.setdefault(name, None)  # type: ignore[assignment]
+
+
+#: The gunicorn worker class for each database; see `worker_class`.
+WORKER_CLASSES = {"postgresql": "gevent", "sqlite": "gthread"}
+
+
+def worker_class(database_url: str) -> str:
+    """gevent on PostgreSQL, gthread on SQLite; both are worker classes Flask-SocketIO supports.
+
+    With gevent a console's WebSocket is a few greenlets, not three threads of a quarter to half a
+    megabyte each, and requests take turns at their I/O instead of fighting for the GIL: under the
+    benchmark's load a gthread worker's webhook p99 was eight times its CPU time. psycopg and redis
+    wait cooperatively once gevent has patched the standard library. SQLite does not: its busy
+    handler sleeps in C, so one greenlet waiting for another's write lock would stall the worker,
+    the holder included - the embedded SQLite default keeps threads.
+    """
+    return WORKER_CLASSES["postgresql" if database_url.startswith("postgresql") else "sqlite"]
+
+
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, app: Flask, options: dict[str, Any]):
-        self.application = app
+    def __init__(self, build: Callable[[], Flask], options: dict[str, Any]):
+        self.build = build
         self.options = options
         super().__init__()
 
@@ -49,23 +83,26 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return self.application
+        # Called in the worker, after gevent (if used) has patched the standard library: an app
+        # built before the patch would hold locks and sockets that block the whole worker.
+        skip_unused_imports()
+        return self.build()
 
 
-def serve(app: Flask, host: str, port: int, threads: int, in_worker: Callable[[], None] | None = None,
-          malloc_arenas: int = 0) -> None:
-    """Serve `app` until stopped; `in_worker` runs in the worker process once it has started.
+def serve(build: Callable[[], Flask], host: str, port: int, worker: str, threads: int,
+          in_worker: Callable[[Flask], None] | None = None, malloc_arenas: int = 0) -> None:
+    """Serve the app `build` returns until stopped; `in_worker` runs in the worker once it has the app.
 
-    Gunicorn forks its worker from the process that built the app, and threads do not survive a
-    fork: background work (sweeps, pushes, the scheduler) must start in the worker, where the
-    browsers' Socket.IO connections are, or its emits would reach nobody.
+    Gunicorn forks its worker from this process, which only supervises: the app is built in the
+    worker (so the supervisor stays small, and a gevent worker patches before anything is made),
+    and background work (sweeps, pushes, the scheduler) starts there too, where the browsers'
+    Socket.IO connections are, or its emits would reach nobody.
     """
     limit_malloc_arenas(malloc_arenas)
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": 1,
-        "worker_class": "gthread",
-        "threads": threads,
+        "worker_class": worker,
         # Long-polling and WebSocket connections stay open; the worker must not be killed for it.
         "timeout": 0,
         "graceful_timeout": 10,
@@ -74,6 +111,8 @@ def serve(app: Flask, host: str, port: int, threads: int, in_worker: Callable[[]
         "errorlog": "-",
         "loglevel": "warning",
     }
+    if worker == "gthread":
+        options["threads"] = threads
     if in_worker is not None:
-        options["post_worker_init"] = lambda _worker: in_worker()
-    _Gunicorn(app, options).run()
+        options["post_worker_init"] = lambda gunicorn_worker: in_worker(gunicorn_worker.wsgi)
+    _Gunicorn(build, options).run()

@@ -56,7 +56,8 @@ class Process:
             try:
                 requests.get(self.url + path, timeout=1).close()
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Not listening yet, or listening while its worker still builds the app.
                 time.sleep(0.1)
         raise RuntimeError(f"process did not start in {timeout}s:\n{self.output()}")
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -10,6 +13,8 @@ import requests
 import yaml
 from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
+
+from helpline.server import worker_class
 
 from .conftest import ALWAYS_OPEN, new_call_sid
 from .processes import free_port, run_cli, serve
@@ -109,9 +114,6 @@ ctypes.CDLL("libc.so.6").malloc_stats()
 
 
 def _arenas(cap: int) -> int:
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-c", ARENA_PROBE, str(cap)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return sum(1 for line in done.stderr.splitlines() if line.startswith("Arena"))
@@ -132,3 +134,55 @@ def test_a_bad_arena_setting_is_a_clear_configuration_error(tmp_path):
 
     with pytest.raises(ConfigError, match="malloc_arenas"):
         load_settings({"server": {"threads": 8, "malloc_arenas": -1}}, environ={})
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_open_consoles_cost_threads_on_sqlite_and_greenlets_on_postgresql(service, database_url):
+    """Each open Socket.IO WebSocket holds a gunicorn thread and more under gthread (SQLite); under
+    gevent (PostgreSQL) the worker keeps its handful of threads however many consoles are open."""
+    import websocket  # websocket-client, which python-socketio's client uses
+
+    from helpline.bench.stack import children_of
+
+    (worker,) = children_of(service.popen.pid)
+    before = _threads(worker)
+    url = service.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    sockets = [websocket.create_connection(url, timeout=10) for _ in range(12)]
+    try:
+        for connection in sockets:
+            assert connection.recv().startswith("0{")  # Engine.IO's open packet: the connection is being served
+        during = _threads(worker)
+    finally:
+        for connection in sockets:
+            connection.close()
+    if database_url.startswith("postgresql"):
+        assert during <= before + 2, (before, during)
+    else:
+        assert during >= before + 12, (before, during)
+
+
+def test_the_worker_class_follows_the_database():
+    assert worker_class("postgresql+psycopg://postgres@127.0.0.1/helpline") == "gevent"
+    assert worker_class("sqlite:///instance/helpline.db") == "gthread"
+
+
+LIGHT_MASTER_PROBE = """
+import sys
+import helpline.cli, helpline.server
+heavy = {"flask", "sqlalchemy", "alembic", "socketio", "cryptography", "twilio", "apscheduler", "psycopg"}
+print(sorted(heavy & {name.split(".")[0] for name in sys.modules}))
+helpline.server.skip_unused_imports()
+import engineio.async_client
+print(engineio.async_client.aiohttp, "aiohttp" in sys.modules and sys.modules["aiohttp"] is not None)
+"""
+
+
+def test_the_supervising_process_imports_none_of_the_app_and_the_worker_skips_aiohttp():
+    """gunicorn's master only supervises (the app is built in the worker), and engineio's unused
+    asyncio client does not drag aiohttp into the worker."""
+    done = subprocess.run([sys.executable, "-c", LIGHT_MASTER_PROBE], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "None False"]

@@ -49,11 +49,13 @@ def create_bare_app(auth_token: str, public_url: str) -> Flask:
 @click.option("--auth-token", required=True)
 @click.option("--public-url", required=True)
 @click.option("--threads", default=64, show_default=True, type=int)
-def main(host: str, port: int, auth_token: str, public_url: str, threads: int) -> None:
+@click.option("--worker", default="gthread", show_default=True, type=click.Choice(["gthread", "gevent"]),
+              help="The gunicorn worker class (the one `helpline serve` uses on the database being compared).")
+def main(host: str, port: int, auth_token: str, public_url: str, threads: int, worker: str) -> None:
     """Serve the bare app the way `helpline serve` serves the helpline."""
     from ..server import serve
 
-    serve(create_bare_app(auth_token, public_url), host, port, threads)
+    serve(lambda: create_bare_app(auth_token, public_url), host, port, worker, threads)
 
 
 if __name__ == "__main__":

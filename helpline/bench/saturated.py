@@ -26,6 +26,7 @@ from urllib.parse import urljoin
 import requests
 from twilio.request_validator import RequestValidator
 
+from ..server import WORKER_CLASSES
 from .report import summary
 from .stack import Child, Stack, StackOptions, free_port
 
@@ -135,13 +136,13 @@ class Driver:
                 "wall_s": round(time.perf_counter() - started, 1)}
 
 
-def _bare_processes(workdir: Path, processes: int, auth_token: str) -> list[Child]:
+def _bare_processes(workdir: Path, processes: int, auth_token: str, worker: str) -> list[Child]:
     children = []
     for index in range(processes):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         child = Child(f"bare-{index}", [sys.executable, "-m", "helpline.bench.bare", "--port", str(port),
-                                         "--auth-token", auth_token, "--public-url", url],
+                                         "--auth-token", auth_token, "--public-url", url, "--worker", worker],
                       {}, workdir / f"bare-{index}.log", url)
         children.append(child)
     try:
@@ -171,7 +172,8 @@ def run_saturated(options: StackOptions, seconds: float) -> dict[str, Any]:
         finally:
             engine.dispose()
     token = secrets.token_hex(16)
-    bare_children = _bare_processes(options.workdir, options.processes, token)
+    # Served as `helpline serve` serves the helpline on this database, so that only the app differs.
+    bare_children = _bare_processes(options.workdir, options.processes, token, WORKER_CLASSES[options.database])
     try:
         bare = Driver([child.url or "" for child in bare_children], token, "AC" + "0" * 32, seconds).run()
         for child in bare_children:
