@@ -56,6 +56,9 @@ def _call_or_start(call_sid: str, status: str | None = None) -> Call:
     DO NOTHING, so that exactly one insert wins and the others, instead of failing on the unique
     CallSid, read the winner's row.
     """
+    call = find_call(call_sid)
+    if call is not None:
+        return call  # every webhook after a call's first: one query, not an insert that does nothing
     session = db.session
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(insert(Call).values(call_sid=call_sid, twilio_status=status)
