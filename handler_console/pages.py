@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, TypeVar
 
 from flask import current_app, redirect, render_template, url_for
@@ -35,21 +34,9 @@ def page_for(*roles: str) -> Callable[[F], F]:
     Unlike `auth.roles_required`, which answers the API in JSON, a person who opens the wrong page
     in a browser is shown a page with a way back to their own.
     """
+    from helpline.auth import home_url, role_gate
 
-    def decorate(view: F) -> F:
-        @functools.wraps(view)
-        def wrapper(*args: object, **kwargs: object) -> object:
-            from helpline.auth import home_url, login_manager
-
-            if not current_user.is_authenticated:
-                return login_manager.unauthorized()
-            if current_user.role not in roles:
-                return render_template("forbidden.html", home=home_url()), 403
-            return view(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
+    return role_gate(roles, lambda: (render_template("forbidden.html", home=home_url()), 403))
 
 
 @bp.get("/")

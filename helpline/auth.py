@@ -68,8 +68,9 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
 
 
-def roles_required(*roles: str) -> Callable[[F], F]:
-    """Allow the view only to logged-in users with one of `roles`: 401 for nobody, 403 for others."""
+def role_gate(roles: tuple[str, ...], forbidden: Callable[[], object]) -> Callable[[F], F]:
+    """Allow the view only to logged-in users with one of `roles`: nobody is sent to log in, and
+    anyone else gets what `forbidden` returns (the API's JSON 403, or the console's 403 page)."""
 
     def decorate(view: F) -> F:
         @functools.wraps(view)
@@ -77,12 +78,17 @@ def roles_required(*roles: str) -> Callable[[F], F]:
             if not current_user.is_authenticated:
                 return login_manager.unauthorized()
             if current_user.role not in roles:
-                return error(403, "forbidden", f"this needs the role {' or '.join(roles)}")
+                return forbidden()
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def roles_required(*roles: str) -> Callable[[F], F]:
+    """Allow the view only to logged-in users with one of `roles`: 401 for nobody, 403 for others."""
+    return role_gate(roles, lambda: error(403, "forbidden", f"this needs the role {' or '.join(roles)}"))
 
 
 def home_url() -> str:
