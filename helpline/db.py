@@ -3,18 +3,25 @@
 SQLite is the embedded default (WAL so readers never wait for the writer, foreign keys enforced,
 deleted content overwritten). Write transactions on SQLite start with BEGIN IMMEDIATE, so that two
 threads that read and then write take turns instead of failing with "database is locked".
+
+On PostgreSQL a pooled connection is pinged before use only when it has lain idle for a while
+(`PING_AFTER_IDLE_S`): SQLAlchemy's `pool_pre_ping` would add a round trip to every request and
+every routing pass, to check a connection that answered a moment ago.
 """
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from flask import Flask
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.sql import Executable
 
 from .events import Bus
 
@@ -22,9 +29,11 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: A pooled PostgreSQL connection idle longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_S = 2.0
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
     """Create an engine for `url` with the settings the service relies on."""
     if url.startswith("sqlite"):
         database = url.split(":///", 1)[-1]
@@ -49,7 +58,73 @@ def make_engine(url: str) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+    ping_when_idle(engine)
+    return engine
+
+
+def ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout if it has been idle more than `PING_AFTER_IDLE_S`.
+
+    This is SQLAlchemy's documented custom pessimistic ping, limited to connections that may have
+    gone stale: a dead one raises DisconnectionError, and the pool then connects afresh. A connection
+    that dies in the moment after it was last used (a server restart) fails its first statement
+    instead; SQLAlchemy then invalidates the whole pool, and the request's own error handling (a
+    retried webhook, a retried routing pass) carries on with new connections.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection, record):  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy):  # type: ignore[no-untyped-def]
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError("a pooled connection had gone away") from exc
+
+
+_COMPILED: dict[tuple[int, str], Any] = {}
+
+
+def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]]) -> list[list[Sequence[Any]]]:
+    """Run statements built once and kept, in one round trip on PostgreSQL; return each one's rows.
+
+    psycopg's pipeline sends them all (with the transaction's BEGIN, if they come first) and then
+    reads the answers; the server still runs them one after another, each with its own snapshot, as
+    if sent one by one. Elsewhere they simply run in turn. It skips SQLAlchemy's per-statement work,
+    which on the routing path costs more than the statements themselves: so it is only for
+    statements whose compiled form can be cached by identity (built once and kept), whose
+    parameters are plain values the driver adapts itself (numbers, text, datetimes), and whose rows
+    are read by position. Like `session.execute`, it first writes the session's pending changes.
+    """
+    session.flush()
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return [list(connection.execute(statement, params)) for statement, params in statements]
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    compiled = []
+    for statement, params in statements:
+        key = (id(statement), connection.dialect.name)
+        if key not in _COMPILED:
+            _COMPILED[key] = (statement, statement.compile(dialect=connection.dialect))  # keep it alive: ids stay unique
+        sql = _COMPILED[key][1]
+        compiled.append((sql.string, sql.construct_params(params)))
+    error = connection.dialect.loaded_dbapi.Error
+    try:
+        with raw.pipeline():  # type: ignore[union-attr]
+            cursors = [raw.execute(sql, params) for sql, params in compiled]  # type: ignore[union-attr]
+        return [cursor.fetchall() for cursor in cursors]
+    except error as exc:
+        # As SQLAlchemy does for the statements it runs: drop a dead connection, wrap the error.
+        if connection.dialect.is_disconnect(exc, raw, None):
+            connection.invalidate(exc)
+        raise DBAPIError.instance(compiled[0][0], None, exc, error) from exc
 
 
 class Database:
@@ -61,6 +136,7 @@ class Database:
         self.session: scoped_session[Session] = scoped_session(self._make_session)
         #: Subscribers hear about committed changes (see events.py).
         self.bus = Bus()
+        self._own: dict[str, tuple[Engine, sessionmaker[Session]]] = {}
 
     def _make_session(self) -> Session:
         if self.factory is None:
@@ -72,8 +148,32 @@ class Database:
         if self.engine is not None:
             self.session.remove()
             self.engine.dispose()
+        self._dispose_own()
         self.engine = make_engine(url)
         self.factory = sessionmaker(self.engine, expire_on_commit=False, info={"bus": self.bus})
+
+    def own_connection(self, name: str) -> sessionmaker[Session]:
+        """Sessions on a connection kept for `name` alone (on PostgreSQL; SQLite shares the pool).
+
+        For a thread that runs the same few statements all day, the router: psycopg prepares a
+        statement after its fifth run on a connection, so that PostgreSQL stops planning it each
+        time, but forgets every prepared statement when the connection rolls back - as a connection
+        of the shared pool does at the end of each request that only read. Users of one name take
+        turns on its connection.
+        """
+        if self.engine is None or self.factory is None:
+            raise RuntimeError("the database is not configured; call init_app first")
+        if self.engine.dialect.name != "postgresql":
+            return self.factory
+        if name not in self._own:
+            engine = make_engine(self.engine.url.render_as_string(hide_password=False), pool_size=1, max_overflow=0)
+            self._own[name] = (engine, sessionmaker(engine, expire_on_commit=False, info={"bus": self.bus}))
+        return self._own[name][1]
+
+    def _dispose_own(self) -> None:
+        for engine, _sessions in self._own.values():
+            engine.dispose()
+        self._own.clear()
 
     def init_app(self, app: Flask) -> None:
         """Bind to the app's configured URL and close the request's session when it ends."""
@@ -82,9 +182,12 @@ class Database:
         app.teardown_appcontext(lambda _exc: self.session.remove())
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A fresh session outside any request (jobs, CLI): committed on success, rolled back on error."""
-        session = self._make_session()
+    def transaction(self, sessions: sessionmaker[Session] | None = None) -> Iterator[Session]:
+        """A fresh session outside any request (jobs, CLI): committed on success, rolled back on error.
+
+        `sessions` picks another factory, such as `own_connection`'s.
+        """
+        session = sessions() if sessions is not None else self._make_session()
         try:
             yield session
             session.commit()
@@ -99,6 +202,7 @@ class Database:
         self.session.remove()
         if self.engine is not None:
             self.engine.dispose()
+        self._dispose_own()
 
 
 db = Database()

@@ -3,7 +3,8 @@
 It answers 200 `{"status": "ok", ...}` when the process can reach its database and, when Socket.IO
 events travel through Redis, Redis too; 503 `{"status": "degraded", ...}` naming the part that is
 down otherwise, so that a load balancer takes the process out of rotation until it recovers (the
-engine's `pool_pre_ping` and the Redis client reconnect by themselves; nothing has to be restarted).
+connection pool replaces dead connections and the Redis client reconnects by themselves; nothing
+has to be restarted).
 
 The page carries no personal data and needs no log-in: a proxy must be able to ask it.
 """

@@ -182,7 +182,7 @@ def test_postgresql_restarting_degrades_then_recovers_by_itself(stack: Stack):
         _restart_postgres()
         _ensure_postgres()
         restarted = dt.datetime.now(dt.timezone.utc)
-        # Pooled connections died with the server; pool_pre_ping replaces them, so no manual step.
+        # Pooled connections died with the server; the pool replaces them (db.ping_when_idle), so no manual step.
         wait_until(lambda: healthz(stack, 0) == 200 and healthz(stack, 1) == 200, 30, "health did not recover")
         sids = [emulator.place_call(f"+44770090045{index}", url=f"{stack.service_url(index % 2)}/voice/incoming", keys=["1", "2"])
                 for index in range(4)]

@@ -163,6 +163,68 @@ def test_each_round_offers_as_many_calls_as_there_are_free_handlers(session):
     assert [offered_to(session, entry) for entry in entries[3:]] == [None, None]
 
 
+def _as_waiting(entry: QueueEntry) -> routing.Waiting:
+    return routing.Waiting(entry.id, entry.call_id, entry.kind, entry.need, tuple(entry.flags), entry.priority,
+                           entry.placed_at, ())
+
+
+def test_an_offer_to_a_handler_no_longer_free_changes_nothing(session):
+    busy = handler(session, idle_since=ago(30))
+    busy.presence = "break"
+    entry = waiting(session, ago(5))
+    session.flush()
+    assert routing.make_offer(session, _as_waiting(entry), busy.id, SETTINGS, NOW) is None
+    fresh(session, entry, busy)
+    assert (entry.state, entry.handler_id, entry.offered_at) == ("waiting", None, None)
+    assert busy.presence == "break" and busy.current_call_id is None
+    assert events(session, entry.call_id, "offered") == []
+
+
+def test_an_offer_of_a_call_no_longer_waiting_changes_nothing(session):
+    person = handler(session, idle_since=ago(30))
+    entry = waiting(session, ago(5))
+    entry.state = "abandoned"
+    session.flush()
+    assert routing.make_offer(session, _as_waiting(entry), person.id, SETTINGS, NOW) is None
+    fresh(session, entry, person)
+    assert entry.state == "abandoned" and entry.handler_id is None
+    assert person.presence == "available" and person.current_call_id is None
+    assert events(session, entry.call_id, "offered") == []
+
+
+def test_an_offer_is_made_whole(session):
+    person = handler(session, idle_since=ago(30))
+    entry = waiting(session, ago(5))
+    offer = routing.make_offer(session, _as_waiting(entry), person.id, SETTINGS, NOW)
+    assert offer is not None and (offer.call_id, offer.handler_id) == (entry.call_id, person.id)
+    fresh(session, entry, person)
+    assert (entry.state, entry.handler_id, entry.offered_at) == ("offered", person.id, NOW)
+    assert (person.presence, person.presence_since, person.current_call_id) == ("offered", NOW, entry.call_id)
+    [event] = events(session, entry.call_id, "offered")
+    assert (event.at, event.detail) == (NOW, {"handler_id": person.id})
+
+
+@pytest.mark.postgres
+def test_an_offer_leaves_a_call_another_transaction_holds_without_waiting(app, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks are PostgreSQL's (SQLite writers queue anyway)")
+    with db.transaction() as setup:
+        person_id = handler(setup, idle_since=ago(30)).id
+        entry = waiting(setup, ago(5))
+    with db.engine.connect() as other:
+        held = other.begin()
+        other.execute(select(QueueEntry.id).where(QueueEntry.id == entry.id).with_for_update())
+        with Session(db.engine) as session:
+            started = time.monotonic()
+            assert routing.make_offer(session, _as_waiting(entry), person_id, SETTINGS, NOW) is None
+            assert time.monotonic() - started < 1
+            session.commit()
+        held.rollback()
+    with Session(db.engine) as session:
+        assert session.scalar(select(Handler.presence).where(Handler.id == person_id)) == "available"
+        assert session.scalar(select(QueueEntry.state).where(QueueEntry.id == entry.id)) == "waiting"
+
+
 def test_an_offer_not_accepted_in_time_moves_on_and_the_handler_goes_on_break(session):
     slow = handler(session, idle_since=ago(300))
     entry = waiting(session, ago(5))

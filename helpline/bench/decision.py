@@ -3,7 +3,10 @@
 A fresh database (SQLite file, or a fresh PostgreSQL database) gets the waiting calls, spread over
 the needs, and one free handler with a live console. Each repetition runs the whole decision - find
 the free handlers, the head of each need's line, choose, and make the offer with its conditional
-UPDATEs - then rolls back, so every repetition decides about the same line.
+UPDATEs - on the router's own connection, as `routing.route_now` does. The pass then commits, as in
+service, and the offer is undone, both outside the timing, so that every repetition decides about
+the same line. (Rolling back instead would be wrong here: psycopg forgets its prepared statements
+at every rollback, which the router's connection does not do in service.)
 
 Two lines are timed: the usual one, whose first call the free handler can take, and a hard one,
 where the first nine in ten calls ask for a language the handler does not speak and have not waited
@@ -19,11 +22,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import delete, insert, update
 
 from ..config import RoutingSettings
 from ..db import Database, upgrade
-from ..models import Call, ConsoleConnection, Handler, QueueEntry, User
+from ..models import Call, CallEvent, ConsoleConnection, Handler, QueueEntry, User
 from .report import percentile
 
 NEEDS = ("mental_health", "addiction", "return_to_work", "speak_now")
@@ -58,19 +61,27 @@ def _fill(database: Database, waiting: int, hard: bool, now: dt.datetime) -> Non
 def _time(database: Database, settings: RoutingSettings, now: dt.datetime) -> list[float]:
     from .. import routing
 
+    sessions = database.own_connection("router")
     timings = []
     for _ in range(REPETITIONS):
-        session = database.factory()  # type: ignore[misc]
-        try:
+        with database.transaction(sessions) as session:
             started = time.perf_counter()
             offers = routing.route(session, settings, now)
             timings.append((time.perf_counter() - started) * 1000)
-            if len(offers) != 1:
-                raise RuntimeError(f"routing made {len(offers)} offers; the bench expects exactly one")
-        finally:
-            session.rollback()
-            session.close()
+        if len(offers) != 1:
+            raise RuntimeError(f"routing made {len(offers)} offers; the bench expects exactly one")
+        _undo(database, sessions, offers[0])
     return timings
+
+
+def _undo(database: Database, sessions: Any, offer: Any) -> None:
+    """Put the offered call back in line and the handler back to free, as they were."""
+    with database.transaction(sessions) as session:
+        session.execute(update(QueueEntry).where(QueueEntry.call_id == offer.call_id)
+                        .values(state="waiting", handler_id=None, offered_at=None))
+        session.execute(update(Handler).where(Handler.id == offer.handler_id)
+                        .values(presence="available", presence_since=offer.offered_at, current_call_id=None))
+        session.execute(delete(CallEvent).where(CallEvent.call_id == offer.call_id))
 
 
 def _fresh_database(kind: str, postgres_url: str | None, folder: Path) -> tuple[str, Any]:

@@ -1,0 +1,128 @@
+"""The PostgreSQL connection pool: a connection used a moment ago is handed out without a ping; one
+that has lain idle is pinged, and replaced if its server side has gone."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from helpline import db as db_module
+from helpline.db import make_engine
+
+from .conftest import postgres_url
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def engine():  # type: ignore[no-untyped-def]
+    base = postgres_url()
+    if not base:
+        pytest.skip("HELPLINE_TEST_POSTGRES_URL is not set")
+    made = make_engine(base)
+    pings: list[object] = []
+    ping = made.dialect.do_ping
+
+    def counted(dbapi_connection):  # type: ignore[no-untyped-def]
+        pings.append(dbapi_connection)
+        return ping(dbapi_connection)
+
+    made.dialect.do_ping = counted  # type: ignore[method-assign]
+    yield made, pings
+    made.dispose()
+
+
+def _backend_pid(engine) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as connection:
+        return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _terminate(pid: int) -> None:
+    admin = create_engine(postgres_url() or "", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+    finally:
+        admin.dispose()
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged(engine):  # type: ignore[no-untyped-def]
+    engine, pings = engine
+    first = _backend_pid(engine)
+    for _ in range(5):
+        assert _backend_pid(engine) == first
+    assert pings == []
+
+
+def test_an_idle_connection_is_pinged_and_replaced_when_dead(engine, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    engine, pings = engine
+    dead = _backend_pid(engine)
+    _terminate(dead)
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_S", 0.0)
+    # Without the ping this checkout would hand out the dead connection and the query would fail.
+    alive = _backend_pid(engine)
+    assert alive != dead
+    assert len(pings) == 1
+
+
+def test_an_idle_live_connection_is_pinged_and_kept(engine, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    engine, pings = engine
+    first = _backend_pid(engine)
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_S", 0.0)
+    assert _backend_pid(engine) == first
+    assert len(pings) == 1
+
+
+def test_the_router_keeps_a_connection_whose_statements_stay_prepared(app, database_url):  # type: ignore[no-untyped-def]
+    """psycopg prepares a statement on its sixth run on a connection and forgets them all when the
+    connection rolls back; routing passes run on a connection of their own, which requests (whose
+    read-only transactions end in a rollback) never touch, so PostgreSQL stops planning them."""
+    from helpline import routing
+    from helpline.db import db
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite shares its pool: there is nothing to prepare server-side")
+    router = db.own_connection("router")
+    assert db.own_connection("router") is router
+    with db.transaction(router) as session:
+        router_pid = session.scalar(text("SELECT pg_backend_pid()"))
+    for _ in range(7):
+        routing.route_now(app)
+        with db.transaction() as request:  # a request that only reads ends in a rollback
+            request.scalar(text("SELECT 1"))
+            request.rollback()
+    with db.transaction(router) as session:
+        assert session.scalar(text("SELECT pg_backend_pid()")) == router_pid
+        prepared = session.scalars(text("SELECT statement FROM pg_prepared_statements")).all()
+    assert any("pg_advisory_xact_lock" in statement for statement in prepared)
+    assert any("FROM handlers" in statement for statement in prepared)
+
+
+def test_statements_run_together_answer_as_if_run_one_by_one(app, database_url):  # type: ignore[no-untyped-def]
+    from sqlalchemy import literal_column, select
+
+    from helpline.db import db, run_together
+
+    first, second = select(literal_column("1")), select(literal_column("2"), literal_column("3")).where(text("2 > :floor"))
+    with db.transaction() as session:
+        assert run_together(session, (first, {}), (second, {"floor": 1})) == [[(1,)], [(2, 3)]]
+        assert run_together(session, (second, {"floor": 5})) == [[]]
+
+
+def test_statements_run_together_on_a_dead_connection_fail_cleanly_and_the_next_use_reconnects(app, database_url):  # type: ignore[no-untyped-def]
+    from sqlalchemy import literal_column, select
+    from sqlalchemy.exc import OperationalError
+
+    from helpline.db import db, run_together
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a pipeline is PostgreSQL's")
+    router = db.own_connection("router")
+    with db.transaction(router) as session:
+        dead = session.scalar(text("SELECT pg_backend_pid()"))
+    _terminate(dead)
+    with pytest.raises(OperationalError):
+        with db.transaction(router) as session:
+            run_together(session, (select(literal_column("1")), {}))
+    with db.transaction(router) as session:
+        assert session.scalar(text("SELECT pg_backend_pid()")) != dead
