@@ -23,7 +23,7 @@ from typing import Any, Iterable, Optional
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, contains_eager
 
 from .models import AvailabilityException, AvailabilityRule, Booking, Clinician, Contact, Site, utcnow
 
@@ -163,15 +163,19 @@ def _load(session: Session, query: SlotQuery) -> _Availability:
     conditions.append(or_(AvailabilityRule.modality == "video", site.active.is_(True)))
     conditions.append(or_(AvailabilityRule.valid_from.is_(None), AvailabilityRule.valid_from <= query.end_date))
     conditions.append(or_(AvailabilityRule.valid_until.is_(None), AvailabilityRule.valid_until >= query.start_date))
-    rows = session.execute(
-        select(AvailabilityRule, Clinician, site)
+    # The clinician and site are loaded onto each rule (contains_eager), in the same query: the
+    # slots refer to them, and the session holds loaded rows only weakly, so without this each
+    # slot's clinician and site would be fetched again, one query each.
+    rules = session.scalars(
+        select(AvailabilityRule)
         .join(Clinician, Clinician.id == AvailabilityRule.clinician_id)
         .outerjoin(site, site.id == AvailabilityRule.site_id)
         .where(*conditions)
+        .options(contains_eager(AvailabilityRule.clinician), contains_eager(AvailabilityRule.site.of_type(site)))
     ).all()
     found = _Availability()
     clinician_ids = set()
-    for rule, _clinician, _site in rows:
+    for rule in rules:
         found.rules_by_weekday[rule.weekday].append(rule)
         clinician_ids.add(rule.clinician_id)
     if not clinician_ids:

@@ -352,3 +352,25 @@ def test_localities_name_every_icb(app, services, handler):
     psychiatrist = next(c for c in clinicians if c["profession"] == "psychiatrist")
     assert {site["town"] for site in psychiatrist["sites"]} == {"Leeds"}
     assert {rule["modality"] for rule in psychiatrist["availability"]} == {"face_to_face", "video"}
+
+
+def test_a_search_loads_each_clinician_and_site_with_the_rules_not_one_by_one(app, services):
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def seen(_connection, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        if statement.startswith("SELECT"):
+            statements.append(statement)
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            today = dt.datetime.now(LONDON).date()
+            page = slots.search(db.session, slots.SlotQuery(today + dt.timedelta(days=1), today + dt.timedelta(days=7), limit=200))
+            shown = slots.slots_json(page.slots)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+    assert len({slot["clinician"]["id"] for slot in shown}) == 3 and len({slot["site"]["id"] for slot in shown if slot["site"]}) == 3
+    # Rules (with their clinicians and sites), leave, bookings: no query per clinician or site.
+    assert len(statements) <= 3, statements
