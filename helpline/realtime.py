@@ -39,6 +39,7 @@ from flask import session as login_session
 from flask_login import current_user
 from flask_socketio import Namespace, SocketIO, emit, join_room
 import socketio as python_socketio
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from . import presence, routing, security
@@ -64,9 +65,13 @@ BROADCASTER = "helpline.queue_broadcaster"
 socketio = SocketIO()
 
 
+#: The start of a handler's room's name.
+HANDLER_ROOM = "handler:"
+
+
 def handler_room(handler_id: int) -> str:
     """The room of one handler's consoles."""
-    return f"handler:{handler_id}"
+    return f"{HANDLER_ROOM}{handler_id}"
 
 
 def _handler_for(user_id: int) -> Handler | None:
@@ -193,10 +198,31 @@ class ConsoleMessageQueue(python_socketio.RedisManager):
     """
 
     NOTICE_NAMESPACE = "/_helpline_notices"
+    #: Heard by this process alone, when its subscription comes back after Redis was away.
+    RESUBSCRIBED = "resubscribed"
 
     def __init__(self, url: str, channel: str):
-        super().__init__(url, channel=channel)
         self.listeners: dict[str, list[Callable[[], None]]] = {}
+        self._subscriptions = 0
+        super().__init__(url, channel=channel)
+
+    def _redis_connect(self) -> None:
+        """python-socketio's connect, noticing each subscription its listening loop then makes.
+
+        Redis keeps nothing for a subscriber that is away: whatever was published meanwhile is lost
+        to this process, so each subscription after the first is announced (RESUBSCRIBED).
+        """
+        super()._redis_connect()
+        subscribe = self.pubsub.subscribe
+
+        def subscribed(*args: Any, **kwargs: Any) -> Any:
+            answer = subscribe(*args, **kwargs)
+            self._subscriptions += 1
+            if self._subscriptions > 1:
+                self._tell(self.RESUBSCRIBED)
+            return answer
+
+        self.pubsub.subscribe = subscribed
 
     def on_notice(self, topic: str, listener: Callable[[], None]) -> None:
         """Call `listener()` when another process sends a notice of `topic`."""
@@ -211,11 +237,14 @@ class ConsoleMessageQueue(python_socketio.RedisManager):
         if message.get("namespace") != self.NOTICE_NAMESPACE:
             super()._handle_emit(message)
             return
-        for listener in self.listeners.get(str(message.get("event")), ()):
+        self._tell(str(message.get("event")))
+
+    def _tell(self, topic: str) -> None:
+        for listener in self.listeners.get(topic, ()):
             try:
                 listener()
             except Exception:  # noqa: BLE001 - one broken listener must not stop Socket.IO's thread
-                log.exception("notice listener for %s failed", message.get("event"))
+                log.exception("notice listener for %s failed", topic)
 
 
 def message_queue() -> ConsoleMessageQueue | None:
@@ -264,6 +293,33 @@ def start_queue_broadcaster(app: Flask, min_gap_s: float = QUEUE_MIN_GAP_S) -> C
     broadcaster.thread.start()
     app.extensions[BROADCASTER] = broadcaster
     return broadcaster
+
+
+def resend_offers(app: Flask) -> int:
+    """Send again to this process's consoles every offer still outstanding for them; returns how many.
+
+    Called when this process's Redis subscription comes back after an outage: an offer another
+    process made meanwhile could not reach a console connected here, and would otherwise ring
+    nowhere until it timed out and put the handler on break. A console shown an offer it already
+    has keeps it as it is.
+    """
+    manager = getattr(socketio.server, "manager", None)
+    rooms = getattr(manager, "rooms", {}).get(NAMESPACE, {})
+    here = [int(room.removeprefix(HANDLER_ROOM)) for room, sids in rooms.items()
+            if isinstance(room, str) and room.startswith(HANDLER_ROOM) and sids]
+    if not here:
+        return 0
+    sent = 0
+    settings = app.config["HELPLINE"].routing
+    with db.transaction() as session:
+        for handler in session.scalars(select(Handler).where(Handler.id.in_(here), Handler.presence == "offered")):
+            offer = routing.current_offer(session, handler, settings, utcnow())
+            if offer is not None:
+                emit_local("offer", offer, to=handler_room(handler.id))
+                sent += 1
+    if sent:
+        log.info("re-sent %d outstanding offer(s) after the Redis subscription came back", sent)
+    return sent
 
 
 def _to_handler(event: str, handler_id: int, payload: dict[str, Any]) -> None:
@@ -327,6 +383,13 @@ def init_app(app: Flask) -> None:
         # Another process changed the queue: the consoles connected here are told, as for a change made here.
         shared.on_notice("console_changed", lambda: bus.publish("console_changed_elsewhere"))
         bus.subscribe("console_changed_elsewhere", queue_changed_here)
+        # Back after Redis was away: what the other processes sent meanwhile is lost to this one.
+        def resubscribed() -> None:
+            log.warning("the Redis subscription is back: sending this process's consoles what they may have missed")
+            resend_offers(app)
+            queue_changed_here()
+
+        shared.on_notice(ConsoleMessageQueue.RESUBSCRIBED, resubscribed)
     bus.subscribe("offer", lambda handler_id, offer: _to_handler("offer", handler_id, offer))
     bus.subscribe("offer_withdrawn", lambda handler_id, call_id, reason:
                   _to_handler("offer_withdrawn", handler_id, {"call_id": call_id, "reason": reason}))

@@ -161,6 +161,10 @@ def test_redis_going_away_degrades_then_recovers_by_itself(stack: Stack):
                 return False
 
         wait_until(heard, 60, "events did not cross between processes after Redis came back", every=0)
+        # The process holding rita's console noticed its subscription come back, and re-sent what
+        # its consoles may have missed (realtime.resend_offers). (Process 1 has no console, so it
+        # never started listening: python-socketio starts that with the first socket.)
+        assert "the Redis subscription is back" in (stack.logs / "serve-0.log").read_text()
         engine = stack.sql_engine()
         try:
             assert audit_calls(engine, [sid]).ok

@@ -158,3 +158,55 @@ def test_a_missed_offer_sends_the_handler_on_break(app):
     assert received(ann_socket, "offer_withdrawn") == [{"call_id": call_id, "reason": "timeout"}]
     assert received(ann_socket, "presence")[-1]["presence"] == "break"
     assert entry_of(app, call_id).state == "waiting"
+
+
+def test_after_redis_comes_back_outstanding_offers_are_sent_again_to_this_process_consoles(app):
+    """An offer another process made while Redis was away never reached a console here: when this
+    process's subscription comes back, it sends every outstanding offer of its consoles again."""
+    from helpline.realtime import resend_offers
+
+    ann, bob = Console(app, "ann"), Console(app, "bob")
+    ann_socket, bob_socket = connect(app, ann), connect(app, bob)
+    ann.post("/api/me/status", {"status": "available"})
+    _, call_id = queued_call(app)
+    assert [offer["call_id"] for offer in received(ann_socket, "offer")] == [call_id]
+    received(bob_socket, "offer")
+    assert resend_offers(app) == 1
+    [again] = received(ann_socket, "offer")
+    assert again["call_id"] == call_id and again["timeout_s"] == 20
+    assert received(bob_socket, "offer") == []  # bob has no offer: nothing is sent to him
+    ann.post(f"/api/calls/{call_id}/decline", {})
+    assert resend_offers(app) == 0
+
+
+def test_the_message_queue_tells_this_process_when_its_subscription_comes_back(monkeypatch):
+    """Redis keeps nothing for an absent subscriber: each subscription after the first is announced."""
+    import inspect
+
+    import socketio as python_socketio
+
+    from helpline.realtime import ConsoleMessageQueue
+
+    # What is wrapped is python-socketio's own: its listening loop (re)connects, then subscribes.
+    loop = inspect.getsource(python_socketio.RedisManager._redis_listen_with_retries)
+    assert "self._redis_connect()" in loop and "self.pubsub.subscribe(self.channel)" in loop
+
+    class PubSub:
+        def subscribe(self, channel):  # type: ignore[no-untyped-def]
+            return channel
+
+    def connect(self):  # type: ignore[no-untyped-def]
+        self.pubsub = PubSub()
+
+    monkeypatch.setattr(python_socketio.RedisManager, "_redis_connect", connect)
+    queue = ConsoleMessageQueue.__new__(ConsoleMessageQueue)  # no Redis: only the (re)subscribing is exercised
+    queue.listeners, queue._subscriptions = {}, 0
+    heard: list[str] = []
+    queue.on_notice(ConsoleMessageQueue.RESUBSCRIBED, lambda: heard.append("back"))
+    queue._redis_connect()  # the first connection (a publish may connect without subscribing)
+    queue._redis_connect()
+    assert queue.pubsub.subscribe("c") == "c" and heard == []
+    for _outage in range(2):
+        queue._redis_connect()
+        queue.pubsub.subscribe("c")
+    assert heard == ["back", "back"]
