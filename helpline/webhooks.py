@@ -16,7 +16,6 @@ from typing import Callable
 
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from twilio.request_validator import RequestValidator
 
 from .db import db
@@ -92,7 +91,11 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
     """Run a TwiML view once per distinct request; a retried request gets the stored reply.
 
     The view returns TwiML text and leaves committing to this wrapper, which stores the reply and
-    commits both together.
+    commits both together. The reply's key is unique, so the wrapper does not look for a stored
+    reply first (a query on every webhook, for the rare retry): it runs the view, and if the
+    commit finds the key taken, or the view fails, it rolls the view's changes back and answers
+    with the reply stored for the first of the two, if there is one. Views change nothing outside
+    the transaction (announcements wait for the commit), so a retry run and rolled back leaves no trace.
     """
 
     @functools.wraps(view)
@@ -102,15 +105,13 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
             return sid
         key = _request_key(sid)
         session = db.session
-        stored = session.scalar(select(WebhookReply).where(WebhookReply.request_key == key))
-        if stored is not None:
-            return Response(stored.body, status=stored.status, mimetype="text/xml")
-        body = view(*args, call_sid=sid, **kwargs)
-        session.add(WebhookReply(call_sid=sid, request_key=key, body=body))
         try:
+            body = view(*args, call_sid=sid, **kwargs)
+            session.add(WebhookReply(call_sid=sid, request_key=key, body=body))
             session.commit()
-        except IntegrityError:
-            # The same request raced us and committed first: its reply is the one the caller got.
+        except Exception:
+            # A retry (or the same request racing us) whose first run committed: its reply is the
+            # one the caller got. Anything else is a real failure, for the blueprint's error handler.
             session.rollback()
             stored = session.scalar(select(WebhookReply).where(WebhookReply.request_key == key))
             if stored is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import pytest
 from sqlalchemy import func, select
 
@@ -96,6 +98,24 @@ def test_a_retried_key_press_is_not_applied_twice(app, twilio):
         call = db.session.scalar(select(Call).where(Call.call_sid == walker.sid))
         assert [entry.get("key") for entry in call.ivr_path if "key" in entry] == ["1"]
         assert call.step == "eligibility"
+
+
+def test_a_key_press_retried_after_the_call_moved_on_gets_its_first_reply_and_changes_nothing(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.until_menu()
+    action = PUBLIC_URL + walker.xml.find("Gather").get("action")
+    first = twilio.post(action, walker.params(Digits="1"))
+    walker.xml = ET.fromstring(first.data)
+    walker.press("1")  # the next menu answered too: the call is further on
+    with app.app_context():
+        before = db.session.scalar(select(Call).where(Call.call_sid == walker.sid))
+        path, step, events = list(before.ivr_path), before.step, count(CallEvent)
+    retry = twilio.post(action, walker.params(Digits="1"))  # Twilio retries the first, late
+    assert retry.status_code == 200 and retry.data == first.data
+    with app.app_context():
+        after = db.session.scalar(select(Call).where(Call.call_sid == walker.sid))
+        assert (after.ivr_path, after.step, count(CallEvent)) == (path, step, events)
 
 
 def test_revisiting_a_step_is_not_mistaken_for_a_retry(app, twilio):
