@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import sys
 from typing import TYPE_CHECKING, Any, Callable
@@ -39,6 +40,20 @@ def limit_malloc_arenas(count: int) -> bool:
     except (OSError, AttributeError):
         return False  # not glibc (musl, macOS): nothing to tune
     return bool(mallopt(M_ARENA_MAX, count))
+
+
+def freeze_heap() -> int:
+    """Move everything alive now (the app, its libraries, their caches) out of the collector's sight.
+
+    The worker's full (generation 2) collections walked every object the app made at start-up, and
+    under the benchmark each took about 100 ms - during which a gevent worker serves nobody, so they
+    were much of the webhooks' p99. Frozen, the start-up heap is never scanned (or freed) again,
+    and a full collection takes 10-15 ms. Called once the worker has built the app and started its
+    background work. Returns how many objects were frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 #: Optional packages that libraries import if present and the service never uses.
@@ -96,7 +111,8 @@ def serve(build: Callable[[], Flask], host: str, port: int, worker: str, threads
     Gunicorn forks its worker from this process, which only supervises: the app is built in the
     worker (so the supervisor stays small, and a gevent worker patches before anything is made),
     and background work (sweeps, pushes, the scheduler) starts there too, where the browsers'
-    Socket.IO connections are, or its emits would reach nobody.
+    Socket.IO connections are, or its emits would reach nobody. Then the start-up heap is frozen
+    (freeze_heap).
     """
     limit_malloc_arenas(malloc_arenas)
     options: dict[str, Any] = {
@@ -113,6 +129,11 @@ def serve(build: Callable[[], Flask], host: str, port: int, worker: str, threads
     }
     if worker == "gthread":
         options["threads"] = threads
-    if in_worker is not None:
-        options["post_worker_init"] = lambda gunicorn_worker: in_worker(gunicorn_worker.wsgi)
+
+    def post_worker_init(gunicorn_worker: Any) -> None:
+        if in_worker is not None:
+            in_worker(gunicorn_worker.wsgi)
+        freeze_heap()
+
+    options["post_worker_init"] = post_worker_init
     _Gunicorn(build, options).run()

@@ -186,3 +186,27 @@ def test_the_supervising_process_imports_none_of_the_app_and_the_worker_skips_ai
     done = subprocess.run([sys.executable, "-c", LIGHT_MASTER_PROBE], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["[]", "None False"]
+
+
+def test_the_worker_freezes_its_start_up_heap_once_its_background_work_has_started(monkeypatch):
+    """Full collections in a gevent worker stop every request: the app's start-up objects are moved
+    out of the collector's sight once the worker is ready (server.freeze_heap)."""
+    import gc
+
+    from helpline import server
+
+    captured: dict = {}
+    monkeypatch.setattr(server._Gunicorn, "run", lambda self: captured.update(self.options))
+    started: list[object] = []
+    server.serve(lambda: None, "127.0.0.1", 0, "gevent", 1, in_worker=started.append, malloc_arenas=0)  # type: ignore[arg-type,return-value]
+
+    class Worker:
+        wsgi = object()
+
+    gc.unfreeze()
+    try:
+        captured["post_worker_init"](Worker())
+        assert started == [Worker.wsgi]
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
