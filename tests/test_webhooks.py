@@ -57,6 +57,14 @@ def test_a_signature_is_checked_against_the_query_string_too(app, client, twilio
     assert response.status_code == 403
 
 
+def test_a_signature_over_the_url_with_its_port_written_out_is_accepted(app, client, twilio):
+    """Twilio may sign https://host:443/...: the quick check on our exact URL misses it, and the
+    library's check (with and without the port) accepts it."""
+    params = incoming_params(new_call_sid())
+    signature = twilio.validator.compute_signature(PUBLIC_URL + ":443/voice/incoming", params)
+    assert client.post("/voice/incoming", data=params, headers={"X-Twilio-Signature": signature}).status_code == 200
+
+
 @pytest.mark.parametrize("sid", ["", "CA123", "XX" + "0" * 32, "CA" + "g" * 32])
 def test_a_bad_call_sid_is_a_clear_400_and_changes_nothing(app, twilio, sid):
     response = twilio.post("/voice/incoming", {**incoming_params("x"), "CallSid": sid})
