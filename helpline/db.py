@@ -117,6 +117,8 @@ def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]
         compiled.append((sql.string, sql.construct_params(params)))
     error = connection.dialect.loaded_dbapi.Error
     try:
+        if len(compiled) == 1:  # nothing to send together: a pipeline would only add its own messages
+            return [raw.execute(*compiled[0]).fetchall()]  # type: ignore[union-attr]
         with raw.pipeline():  # type: ignore[union-attr]
             cursors = [raw.execute(sql, params) for sql, params in compiled]  # type: ignore[union-attr]
         return [cursor.fetchall() for cursor in cursors]
