@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -93,12 +94,17 @@ def test_the_same_incoming_webhook_twice_makes_one_record_and_the_same_reply(app
         assert count(CallEvent) == 2  # "incoming" and the greeting step, once each
 
 
-def test_a_retried_key_press_is_not_applied_twice(app, twilio):
+def _first_key_press(twilio: Twilio) -> tuple[CallWalker, str, Any]:
+    """A call at its first menu, and "1" pressed there: the walker, the menu's action and the reply."""
     walker = CallWalker(twilio)
     walker.start()
     walker.until_menu()
     action = PUBLIC_URL + walker.xml.find("Gather").get("action")
-    first = twilio.post(action, walker.params(Digits="1"))
+    return walker, action, twilio.post(action, walker.params(Digits="1"))
+
+
+def test_a_retried_key_press_is_not_applied_twice(app, twilio):
+    walker, action, first = _first_key_press(twilio)
     retry = twilio.post(action, walker.params(Digits="1"))
     assert first.status_code == retry.status_code == 200
     assert retry.data == first.data
@@ -109,11 +115,7 @@ def test_a_retried_key_press_is_not_applied_twice(app, twilio):
 
 
 def test_a_key_press_retried_after_the_call_moved_on_gets_its_first_reply_and_changes_nothing(app, twilio):
-    walker = CallWalker(twilio)
-    walker.start()
-    walker.until_menu()
-    action = PUBLIC_URL + walker.xml.find("Gather").get("action")
-    first = twilio.post(action, walker.params(Digits="1"))
+    walker, action, first = _first_key_press(twilio)
     walker.xml = ET.fromstring(first.data)
     walker.press("1")  # the next menu answered too: the call is further on
     with app.app_context():
