@@ -88,7 +88,9 @@ def ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError("a pooled connection had gone away") from exc
 
 
-_COMPILED: dict[tuple[int, str], Any] = {}
+#: run_together's statements, compiled for PostgreSQL once: by id, with the statement kept alive
+#: beside its compiled form so that its id is never reused.
+_COMPILED: dict[int, tuple[Executable, Any]] = {}
 
 
 def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]]) -> list[list[Sequence[Any]]]:
@@ -110,10 +112,9 @@ def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]
     assert raw is not None
     compiled = []
     for statement, params in statements:
-        key = (id(statement), connection.dialect.name)
-        if key not in _COMPILED:
-            _COMPILED[key] = (statement, statement.compile(dialect=connection.dialect))  # keep it alive: ids stay unique
-        sql = _COMPILED[key][1]
+        if id(statement) not in _COMPILED:
+            _COMPILED[id(statement)] = (statement, statement.compile(dialect=connection.dialect))
+        sql = _COMPILED[id(statement)][1]
         compiled.append((sql.string, sql.construct_params(params)))
     error = connection.dialect.loaded_dbapi.Error
     try:

@@ -253,11 +253,15 @@ def message_queue() -> ConsoleMessageQueue | None:
     return manager if isinstance(manager, ConsoleMessageQueue) else None
 
 
+def _local_rooms() -> dict[Any, Any]:
+    """The `/console` rooms of the sockets connected to this process, each with its members."""
+    manager = getattr(socketio.server, "manager", None)
+    return getattr(manager, "rooms", {}).get(NAMESPACE, {})
+
+
 def has_local_clients(room: str | None = None) -> bool:
     """Whether a socket connected to this process is on `/console` (in `room`, if given)."""
-    manager = getattr(socketio.server, "manager", None)
-    rooms = getattr(manager, "rooms", {}).get(NAMESPACE, {})
-    return bool(rooms.get(room))
+    return bool(_local_rooms().get(room))
 
 
 def emit_local(event: str, body: Any, to: str | None = None) -> None:
@@ -303,9 +307,7 @@ def resend_offers(app: Flask) -> int:
     nowhere until it timed out and put the handler on break. A console shown an offer it already
     has keeps it as it is.
     """
-    manager = getattr(socketio.server, "manager", None)
-    rooms = getattr(manager, "rooms", {}).get(NAMESPACE, {})
-    here = [int(room.removeprefix(HANDLER_ROOM)) for room, sids in rooms.items()
+    here = [int(room.removeprefix(HANDLER_ROOM)) for room, sids in _local_rooms().items()
             if isinstance(room, str) and room.startswith(HANDLER_ROOM) and sids]
     if not here:
         return 0
