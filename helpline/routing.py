@@ -442,7 +442,7 @@ def _head(session: Session, need: str | None, now: dt.datetime) -> Waiting | Non
 
 @functools.cache
 def _offer_statements() -> dict[str, Any]:
-    """The statements of an offer, built once (on the tables: no ORM bookkeeping per decision)."""
+    """The statements of an offer made one at a time (SQLite), built once: on the tables, no ORM bookkeeping."""
     entries, handlers, events = QueueEntry.__table__, Handler.__table__, CallEvent.__table__
     return {
         "entry": update(entries)
@@ -454,10 +454,10 @@ def _offer_statements() -> dict[str, Any]:
         "undo": update(entries).where(entries.c.id == bindparam("entry_id"))
         .values(state="waiting", handler_id=None, offered_at=None),
         "event": events.insert(),
-        "in_one": _offer_in_one_statement(),
     }
 
 
+@functools.cache
 def _offer_in_one_statement() -> Any:
     """The whole offer as one PostgreSQL statement: one round trip instead of four.
 
@@ -504,7 +504,7 @@ def _offer_in_steps(session: Session, entry: Waiting, handler_id: int, now: dt.d
 def make_offer(session: Session, entry: Waiting, handler_id: int, settings: RoutingSettings, now: dt.datetime) -> Offer | None:
     """Offer the entry to the handler, if both are still free; announce it to the handler's console."""
     if _is_postgres(session):
-        made = bool(run_together(session, (_offer_statements()["in_one"], {
+        made = bool(run_together(session, (_offer_in_one_statement(), {
             "entry_id": entry.id, "handler_id": handler_id, "at": now, "call": entry.call_id}))[0])
     else:
         made = _offer_in_steps(session, entry, handler_id, now)
