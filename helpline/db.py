@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from flask import Flask
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.sql import Executable
@@ -199,6 +199,22 @@ class Database:
             raise
         finally:
             session.close()
+
+    def write_alone(self, statement: Executable, params: dict[str, Any] | None = None) -> list[Row[Any]]:
+        """Run one statement as a transaction of its own, commit it, and return its rows.
+
+        On PostgreSQL it runs in autocommit: one statement is atomic by itself, and a lone write
+        then costs one round trip instead of three (BEGIN, the statement, COMMIT). Elsewhere it
+        runs in a transaction of its own. It uses a connection of its own, not the request's session.
+        """
+        if self.engine is None:
+            raise RuntimeError("the database is not configured; call init_app first")
+        options = {"isolation_level": "AUTOCOMMIT"} if self.engine.dialect.name == "postgresql" else {}
+        with self.engine.connect().execution_options(**options) as connection:
+            result = connection.execute(statement, params or {})
+            rows = list(result) if result.returns_rows else []
+            connection.commit()
+        return rows
 
     def dispose(self) -> None:
         """Close every pooled connection (tests, shutdown)."""

@@ -11,7 +11,7 @@ import time
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy import select
+from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -145,7 +145,10 @@ def status() -> Response:
     duration_text = request.form.get("CallDuration", "")
     for attempt in range(STATUS_ATTEMPTS):
         try:
-            _apply_status(call_sid, new_status, sequence, duration_text)
+            if new_status in FINAL:
+                _apply_status(call_sid, new_status, sequence, duration_text)
+            else:
+                _record_progress(call_sid, new_status, sequence)
             return Response(status=204)
         except (OperationalError, IntegrityError) as exc:
             db.session.rollback()
@@ -156,8 +159,42 @@ def status() -> Response:
     raise AssertionError("unreachable")
 
 
+def _record_progress(call_sid: str, new_status: str, sequence: int | None) -> None:
+    """Record a status callback that does not end the call; a stale or repeated one changes nothing.
+
+    Three of a call's four callbacks are these, arriving with its first webhook, so they take one
+    statement: an upsert of the call's record that moves its status on only if the callback is
+    newer (the same rules as `_apply_status`), with its timeline event. On PostgreSQL the two are
+    one statement in autocommit, one round trip; on SQLite two statements in one transaction.
+    """
+    calls, events = Call.__table__, CallEvent.__table__
+    values: dict[str, object] = {"twilio_status": new_status}
+    behind = [status for status, rank in STATUS_RANK.items() if rank <= STATUS_RANK[new_status]]
+    newer = or_(calls.c.twilio_status.is_(None), calls.c.twilio_status.in_(behind))
+    if sequence is not None:
+        values["twilio_sequence"] = sequence
+        newer = and_(newer, calls.c.twilio_sequence < sequence)
+    postgresql = db.session.get_bind().dialect.name == "postgresql"
+    insert = pg_insert if postgresql else sqlite_insert
+    moved = (insert(calls).values(call_sid=call_sid, **values)
+             .on_conflict_do_update(index_elements=[calls.c.call_sid], set_=values, where=newer)
+             .returning(calls.c.id, calls.c.step))
+    now, detail = utcnow(), {"status": new_status, "sequence": sequence}
+    if postgresql:
+        row = moved.cte("moved")
+        logged = select(row.c.id, literal(now, events.c.at.type), literal("status"), row.c.step,
+                        literal(detail, events.c.detail.type))
+        db.write_alone(events.insert().from_select(["call_id", "at", "kind", "step", "detail"], logged).add_cte(row, nest_here=True))
+        return
+    session = db.session
+    found = session.execute(moved).first()
+    if found is not None:
+        session.execute(events.insert().values(call_id=found.id, at=now, kind="status", step=found.step, detail=detail))
+    session.commit()
+
+
 def _apply_status(call_sid: str, new_status: str, sequence: int | None, duration_text: str) -> None:
-    """Record one status callback and commit; a stale or repeated one changes nothing."""
+    """Record a status callback that ends the call, and commit; a stale or repeated one changes nothing."""
     session = db.session
     call = _call_or_start(call_sid)
     current = call.twilio_status

@@ -175,6 +175,36 @@ def test_status_callbacks_apply_in_sequence_order(app, twilio):
         assert count(CallEvent.__table__.select().where(CallEvent.kind == "status").subquery()) == 1
 
 
+def test_a_status_callback_that_does_not_end_the_call_is_one_round_trip_on_postgresql(app, twilio, database_url):
+    """Three of a call's four status callbacks only move its status on: on PostgreSQL one statement
+    in autocommit (no BEGIN, no COMMIT), which makes the record if need be and logs the event."""
+    from sqlalchemy import event
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite runs the two statements in one local transaction")
+    sid = new_call_sid()
+    sent: list[tuple[str, bool]] = []
+
+    def spy(connection, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        sent.append((statement.split()[0], connection.connection.dbapi_connection.autocommit))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", spy)
+    try:
+        assert status(twilio, sid, "ringing", 1).status_code == 204  # before the Voice URL request
+        assert status(twilio, sid, "in-progress", 2).status_code == 204
+        assert status(twilio, sid, "ringing", 1).status_code == 204  # late: changes nothing
+    finally:
+        event.remove(engine, "before_cursor_execute", spy)
+    assert sent == [("WITH", True)] * 3
+    with app.app_context():
+        call = db.session.scalar(select(Call).where(Call.call_sid == sid))
+        assert call.twilio_status == "in-progress" and call.twilio_sequence == 2 and call.step is None
+        logged = db.session.scalars(select(CallEvent.detail).where(CallEvent.call_id == call.id)).all()
+        assert logged == [{"status": "ringing", "sequence": 1}, {"status": "in-progress", "sequence": 2}]
+
+
 def test_an_unknown_status_is_refused(app, twilio):
     assert status(twilio, new_call_sid(), "exploded").status_code == 400
     with app.app_context():
