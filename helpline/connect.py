@@ -12,9 +12,10 @@ the conference's events, the handler's leg, and a rung-back caller's leg.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, url_for
-from sqlalchemy import select
+from sqlalchemy import case, literal, select, update
 from twilio.twiml.voice_response import Conference, Dial, VoiceResponse
 from werkzeug.exceptions import HTTPException
 
@@ -180,24 +181,67 @@ def _holder(entry: QueueEntry) -> Handler | None:
 
 @bp.post("/<int:call_id>/conference")
 def conference(call_id: int) -> Response:
-    """The conference's events: remember its SID (for hold), and start wrap-up when it ends."""
+    """The conference's events: remember its SID (for hold), and start wrap-up when it ends.
+
+    Each call's conference reports five or six events; all but the end only add to the timeline
+    (and the first may remember the conference's SID), in one statement (`_log_conference_event`).
+    """
     event = request.form.get("StatusCallbackEvent", "")
+    if not event:
+        return Response(status=204)
+    kind = f"conference_{event.replace('participant-', '').replace('conference-', '')}"
     conference_sid = request.form.get("ConferenceSid", "")
+    leg = request.form.get("CallSid") or None
+    if event != "conference-end":
+        _log_conference_event(call_id, kind, conference_sid, leg)
+        return Response(status=204)
     entry = _entry(call_id)
-    if entry is None or not event:
+    if entry is None:
         return Response(status=204)
     if conference_sid.startswith("CF") and entry.conference_sid is None and entry.state == "answered":
         entry.conference_sid = conference_sid
-    leg = request.form.get("CallSid")
-    who = "handler" if leg and leg == entry.handler_leg_sid else "caller" if leg else None
-    db.session.add(CallEvent(call_id=call_id, kind=f"conference_{event.replace('participant-', '').replace('conference-', '')}",
-                             detail={"leg": who} if who else {}))
-    if event == "conference-end":
-        handler = _holder(entry)
-        if handler is not None and handler.current_call_id == call_id:
-            routing.start_wrap_up(db.session, handler, utcnow())
+    db.session.add(CallEvent(call_id=call_id, kind=kind, detail=_leg_detail(leg, entry.handler_leg_sid)))
+    handler = _holder(entry)
+    if handler is not None and handler.current_call_id == call_id:
+        routing.start_wrap_up(db.session, handler, utcnow())
     db.session.commit()
     return Response(status=204)
+
+
+def _leg_detail(leg: str | None, handler_leg_sid: str | None) -> dict[str, str]:
+    """Whose leg a conference event is about, as its timeline event records it."""
+    if not leg:
+        return {}
+    return {"leg": "handler" if leg == handler_leg_sid else "caller"}
+
+
+def _log_conference_event(call_id: int, kind: str, conference_sid: str, leg: str | None) -> None:
+    """Add a conference event to the call's timeline, if the call has a queue entry, and remember the
+    conference's SID on an answered entry that has none yet.
+
+    On PostgreSQL one statement in autocommit (the update a data-modifying CTE beside the insert);
+    on SQLite two statements in one transaction.
+    """
+    entries, events = QueueEntry.__table__, CallEvent.__table__
+    entry = select(entries.c.handler_leg_sid).where(entries.c.call_id == call_id).cte("entry")
+    json = events.c.detail.type
+    detail: Any = literal(_leg_detail(leg, None), json)
+    if leg:
+        detail = case((entry.c.handler_leg_sid == leg, literal(_leg_detail(leg, leg), json)), else_=detail)
+    logged = events.insert().from_select(
+        ["call_id", "at", "kind", "detail"],
+        select(literal(call_id), literal(utcnow(), events.c.at.type), literal(kind), detail).select_from(entry))
+    remembered = None
+    if conference_sid.startswith("CF"):
+        remembered = (update(entries).values(conference_sid=conference_sid)
+                      .where(entries.c.call_id == call_id, entries.c.conference_sid.is_(None), entries.c.state == "answered"))
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.write_alone(logged if remembered is None else logged.add_cte(remembered.cte("remembered"), nest_here=True))
+        return
+    db.session.execute(logged)
+    if remembered is not None:
+        db.session.execute(remembered)
+    db.session.commit()
 
 
 @bp.post("/<int:call_id>/handler")
@@ -207,8 +251,10 @@ def handler_leg(call_id: int) -> Response:
     if isinstance(sid, Response):
         return sid
     status = request.form.get("CallStatus", "")
+    if status not in UNANSWERED:  # answered or completed: nothing to do (the conference reports both)
+        return Response(status=204)
     entry = _entry(call_id)
-    if entry is None or status not in UNANSWERED or entry.handler_leg_sid not in (None, sid):
+    if entry is None or entry.handler_leg_sid not in (None, sid):
         return Response(status=204)
     if entry.state not in ("connecting", "answered"):
         return Response(status=204)

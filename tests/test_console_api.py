@@ -195,6 +195,60 @@ def test_accepting_connects_the_caller_to_the_handler_through_twilio(app_factory
     assert ann.post(f"/api/calls/{call_id}/wrap-up", {"outcome": "signposted"}).status_code == 409
 
 
+def test_conference_events_say_whose_leg_and_keep_the_first_conference_sid(app_factory, twilio_api: Recorder, database_url):
+    """All but the conference's end only add to the timeline (and the first remembers its SID): on
+    PostgreSQL one statement in autocommit each. The end starts the handler's wrap-up."""
+    from sqlalchemy import event
+
+    app = service(app_factory, twilio_api.url)
+    ann = Console(app, "ann")
+    ann.post("/api/me/status", {"status": "available"})
+    walker, call_id = queued_call(app)
+    assert ann.post(f"/api/calls/{call_id}/accept").status_code == 200
+    handler_leg = state(app, call_id)[0].handler_leg_sid
+    assert handler_leg and handler_leg != walker.sid
+    signer = Twilio(app.test_client())
+    first, second = "CF" + "a" * 32, "CF" + "b" * 32
+    sent: list[tuple[str, bool]] = []
+
+    def spy(connection, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        sent.append((statement.split()[0], bool(getattr(connection.connection.dbapi_connection, "autocommit", False))))
+
+    def conference(event_name: str, **params: str) -> None:
+        response = signer.post(f"/voice/connect/{call_id}/conference", {"StatusCallbackEvent": event_name, **params})
+        assert response.status_code == 204
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", spy)
+    try:
+        conference("conference-start", ConferenceSid=first)
+        conference("participant-join", ConferenceSid=first, CallSid=handler_leg)
+        conference("participant-join", ConferenceSid=second, CallSid=walker.sid)
+    finally:
+        event.remove(engine, "before_cursor_execute", spy)
+    if database_url.startswith("postgresql"):
+        assert sent == [("WITH", True)] * 3
+    assert state(app, call_id)[0].conference_sid == first
+    logged = [(kind, detail) for kind, detail in timeline(app, call_id) if kind.startswith("conference_")]
+    assert logged == [("conference_start", {}), ("conference_join", {"leg": "handler"}), ("conference_join", {"leg": "caller"})]
+
+    conference("participant-leave", ConferenceSid=first, CallSid=walker.sid)
+    conference("conference-end", ConferenceSid=first)
+    assert presence_of(app, ann.handler_id) == "wrap_up"
+    assert [kind for kind, _ in timeline(app, call_id)][-3:] == ["conference_leave", "conference_end", "wrap_up_started"]
+
+    # A call with no queue entry: nothing to log, and no error.
+    _other, unqueued = queued_call(app, caller="+447911000009")
+    with app.app_context():
+        db.session.execute(QueueEntry.__table__.delete().where(QueueEntry.call_id == unqueued))
+        db.session.commit()
+    before = timeline(app, unqueued)
+    assert signer.post(f"/voice/connect/{unqueued}/conference", {"StatusCallbackEvent": "participant-join",
+                                                                 "ConferenceSid": first, "CallSid": walker.sid}).status_code == 204
+    assert timeline(app, unqueued) == before
+
+
 def test_when_twilio_fails_the_caller_keeps_their_place_and_the_handler_is_told(app_factory):
     app = service(app_factory, closed_port_url())
     ann = Console(app, "ann")
