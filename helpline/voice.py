@@ -15,6 +15,8 @@ from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.exceptions import HTTPException
 
 from .db import db
@@ -44,25 +46,35 @@ def interpreter() -> Interpreter:
 
 
 def find_call(call_sid: str) -> Call | None:
-    """The call with this CallSid, if the service has seen it."""
-    return db.session.scalar(select(Call).where(Call.call_sid == call_sid))
+    """The call with this CallSid, if the service has seen it, with its queue entry (if any).
+
+    The entry comes in the same query (a LEFT JOIN): the queue, hold and hang-up steps read it
+    after changing the call, and a lazy load there would first flush those changes (a round trip of
+    its own) and then query again.
+    """
+    return db.session.scalar(select(Call).options(joinedload(Call.queue_entry)).where(Call.call_sid == call_sid))
 
 
-def _call_or_start(call_sid: str, status: str | None = None) -> Call:
+def _call_or_start(call_sid: str, status: str | None = None, *, new: bool = False) -> Call:
     """The call record for a webhook, created if this is the first the service hears of the call.
 
     A call's Voice URL request and its first status callbacks arrive together, often at different
     serving processes, and any of them may be first: the record is made with INSERT .. ON CONFLICT
     DO NOTHING, so that exactly one insert wins and the others, instead of failing on the unique
-    CallSid, read the winner's row.
+    CallSid, read the winner's row. `new` says the call is most likely new (its Voice URL request):
+    the insert comes first, and returns the record it made; any other webhook looks first.
     """
-    call = find_call(call_sid)
-    if call is not None:
-        return call  # every webhook after a call's first: one query, not an insert that does nothing
+    if not new:
+        call = find_call(call_sid)
+        if call is not None:
+            return call  # every webhook after a call's first: one query, not an insert that does nothing
     session = db.session
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(Call).values(call_sid=call_sid, twilio_status=status)
-                    .on_conflict_do_nothing(index_elements=[Call.call_sid]))
+    made = session.scalar(insert(Call).values(call_sid=call_sid, twilio_status=status)
+                          .on_conflict_do_nothing(index_elements=[Call.call_sid]).returning(Call))
+    if made is not None:
+        set_committed_value(made, "queue_entry", None)  # a call made a moment ago has no place in line
+        return made
     call = find_call(call_sid)
     assert call is not None
     return call
@@ -72,7 +84,7 @@ def _call_or_start(call_sid: str, status: str | None = None) -> Call:
 @idempotent_twiml
 def incoming(call_sid: str) -> str:
     """A new call to the helpline number: open its record and play the first step."""
-    call = _call_or_start(call_sid, request.form.get("CallStatus") or "ringing")
+    call = _call_or_start(call_sid, request.form.get("CallStatus") or "ringing", new=True)
     if call.step is None:
         # Not started yet (a status callback may have made the record a moment ago).
         interpreter().log(db.session, call, "incoming", None)

@@ -205,6 +205,50 @@ def test_a_status_callback_that_does_not_end_the_call_is_one_round_trip_on_postg
         assert logged == [{"status": "ringing", "sequence": 1}, {"status": "in-progress", "sequence": 2}]
 
 
+def test_each_ivr_webhook_takes_a_handful_of_statements(app, twilio, database_url, monkeypatch):
+    """Under gevent every round trip to the database is a chance for other requests to run first:
+    a new call is made by its insert (no look-up first), and the call's queue entry comes with it
+    (no lazy load, which would flush the step's changes early and write twice)."""
+    from sqlalchemy import event
+
+    sent: list[str] = []
+
+    def spy(_connection, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            sent.append(statement.split()[0])
+
+    def took(expected: list[str]) -> None:
+        if database_url.startswith("postgresql"):
+            assert sent == expected
+        else:  # SQLite inserts a table's rows one by one (in-process, so it costs little)
+            assert [kind for kind in sent if kind != "INSERT"] == [kind for kind in expected if kind != "INSERT"]
+        sent.clear()
+
+    from helpline import routing
+
+    monkeypatch.setattr(routing, "route_now", lambda _app: None)  # routing is counted elsewhere
+    with app.app_context():
+        engine = db.engine
+    walker = CallWalker(twilio)
+    event.listen(engine, "before_cursor_execute", spy)
+    try:
+        walker.start()
+        took(["INSERT", "UPDATE", "INSERT", "INSERT"])  # the call; its step; the reply; the events
+        walker.follow()
+        took(["SELECT", "UPDATE", "INSERT", "INSERT"])
+        walker.press("1")
+        walker.press("1")
+        sent.clear()
+        walker.request(walker.xml.find("Gather").get("action", ""), Digits="1")  # the need: into the queue
+        assert walker.xml.find("Enqueue") is not None
+        took(["SELECT", "UPDATE", "INSERT", "INSERT", "INSERT"])  # + the queue entry
+        status(twilio, walker.sid, "completed", 9, "40")  # hung up in the queue: abandoned, with their place
+        took(["SELECT", "SELECT", "UPDATE", "INSERT", "UPDATE",  # the call and entry; the place; the writes
+              "SELECT", "SELECT"])  # then, after the commit, whether a handler held the call
+    finally:
+        event.remove(engine, "before_cursor_execute", spy)
+
+
 def test_an_unknown_status_is_refused(app, twilio):
     assert status(twilio, new_call_sid(), "exploded").status_code == 400
     with app.app_context():

@@ -275,7 +275,8 @@ class Interpreter:
         """The caller hung up before being answered: record where, and their place if they were in line."""
         entry = call.queue_entry
         if entry is not None and entry.kind == "live" and entry.state in routing.IN_LINE:
-            entry.position_at_exit = routing.position(session, entry, now)
+            with session.no_autoflush:  # the call's pending changes do not move anyone in line
+                entry.position_at_exit = routing.position(session, entry, now)
             entry.state = "abandoned"
             entry.left_reason = "abandoned"
             entry.left_at = now
