@@ -70,13 +70,11 @@ def accept(handler: Handler, call_id: int) -> QueueEntry:
     try:
         legs = _ring(gateway(), entry, call, handler)
     except TwilioUnavailable as exc:
-        session.refresh(entry)
-        session.refresh(call)
+        session.refresh(entry)  # (and the call: connect_failed re-reads it) as they are after the wait
         routing.connect_failed(session, entry, handler, str(exc), utcnow())
         session.commit()
         raise routing.RoutingError("connect_failed", str(exc)) from None
-    session.refresh(entry)
-    session.refresh(call)
+    session.refresh(entry)  # (and the call: connected re-reads it) as they are after the wait
     routing.connected(session, entry, handler, utcnow(), **legs)
     session.commit()
     return entry

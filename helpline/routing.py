@@ -663,7 +663,8 @@ def claim(session: Session, handler: Handler, call_id: int, now: dt.datetime) ->
     lock(session, handler)
     if handler.presence not in ("available", "offered"):
         raise RoutingError("not_free", f"you are {handler.presence.replace('_', ' ')}")
-    won = session.execute(
+    # Each UPDATE returns the row it changed (or none), fresh in the session: no read after it.
+    entry = session.scalar(
         update(QueueEntry)
         .where(
             QueueEntry.call_id == call_id,
@@ -671,23 +672,23 @@ def claim(session: Session, handler: Handler, call_id: int, now: dt.datetime) ->
             or_(QueueEntry.not_before.is_(None), QueueEntry.not_before <= now),
         )
         .values(state="connecting", handler_id=handler.id, offered_at=now)
-        .execution_options(synchronize_session=False)
+        .returning(QueueEntry)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
-    if won.rowcount != 1:
+    if entry is None:
         raise RoutingError("call_taken", "this call has been taken or is no longer waiting")
     if handler.presence == "offered" and handler.current_call_id != call_id:
         withdraw(session, handler, "accepted_another", now)
-    moved = session.execute(
+    moved = session.scalar(
         update(Handler)
         .where(Handler.id == handler.id, Handler.presence.in_(("available", "offered")))
         .values(presence="on_call", presence_since=now, current_call_id=call_id)
-        .execution_options(synchronize_session=False)
+        .returning(Handler)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
-    if moved.rowcount != 1:
+    if moved is None:
         raise RoutingError("not_free", "your status changed; try again")
-    session.refresh(handler)
-    entry = _entry_for(session, call_id)
-    assert entry is not None
+    assert moved is handler
     session.add(CallEvent(call_id=call_id, kind="accepted", at=now, detail={"handler_id": handler.id}))
     announce(session, "presence", handler_id=handler.id, presence="on_call", since=now.isoformat())
     announce(session, "console_changed")
@@ -704,7 +705,8 @@ def connected(session: Session, entry: QueueEntry, handler: Handler, now: dt.dat
         # The caller hung up while we were connecting them.
         abandoned(session, entry, handler, now)
         return
-    position_now = position(session, entry, now)
+    with session.no_autoflush:  # the legs just set do not move anyone in line
+        position_now = position(session, entry, now)
     entry.state = "answered"
     entry.left_at = now
     entry.left_reason = "answered"

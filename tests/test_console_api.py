@@ -195,6 +195,44 @@ def test_accepting_connects_the_caller_to_the_handler_through_twilio(app_factory
     assert ann.post(f"/api/calls/{call_id}/wrap-up", {"outcome": "signposted"}).status_code == 409
 
 
+def test_accepting_reads_nothing_twice(app_factory, twilio_api: Recorder, database_url, monkeypatch):
+    """The claim's UPDATEs return the rows they change, the call read at the start stays in the
+    session, and counting the caller's place does not flush the legs early."""
+    from sqlalchemy import event
+
+    from helpline import routing
+
+    app = service(app_factory, twilio_api.url)
+    ann = Console(app, "ann")
+    ann.post("/api/me/status", {"status": "available"})
+    _walker, call_id = queued_call(app)
+    monkeypatch.setattr(routing, "route_now", lambda _app: None)  # routing passes are counted elsewhere
+    sent: list[str] = []
+
+    def spy(_connection, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            sent.append(" ".join(statement.split()[:3]))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", spy)
+    try:
+        assert ann.post(f"/api/calls/{call_id}/accept").status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", spy)
+    expected = [
+        "SELECT users.id, users.username,", "SELECT handlers.id, handlers.user_id,",  # who is asking
+        "SELECT calls.id, calls.call_sid,", "SELECT handlers.id, handlers.user_id,",  # the call; lock the handler
+        "UPDATE queue_entries SET", "UPDATE handlers SET", "INSERT INTO call_events",  # the claim, committed
+        "SELECT queue_entries.id, queue_entries.call_id,", "SELECT calls.id, calls.call_sid,",  # after Twilio
+        "SELECT count(queue_entries.id) AS", "UPDATE calls SET", "INSERT INTO call_events", "UPDATE queue_entries SET",
+    ]
+    if database_url.startswith("postgresql"):
+        assert sent == expected
+    else:  # SQLite inserts a table's rows one by one (in-process, so it costs little)
+        assert [one for one in sent if not one.startswith("INSERT")] == [one for one in expected if not one.startswith("INSERT")]
+
+
 def test_conference_events_say_whose_leg_and_keep_the_first_conference_sid(app_factory, twilio_api: Recorder, database_url):
     """All but the conference's end only add to the timeline (and the first remembers its SID): on
     PostgreSQL one statement in autocommit each. The end starts the handler's wrap-up."""

@@ -30,11 +30,12 @@ def ivr_view(call: Call) -> IvrView:
 def accept(call_id: int) -> Response:
     """Take a call that is offered to you or waiting: the caller is put through to your softphone or phone."""
     handler = current_handler()
-    if db.session.get(Call, call_id) is None:
+    # Held here for the whole request: the session's identity map keeps objects only while they are
+    # referenced, and the accept reads the call again.
+    call = db.session.get(Call, call_id)
+    if call is None:
         raise BadRequest("not_found", "no such call", status=404)
     entry: QueueEntry = connect.accept(handler, call_id)
-    call = db.session.get(Call, call_id)
-    assert call is not None
     view = Accepted(call_id=call_id, kind=entry.kind, conference=connect.conference_name(call_id), ivr=ivr_view(call))  # type: ignore[arg-type]
     return jsonify(view.model_dump(mode="json"))
 
