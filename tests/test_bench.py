@@ -74,3 +74,14 @@ def test_the_saturated_mode_compares_the_helpline_with_a_bare_flask_app(tmp_path
     assert figures["helpline_webhooks_per_s"] > 0 and figures["bare_flask_webhooks_per_s"] > 0
     assert figures["helpline_errors"] == 0 and figures["bare_flask_errors"] == 0
     assert figures["helpline_calls_recorded"] > 0
+
+
+def test_emulated_consoles_skip_the_pure_python_utf8_check():
+    """websocket-client checks each message's UTF-8 in pure Python, byte by byte; the benchmark's
+    fifty consoles would spend the CPU the service is being measured on (a browser does it natively)."""
+    import random
+
+    from helpline.bench.handlers import Handler, Pace
+
+    handler = Handler("bench001", "password", "http://127.0.0.1:9", None, Pace(), random.Random(1))  # type: ignore[arg-type]
+    assert handler.socket.eio.websocket_extra_options == {"skip_utf8_validation": True}
