@@ -133,14 +133,16 @@ def choose_script(rng: random.Random) -> list[str]:
 
 
 def place_calls(stack: Stack, emulator: EmulatorClient, count: int, ramp_s: float, rng: random.Random) -> list[str]:
-    """Ring in `count` callers evenly over `ramp_s` seconds, each to the next serving process in turn."""
+    """Ring in `count` callers evenly over `ramp_s` seconds, each to the next serving process in turn
+    (its Voice URL and its status callbacks, which a proxy would spread over the processes too)."""
     sids = []
     started = time.monotonic()
     for index in range(count):
         due = started + ramp_s * index / max(1, count)
         time.sleep(max(0.0, due - time.monotonic()))
-        url = f"{stack.service_url(index % len(stack.ports))}/voice/incoming"
-        sids.append(emulator.place_call(caller_number(index), url=url, keys=choose_script(rng)))
+        service = stack.service_url(index % len(stack.ports))
+        sids.append(emulator.place_call(caller_number(index), url=f"{service}/voice/incoming", keys=choose_script(rng),
+                                        status_callback=f"{service}/voice/status"))
     return sids
 
 

@@ -6,11 +6,11 @@ this run's settings, so that nothing from the shell running the benchmark leaks 
 process is its own process group: stopping (or SIGKILLing) it stops gunicorn's worker with it.
 
 How callers and consoles reach several processes without a proxy: every serving process has its own
-address, and the callers' calls are spread over them (each call's Voice URL names one process, as a
-proxy would pick one when the call starts); each handler's console logs in to one process and keeps
-its Socket.IO connection there, as a sticky proxy would keep it. The emulator's single status
-callback URL names the first process: any process can apply any call's status, because the state
-lives in the shared database.
+address, and the callers' calls are spread over them (each call's Voice URL and status callback
+name one process, as a proxy spreads requests over them); each handler's console logs in to one
+process and keeps its Socket.IO connection there, as a sticky proxy would keep it. The emulator's
+configured status callback names the first process, for calls placed without one of their own: any
+process can apply any call's status, because the state lives in the shared database.
 """
 
 from __future__ import annotations

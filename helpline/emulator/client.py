@@ -139,16 +139,19 @@ class EmulatorClient:
     # ------------------------------------------------------------------ calls
 
     def place_call(self, from_: str = "+447911123456", to: str | None = None, *, url: str | None = None,
-                   keys: list[str] | None = None) -> str:
+                   keys: list[str] | None = None, status_callback: str | None = None) -> str:
         """Dial the helpline as `from_` ("anonymous" withholds the number); returns the CallSid.
 
         `keys` are pressed one entry per Gather, after its prompt ("" stays silent at that Gather).
+        `url` and `status_callback` replace the emulator's configured ones for this call.
         """
         payload: dict[str, Any] = {"from": from_}
         if to:
             payload["to"] = to
         if url:
             payload["url"] = url
+        if status_callback:
+            payload["status_callback"] = status_callback
         if keys:
             payload["script"] = list(keys)
         return self._request("POST", "/emulator/calls", json=payload)["sid"]

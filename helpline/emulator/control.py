@@ -75,7 +75,11 @@ def call_or_404(sid: str) -> Call | None:
 
 @bp.post("/calls")
 def place_call() -> Response:
-    """Dial the helpline as a caller: {"from": "+4477..." | "anonymous", "to"?, "url"?}."""
+    """Dial the helpline as a caller: {"from": "+4477..." | "anonymous", "to"?, "url"?, "status_callback"?}.
+
+    `url` and `status_callback` stand for the configured Voice URL and status callback for this
+    one call: a benchmark spreads its calls over several serving processes, as a proxy would.
+    """
     data = body()
     from_ = str(data.get("from") or "").strip()
     if not from_:
@@ -84,7 +88,8 @@ def place_call() -> Response:
     url = data.get("url") or engine.config.voice_url
     if not url:
         return error(400, "no_voice_url", "The emulator has no Voice URL; start it with --voice-url.")
-    call = engine.place_inbound_call(from_, to=data.get("to") or None, url=url, method=data.get("method"))
+    call = engine.place_inbound_call(from_, to=data.get("to") or None, url=url, method=data.get("method"),
+                                     status_callback=data.get("status_callback") or None)
     for keys in data.get("script") or []:
         call.press(str(keys or ""), when="next-gather")
     response = jsonify(call.describe())

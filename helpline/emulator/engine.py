@@ -113,11 +113,12 @@ class Emulator:
         return result
 
     def place_inbound_call(self, from_: str, to: str | None = None, url: str | None = None,
-                           method: str | None = None) -> Call:
-        """A person dials the helpline number: an inbound call to the configured Voice URL."""
+                           method: str | None = None, status_callback: str | None = None) -> Call:
+        """A person dials the helpline number: an inbound call to the configured Voice URL and status
+        callback (or, for this call, `url` and `status_callback`)."""
         call = Call(self, direction="inbound", from_=from_, to=to or self.config.phone_number,
                     url=url or self.config.voice_url, method=method or self.config.voice_method,
-                    status_callback=self.config.status_callback,
+                    status_callback=status_callback or self.config.status_callback,
                     status_callback_method=self.config.status_callback_method,
                     status_callback_events=self.config.status_callback_events)
         self.register_call(call)

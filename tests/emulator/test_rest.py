@@ -51,6 +51,15 @@ def test_inbound_number_callback_gets_completed_only(emu, scenario, standin):
     assert hits[0].values["SequenceNumber"] == "0"
 
 
+def test_a_call_placed_with_its_own_status_callback_reports_there(emu, scenario, standin):
+    """A benchmark spreading calls over several serving processes names each call's process."""
+    scenario.route("voice", "<Response><Say>hi</Say></Response>")
+    sid = emu.place_call(url=scenario.url("voice"), status_callback=scenario.url("own-status"))
+    [hit] = scenario.wait_for("own-status", count=1)
+    assert hit.values["CallSid"] == sid and hit.values["CallStatus"] == "completed" and hit.signature_ok
+    assert not [h for h in standin.hits_for("default/status") if h.values.get("CallSid") == sid]
+
+
 def test_fetch_list_update_and_hang_up(emu, scenario, twilio, account):
     identity = scenario.prefix + "-dee"
     emu.register_client(identity)
