@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from twilio.request_validator import RequestValidator
 
 from helpline import create_app
@@ -145,3 +149,41 @@ def twilio(client: FlaskClient) -> Twilio:
 def new_call_sid() -> str:
     """A fresh, well-formed Twilio call SID."""
     return "CA" + secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One statement an engine sent to the database, and whether its connection was in autocommit."""
+
+    sql: str
+    autocommit: bool
+
+    def head(self, words: int = 1) -> str:
+        """The statement's first `words` words ("SELECT", "UPDATE handlers SET", ...)."""
+        return " ".join(self.sql.split()[:words])
+
+
+@contextlib.contextmanager
+def statements_sent(engine: Engine, *, transaction_control: bool = True) -> Iterator[list[Sent]]:
+    """Every statement `engine` sends while the block runs; without BEGIN, COMMIT and ROLLBACK if
+    `transaction_control` is False (SQLite's BEGIN is a statement, psycopg's is not)."""
+    sent: list[Sent] = []
+
+    def spy(connection, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        if transaction_control or not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            sent.append(Sent(statement, bool(getattr(connection.connection.dbapi_connection, "autocommit", False))))
+
+    event.listen(engine, "before_cursor_execute", spy)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", spy)
+
+
+def assert_statements(sent: list[str], expected: list[str], database_url: str) -> None:
+    """`sent` is `expected` on PostgreSQL; on SQLite, which inserts a table's rows one by one (in-process,
+    so it costs little), the same apart from the INSERTs."""
+    if database_url.startswith("postgresql"):
+        assert sent == expected
+    else:
+        assert [one for one in sent if not one.startswith("INSERT")] == [one for one in expected if not one.startswith("INSERT")]

@@ -15,6 +15,7 @@ from helpline.db import db
 from helpline.models import AvailabilityException, Booking, CallEvent, Contact
 from helpline.scheduler import shutdown
 from tests.booking_support import accepted_call, log_in, ready_contact, seed_services
+from tests.conftest import statements_sent
 
 LONDON = slots.LONDON
 
@@ -355,22 +356,12 @@ def test_localities_name_every_icb(app, services, handler):
 
 
 def test_a_search_loads_each_clinician_and_site_with_the_rules_not_one_by_one(app, services):
-    from sqlalchemy import event
-
-    statements: list[str] = []
-
-    def seen(_connection, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
-        if statement.startswith("SELECT"):
-            statements.append(statement)
-
     with app.app_context():
-        event.listen(db.engine, "before_cursor_execute", seen)
-        try:
+        with statements_sent(db.engine) as sent:
             today = dt.datetime.now(LONDON).date()
             page = slots.search(db.session, slots.SlotQuery(today + dt.timedelta(days=1), today + dt.timedelta(days=7), limit=200))
             shown = slots.slots_json(page.slots)
-        finally:
-            event.remove(db.engine, "before_cursor_execute", seen)
+    statements = [one.sql for one in sent if one.head() == "SELECT"]
     assert len({slot["clinician"]["id"] for slot in shown}) == 3 and len({slot["site"]["id"] for slot in shown if slot["site"]}) == 3
     # Rules (with their clinicians and sites), leave, bookings: no query per clinician or site.
     assert len(statements) <= 3, statements

@@ -18,7 +18,7 @@ from helpline.db import db
 from helpline.models import Call, CallEvent, Handler, QueueEntry, User
 from helpline.users import create_user
 
-from .conftest import ACCOUNT_SID, Twilio, new_call_sid
+from .conftest import ACCOUNT_SID, Twilio, assert_statements, new_call_sid, statements_sent
 from .test_auth import csrf_from
 from .twilio_recorder import Recorder, twilio_api  # noqa: F401 - fixture
 from .walker import CallWalker
@@ -198,8 +198,6 @@ def test_accepting_connects_the_caller_to_the_handler_through_twilio(app_factory
 def test_accepting_reads_nothing_twice(app_factory, twilio_api: Recorder, database_url, monkeypatch):
     """The claim's UPDATEs return the rows they change, the call read at the start stays in the
     session, and counting the caller's place does not flush the legs early."""
-    from sqlalchemy import event
-
     from helpline import routing
 
     app = service(app_factory, twilio_api.url)
@@ -207,37 +205,22 @@ def test_accepting_reads_nothing_twice(app_factory, twilio_api: Recorder, databa
     ann.post("/api/me/status", {"status": "available"})
     _walker, call_id = queued_call(app)
     monkeypatch.setattr(routing, "route_now", lambda _app: None)  # routing passes are counted elsewhere
-    sent: list[str] = []
-
-    def spy(_connection, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
-        if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-            sent.append(" ".join(statement.split()[:3]))
-
     with app.app_context():
         engine = db.engine
-    event.listen(engine, "before_cursor_execute", spy)
-    try:
+    with statements_sent(engine, transaction_control=False) as sent:
         assert ann.post(f"/api/calls/{call_id}/accept").status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", spy)
-    expected = [
+    assert_statements([one.head(3) for one in sent], [
         "SELECT users.id, users.username,", "SELECT handlers.id, handlers.user_id,",  # who is asking
         "SELECT calls.id, calls.call_sid,", "SELECT handlers.id, handlers.user_id,",  # the call; lock the handler
         "UPDATE queue_entries SET", "UPDATE handlers SET", "INSERT INTO call_events",  # the claim, committed
         "SELECT queue_entries.id, queue_entries.call_id,", "SELECT calls.id, calls.call_sid,",  # after Twilio
         "SELECT count(queue_entries.id) AS", "UPDATE calls SET", "INSERT INTO call_events", "UPDATE queue_entries SET",
-    ]
-    if database_url.startswith("postgresql"):
-        assert sent == expected
-    else:  # SQLite inserts a table's rows one by one (in-process, so it costs little)
-        assert [one for one in sent if not one.startswith("INSERT")] == [one for one in expected if not one.startswith("INSERT")]
+    ], database_url)
 
 
 def test_conference_events_say_whose_leg_and_keep_the_first_conference_sid(app_factory, twilio_api: Recorder, database_url):
     """All but the conference's end only add to the timeline (and the first remembers its SID): on
     PostgreSQL one statement in autocommit each. The end starts the handler's wrap-up."""
-    from sqlalchemy import event
-
     app = service(app_factory, twilio_api.url)
     ann = Console(app, "ann")
     ann.post("/api/me/status", {"status": "available"})
@@ -247,10 +230,6 @@ def test_conference_events_say_whose_leg_and_keep_the_first_conference_sid(app_f
     assert handler_leg and handler_leg != walker.sid
     signer = Twilio(app.test_client())
     first, second = "CF" + "a" * 32, "CF" + "b" * 32
-    sent: list[tuple[str, bool]] = []
-
-    def spy(connection, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
-        sent.append((statement.split()[0], bool(getattr(connection.connection.dbapi_connection, "autocommit", False))))
 
     def conference(event_name: str, **params: str) -> None:
         response = signer.post(f"/voice/connect/{call_id}/conference", {"StatusCallbackEvent": event_name, **params})
@@ -258,15 +237,12 @@ def test_conference_events_say_whose_leg_and_keep_the_first_conference_sid(app_f
 
     with app.app_context():
         engine = db.engine
-    event.listen(engine, "before_cursor_execute", spy)
-    try:
+    with statements_sent(engine) as sent:
         conference("conference-start", ConferenceSid=first)
         conference("participant-join", ConferenceSid=first, CallSid=handler_leg)
         conference("participant-join", ConferenceSid=second, CallSid=walker.sid)
-    finally:
-        event.remove(engine, "before_cursor_execute", spy)
     if database_url.startswith("postgresql"):
-        assert sent == [("WITH", True)] * 3
+        assert [(one.head(), one.autocommit) for one in sent] == [("WITH", True)] * 3
     assert state(app, call_id)[0].conference_sid == first
     logged = [(kind, detail) for kind, detail in timeline(app, call_id) if kind.startswith("conference_")]
     assert logged == [("conference_start", {}), ("conference_join", {"leg": "handler"}), ("conference_join", {"leg": "caller"})]

@@ -16,6 +16,7 @@ from helpline.db import db
 from helpline.events import announce
 from helpline.models import Call, CallEvent, Handler, QueueEntry
 
+from .conftest import statements_sent
 from .routing_factories import handler, waiting
 
 NOW = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.timezone.utc)
@@ -399,17 +400,8 @@ def test_a_need_nobody_free_can_take_is_not_walked_call_by_call(session):
         waiting(session, ago(30 - index * 0.001), need="addiction")
     entry = waiting(session, ago(1), need="mental_health")
     person = handler(session, skills=["mental_health"], idle_since=ago(60))
-    statements: list[str] = []
-    from sqlalchemy import event
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
+    with statements_sent(db.engine) as statements:
         routing.route(session, SETTINGS, NOW)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
     assert offered_to(session, entry) == person.id
     assert len(statements) < 20
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from helpline.db import db
 from helpline.models import Call, CallEvent, QueueEntry, WebhookReply
 
-from .conftest import PUBLIC_URL, Twilio, new_call_sid
+from .conftest import PUBLIC_URL, Twilio, assert_statements, new_call_sid, statements_sent
 from .walker import CallWalker
 
 
@@ -178,26 +178,16 @@ def test_status_callbacks_apply_in_sequence_order(app, twilio):
 def test_a_status_callback_that_does_not_end_the_call_is_one_round_trip_on_postgresql(app, twilio, database_url):
     """Three of a call's four status callbacks only move its status on: on PostgreSQL one statement
     in autocommit (no BEGIN, no COMMIT), which makes the record if need be and logs the event."""
-    from sqlalchemy import event
-
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite runs the two statements in one local transaction")
     sid = new_call_sid()
-    sent: list[tuple[str, bool]] = []
-
-    def spy(connection, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
-        sent.append((statement.split()[0], connection.connection.dbapi_connection.autocommit))
-
     with app.app_context():
         engine = db.engine
-    event.listen(engine, "before_cursor_execute", spy)
-    try:
+    with statements_sent(engine) as sent:
         assert status(twilio, sid, "ringing", 1).status_code == 204  # before the Voice URL request
         assert status(twilio, sid, "in-progress", 2).status_code == 204
         assert status(twilio, sid, "ringing", 1).status_code == 204  # late: changes nothing
-    finally:
-        event.remove(engine, "before_cursor_execute", spy)
-    assert sent == [("WITH", True)] * 3
+    assert [(one.head(), one.autocommit) for one in sent] == [("WITH", True)] * 3
     with app.app_context():
         call = db.session.scalar(select(Call).where(Call.call_sid == sid))
         assert call.twilio_status == "in-progress" and call.twilio_sequence == 2 and call.step is None
@@ -209,29 +199,18 @@ def test_each_ivr_webhook_takes_a_handful_of_statements(app, twilio, database_ur
     """Under gevent every round trip to the database is a chance for other requests to run first:
     a new call is made by its insert (no look-up first), and the call's queue entry comes with it
     (no lazy load, which would flush the step's changes early and write twice)."""
-    from sqlalchemy import event
-
-    sent: list[str] = []
-
-    def spy(_connection, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
-        if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-            sent.append(statement.split()[0])
-
-    def took(expected: list[str]) -> None:
-        if database_url.startswith("postgresql"):
-            assert sent == expected
-        else:  # SQLite inserts a table's rows one by one (in-process, so it costs little)
-            assert [kind for kind in sent if kind != "INSERT"] == [kind for kind in expected if kind != "INSERT"]
-        sent.clear()
-
     from helpline import routing
 
     monkeypatch.setattr(routing, "route_now", lambda _app: None)  # routing is counted elsewhere
     with app.app_context():
         engine = db.engine
     walker = CallWalker(twilio)
-    event.listen(engine, "before_cursor_execute", spy)
-    try:
+    with statements_sent(engine, transaction_control=False) as sent:
+
+        def took(expected: list[str]) -> None:
+            assert_statements([one.head() for one in sent], expected, database_url)
+            sent.clear()
+
         walker.start()
         took(["INSERT", "UPDATE", "INSERT", "INSERT"])  # the call; its step; the reply; the events
         walker.follow()
@@ -245,8 +224,6 @@ def test_each_ivr_webhook_takes_a_handful_of_statements(app, twilio, database_ur
         status(twilio, walker.sid, "completed", 9, "40")  # hung up in the queue: abandoned, with their place
         took(["SELECT", "SELECT", "UPDATE", "INSERT", "UPDATE",  # the call and entry; the place; the writes
               "SELECT", "SELECT"])  # then, after the commit, whether a handler held the call
-    finally:
-        event.remove(engine, "before_cursor_execute", spy)
 
 
 def test_an_unknown_status_is_refused(app, twilio):
