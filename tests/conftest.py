@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -187,3 +188,13 @@ def assert_statements(sent: list[str], expected: list[str], database_url: str) -
         assert sent == expected
     else:
         assert [one for one in sent if not one.startswith("INSERT")] == [one for one in expected if not one.startswith("INSERT")]
+
+
+#: An ISO 8601 timestamp, as the API and the timelines write them.
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)?")
+
+
+def shows_number(text: str, fragment: str = "7911") -> bool:
+    """Whether `text` holds `fragment` of the test caller's number (+44 7911 ...) anywhere but in a
+    timestamp, whose microseconds hold any four digits by chance (".907911")."""
+    return fragment in TIMESTAMP.sub("<time>", text)
