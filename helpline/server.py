@@ -70,6 +70,13 @@ def skip_unused_imports() -> None:
         sys.modules.setdefault(name, None)  # type: ignore[assignment]
 
 
+#: Seconds an idle keep-alive connection stays open. Longer than the proxy keeps idle upstream
+#: connections (`keepalive_timeout 60s` in deploy/nginx/helpline.conf), so that the proxy always
+#: closes one first: were gunicorn to close it first, nginx could send a webhook down a connection
+#: in the act of closing, and a POST that fails so is not retried - Twilio would get a 502. It also
+#: lets a caller's webhooks, seconds apart, reuse one connection.
+KEEPALIVE_S = 75
+
 #: The gunicorn worker class for each database; see `worker_class`.
 WORKER_CLASSES = {"postgresql": "gevent", "sqlite": "gthread"}
 
@@ -122,7 +129,7 @@ def serve(build: Callable[[], Flask], host: str, port: int, worker: str, threads
         # Long-polling and WebSocket connections stay open; the worker must not be killed for it.
         "timeout": 0,
         "graceful_timeout": 10,
-        "keepalive": 5,
+        "keepalive": KEEPALIVE_S,
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",

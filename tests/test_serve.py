@@ -210,3 +210,31 @@ def test_the_worker_freezes_its_start_up_heap_once_its_background_work_has_start
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+
+
+def test_an_idle_connection_stays_open_longer_than_the_proxy_keeps_it(service):
+    """nginx keeps idle upstream connections for `keepalive_timeout`; the service must keep them
+    longer, or nginx may send a webhook down one the service is closing (a 502 for Twilio). Here a
+    connection idle for 6 s - longer than gunicorn's default and our old 5 s - still carries a request."""
+    import http.client
+    import re
+    import time
+    from urllib.parse import urlsplit
+
+    from helpline.config import PROJECT_ROOT
+    from helpline.server import KEEPALIVE_S
+
+    nginx = (PROJECT_ROOT / "deploy" / "nginx" / "helpline.conf").read_text()
+    proxy_idle = [int(seconds) for seconds in re.findall(r"^\s*keepalive_timeout\s+(\d+)s;", nginx, re.MULTILINE)]
+    assert len(proxy_idle) == 2 and max(proxy_idle) < KEEPALIVE_S  # both upstreams close idle connections first
+
+    address = urlsplit(service.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    connection.request("GET", "/healthz")
+    assert connection.getresponse().read() and connection.sock is not None
+    first = connection.sock
+    time.sleep(6)
+    connection.request("GET", "/healthz")  # raises RemoteDisconnected if the service closed the connection
+    response = connection.getresponse()
+    assert response.status == 200 and connection.sock is first
+    connection.close()
