@@ -68,6 +68,7 @@ def bench_command(mode: str, callers: int, handlers: int, database: str, postgre
     workdir = Path(tempfile.mkdtemp(prefix="helpline-bench-"))
     results: dict[str, Any] = {"mode": mode, "setup": _setup_line(database, redis_url, processes),
                                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                               "machine": report.machine(),
                                "options": {"callers": callers, "handlers": handlers, "database": database, "processes": processes,
                                            "redis": bool(redis_url), "time_scale": time_scale, "talk_s": [low, high],
                                            "book_every": book_every, "seed": seed}}

@@ -36,7 +36,7 @@ from ..emulator.client import EmulatorClient
 from ..models import Call, QueueEntry
 from .checks import audit_calls
 from .handlers import Handler, Pace
-from .report import summary
+from .report import is_service_process, summary
 from .stack import Stack
 
 PASSWORD = "bench handler password, long enough"
@@ -315,8 +315,8 @@ def measure(stack: Stack, emulator: EmulatorClient, sids: list[str], handlers: l
 
 
 class RssSampler:
-    """The largest resident set of each serving process while the calls run (VmHWM also counts the
-    log-ins before them, whose password hashing briefly takes tens of MB)."""
+    """The largest resident set of each of the service's processes while the calls run (VmHWM also
+    counts the log-ins before them, whose password hashing briefly takes tens of MB)."""
 
     def __init__(self, stack: Stack, every_s: float = 0.5):
         self.stack = stack
@@ -328,7 +328,7 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             for name, roles in self.stack.memory().items():
-                if not name.startswith("serve"):
+                if not is_service_process(name):
                     continue
                 for role, figures in roles.items():
                     key = f"{name}/{role}"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -14,6 +17,29 @@ TARGETS = {
     "process_peak_rss_mb": 150.0,
     "routing_decision_ms": 1.0,
 }
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: the CPU model, how many CPUs, the load when the run
+    started, and a yardstick - milliseconds for a fixed piece of pure-Python work, best of five.
+
+    The same code measures faster or slower by as much as the machine it runs on (and whatever else
+    the machine is doing); the yardstick says by how much when runs from different days are compared.
+    """
+    model = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), None)
+    except OSError:
+        pass  # not Linux: ask the platform module instead
+    model = model or platform.processor() or platform.machine()
+    best = math.inf
+    for _ in range(5):
+        started = time.perf_counter()
+        sum(i * i for i in range(1_000_000))
+        best = min(best, time.perf_counter() - started)
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    return {"cpu": model, "cpus": os.cpu_count(), "load_1m_at_start": load, "yardstick_ms": round(best * 1000, 2)}
 
 
 def percentile(values: Iterable[float], fraction: float) -> float | None:
@@ -37,11 +63,22 @@ def summary(values_ms: Iterable[float]) -> dict[str, Any]:
             "p99": rounded(percentile(values, 0.99)), "max": rounded(max(values) if values else None)}
 
 
-def peak_rss_mb(memory: Mapping[str, Mapping[str, Mapping[str, int]]], prefix: str = "serve") -> dict[str, float]:
-    """The peak resident memory (VmHWM) of every serving process and its worker, in MB."""
+#: The service's own processes, which the memory target judges: each `helpline serve` (gunicorn's
+#: master and its worker) and, beside several of them, the one `helpline scheduler`. Not the
+#: emulator, the benchmark or saturated mode's bare Flask app.
+SERVICE_PROCESSES = ("serve-", "scheduler")
+
+
+def is_service_process(name: str) -> bool:
+    """Whether the stack's process `name` is one of the service's own."""
+    return name.startswith(SERVICE_PROCESSES)
+
+
+def peak_rss_mb(memory: Mapping[str, Mapping[str, Mapping[str, int]]]) -> dict[str, float]:
+    """The peak resident memory (VmHWM) of each of the service's processes, in MB."""
     peaks: dict[str, float] = {}
     for name, roles in memory.items():
-        if not name.startswith(prefix):
+        if not is_service_process(name):
             continue
         for role, figures in roles.items():
             if "VmHWM" in figures:
@@ -76,6 +113,10 @@ def verdicts(results: Mapping[str, Any]) -> dict[str, bool | None]:
 def table(results: Mapping[str, Any]) -> list[str]:
     """The figures as lines of text for the terminal (and the README)."""
     lines = [f"helpline bench - {results.get('mode')} - {results.get('setup')}"]
+    box = results.get("machine")
+    if box:
+        lines.append(f"machine: {box['cpu']}, {box['cpus']} CPUs, load {box['load_1m_at_start']} at the start; "
+                     f"yardstick {box['yardstick_ms']} ms (a fixed pure-Python loop: lower is a faster machine)")
     audit = results.get("calls")
     if audit:
         lines.append(f"calls placed {audit['placed']}: lost {audit['lost']}, duplicated {audit['duplicated']}, "
