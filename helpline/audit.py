@@ -36,6 +36,7 @@ from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session, scoped_session
 
 from . import security
+from .db import is_postgresql
 from .api.openapi import documented
 from .models import AuditEntry, User, utcnow
 from .webhooks import error
@@ -211,7 +212,7 @@ def entry_hash(entry: AuditEntry) -> str:
 
 def _lock_and_head(session: Session) -> tuple[int, str]:
     """Serialise appends, then read the chain's last (seq, hash)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
     head = session.execute(select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
     return (head.seq, head.hash) if head is not None else (0, GENESIS)

@@ -20,7 +20,7 @@ from twilio.twiml.voice_response import Conference, Dial, VoiceResponse
 from werkzeug.exceptions import HTTPException
 
 from . import routing
-from .db import db
+from .db import db, is_postgresql
 from .ivr.engine import Interpreter
 from .models import Call, CallEvent, Handler, QueueEntry, utcnow
 from .twilio_rest import TwilioGateway, TwilioUnavailable, gateway
@@ -233,7 +233,7 @@ def _log_conference_event(call_id: int, kind: str, conference_sid: str, leg: str
     if conference_sid.startswith("CF"):
         remembered = (update(entries).values(conference_sid=conference_sid)
                       .where(entries.c.call_id == call_id, entries.c.conference_sid.is_(None), entries.c.state == "answered"))
-    if db.session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(db.session):
         db.write_alone(logged if remembered is None else logged.add_cte(remembered.cte("remembered"), nest_here=True))
         return
     db.session.execute(logged)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from flask import Flask
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine, Row
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.sql import Executable
@@ -86,6 +86,11 @@ def ping_when_idle(engine: Engine) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except engine.dialect.loaded_dbapi.Error as exc:
             raise DisconnectionError("a pooled connection had gone away") from exc
+
+
+def is_postgresql(session: Session) -> bool:
+    """Whether `session` works on PostgreSQL (else on the embedded SQLite)."""
+    return session.get_bind().dialect.name == "postgresql"
 
 
 #: run_together's statements, compiled for PostgreSQL once: by id, with the statement kept alive
@@ -200,8 +205,8 @@ class Database:
         finally:
             session.close()
 
-    def write_alone(self, statement: Executable, params: dict[str, Any] | None = None) -> list[Row[Any]]:
-        """Run one statement as a transaction of its own, commit it, and return its rows.
+    def write_alone(self, statement: Executable) -> None:
+        """Run one statement as a transaction of its own, and commit it.
 
         On PostgreSQL it runs in autocommit: one statement is atomic by itself, and a lone write
         then costs one round trip instead of three (BEGIN, the statement, COMMIT). Elsewhere it
@@ -211,10 +216,8 @@ class Database:
             raise RuntimeError("the database is not configured; call init_app first")
         options = {"isolation_level": "AUTOCOMMIT"} if self.engine.dialect.name == "postgresql" else {}
         with self.engine.connect().execution_options(**options) as connection:
-            result = connection.execute(statement, params or {})
-            rows = list(result) if result.returns_rows else []
+            connection.execute(statement)
             connection.commit()
-        return rows
 
     def dispose(self) -> None:
         """Close every pooled connection (tests, shutdown)."""

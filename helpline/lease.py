@@ -31,6 +31,7 @@ from sqlalchemy import case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .db import is_postgresql
 from .models import JobRun, SchedulerLease, utcnow
 from .retention import retention_rule
 
@@ -89,7 +90,7 @@ def release(session: Session, holder: str, now: dt.datetime) -> None:
 def holds(session: Session, holder: str, now: dt.datetime) -> bool:
     """Whether `holder` holds an unexpired lease (read under a row lock on PostgreSQL)."""
     query = select(SchedulerLease.holder, SchedulerLease.expires_at).where(SchedulerLease.name == LEASE)
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         query = query.with_for_update()
     row = session.execute(query).first()
     return row is not None and row.holder == holder and row.expires_at > now

@@ -19,7 +19,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .db import db
+from .db import db, is_postgresql
 from .events import announce
 from .models import Call, CallEvent, WebhookReply, utcnow
 from .twilio_rest import TwilioGateway, TwilioUnavailable, gateway
@@ -89,7 +89,7 @@ def settle(session: Session, call_id: int, status: str, ended_at: dt.datetime, d
     so that a status callback arriving at the same moment and this never both settle it.
     """
     query = select(Call).where(Call.id == call_id).execution_options(populate_existing=True)
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         query = query.with_for_update()
     call = session.scalar(query)
     if call is None or call.ended_at is not None or call.twilio_status in FINAL:

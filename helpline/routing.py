@@ -18,7 +18,7 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from .config import RoutingSettings
-from .db import run_together
+from .db import is_postgresql, run_together
 from .events import Coalescer, announce
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
 
@@ -195,13 +195,9 @@ def fits(handler: Free, entry: Waiting) -> bool:
     return skills <= handler.skills and (language is None or language in handler.languages)
 
 
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _locked(session: Session, query):  # type: ignore[no-untyped-def]
     """Lock the rows `query` reads, skipping rows another process holds (PostgreSQL only)."""
-    return query.with_for_update(skip_locked=True) if _is_postgres(session) else query
+    return query.with_for_update(skip_locked=True) if is_postgresql(session) else query
 
 
 _WAITING_COLUMNS = (QueueEntry.id, QueueEntry.call_id, QueueEntry.kind, QueueEntry.need, QueueEntry.flags,
@@ -398,7 +394,7 @@ _UNKNOWN: Any = object()
 
 def route(session: Session, settings: RoutingSettings, now: dt.datetime) -> list[Offer]:
     """Offer waiting calls to free handlers until one side runs out; returns the offers made."""
-    postgres = _is_postgres(session)
+    postgres = is_postgresql(session)
     # Take turns with other processes' passes, then read who is free and the head of each need's
     # line: one round trip (see run_together). Each need's first takeable entry is then looked for
     # again only when its line moves or the handlers who could take it are gone.
@@ -503,7 +499,7 @@ def _offer_in_steps(session: Session, entry: Waiting, handler_id: int, now: dt.d
 
 def make_offer(session: Session, entry: Waiting, handler_id: int, settings: RoutingSettings, now: dt.datetime) -> Offer | None:
     """Offer the entry to the handler, if both are still free; announce it to the handler's console."""
-    if _is_postgres(session):
+    if is_postgresql(session):
         made = bool(run_together(session, (_offer_in_one_statement(), {
             "entry_id": entry.id, "handler_id": handler_id, "at": now, "call": entry.call_id}))[0])
     else:
@@ -559,7 +555,7 @@ def _fresh(session: Session, model: Any, key: Any) -> Any:
 def lock(session: Session, handler: Handler) -> None:
     """Re-read the handler, locking their row on PostgreSQL, before changing their state."""
     session.flush()
-    session.refresh(handler, with_for_update=True if _is_postgres(session) else None)
+    session.refresh(handler, with_for_update=True if is_postgresql(session) else None)
 
 
 def _entry_for(session: Session, call_id: int) -> QueueEntry | None:

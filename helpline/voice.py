@@ -19,7 +19,7 @@ from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.exceptions import HTTPException
 
-from .db import db
+from .db import db, is_postgresql
 from .events import announce
 from .ivr import twiml
 from .ivr.engine import APOLOGY, Interpreter
@@ -69,7 +69,7 @@ def _call_or_start(call_sid: str, status: str | None = None, *, new: bool = Fals
         if call is not None:
             return call  # every webhook after a call's first: one query, not an insert that does nothing
     session = db.session
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if is_postgresql(session) else sqlite_insert
     made = session.scalar(insert(Call).values(call_sid=call_sid, twilio_status=status)
                           .on_conflict_do_nothing(index_elements=[Call.call_sid]).returning(Call))
     if made is not None:
@@ -176,8 +176,9 @@ def _record_progress(call_sid: str, new_status: str, sequence: int | None) -> No
 
     Three of a call's four callbacks are these, arriving with its first webhook, so they take one
     statement: an upsert of the call's record that moves its status on only if the callback is
-    newer (the same rules as `_apply_status`), with its timeline event. On PostgreSQL the two are
-    one statement in autocommit, one round trip; on SQLite two statements in one transaction.
+    newer (a status never moves back or past a final one, and the sequence number only grows), with
+    its timeline event. On PostgreSQL the two are one statement in autocommit, one round trip; on
+    SQLite two statements in one transaction.
     """
     calls, events = Call.__table__, CallEvent.__table__
     values: dict[str, object] = {"twilio_status": new_status}
@@ -186,7 +187,7 @@ def _record_progress(call_sid: str, new_status: str, sequence: int | None) -> No
     if sequence is not None:
         values["twilio_sequence"] = sequence
         newer = and_(newer, calls.c.twilio_sequence < sequence)
-    postgresql = db.session.get_bind().dialect.name == "postgresql"
+    postgresql = is_postgresql(db.session)
     insert = pg_insert if postgresql else sqlite_insert
     moved = (insert(calls).values(call_sid=call_sid, **values)
              .on_conflict_do_update(index_elements=[calls.c.call_sid], set_=values, where=newer)
@@ -214,19 +215,18 @@ def _apply_status(call_sid: str, new_status: str, sequence: int | None, duration
         return
     if sequence is not None and sequence <= call.twilio_sequence:
         return
-    if new_status not in FINAL and current is not None and STATUS_RANK.get(new_status, 0) < STATUS_RANK.get(current, 0):
-        return
+    # A final status outranks every other, so only a final one already there, or a later sequence
+    # number, stops it (those that do not end the call go through `_record_progress`).
+    now = utcnow()
     call.twilio_status = new_status
     if sequence is not None:
         call.twilio_sequence = sequence
     session.add(CallEvent(call_id=call.id, kind="status", step=call.step, detail={"status": new_status, "sequence": sequence}))
-    if new_status in FINAL:
-        now = utcnow()
-        call.ended_at = now
-        if duration_text.isdigit():
-            call.duration_s = int(duration_text)
-        interpreter().abandon(session, call, now)
-        announce(session, "call_ended", call_id=call.id)
+    call.ended_at = now
+    if duration_text.isdigit():
+        call.duration_s = int(duration_text)
+    interpreter().abandon(session, call, now)
+    announce(session, "call_ended", call_id=call.id)
     session.commit()
 
 
