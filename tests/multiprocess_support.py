@@ -110,13 +110,14 @@ class Console:
             self.http.close()
 
 
-def wait_until(check: Callable[[], Any], timeout: float, message: str, every: float = 0.25) -> Any:
-    """Poll `check` until it returns something true; fail with `message` after `timeout` seconds."""
+def wait_until(check: Callable[[], Any], timeout: float, message: str | Callable[[], str], every: float = 0.25) -> Any:
+    """Poll `check` until it returns something true; fail with `message` after `timeout` seconds
+    (a function is called then, to say what was seen at the time of the failure)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(message)
+            raise AssertionError(message() if callable(message) else message)
         time.sleep(every)

@@ -15,7 +15,7 @@ import random
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import requests
@@ -33,6 +33,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 #: Offers expire quickly, so that an offer held by a console on the killed process moves on within the test.
 FAST_OFFERS = {"routing": {"offer_timeout_s": 3}}
+
+#: Characters of a process's log shown when it did not recover.
+LOG_TAIL = 4000
 disruptive = pytest.mark.skipif(os.environ.get("HELPLINE_TEST_DISRUPT") != "1",
                                 reason="stops the machine's Redis/PostgreSQL: set HELPLINE_TEST_DISRUPT=1")
 
@@ -42,12 +45,32 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     yield from two_process_stack(tmp_path, **FAST_OFFERS)
 
 
+def health(stack: Stack, index: int) -> tuple[int, str]:
+    """The status and body of GET /healthz at serving process `index` (0 and the error when it does not answer)."""
+    try:
+        response = requests.get(f"{stack.service_url(index)}/healthz", timeout=5)
+        return response.status_code, response.text.strip()
+    except requests.RequestException as exc:
+        return 0, repr(exc)
+
+
 def healthz(stack: Stack, index: int) -> int:
     """The status of GET /healthz at serving process `index` (0 when it does not answer)."""
-    try:
-        return requests.get(f"{stack.service_url(index)}/healthz", timeout=5).status_code
-    except requests.RequestException:
-        return 0
+    return health(stack, index)[0]
+
+
+def not_recovered(stack: Stack, what: str) -> Callable[[], str]:
+    """A failure message for `wait_until`: what each process's health check says now, and the end of its log."""
+
+    def report() -> str:
+        lines = [what]
+        for index in range(2):
+            status, body = health(stack, index)
+            service = stack.service(index)
+            lines += [f"--- serve-{index} (running: {service.alive()}): {status} {body}", service.output()[-LOG_TAIL:]]
+        return "\n".join(lines)
+
+    return report
 
 
 def test_a_serving_process_killed_mid_load_and_restarted_loses_no_call(stack: Stack):
@@ -145,7 +168,8 @@ def test_redis_going_away_degrades_then_recovers_by_itself(stack: Stack):
             time.sleep(3)
         finally:
             _start_redis()
-        wait_until(lambda: healthz(stack, 0) == 200 and healthz(stack, 1) == 200, 30, "health did not recover")
+        wait_until(lambda: healthz(stack, 0) == 200 and healthz(stack, 1) == 200, 30,
+                   not_recovered(stack, "health did not recover"))
         # Events cross between processes again once the message queue has reconnected (it backs off
         # for a few seconds): process 1 publishes, rita's console on process 0 hears it.
         status = "break"
@@ -187,7 +211,8 @@ def test_postgresql_restarting_degrades_then_recovers_by_itself(stack: Stack):
         _ensure_postgres()
         restarted = dt.datetime.now(dt.timezone.utc)
         # Pooled connections died with the server; the pool replaces them (db.ping_when_idle), so no manual step.
-        wait_until(lambda: healthz(stack, 0) == 200 and healthz(stack, 1) == 200, 30, "health did not recover")
+        wait_until(lambda: healthz(stack, 0) == 200 and healthz(stack, 1) == 200, 30,
+                   not_recovered(stack, "health did not recover"))
         sids = [emulator.place_call(f"+44770090045{index}", url=f"{stack.service_url(index % 2)}/voice/incoming", keys=["1", "2"])
                 for index in range(4)]
         assert not paced.wait_until_ended(emulator, sids, timeout=60)
