@@ -96,10 +96,12 @@ def scratch_postgres(postgres_url: str | None, prefix: str) -> tuple[str, Any]:
     and a function that drops it again (the benchmark never touches an existing database)."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
 
     server = make_url(postgres_url or "")
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    # No pool: the drop must work after PostgreSQL has restarted under the run (the fault tests restart it).
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
 
