@@ -2,7 +2,7 @@
 
 The server emits, on `/console`:
   * `queue` (the body of GET /api/queue) to every console on every change, and on connect;
-  * `offer` {call_id, need, flags, kind, waiting_s, expires_at, timeout_s} to the offered handler;
+  * `offer` {call_id, need, flags, kind, waiting_s, offered_at, expires_at, timeout_s} to the offered handler;
   * `offer_withdrawn` {call_id, reason} (timeout, declined, abandoned, disconnected, status_changed,
     accepted_another) to that handler;
   * `presence` {presence, since} to the handler whose presence changed, and on connect;

@@ -383,6 +383,7 @@ class Offer:
             "flags": list(self.flags),
             "kind": self.kind,
             "waiting_s": max(0, int((now - self.placed_at).total_seconds())),
+            "offered_at": self.offered_at.isoformat(),
             "expires_at": (self.offered_at + dt.timedelta(seconds=self.timeout_s)).isoformat(),
             "timeout_s": self.timeout_s,
         }

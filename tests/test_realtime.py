@@ -72,7 +72,10 @@ def test_a_new_call_is_offered_to_the_free_handler_and_every_console_sees_the_qu
     [offer] = received(ann_socket, "offer")
     assert offer["call_id"] == call_id and offer["need"] == "mental_health" and offer["flags"] == []
     assert offer["timeout_s"] == 20 and offer["expires_at"] and offer["waiting_s"] >= 0
-    assert set(offer) == {"call_id", "need", "flags", "kind", "waiting_s", "expires_at", "timeout_s"}
+    assert set(offer) == {"call_id", "need", "flags", "kind", "waiting_s", "offered_at", "expires_at", "timeout_s"}
+    # The offer carries the moment of the `presence` change it caused, so a console can tell a reply
+    # that set "available" before it from news that came after it.
+    assert received(ann_socket, "presence")[-1] == {"presence": "offered", "since": offer["offered_at"]}
     queues = received(sue_socket, "queue")
     assert queues and queues[-1]["calls"][0]["id"] == call_id
     assert not shows_number(str(queues))

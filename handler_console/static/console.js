@@ -17,7 +17,8 @@ setLoginUrl(root.dataset.loginUrl);
 
 const state = {
   presence: "offline",
-  offer: null, // {call_id, need, flags, waiting_s, deadline (epoch ms)}
+  presenceAt: null, // when the server made that presence (microseconds since the epoch), to order news
+  offer: null, // {call_id, need, flags, waiting_s, offered_at, deadline (epoch ms)}
   accepting: false,
   call: null, // the accept response, plus startedAt (epoch ms)
   held: false,
@@ -207,11 +208,12 @@ const IDLE = {
   wrap_up: ["Wrapping up", "Loading the call…"],
 };
 
-function drawPresence(since) {
+/** The presence badge, how long it has held (from the server's time when known) and the status buttons. */
+function drawPresence() {
   const badge = $("presence-now");
   badge.textContent = presenceLabel(state.presence);
   badge.dataset.presence = state.presence;
-  tickFrom($("presence-for"), since ?? Date.now());
+  tickFrom($("presence-for"), state.presenceAt === null ? Date.now() : Math.floor(state.presenceAt / 1000));
   for (const button of document.querySelectorAll("button[data-status]")) {
     button.setAttribute("aria-pressed", String(button.dataset.status === state.presence));
     button.disabled = state.busy || ENGAGED.has(state.presence);
@@ -352,10 +354,36 @@ function callFrom(reply, fallback = {}) {
   };
 }
 
-function setPresence(presence, since) {
+/**
+ * An ISO time from the server as microseconds since the epoch (null if missing), so that two changes
+ * made within one millisecond still come out in order.
+ */
+function micros(iso) {
+  const ms = instant(iso);
+  if (ms === null) return null;
+  const extra = /\.\d{3}(\d{1,3})/.exec(iso);
+  return ms * 1000 + (extra ? Number(extra[1].padEnd(3, "0")) : 0);
+}
+
+/**
+ * The server says the handler's presence is `presence` since `sinceIso`. Replies and Socket.IO events
+ * travel separately and can cross: the reply to "Available" can arrive after the offer that going
+ * available brought. News older than what the console already shows is ignored, and an offer is only
+ * dropped by a change made after it.
+ */
+function setPresence(presence, sinceIso) {
+  const at = micros(sinceIso);
+  if (at !== null && state.presenceAt !== null && at < state.presenceAt) {
+    drawPresence(); // stale: only the buttons change, as the request that brought it is over
+    return;
+  }
+  const since = instant(sinceIso);
   const previous = state.presence;
   state.presence = presence;
-  if (presence !== "offered" && state.offer && !state.accepting) {
+  state.presenceAt = at;
+  const offerAt = state.offer ? micros(state.offer.offered_at) : null;
+  const afterOffer = at === null || offerAt === null || at >= offerAt;
+  if (presence !== "offered" && state.offer && !state.accepting && afterOffer) {
     // A missed offer sends the handler to a break; say why, since they did not choose it.
     if (presence === "break" && previous === "offered") notify("You missed a call, so you are now on a break. Choose Available when you are ready.");
     dropOffer();
@@ -375,7 +403,7 @@ function setPresence(presence, since) {
     // Engaged but without the call's details (a reload, or the accept reply was lost): fetch them.
     refreshMe();
   }
-  drawPresence(since);
+  drawPresence();
   draw();
 }
 
@@ -480,7 +508,7 @@ async function readMe() {
     endCall();
   }
   if (me.offer && !state.call) setOffer(me.offer);
-  setPresence(me.presence, since);
+  setPresence(me.presence, me.since);
 }
 
 // ------------------------------------------------------------------ actions
@@ -492,7 +520,7 @@ async function choosePresence(status) {
   try {
     const reply = await api("POST", "/api/me/status", { status });
     state.busy = false;
-    setPresence(reply.presence, instant(reply.since));
+    setPresence(reply.presence, reply.since);
   } catch (exc) {
     state.busy = false;
     drawPresence();
@@ -577,7 +605,7 @@ async function finishWrapUp(event) {
     const reply = await api("POST", `/api/calls/${state.call.id}/wrap-up`, { outcome });
     state.busy = false;
     endCall();
-    setPresence(reply.presence, instant(reply.since));
+    setPresence(reply.presence, reply.since);
   } catch (exc) {
     state.busy = false;
     $("wrapup-error").textContent = `Could not finish wrap-up: ${explain(exc)}`;
@@ -635,7 +663,7 @@ function start() {
       if (WITHDRAWN[payload.reason]) notify(WITHDRAWN[payload.reason]);
       draw();
     },
-    presence: (payload) => setPresence(payload.presence, instant(payload.since)),
+    presence: (payload) => setPresence(payload.presence, payload.since),
     connect_failed: (payload) => {
       if (state.offer && state.offer.call_id === payload.call_id) dropOffer();
       if (state.call && state.call.id === payload.call_id) endCall();

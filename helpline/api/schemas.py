@@ -51,6 +51,7 @@ class OfferView(BaseModel):
     flags: list[str]
     kind: Literal["live", "callback"]
     waiting_s: int
+    offered_at: str
     expires_at: str
     timeout_s: int
 

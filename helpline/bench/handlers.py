@@ -53,7 +53,7 @@ class HandlerLog:
 
     #: call_id -> when the first `offer` of it reached this handler's Socket.IO client.
     offers: dict[int, float] = field(default_factory=dict)
-    #: call_id -> when the service made that first offer (the offer's `expires_at` less its `timeout_s`).
+    #: call_id -> when the service made that first offer (the offer's `offered_at`).
     offers_made: dict[int, float] = field(default_factory=dict)
     #: (call_id, sent, answered, HTTP status) of each accept.
     accepts: list[tuple[int, float, float, int]] = field(default_factory=list)
@@ -192,8 +192,7 @@ class Handler:
             call_id = int(data["call_id"])
             if call_id not in self.log.offers:
                 self.log.offers[call_id] = stamp
-                made = dt.datetime.fromisoformat(data["expires_at"]).timestamp() - float(data["timeout_s"])
-                self.log.offers_made[call_id] = made
+                self.log.offers_made[call_id] = dt.datetime.fromisoformat(data["offered_at"]).timestamp()
             self._take(call_id)
 
     def _take(self, call_id: int) -> None:

@@ -133,6 +133,41 @@ def test_declining_with_d_passes_the_call_on(stack, console, make_user):
     tab.go("offline", "Offline")
 
 
+def test_an_offer_that_overtakes_the_reply_to_available_stays_on_screen(stack, console, make_user):
+    from playwright.sync_api import expect
+
+    make_user("ife", display_name="Ife Adeyemi")
+    tab = console(DESKTOP)
+    tab.log_in("ife")
+    page = tab.page
+    sid = stack.emulator.place_call(CALLER, keys=["1", "1", "1"])
+    expect(page.locator("#queue-rows tr[data-call-id]")).to_have_count(1, timeout=20_000)
+
+    # Going Available with a call waiting brings the offer over the socket at once. Hold the reply to
+    # the status change (already answered by the server) until the offer has rung, as a slow network would.
+    held: list[tuple[object, object]] = []
+    page.route("**/api/me/status", lambda route: held.append((route, route.fetch())))
+    page.click("button[data-status=available]")
+    expect(page.locator("#offer")).to_be_visible(timeout=20_000)
+    expect(page.locator("#presence-now")).to_have_text("Ringing")
+    assert len(held) == 1
+    route, reply = held[0]
+    assert reply.json()["presence"] == "available"
+    route.fulfill(response=reply)
+
+    # The late "available" is older news than the offer: the call keeps ringing and can be taken.
+    page.wait_for_timeout(500)
+    expect(page.locator("#offer")).to_be_visible()
+    expect(page.locator("#presence-now")).to_have_text("Ringing")
+    expect(page.locator("button[data-status=available]")).to_be_disabled()
+    page.keyboard.press("d")
+    expect(page.locator("#offer")).to_be_hidden()
+    expect(page.locator("#presence-now")).to_have_text("Available", timeout=20_000)
+    page.unroute("**/api/me/status")
+    stack.emulator.hangup(sid)
+    tab.go("offline", "Offline")
+
+
 def test_the_console_fits_a_tablet_and_the_supervisor_sees_the_line(stack, console, make_user):
     from playwright.sync_api import expect
 
