@@ -61,6 +61,32 @@ def test_after_a_cancellation_the_clinician_no_longer_sees_the_record(world):
     mine = world["bookings"]["mine"]
     world["handler"].delete(f"/api/bookings/{mine['id']}")
     assert world["mine"].get(f"/api/contacts/{mine['contact_id']}").status_code == 403
+    # The slot stays in their diary, marked cancelled, without the patient's name.
+    listed = world["mine"].get("/api/clinician/bookings")
+    [booking] = listed.get_json()["bookings"]
+    assert booking["id"] == mine["id"] and booking["status"] == "cancelled" and booking["patient"] is None
+    assert "Caller mine" not in listed.get_data(as_text=True)
+
+
+def test_the_names_a_clinician_is_shown_are_audited_per_record(app, world):
+    from sqlalchemy import select
+
+    from helpline.db import db
+    from helpline.models import AuditEntry
+
+    def name_reads() -> list[tuple[str | None, str | None]]:
+        with app.app_context():
+            return [(entry.object_type, entry.object_id) for entry in
+                    db.session.scalars(select(AuditEntry).where(AuditEntry.action == "contact.name_read"))]
+
+    mine = world["bookings"]["mine"]
+    world["mine"].get("/api/clinician/bookings")
+    assert name_reads() == [("contact", str(mine["contact_id"]))]
+    # A diary with nobody in it, or only a cancelled booking, shows no name and writes nothing.
+    world["theirs"].get("/api/clinician/bookings?from=2020-01-01&to=2020-01-31")
+    world["handler"].delete(f"/api/bookings/{mine['id']}")
+    world["mine"].get("/api/clinician/bookings")
+    assert len(name_reads()) == 1
 
 
 def test_clinicians_cannot_use_the_handlers_api(world):

@@ -66,7 +66,8 @@ async function load(event) {
       ics.href = `/api/bookings/${booking.id}.ics`;
       ics.textContent = "Calendar (.ics)";
       actions.append(view, " ", ics);
-      const patient = booking.patient.preferred_name || booking.patient.name || "";
+      // A cancelled booking no longer names the patient: clinicians see only the people they treat.
+      const patient = booking.patient ? booking.patient.preferred_name || booking.patient.name || "" : "";
       tr.append(cell(when(booking.start)), cell(booking.site ? `${booking.site.name}, ${booking.site.town}` : "Video"),
         cell(patient), cell(booking.status), cell(actions));
       return tr;

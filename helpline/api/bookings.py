@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from .. import booking as booking_service
-from .. import contacts, jobs
+from .. import audit, contacts, jobs
 from ..auth import roles_required
 from ..calendar import booking_ics
 from ..db import db
@@ -199,11 +199,16 @@ def booking_calendar(booking_id: int) -> Response:
 
 
 @bp.get("/clinician/bookings")
-@documented(responses={200: "{bookings: [booking + patient {name, preferred_name}], from, to}"}, roles=("clinician",),
+@documented(responses={200: "{bookings: [booking + patient {name, preferred_name}, or null once cancelled], from, to}"},
+            roles=("clinician",),
             query={"from": "first date (default today)", "to": "last date, inclusive (default from + 61 days)"})
 @roles_required("clinician")
 def clinician_bookings() -> Response:
-    """The logged-in clinician's bookings in a date range, with each patient's name and record id."""
+    """The logged-in clinician's bookings in a date range, with each patient's name and record id.
+
+    A clinician sees the people they are treating: a cancelled booking keeps its slot in the diary
+    but no longer names the patient. The names shown are audited like a read of the record.
+    """
     params = query_args(Range)
     today = booking_service.local_date(utcnow())
     start = params.start_date or today
@@ -217,8 +222,17 @@ def clinician_bookings() -> Response:
         .order_by(Booking.starts_at)
     )
     result: list[dict[str, Any]] = []
+    named: list[int] = []
     for booking in rows:
-        fields = contacts.details(vault(), booking.contact)
-        result.append({**booking_service.booking_json(booking),
-                       "patient": {"name": fields.get("name"), "preferred_name": fields.get("preferred_name")}})
+        patient = None
+        if booking.status == "booked":
+            fields = contacts.details(vault(), booking.contact)
+            patient = {"name": fields.get("name"), "preferred_name": fields.get("preferred_name")}
+            named.append(booking.contact_id)
+        result.append({**booking_service.booking_json(booking), "patient": patient})
+    # One entry per record, so that searching the audit log for a record finds who saw the name.
+    for contact_id in sorted(set(named)):
+        audit.record(db.session, current_user, "contact.name_read", "contact", contact_id)
+    if named:
+        db.session.commit()
     return jsonify({"bookings": result, "from": start.isoformat(), "to": end.isoformat()})
