@@ -377,7 +377,7 @@ function setPresence(presence, sinceIso) {
     drawPresence(); // stale: only the buttons change, as the request that brought it is over
     return;
   }
-  const since = instant(sinceIso);
+  const since = at === null ? null : Math.floor(at / 1000);
   const previous = state.presence;
   state.presence = presence;
   state.presenceAt = at;
