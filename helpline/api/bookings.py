@@ -222,16 +222,16 @@ def clinician_bookings() -> Response:
         .order_by(Booking.starts_at)
     )
     result: list[dict[str, Any]] = []
-    named: list[int] = []
+    named: set[int] = set()
     for booking in rows:
         patient = None
         if booking.status == "booked":
             fields = contacts.details(vault(), booking.contact)
             patient = {"name": fields.get("name"), "preferred_name": fields.get("preferred_name")}
-            named.append(booking.contact_id)
+            named.add(booking.contact_id)
         result.append({**booking_service.booking_json(booking), "patient": patient})
     # One entry per record, so that searching the audit log for a record finds who saw the name.
-    for contact_id in sorted(set(named)):
+    for contact_id in sorted(named):
         audit.record(db.session, current_user, "contact.name_read", "contact", contact_id)
     if named:
         db.session.commit()
