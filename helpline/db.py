@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Sequence
 
 from flask import Flask
 from sqlalchemy import create_engine, event, inspect
@@ -93,9 +93,27 @@ def is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-#: run_together's statements, compiled for PostgreSQL once: by id, with the statement kept alive
-#: beside its compiled form so that its id is never reused.
+#: run_together's and commit_with's statements, compiled for PostgreSQL once: by id, with the
+#: statement kept alive beside its compiled form so that its id is never reused.
 _COMPILED: dict[int, tuple[Executable, Any]] = {}
+
+
+def _compiled(statements: Sequence[tuple[Executable, dict[str, Any]]], dialect: Any) -> list[tuple[str, Any]]:
+    """Each statement's SQL (compiled once, kept by identity) and its parameters, for psycopg."""
+    compiled = []
+    for statement, params in statements:
+        if id(statement) not in _COMPILED:
+            _COMPILED[id(statement)] = (statement, statement.compile(dialect=dialect))
+        sql = _COMPILED[id(statement)][1]
+        compiled.append((sql.string, sql.construct_params(params)))
+    return compiled
+
+
+def _raise_wrapped(connection: Any, raw: Any, sql: str, exc: Exception) -> NoReturn:
+    """As SQLAlchemy does for the statements it runs: drop a dead connection, wrap the error."""
+    if connection.dialect.is_disconnect(exc, raw, None):
+        connection.invalidate(exc)
+    raise DBAPIError.instance(sql, None, exc, connection.dialect.loaded_dbapi.Error) from exc
 
 
 def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]]) -> list[list[Sequence[Any]]]:
@@ -115,24 +133,47 @@ def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]
         return [list(connection.execute(statement, params)) for statement, params in statements]
     raw = connection.connection.dbapi_connection
     assert raw is not None
-    compiled = []
-    for statement, params in statements:
-        if id(statement) not in _COMPILED:
-            _COMPILED[id(statement)] = (statement, statement.compile(dialect=connection.dialect))
-        sql = _COMPILED[id(statement)][1]
-        compiled.append((sql.string, sql.construct_params(params)))
-    error = connection.dialect.loaded_dbapi.Error
+    compiled = _compiled(statements, connection.dialect)
     try:
         if len(compiled) == 1:  # nothing to send together: a pipeline would only add its own messages
             return [raw.execute(*compiled[0]).fetchall()]  # type: ignore[union-attr]
         with raw.pipeline():  # type: ignore[union-attr]
             cursors = [raw.execute(sql, params) for sql, params in compiled]  # type: ignore[union-attr]
         return [cursor.fetchall() for cursor in cursors]
-    except error as exc:
-        # As SQLAlchemy does for the statements it runs: drop a dead connection, wrap the error.
-        if connection.dialect.is_disconnect(exc, raw, None):
-            connection.invalidate(exc)
-        raise DBAPIError.instance(compiled[0][0], None, exc, error) from exc
+    except connection.dialect.loaded_dbapi.Error as exc:
+        _raise_wrapped(connection, raw, compiled[0][0], exc)
+
+
+def commit_with(session: Session, *statements: tuple[Executable, dict[str, Any]]) -> None:
+    """Write the session's changes, then `statements`, and commit them all together.
+
+    On PostgreSQL the statements and the COMMIT go in one psycopg pipeline, one round trip where
+    each would have taken its own; so they are for writes whose results nobody reads, with the same
+    limits as `run_together`'s. A failing statement (a unique key taken, say) raises as
+    `session.commit()` would, and leaves the transaction for the caller to roll back. Elsewhere the
+    statements run in turn and the session commits. Either way the session's after-commit hooks run
+    (the announcements of events.py).
+    """
+    session.flush()
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        for statement, params in statements:
+            connection.execute(statement, params)
+        session.commit()
+        return
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    compiled = _compiled(statements, connection.dialect)
+    try:
+        with raw.pipeline():  # type: ignore[union-attr]
+            for sql, params in compiled:
+                raw.execute(sql, params)  # type: ignore[union-attr]
+            # A COMMIT statement, not raw.commit(): that would sync the pipeline once more.
+            raw.execute("COMMIT")  # type: ignore[union-attr]
+    except connection.dialect.loaded_dbapi.Error as exc:
+        _raise_wrapped(connection, raw, compiled[0][0] if compiled else "COMMIT", exc)
+    # The transaction has ended on the server: psycopg knows, and SQLAlchemy's own COMMIT sends nothing.
+    session.commit()
 
 
 class Database:

@@ -16,17 +16,20 @@ import re
 from typing import Callable
 
 from flask import Response, current_app, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from twilio.request_validator import RequestValidator
 
-from .db import db
-from .models import WebhookReply
+from .db import commit_with, db
+from .models import WebhookReply, utcnow
 
 log = logging.getLogger(__name__)
 
 CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 #: Twilio's own limit on parameter values is far below this; anything longer is not from Twilio.
 MAX_VALUE_LENGTH = 4096
+#: A webhook's stored reply, written with the COMMIT of the webhook's changes (`db.commit_with`).
+STORE_REPLY = insert(WebhookReply).values({column: bindparam(column) for column in
+                                           ("call_sid", "request_key", "status", "body", "created_at")})
 
 
 def error(status: int, message: str, detail: object = None) -> Response:
@@ -98,7 +101,7 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
     """Run a TwiML view once per distinct request; a retried request gets the stored reply.
 
     The view returns TwiML text and leaves committing to this wrapper, which stores the reply and
-    commits both together. The reply's key is unique, so the wrapper does not look for a stored
+    commits both together (on PostgreSQL the reply's INSERT goes with the COMMIT, one round trip). The reply's key is unique, so the wrapper does not look for a stored
     reply first (a query on every webhook, for the rare retry): it runs the view, and if the
     commit finds the key taken, or the view fails, it rolls the view's changes back and answers
     with the reply stored for the first of the two, if there is one. Views change nothing outside
@@ -114,8 +117,8 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
         session = db.session
         try:
             body = view(*args, call_sid=sid, **kwargs)
-            session.add(WebhookReply(call_sid=sid, request_key=key, body=body))
-            session.commit()
+            reply = {"call_sid": sid, "request_key": key, "status": 200, "body": body, "created_at": utcnow()}
+            commit_with(session, (STORE_REPLY, reply))
         except Exception:
             # A retry (or the same request racing us) whose first run committed: its reply is the
             # one the caller got. Anything else is a real failure, for the blueprint's error handler.

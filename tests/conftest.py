@@ -9,7 +9,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from flask import Flask
@@ -179,6 +179,40 @@ def statements_sent(engine: Engine, *, transaction_control: bool = True) -> Iter
         yield sent
     finally:
         event.remove(engine, "before_cursor_execute", spy)
+
+
+@contextlib.contextmanager
+def round_trips(engine: Engine, folder: Path) -> Iterator[Callable[[], int]]:
+    """Count the round trips to PostgreSQL while the block runs: a function that says how many so far.
+
+    libpq traces every message each pooled connection sends; a round trip ends with each simple
+    Query or each Sync (one per statement, or one for a whole pipeline). Counting them, not the
+    statements SQLAlchemy sees, also counts psycopg's own BEGIN and COMMIT and what goes in pipelines.
+    """
+    from psycopg import pq
+
+    log = folder / f"libpq-{uuid.uuid4().hex[:8]}.trace"
+    traced: list[Any] = []
+    with open(log, "w") as sink:
+
+        def trace(dbapi_connection, *_args):  # type: ignore[no-untyped-def]
+            pgconn = dbapi_connection.pgconn
+            pgconn.trace(sink.fileno())
+            pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+            traced.append(pgconn)
+
+        def count() -> int:
+            sink.flush()
+            sent = [line.split("\t") for line in log.read_text().splitlines()]
+            return sum(1 for fields in sent if len(fields) > 2 and fields[0] == "F" and fields[2].startswith(("Sync", "Query")))
+
+        event.listen(engine, "checkout", trace)
+        try:
+            yield count
+        finally:
+            event.remove(engine, "checkout", trace)
+            for pgconn in traced:
+                pgconn.untrace()
 
 
 def assert_statements(sent: list[str], expected: list[str], database_url: str) -> None:

@@ -1,7 +1,10 @@
 """The PostgreSQL connection pool: a connection used a moment ago is handed out without a ping; one
-that has lain idle is pinged, and replaced if its server side has gone."""
+that has lain idle is pinged, and replaced if its server side has gone. And statements sent together
+in a pipeline (`run_together`, `commit_with`)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -126,3 +129,59 @@ def test_statements_run_together_on_a_dead_connection_fail_cleanly_and_the_next_
             run_together(session, (select(literal_column("1")), {}))
     with db.transaction(router) as session:
         assert session.scalar(text("SELECT pg_backend_pid()")) != dead
+
+
+def test_statements_committed_with_the_session_are_written_and_announced_once_committed(app, database_url, tmp_path):  # type: ignore[no-untyped-def]
+    from sqlalchemy import bindparam, func, insert, select
+
+    from helpline.db import commit_with, db
+    from helpline.events import announce
+    from helpline.models import Call, WebhookReply, utcnow
+
+    from .conftest import round_trips
+
+    store = insert(WebhookReply).values({column: bindparam(column) for column in ("call_sid", "request_key", "status", "body", "created_at")})
+    heard: list[str] = []
+    db.bus.subscribe("test_committed", lambda **data: heard.append(data["sid"]))
+    with app.app_context(), contextlib.ExitStack() as stack:
+        wire = stack.enter_context(round_trips(db.engine, tmp_path)) if database_url.startswith("postgresql") else None
+        session = db.session
+        session.add(Call(call_sid="CA" + "a" * 32))
+        session.flush()  # BEGIN and the INSERT
+        before = wire() if wire is not None else 0
+        announce(session, "test_committed", sid="CA" + "a" * 32)
+        reply = {"call_sid": "CA" + "a" * 32, "status": 200, "body": "<Response/>", "created_at": utcnow()}
+        commit_with(session, (store, {**reply, "request_key": "one"}), (store, {**reply, "request_key": "two"}))
+        if wire is not None:
+            assert wire() - before == 1  # both INSERTs and the COMMIT
+        assert heard == ["CA" + "a" * 32]  # after the commit, once
+        db.session.remove()
+        assert db.session.scalar(select(func.count()).select_from(WebhookReply)) == 2
+        assert db.session.scalar(select(func.count()).select_from(Call)) == 1
+
+
+def test_a_statement_committed_with_the_session_that_fails_raises_and_writes_nothing(app, database_url):  # type: ignore[no-untyped-def]
+    from sqlalchemy import bindparam, func, insert, select
+    from sqlalchemy.exc import IntegrityError
+
+    from helpline.db import commit_with, db
+    from helpline.events import announce
+    from helpline.models import Call, WebhookReply, utcnow
+
+    store = insert(WebhookReply).values({column: bindparam(column) for column in ("call_sid", "request_key", "status", "body", "created_at")})
+    reply = {"call_sid": "CA" + "b" * 32, "request_key": "taken", "status": 200, "body": "<Response/>", "created_at": utcnow()}
+    heard: list[str] = []
+    db.bus.subscribe("test_committed", lambda **data: heard.append(data["sid"]))
+    with app.app_context():
+        commit_with(db.session, (store, reply))
+        db.session.add(Call(call_sid="CA" + "b" * 32))
+        announce(db.session, "test_committed", sid="CA" + "b" * 32)
+        with pytest.raises(IntegrityError):
+            commit_with(db.session, (store, reply))  # the unique key is taken: as a retried webhook finds it
+        db.session.rollback()
+        assert heard == []
+        assert db.session.scalar(select(func.count()).select_from(Call)) == 0  # the session's changes too
+        assert db.session.scalar(select(func.count()).select_from(WebhookReply)) == 1
+        db.session.add(Call(call_sid="CA" + "c" * 32))
+        db.session.commit()  # and the session carries on
+        assert db.session.scalar(select(func.count()).select_from(Call)) == 1
