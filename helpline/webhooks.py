@@ -101,7 +101,8 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
     """Run a TwiML view once per distinct request; a retried request gets the stored reply.
 
     The view returns TwiML text and leaves committing to this wrapper, which stores the reply and
-    commits both together (on PostgreSQL the reply's INSERT goes with the COMMIT, one round trip). The reply's key is unique, so the wrapper does not look for a stored
+    commits both together (on PostgreSQL the reply's INSERT goes with the COMMIT: one round trip,
+    `db.commit_with`). The reply's key is unique, so the wrapper does not look for a stored
     reply first (a query on every webhook, for the rare retry): it runs the view, and if the
     commit finds the key taken, or the view fails, it rolls the view's changes back and answers
     with the reply stored for the first of the two, if there is one. Views change nothing outside
