@@ -132,15 +132,16 @@ def test_statements_run_together_on_a_dead_connection_fail_cleanly_and_the_next_
 
 
 def test_statements_committed_with_the_session_are_written_and_announced_once_committed(app, database_url, tmp_path):  # type: ignore[no-untyped-def]
-    from sqlalchemy import bindparam, func, insert, select
+    from sqlalchemy import func, select
 
     from helpline.db import commit_with, db
     from helpline.events import announce
     from helpline.models import Call, WebhookReply, utcnow
+    from helpline.webhooks import STORE_REPLY
 
     from .conftest import round_trips
 
-    store = insert(WebhookReply).values({column: bindparam(column) for column in ("call_sid", "request_key", "status", "body", "created_at")})
+    store = STORE_REPLY
     heard: list[str] = []
     db.bus.subscribe("test_committed", lambda **data: heard.append(data["sid"]))
     with app.app_context(), contextlib.ExitStack() as stack:
@@ -161,14 +162,15 @@ def test_statements_committed_with_the_session_are_written_and_announced_once_co
 
 
 def test_a_statement_committed_with_the_session_that_fails_raises_and_writes_nothing(app, database_url):  # type: ignore[no-untyped-def]
-    from sqlalchemy import bindparam, func, insert, select
+    from sqlalchemy import func, select
     from sqlalchemy.exc import IntegrityError
 
     from helpline.db import commit_with, db
     from helpline.events import announce
     from helpline.models import Call, WebhookReply, utcnow
+    from helpline.webhooks import STORE_REPLY
 
-    store = insert(WebhookReply).values({column: bindparam(column) for column in ("call_sid", "request_key", "status", "body", "created_at")})
+    store = STORE_REPLY
     reply = {"call_sid": "CA" + "b" * 32, "request_key": "taken", "status": 200, "body": "<Response/>", "created_at": utcnow()}
     heard: list[str] = []
     db.bus.subscribe("test_committed", lambda **data: heard.append(data["sid"]))
