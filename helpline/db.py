@@ -14,13 +14,15 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence
 
 from flask import Flask
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import bindparam, create_engine, event, insert, inspect, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError
-from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.orm import MANYTOONE, Session, scoped_session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Executable
 
 from .events import Bus
@@ -94,8 +96,9 @@ def is_postgresql(session: Session) -> bool:
 
 
 #: run_together's and commit_with's statements, compiled for PostgreSQL once: by id, with the
-#: statement kept alive beside its compiled form so that its id is never reused.
-_COMPILED: dict[int, tuple[Executable, Any]] = {}
+#: statement kept alive beside its compiled form so that its id is never reused, and the bind
+#: processors of the parameters whose type has one (JSON, UTC timestamps).
+_COMPILED: dict[int, tuple[Executable, Any, list[tuple[str, Callable[[Any], Any]]]]] = {}
 
 
 def _compiled(statements: Sequence[tuple[Executable, dict[str, Any]]], dialect: Any) -> list[tuple[str, Any]]:
@@ -103,10 +106,103 @@ def _compiled(statements: Sequence[tuple[Executable, dict[str, Any]]], dialect: 
     compiled = []
     for statement, params in statements:
         if id(statement) not in _COMPILED:
-            _COMPILED[id(statement)] = (statement, statement.compile(dialect=dialect))
-        sql = _COMPILED[id(statement)][1]
-        compiled.append((sql.string, sql.construct_params(params)))
+            sql = statement.compile(dialect=dialect)
+            processors = [(name, processor) for bind, name in sql.bind_names.items()
+                          if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+            _COMPILED[id(statement)] = (statement, sql, processors)
+        _, sql, processors = _COMPILED[id(statement)]
+        values = sql.construct_params(params)
+        for name, processor in processors:
+            if name in values:
+                values[name] = processor(values[name])
+        compiled.append((sql.string, values))
     return compiled
+
+
+#: The INSERT for each append-only class's rows (see `commit_with`), built once.
+_APPEND: dict[type, tuple[Executable, list[Any]]] = {}
+
+
+def _append_rows(session: Session, classes: tuple[type, ...]) -> list[tuple[Executable, dict[str, Any]]]:
+    """Take the session's new objects of `classes` out of it, as INSERTs with their values, in the
+    order they were added. Objects that refer to another by a relationship stay for the ORM."""
+    taken = []
+    for obj in session.new:
+        if not isinstance(obj, classes):
+            continue
+        state = inspect(obj)
+        if any(key in state.dict for key in state.mapper.relationships.keys()):
+            continue
+        taken.append(state)
+    rows = []
+    for state in sorted(taken, key=lambda one: one.insert_order):
+        statement, columns = _append_statement(type(state.obj()))
+        values = {}
+        for column in columns:
+            if column.key in state.dict:
+                values[column.key] = state.dict[column.key]
+            elif column.default is not None:
+                values[column.key] = column.default.arg(None) if column.default.is_callable else column.default.arg
+            else:
+                values[column.key] = None
+        rows.append((statement, values))
+        session.expunge(state.obj())
+    return rows
+
+
+def _append_statement(cls: type) -> tuple[Executable, list[Any]]:
+    if cls not in _APPEND:
+        table = cls.__table__  # type: ignore[attr-defined]
+        columns = [column for column in table.columns if not column.primary_key]
+        if any(column.server_default is not None or (column.default is not None and not column.default.is_scalar
+                                                      and not column.default.is_callable) for column in columns):
+            raise TypeError(f"{cls.__name__} has defaults made by the database: it cannot be written in a pipeline")
+        statement = insert(table).values({column.key: bindparam(column.key, type_=column.type) for column in columns})
+        _APPEND[cls] = (statement, columns)
+    return _APPEND[cls]
+
+
+#: The UPDATE for each class and set of changed columns (see `commit_with`), built once.
+_UPDATE: dict[tuple[type, tuple[str, ...]], Executable] = {}
+
+
+def _update_rows(session: Session, classes: tuple[type, ...]) -> list[tuple[Executable, dict[str, Any]]]:
+    """The changes to the session's objects of `classes` as UPDATEs by primary key, which the ORM
+    then takes as written. An object whose foreign keys a changed relationship sets stays for the
+    ORM (a relationship kept on the other side's rows, its queue entry, is the flush's to write)."""
+    rows = []
+    for obj in session.dirty:
+        if not isinstance(obj, classes):
+            continue
+        state = inspect(obj)
+        if state.identity is None or len(state.identity) != 1:
+            continue
+        if any(relationship.direction is MANYTOONE and state.attrs[relationship.key].history.has_changes()
+               for relationship in state.mapper.relationships):
+            continue
+        changed = {prop.key: state.dict[prop.key] for prop in state.mapper.column_attrs
+                   if prop.key in state.dict and state.attrs[prop.key].history.has_changes()}
+        if not changed:
+            continue
+        rows.append((_update_statement(type(obj), tuple(sorted(changed))), {"pk": state.identity[0], **{
+            f"new_{key}": value for key, value in changed.items()}}))
+        for key, value in changed.items():
+            set_committed_value(obj, key, value)
+    return rows
+
+
+def _update_statement(cls: type, keys: tuple[str, ...]) -> Executable:
+    if (cls, keys) not in _UPDATE:
+        mapper = inspect(cls)
+        table = mapper.local_table
+        if any(column.onupdate is not None or column.server_onupdate is not None for column in table.columns) \
+                or mapper.version_id_col is not None:
+            raise TypeError(f"{cls.__name__} has values made on update: it cannot be written in a pipeline")
+        columns = {key: mapper.column_attrs[key].columns[0] for key in keys}
+        (primary_key,) = table.primary_key.columns
+        _UPDATE[(cls, keys)] = update(table).where(primary_key == bindparam("pk")).values(
+            {column: bindparam(f"new_{key}", type_=column.type) for key, column in columns.items()})
+    return _UPDATE[(cls, keys)]
 
 
 def _raise_wrapped(connection: Any, raw: Any, sql: str, exc: Exception) -> NoReturn:
@@ -144,36 +240,51 @@ def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]
         _raise_wrapped(connection, raw, compiled[0][0], exc)
 
 
-def commit_with(session: Session, *statements: tuple[Executable, dict[str, Any]]) -> None:
+def commit_with(session: Session, *statements: tuple[Executable, dict[str, Any]],
+                append_only: tuple[type, ...] = (), updates_of: tuple[type, ...] = ()) -> None:
     """Write the session's changes, then `statements`, and commit them all together.
 
     On PostgreSQL the statements and the COMMIT go in one psycopg pipeline, one round trip where
     each would have taken its own; so they are for writes whose results nobody reads, with the same
-    limits as `run_together`'s. A failing statement (a unique key taken, say) raises as
-    `session.commit()` would, and leaves the transaction for the caller to roll back. Elsewhere the
-    statements run in turn and the session commits. Either way the session's after-commit hooks run
-    (the announcements of events.py).
+    limits as `run_together`'s. Some of the session's own changes can go the same way, each of
+    which would otherwise take a round trip in the flush:
+
+    - new objects of the `append_only` classes, as plain INSERTs in the order they were added: rows
+      that nothing else refers to and whose database-made values nobody reads (a call's timeline).
+      They leave the session, without an id;
+    - changed columns of objects of the `updates_of` classes, as UPDATEs by primary key, after
+      the flush of everything else. The ORM takes them as written.
+
+    A failing statement (a unique key taken, say) raises as `session.commit()` would, and leaves the
+    transaction for the caller to roll back (which forgets the changes as usual). Elsewhere the
+    statements run in turn and the session commits. Either way the session's after-commit hooks
+    run (the announcements of events.py).
     """
-    session.flush()
     connection = session.connection()
     if connection.dialect.name != "postgresql":
+        session.flush()
         for statement, params in statements:
             connection.execute(statement, params)
         session.commit()
         return
+    updates = _update_rows(session, updates_of) if updates_of else []
+    statements = (*(_append_rows(session, append_only) if append_only else ()), *statements)
+    session.flush()
     raw = connection.connection.dbapi_connection
     assert raw is not None
-    compiled = _compiled(statements, connection.dialect)
+    compiled = _compiled((*updates, *statements), connection.dialect)
     try:
         with raw.pipeline():  # type: ignore[union-attr]
-            for sql, params in compiled:
-                raw.execute(sql, params)  # type: ignore[union-attr]
+            cursors = [raw.execute(sql, params) for sql, params in compiled]  # type: ignore[union-attr]
             # A COMMIT statement, not raw.commit(): that would sync the pipeline once more.
             raw.execute("COMMIT")  # type: ignore[union-attr]
     except connection.dialect.loaded_dbapi.Error as exc:
         _raise_wrapped(connection, raw, compiled[0][0] if compiled else "COMMIT", exc)
     # The transaction has ended on the server: psycopg knows, and SQLAlchemy's own COMMIT sends nothing.
     session.commit()
+    if any(cursor.rowcount != 1 for cursor in cursors[:len(updates)]):
+        # As the ORM's own check, but after the fact: the row went (erased) while this request ran.
+        raise StaleDataError("an UPDATE sent with the commit matched no row")
 
 
 class Database:

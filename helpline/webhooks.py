@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, insert, select
 from twilio.request_validator import RequestValidator
 
 from .db import commit_with, db
-from .models import WebhookReply, utcnow
+from .models import Call, CallEvent, WebhookReply, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
     """Run a TwiML view once per distinct request; a retried request gets the stored reply.
 
     The view returns TwiML text and leaves committing to this wrapper, which stores the reply and
-    commits both together (on PostgreSQL the reply's INSERT goes with the COMMIT: one round trip,
-    `db.commit_with`). The reply's key is unique, so the wrapper does not look for a stored
+    commits both together (on PostgreSQL the reply's INSERT, the call's new timeline lines and the
+    call's changes go with the COMMIT: one round trip, `db.commit_with`). The reply's key is unique, so the wrapper does not look for a stored
     reply first (a query on every webhook, for the rare retry): it runs the view, and if the
     commit finds the key taken, or the view fails, it rolls the view's changes back and answers
     with the reply stored for the first of the two, if there is one. Views change nothing outside
@@ -119,7 +119,7 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
         try:
             body = view(*args, call_sid=sid, **kwargs)
             reply = {"call_sid": sid, "request_key": key, "status": 200, "body": body, "created_at": utcnow()}
-            commit_with(session, (STORE_REPLY, reply))
+            commit_with(session, (STORE_REPLY, reply), append_only=(CallEvent,), updates_of=(Call,))
         except Exception:
             # A retry (or the same request racing us) whose first run committed: its reply is the
             # one the caller got. Anything else is a real failure, for the blueprint's error handler.

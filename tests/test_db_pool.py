@@ -187,3 +187,79 @@ def test_a_statement_committed_with_the_session_that_fails_raises_and_writes_not
         db.session.add(Call(call_sid="CA" + "c" * 32))
         db.session.commit()  # and the session carries on
         assert db.session.scalar(select(func.count()).select_from(Call)) == 1
+
+
+def test_append_only_rows_committed_with_the_session_keep_their_values_and_order(app, database_url, tmp_path):  # type: ignore[no-untyped-def]
+    """A call's timeline lines go in the COMMIT's pipeline on PostgreSQL, in the order they were
+    added, with their defaults (when, no detail) and JSON detail as the ORM would write them."""
+    from sqlalchemy import select
+
+    from helpline.db import commit_with, db
+    from helpline.models import Call, CallEvent, WebhookReply, utcnow
+    from helpline.webhooks import STORE_REPLY
+
+    from .conftest import round_trips
+
+    with app.app_context(), contextlib.ExitStack() as stack:
+        wire = stack.enter_context(round_trips(db.engine, tmp_path)) if database_url.startswith("postgresql") else None
+        session = db.session
+        call = Call(call_sid="CA" + "d" * 32)
+        session.add(call)
+        session.flush()  # BEGIN and the call's INSERT
+        before, start = (wire() if wire is not None else 0), utcnow()
+        lines = [CallEvent(call_id=call.id, kind="step", step="welcome"),
+                 CallEvent(call_id=call.id, kind="key", step="menu", detail={"key": "1", "nested": [1, {"a": None}]}),
+                 CallEvent(call_id=call.id, kind="outcome", at=start, detail={"outcome": "ended"})]
+        for line in lines:
+            session.add(line)
+        call.step = "menu"
+        reply = {"call_sid": call.call_sid, "request_key": "k", "status": 200, "body": "<Response/>", "created_at": utcnow()}
+        commit_with(session, (STORE_REPLY, reply), append_only=(CallEvent,))
+        if wire is not None:
+            assert wire() - before == 2  # the call's UPDATE; then the lines, the reply and the COMMIT
+            assert all(line not in session for line in lines)  # they left the session, unwritten by the ORM
+        db.session.remove()
+        written = db.session.execute(select(CallEvent.kind, CallEvent.step, CallEvent.detail, CallEvent.at)
+                                     .order_by(CallEvent.id)).all()
+        assert [(kind, step, detail) for kind, step, detail, _ in written] == [
+            ("step", "welcome", {}), ("key", "menu", {"key": "1", "nested": [1, {"a": None}]}),
+            ("outcome", None, {"outcome": "ended"})]
+        assert all(at.tzinfo is not None and at >= start for _, _, _, at in written[:2]) and written[2][3] == start
+        assert db.session.scalar(select(Call.step)) == "menu"
+        assert db.session.scalar(select(WebhookReply.request_key)) == "k"
+
+
+def test_append_only_rows_are_not_written_when_the_commit_fails(app, database_url):  # type: ignore[no-untyped-def]
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import IntegrityError
+
+    from helpline.db import commit_with, db
+    from helpline.models import Call, CallEvent, utcnow
+    from helpline.webhooks import STORE_REPLY
+
+    reply = {"call_sid": "CA" + "e" * 32, "request_key": "taken", "status": 200, "body": "<Response/>", "created_at": utcnow()}
+    with app.app_context():
+        call = Call(call_sid="CA" + "e" * 32)
+        db.session.add(call)
+        commit_with(db.session, (STORE_REPLY, reply))
+        db.session.add(CallEvent(call_id=call.id, kind="step", step="welcome"))
+        with pytest.raises(IntegrityError):
+            commit_with(db.session, (STORE_REPLY, reply), append_only=(CallEvent,))  # a retried webhook
+        db.session.rollback()
+        assert db.session.scalar(select(func.count()).select_from(CallEvent)) == 0
+
+
+def test_a_line_tied_to_its_call_by_the_relationship_is_left_to_the_orm(app, database_url):  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from helpline.db import commit_with, db
+    from helpline.models import Call, CallEvent
+
+    with app.app_context():
+        call = Call(call_sid="CA" + "f" * 32)
+        tied = CallEvent(call=call, kind="incoming")  # its call_id is only known once the call is written
+        db.session.add_all([call, tied])
+        commit_with(db.session, append_only=(CallEvent,))
+        assert tied.id is not None
+        db.session.remove()
+        assert db.session.execute(select(CallEvent.kind, CallEvent.call_id)).all() == [("incoming", call.id)]
