@@ -20,7 +20,7 @@ from twilio.twiml.voice_response import Conference, Dial, VoiceResponse
 from werkzeug.exceptions import HTTPException
 
 from . import routing
-from .db import db, is_postgresql
+from .db import commit_with, db, is_postgresql
 from .ivr.engine import Interpreter
 from .models import Call, CallEvent, Handler, QueueEntry, utcnow
 from .twilio_rest import TwilioGateway, TwilioUnavailable, gateway
@@ -64,7 +64,7 @@ def accept(handler: Handler, call_id: int) -> QueueEntry:
     entry = routing.claim(session, handler, call_id, utcnow())
     # Commit before talking to Twilio: the claim is what makes this handler the only winner, and no
     # lock may be held while we wait on the network.
-    session.commit()
+    commit_with(session)
     call = session.get(Call, call_id)
     assert call is not None
     try:
@@ -72,11 +72,11 @@ def accept(handler: Handler, call_id: int) -> QueueEntry:
     except TwilioUnavailable as exc:
         session.refresh(entry)  # (and the call: connect_failed re-reads it) as they are after the wait
         routing.connect_failed(session, entry, handler, str(exc), utcnow())
-        session.commit()
+        commit_with(session)
         raise routing.RoutingError("connect_failed", str(exc)) from None
     session.refresh(entry)  # (and the call: connected re-reads it) as they are after the wait
     routing.connected(session, entry, handler, utcnow(), **legs)
-    session.commit()
+    commit_with(session)
     return entry
 
 
@@ -129,7 +129,7 @@ def hold(handler: Handler, call_id: int, on_hold: bool) -> None:
     except TwilioUnavailable as exc:
         raise routing.RoutingError("twilio_failed", str(exc)) from None
     db.session.add(CallEvent(call_id=call_id, kind="hold" if on_hold else "unhold", detail={"handler_id": handler.id}))
-    db.session.commit()
+    commit_with(db.session)
 
 
 # -- Twilio's side --------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def conference(call_id: int) -> Response:
     handler = _holder(entry)
     if handler is not None and handler.current_call_id == call_id:
         routing.start_wrap_up(db.session, handler, utcnow())
-    db.session.commit()
+    commit_with(db.session)
     return Response(status=204)
 
 
@@ -261,7 +261,7 @@ def handler_leg(call_id: int) -> Response:
     caller_leg = entry.caller_leg_sid
     routing.handler_unreachable(db.session, entry, _holder(entry), status, utcnow())
     live = entry.kind == "live" and call.ended_at is None
-    db.session.commit()
+    commit_with(db.session)
     twilio = gateway()
     if live:
         step = _interpreter().queue_step().name
@@ -292,12 +292,12 @@ def caller_leg(call_id: int) -> Response:
     handler_leg_sid = entry.handler_leg_sid
     if status in UNANSWERED:
         routing.callback_unanswered(db.session, entry, handler, status, now)
-        db.session.commit()
+        commit_with(db.session)
         _hang_up_quietly(gateway(), handler_leg_sid)
         return Response(status=204)
     if handler is not None and handler.current_call_id == call_id:
         routing.start_wrap_up(db.session, handler, now)
-    db.session.commit()
+    commit_with(db.session)
     return Response(status=204)
 
 

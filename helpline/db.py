@@ -119,24 +119,28 @@ def _compiled(statements: Sequence[tuple[Executable, dict[str, Any]]], dialect: 
     return compiled
 
 
-#: The INSERT for each append-only class's rows (see `commit_with`), built once.
+#: The INSERT for each "append" class's rows, and its columns (see `commit_with`), built once.
 _APPEND: dict[type, tuple[Executable, list[Any]]] = {}
+#: The UPDATE for each "update" class and set of changed columns (see `commit_with`), built once.
+_UPDATE: dict[tuple[type, tuple[str, ...]], Executable] = {}
 
 
-def _append_rows(session: Session, classes: tuple[type, ...]) -> list[tuple[Executable, dict[str, Any]]]:
-    """Take the session's new objects of `classes` out of it, as INSERTs with their values, in the
-    order they were added. Objects that refer to another by a relationship stay for the ORM."""
+def _pipelined(state: Any) -> str | None:
+    return state.mapper.local_table.info.get("pipelined")  # type: ignore[no-any-return]
+
+
+def _append_rows(session: Session) -> list[tuple[Executable, dict[str, Any]]]:
+    """Take the session's new objects of "append" tables out of it, as INSERTs with their values,
+    in the order they were added. Objects that refer to another by a relationship stay for the ORM."""
     taken = []
     for obj in session.new:
-        if not isinstance(obj, classes):
-            continue
         state = inspect(obj)
-        if any(key in state.dict for key in state.mapper.relationships.keys()):
+        if _pipelined(state) != "append" or any(key in state.dict for key in state.mapper.relationships.keys()):
             continue
         taken.append(state)
     rows = []
     for state in sorted(taken, key=lambda one: one.insert_order):
-        statement, columns = _append_statement(type(state.obj()))
+        statement, columns = _append_statement(state.class_)
         values = {}
         for column in columns:
             if column.key in state.dict:
@@ -152,7 +156,7 @@ def _append_rows(session: Session, classes: tuple[type, ...]) -> list[tuple[Exec
 
 def _append_statement(cls: type) -> tuple[Executable, list[Any]]:
     if cls not in _APPEND:
-        table = cls.__table__  # type: ignore[attr-defined]
+        table = inspect(cls).local_table
         columns = [column for column in table.columns if not column.primary_key]
         if any(column.server_default is not None or (column.default is not None and not column.default.is_scalar
                                                       and not column.default.is_callable) for column in columns):
@@ -162,20 +166,17 @@ def _append_statement(cls: type) -> tuple[Executable, list[Any]]:
     return _APPEND[cls]
 
 
-#: The UPDATE for each class and set of changed columns (see `commit_with`), built once.
-_UPDATE: dict[tuple[type, tuple[str, ...]], Executable] = {}
-
-
-def _update_rows(session: Session, classes: tuple[type, ...]) -> list[tuple[Executable, dict[str, Any]]]:
-    """The changes to the session's objects of `classes` as UPDATEs by primary key, which the ORM
-    then takes as written. An object whose foreign keys a changed relationship sets stays for the
-    ORM (a relationship kept on the other side's rows, its queue entry, is the flush's to write)."""
+def _update_rows(session: Session) -> list[tuple[Executable, dict[str, Any]]]:
+    """The changes to the session's objects of "update" tables as UPDATEs by primary key, which the
+    ORM then takes as written. An object whose foreign keys a changed relationship sets stays for
+    the ORM (a relationship kept on the other side's rows, a call's queue entry, is the flush's to
+    write), and so does everything when the session deletes rows (the flush orders those)."""
+    if session.deleted:
+        return []
     rows = []
     for obj in session.dirty:
-        if not isinstance(obj, classes):
-            continue
         state = inspect(obj)
-        if state.identity is None or len(state.identity) != 1:
+        if _pipelined(state) != "update" or state.identity is None or len(state.identity) != 1:
             continue
         if any(relationship.direction is MANYTOONE and state.attrs[relationship.key].history.has_changes()
                for relationship in state.mapper.relationships):
@@ -184,7 +185,7 @@ def _update_rows(session: Session, classes: tuple[type, ...]) -> list[tuple[Exec
                    if prop.key in state.dict and state.attrs[prop.key].history.has_changes()}
         if not changed:
             continue
-        rows.append((_update_statement(type(obj), tuple(sorted(changed))), {"pk": state.identity[0], **{
+        rows.append((_update_statement(state.class_, tuple(sorted(changed))), {"pk": state.identity[0], **{
             f"new_{key}": value for key, value in changed.items()}}))
         for key, value in changed.items():
             set_committed_value(obj, key, value)
@@ -240,20 +241,18 @@ def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]
         _raise_wrapped(connection, raw, compiled[0][0], exc)
 
 
-def commit_with(session: Session, *statements: tuple[Executable, dict[str, Any]],
-                append_only: tuple[type, ...] = (), updates_of: tuple[type, ...] = ()) -> None:
+def commit_with(session: Session, *statements: tuple[Executable, dict[str, Any]]) -> None:
     """Write the session's changes, then `statements`, and commit them all together.
 
     On PostgreSQL the statements and the COMMIT go in one psycopg pipeline, one round trip where
     each would have taken its own; so they are for writes whose results nobody reads, with the same
-    limits as `run_together`'s. Some of the session's own changes can go the same way, each of
-    which would otherwise take a round trip in the flush:
+    limits as `run_together`'s. The session's own changes to tables marked `pipelined` (see
+    models.Base) go the same way, each of which would otherwise take a round trip in the flush:
 
-    - new objects of the `append_only` classes, as plain INSERTs in the order they were added: rows
-      that nothing else refers to and whose database-made values nobody reads (a call's timeline).
-      They leave the session, without an id;
-    - changed columns of objects of the `updates_of` classes, as UPDATEs by primary key, after
-      the flush of everything else. The ORM takes them as written.
+    - new rows of "append" tables, as plain INSERTs in the order they were added. They leave the
+      session, without an id;
+    - changed columns of "update" tables, as UPDATEs by primary key, after the flush of the rest.
+      The ORM takes them as written.
 
     A failing statement (a unique key taken, say) raises as `session.commit()` would, and leaves the
     transaction for the caller to roll back (which forgets the changes as usual). Elsewhere the
@@ -267,12 +266,11 @@ def commit_with(session: Session, *statements: tuple[Executable, dict[str, Any]]
             connection.execute(statement, params)
         session.commit()
         return
-    updates = _update_rows(session, updates_of) if updates_of else []
-    statements = (*(_append_rows(session, append_only) if append_only else ()), *statements)
+    updates = _update_rows(session)
+    compiled = _compiled((*updates, *_append_rows(session), *statements), connection.dialect)
     session.flush()
     raw = connection.connection.dbapi_connection
     assert raw is not None
-    compiled = _compiled((*updates, *statements), connection.dialect)
     try:
         with raw.pipeline():  # type: ignore[union-attr]
             cursors = [raw.execute(sql, params) for sql, params in compiled]  # type: ignore[union-attr]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.exceptions import HTTPException
 
-from .db import db, is_postgresql
+from .db import commit_with, db, is_postgresql
 from .events import announce
 from .ivr import twiml
 from .ivr.engine import APOLOGY, Interpreter
@@ -227,7 +227,7 @@ def _apply_status(call_sid: str, new_status: str, sequence: int | None, duration
         call.duration_s = int(duration_text)
     interpreter().abandon(session, call, now)
     announce(session, "call_ended", call_id=call.id)
-    session.commit()
+    commit_with(session)
 
 
 @bp.errorhandler(HTTPException)

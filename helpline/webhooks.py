@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, insert, select
 from twilio.request_validator import RequestValidator
 
 from .db import commit_with, db
-from .models import Call, CallEvent, WebhookReply, utcnow
+from .models import WebhookReply, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
         try:
             body = view(*args, call_sid=sid, **kwargs)
             reply = {"call_sid": sid, "request_key": key, "status": 200, "body": body, "created_at": utcnow()}
-            commit_with(session, (STORE_REPLY, reply), append_only=(CallEvent,), updates_of=(Call,))
+            commit_with(session, (STORE_REPLY, reply))
         except Exception:
             # A retry (or the same request racing us) whose first run committed: its reply is the
             # one the caller got. Anything else is a real failure, for the blueprint's error handler.

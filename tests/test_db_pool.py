@@ -190,8 +190,9 @@ def test_a_statement_committed_with_the_session_that_fails_raises_and_writes_not
 
 
 def test_append_only_rows_committed_with_the_session_keep_their_values_and_order(app, database_url, tmp_path):  # type: ignore[no-untyped-def]
-    """A call's timeline lines go in the COMMIT's pipeline on PostgreSQL, in the order they were
-    added, with their defaults (when, no detail) and JSON detail as the ORM would write them."""
+    """A call's timeline lines (an "append" table) go in the COMMIT's pipeline on PostgreSQL, in the
+    order they were added, with their defaults (when, no detail) and JSON detail as the ORM would
+    write them; so does the call's UPDATE (an "update" table)."""
     from sqlalchemy import select
 
     from helpline.db import commit_with, db
@@ -214,9 +215,9 @@ def test_append_only_rows_committed_with_the_session_keep_their_values_and_order
             session.add(line)
         call.step = "menu"
         reply = {"call_sid": call.call_sid, "request_key": "k", "status": 200, "body": "<Response/>", "created_at": utcnow()}
-        commit_with(session, (STORE_REPLY, reply), append_only=(CallEvent,))
+        commit_with(session, (STORE_REPLY, reply))
         if wire is not None:
-            assert wire() - before == 2  # the call's UPDATE; then the lines, the reply and the COMMIT
+            assert wire() - before == 1  # the call's UPDATE, the lines, the reply and the COMMIT
             assert all(line not in session for line in lines)  # they left the session, unwritten by the ORM
         db.session.remove()
         written = db.session.execute(select(CallEvent.kind, CallEvent.step, CallEvent.detail, CallEvent.at)
@@ -244,7 +245,7 @@ def test_append_only_rows_are_not_written_when_the_commit_fails(app, database_ur
         commit_with(db.session, (STORE_REPLY, reply))
         db.session.add(CallEvent(call_id=call.id, kind="step", step="welcome"))
         with pytest.raises(IntegrityError):
-            commit_with(db.session, (STORE_REPLY, reply), append_only=(CallEvent,))  # a retried webhook
+            commit_with(db.session, (STORE_REPLY, reply))  # a retried webhook
         db.session.rollback()
         assert db.session.scalar(select(func.count()).select_from(CallEvent)) == 0
 
@@ -259,7 +260,42 @@ def test_a_line_tied_to_its_call_by_the_relationship_is_left_to_the_orm(app, dat
         call = Call(call_sid="CA" + "f" * 32)
         tied = CallEvent(call=call, kind="incoming")  # its call_id is only known once the call is written
         db.session.add_all([call, tied])
-        commit_with(db.session, append_only=(CallEvent,))
+        commit_with(db.session)
         assert tied.id is not None
         db.session.remove()
         assert db.session.execute(select(CallEvent.kind, CallEvent.call_id)).all() == [("incoming", call.id)]
+
+
+def test_changed_rows_committed_with_the_session_are_written_once_and_left_clean(app, database_url, tmp_path):  # type: ignore[no-untyped-def]
+    """An "update" table's changed columns go in the COMMIT's pipeline on PostgreSQL, JSON and
+    timestamps included; the ORM then takes them as written, so nothing is written twice. A
+    queue entry set on the call (a relationship kept on the entry's rows) is the flush's to write."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import joinedload
+
+    from helpline.db import commit_with, db
+    from helpline.models import Call, QueueEntry, utcnow
+
+    from .conftest import round_trips, statements_sent
+
+    with app.app_context(), contextlib.ExitStack() as stack:
+        wire = stack.enter_context(round_trips(db.engine, tmp_path)) if database_url.startswith("postgresql") else None
+        call = Call(call_sid="CA" + "9" * 32)
+        db.session.add(call)
+        commit_with(db.session)
+        before, now = (wire() if wire is not None else 0), utcnow()
+        call = db.session.scalar(select(Call).options(joinedload(Call.queue_entry)))  # BEGIN and the SELECT (as find_call)
+        call.step, call.ivr_path, call.queued_at = "queue", [{"step": "queue", "at": now.isoformat()}], now
+        call.queue_entry = QueueEntry(call_id=call.id, placed_at=now)
+        sent = stack.enter_context(statements_sent(db.engine, transaction_control=False))
+        commit_with(db.session)
+        if wire is not None:
+            assert [one.head() for one in sent] == ["INSERT"]  # the entry, in the flush; not the call
+            assert wire() - before == 4  # BEGIN, the SELECT, the entry's INSERT; the UPDATE with the COMMIT
+        sent.clear()
+        db.session.flush()
+        assert sent == []  # taken as written
+        db.session.remove()
+        stored = db.session.scalar(select(Call))
+        assert (stored.step, stored.ivr_path, stored.queued_at) == ("queue", [{"step": "queue", "at": now.isoformat()}], now)
+        assert stored.queue_entry is not None and stored.queue_entry.placed_at == now

@@ -6,7 +6,7 @@ from flask import Response, jsonify
 
 from .. import connect, routing
 from ..auth import roles_required
-from ..db import db
+from ..db import commit_with, db
 from ..models import Call, QueueEntry, utcnow
 from . import BadRequest, bp, body
 from .me import current_handler
@@ -47,7 +47,7 @@ def decline(call_id: int) -> Response:
     """Turn down the call offered to you: it keeps its place and goes to someone else."""
     handler = current_handler()
     routing.decline(db.session, handler, call_id, utcnow())
-    db.session.commit()
+    commit_with(db.session)
     return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
 
 
@@ -69,7 +69,7 @@ def wrap_up(call_id: int) -> Response:
     change = body(WrapUp)
     handler = current_handler()
     routing.finish_wrap_up(db.session, handler, call_id, change.outcome, utcnow())
-    db.session.commit()
+    commit_with(db.session)
     return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
 
 

@@ -58,7 +58,13 @@ NAMING = {
 
 
 class Base(DeclarativeBase):
-    """Declarative base for every table."""
+    """Declarative base for every table.
+
+    A table's `info["pipelined"]` says how `db.commit_with` may write its rows on PostgreSQL, in
+    the COMMIT's own round trip instead of the flush's: "append" for rows only ever added, that
+    nothing refers to and whose ids nobody reads (a call's timeline); "update" for rows whose
+    changed columns may be written by primary key after the rest of the flush.
+    """
 
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
@@ -89,7 +95,7 @@ class Handler(Base):
     """A call handler's routing state: presence, skills, and how long they have been idle."""
 
     __tablename__ = "handlers"
-    __table_args__ = (Index("ix_handlers_presence_idle", "presence", "available_since"),)
+    __table_args__ = (Index("ix_handlers_presence_idle", "presence", "available_since"), {"info": {"pipelined": "update"}})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
@@ -116,6 +122,7 @@ class Call(Base):
     """
 
     __tablename__ = "calls"
+    __table_args__ = {"info": {"pipelined": "update"}}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64), unique=True)
@@ -155,6 +162,7 @@ class CallEvent(Base):
     """One line of a call's timeline: a step entered, a key pressed, a status callback, an offer."""
 
     __tablename__ = "call_events"
+    __table_args__ = {"info": {"pipelined": "append"}}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
@@ -182,6 +190,7 @@ class QueueEntry(Base):
         Index("ix_queue_entries_state_order", "state", "priority", "placed_at"),
         # Routing seeks the head of the line for one need at a time (see routing.py).
         Index("ix_queue_entries_state_need_order", "state", "need", "priority", "placed_at", "id"),
+        {"info": {"pipelined": "update"}},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
