@@ -254,11 +254,15 @@ def commit_with(session: Session, *statements: tuple[Executable, dict[str, Any]]
     - changed columns of "update" tables, as UPDATEs by primary key, after the flush of the rest.
       The ORM takes them as written.
 
-    A failing statement (a unique key taken, say) raises as `session.commit()` would, and leaves the
-    transaction for the caller to roll back (which forgets the changes as usual). Elsewhere the
+    The session's before-commit hooks run first, so that what they write (audit entries) is in the
+    same transaction. A failing statement (a unique key taken, say) raises as `session.commit()`
+    would, and leaves the transaction for the caller to roll back (which forgets the changes as
+    usual). Elsewhere the
     statements run in turn and the session commits. Either way the session's after-commit hooks
     run (the announcements of events.py).
     """
+    if isinstance(session, scoped_session):
+        session = session()
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         session.flush()
@@ -268,6 +272,9 @@ def commit_with(session: Session, *statements: tuple[Executable, dict[str, Any]]
         return
     updates = _update_rows(session)
     compiled = _compiled((*updates, *_append_rows(session), *statements), connection.dialect)
+    # What must be written in the same transaction at commit (audit.py chains its entries so) is
+    # written now, before the COMMIT goes; the hooks run again in session.commit(), with nothing left.
+    session.dispatch.before_commit(session)
     session.flush()
     raw = connection.connection.dbapi_connection
     assert raw is not None

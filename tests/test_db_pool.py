@@ -299,3 +299,32 @@ def test_changed_rows_committed_with_the_session_are_written_once_and_left_clean
         stored = db.session.scalar(select(Call))
         assert (stored.step, stored.ivr_path, stored.queued_at) == ("queue", [{"step": "queue", "at": now.isoformat()}], now)
         assert stored.queue_entry is not None and stored.queue_entry.placed_at == now
+
+
+def test_audit_entries_recorded_before_a_commit_with_are_in_its_transaction(app, database_url, tmp_path):  # type: ignore[no-untyped-def]
+    """audit.py writes its entries from the session's before-commit hook: commit_with runs it before
+    the COMMIT goes, not after (which would write them in a second transaction)."""
+    from sqlalchemy import select
+
+    from helpline import audit
+    from helpline.db import commit_with, db
+    from helpline.models import AuditEntry, Call
+
+    from .conftest import round_trips
+
+    with app.app_context(), contextlib.ExitStack() as stack:
+        wire = stack.enter_context(round_trips(db.engine, tmp_path)) if database_url.startswith("postgresql") else None
+        call = Call(call_sid="CA" + "8" * 32)
+        db.session.add(call)
+        commit_with(db.session)
+        before = wire() if wire is not None else 0
+        db.session.execute(select(Call.id))  # BEGIN and a SELECT
+        call.step = "welcome"
+        audit.record(db.session, audit.Actor.system("test"), "contact.update", "contact", 1)
+        commit_with(db.session)
+        if wire is not None:
+            # BEGIN, the SELECT; the audit lock, chain head and entry; the call's UPDATE with the COMMIT
+            assert wire() - before == 6
+        db.session.remove()
+        assert db.session.scalar(select(AuditEntry.action)) == "contact.update"
+        assert db.session.scalar(select(Call.step)) == "welcome"
