@@ -221,8 +221,9 @@ def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]
     if sent one by one. Elsewhere they simply run in turn. It skips SQLAlchemy's per-statement work,
     which on the routing path costs more than the statements themselves: so it is only for
     statements whose compiled form can be cached by identity (built once and kept), whose
-    parameters are plain values the driver adapts itself (numbers, text, datetimes), and whose rows
-    are read by position. Like `session.execute`, it first writes the session's pending changes.
+    parameters are bound by name (their types' bind processors are applied, as SQLAlchemy's
+    would be), and whose rows are read by position, unprocessed. Like `session.execute`, it first
+    writes the session's pending changes.
     """
     session.flush()
     connection = session.connection()
