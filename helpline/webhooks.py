@@ -102,11 +102,12 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
 
     The view returns TwiML text and leaves committing to this wrapper, which stores the reply and
     commits both together (on PostgreSQL the reply's INSERT, the call's new timeline lines and the
-    call's changes go with the COMMIT: one round trip, `db.commit_with`). The reply's key is unique, so the wrapper does not look for a stored
-    reply first (a query on every webhook, for the rare retry): it runs the view, and if the
-    commit finds the key taken, or the view fails, it rolls the view's changes back and answers
-    with the reply stored for the first of the two, if there is one. Views change nothing outside
-    the transaction (announcements wait for the commit), so a retry run and rolled back leaves no trace.
+    call's changes go with the COMMIT: one round trip, `db.commit_with`). The reply's key is
+    unique, so the wrapper does not look for a stored reply first (a query on every webhook, for
+    the rare retry): it runs the view, and if the commit finds the key taken, or the view fails,
+    it rolls the view's changes back and answers with the reply stored for the first of the two,
+    if there is one. Views change nothing outside the transaction (announcements wait for the
+    commit), so a retry run and rolled back leaves no trace.
     """
 
     @functools.wraps(view)

@@ -95,7 +95,10 @@ class Handler(Base):
     """A call handler's routing state: presence, skills, and how long they have been idle."""
 
     __tablename__ = "handlers"
-    __table_args__ = (Index("ix_handlers_presence_idle", "presence", "available_since"), {"info": {"pipelined": "update"}})
+    __table_args__ = (
+        Index("ix_handlers_presence_idle", "presence", "available_since"),
+        {"info": {"pipelined": "update"}},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
