@@ -95,7 +95,7 @@ def is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-#: run_together's and commit_with's statements, compiled for PostgreSQL once: by id, with the
+#: The statements of run_together and commit_with, compiled for PostgreSQL once: by id, with the
 #: statement kept alive beside its compiled form so that its id is never reused, and the bind
 #: processors of the parameters whose type has one (JSON, UTC timestamps).
 _COMPILED: dict[int, tuple[Executable, Any, list[tuple[str, Callable[[Any], Any]]]]] = {}
@@ -242,37 +242,29 @@ def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]
         _raise_wrapped(connection, raw, compiled[0][0], exc)
 
 
-def commit_with(session: Session, *statements: tuple[Executable, dict[str, Any]]) -> None:
-    """Write the session's changes, then `statements`, and commit them all together.
+def commit_with(session: Session) -> None:
+    """Commit the session's changes, sending those to tables marked `pipelined` (see models.Base)
+    with the COMMIT on PostgreSQL: one round trip, where the flush takes one for each.
 
-    On PostgreSQL the statements and the COMMIT go in one psycopg pipeline, one round trip where
-    each would have taken its own; so they are for writes whose results nobody reads, with the same
-    limits as `run_together`'s. The session's own changes to tables marked `pipelined` (see
-    models.Base) go the same way, each of which would otherwise take a round trip in the flush:
-
-    - new rows of "append" tables, as plain INSERTs in the order they were added. They leave the
-      session, without an id;
-    - changed columns of "update" tables, as UPDATEs by primary key, after the flush of the rest.
+    - New rows of "append" tables go as plain INSERTs, in the order they were added. They leave the
+      session, without an id.
+    - Changed columns of "update" tables go as UPDATEs by primary key, after the flush of the rest.
       The ORM takes them as written.
 
     The session's before-commit hooks run first, so that what they write (audit entries) is in the
-    same transaction. A failing statement (a unique key taken, say) raises as `session.commit()`
-    would, and leaves the transaction for the caller to roll back (which forgets the changes as
-    usual). Elsewhere the
-    statements run in turn and the session commits. Either way the session's after-commit hooks
-    run (the announcements of events.py).
+    same transaction. A failing write (a unique key taken, say) raises as `session.commit()` would,
+    and leaves the transaction for the caller to roll back (which forgets the changes as usual).
+    Elsewhere the session simply commits. Either way the session's after-commit hooks run (the
+    announcements of events.py).
     """
     if isinstance(session, scoped_session):
         session = session()
     connection = session.connection()
     if connection.dialect.name != "postgresql":
-        session.flush()
-        for statement, params in statements:
-            connection.execute(statement, params)
         session.commit()
         return
     updates = _update_rows(session)
-    compiled = _compiled((*updates, *_append_rows(session), *statements), connection.dialect)
+    compiled = _compiled((*updates, *_append_rows(session)), connection.dialect)
     # What must be written in the same transaction at commit (audit.py chains its entries so) is
     # written now, before the COMMIT goes; the hooks run again in session.commit(), with nothing left.
     session.dispatch.before_commit(session)

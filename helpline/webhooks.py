@@ -16,20 +16,17 @@ import re
 from typing import Callable
 
 from flask import Response, current_app, jsonify, request
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from .db import commit_with, db
-from .models import WebhookReply, utcnow
+from .models import WebhookReply
 
 log = logging.getLogger(__name__)
 
 CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 #: Twilio's own limit on parameter values is far below this; anything longer is not from Twilio.
 MAX_VALUE_LENGTH = 4096
-#: A webhook's stored reply, written with the COMMIT of the webhook's changes (`db.commit_with`).
-STORE_REPLY = insert(WebhookReply).values({column: bindparam(column) for column in
-                                           ("call_sid", "request_key", "status", "body", "created_at")})
 
 
 def error(status: int, message: str, detail: object = None) -> Response:
@@ -119,8 +116,8 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
         session = db.session
         try:
             body = view(*args, call_sid=sid, **kwargs)
-            reply = {"call_sid": sid, "request_key": key, "status": 200, "body": body, "created_at": utcnow()}
-            commit_with(session, (STORE_REPLY, reply))
+            session.add(WebhookReply(call_sid=sid, request_key=key, body=body))
+            commit_with(session)
         except Exception:
             # A retry (or the same request racing us) whose first run committed: its reply is the
             # one the caller got. Anything else is a real failure, for the blueprint's error handler.

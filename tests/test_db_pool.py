@@ -131,17 +131,15 @@ def test_statements_run_together_on_a_dead_connection_fail_cleanly_and_the_next_
         assert session.scalar(text("SELECT pg_backend_pid()")) != dead
 
 
-def test_statements_committed_with_the_session_are_written_and_announced_once_committed(app, database_url, tmp_path):  # type: ignore[no-untyped-def]
+def test_rows_committed_with_the_session_are_written_and_announced_once_committed(app, database_url, tmp_path):  # type: ignore[no-untyped-def]
     from sqlalchemy import func, select
 
     from helpline.db import commit_with, db
     from helpline.events import announce
-    from helpline.models import Call, WebhookReply, utcnow
-    from helpline.webhooks import STORE_REPLY
+    from helpline.models import Call, WebhookReply
 
     from .conftest import round_trips
 
-    store = STORE_REPLY
     heard: list[str] = []
     db.bus.subscribe("test_committed", lambda **data: heard.append(data["sid"]))
     with app.app_context(), contextlib.ExitStack() as stack:
@@ -151,8 +149,9 @@ def test_statements_committed_with_the_session_are_written_and_announced_once_co
         session.flush()  # BEGIN and the INSERT
         before = wire() if wire is not None else 0
         announce(session, "test_committed", sid="CA" + "a" * 32)
-        reply = {"call_sid": "CA" + "a" * 32, "status": 200, "body": "<Response/>", "created_at": utcnow()}
-        commit_with(session, (store, {**reply, "request_key": "one"}), (store, {**reply, "request_key": "two"}))
+        session.add(WebhookReply(call_sid="CA" + "a" * 32, request_key="one", body="<Response/>"))
+        session.add(WebhookReply(call_sid="CA" + "a" * 32, request_key="two", body="<Response/>"))
+        commit_with(session)
         if wire is not None:
             assert wire() - before == 1  # both INSERTs and the COMMIT
         assert heard == ["CA" + "a" * 32]  # after the commit, once
@@ -161,25 +160,24 @@ def test_statements_committed_with_the_session_are_written_and_announced_once_co
         assert db.session.scalar(select(func.count()).select_from(Call)) == 1
 
 
-def test_a_statement_committed_with_the_session_that_fails_raises_and_writes_nothing(app, database_url):  # type: ignore[no-untyped-def]
+def test_a_row_committed_with_the_session_that_fails_raises_and_writes_nothing(app, database_url):  # type: ignore[no-untyped-def]
     from sqlalchemy import func, select
     from sqlalchemy.exc import IntegrityError
 
     from helpline.db import commit_with, db
     from helpline.events import announce
-    from helpline.models import Call, WebhookReply, utcnow
-    from helpline.webhooks import STORE_REPLY
+    from helpline.models import Call, WebhookReply
 
-    store = STORE_REPLY
-    reply = {"call_sid": "CA" + "b" * 32, "request_key": "taken", "status": 200, "body": "<Response/>", "created_at": utcnow()}
     heard: list[str] = []
     db.bus.subscribe("test_committed", lambda **data: heard.append(data["sid"]))
     with app.app_context():
-        commit_with(db.session, (store, reply))
+        db.session.add(WebhookReply(call_sid="CA" + "b" * 32, request_key="taken", body="<Response/>"))
+        commit_with(db.session)
         db.session.add(Call(call_sid="CA" + "b" * 32))
         announce(db.session, "test_committed", sid="CA" + "b" * 32)
+        db.session.add(WebhookReply(call_sid="CA" + "b" * 32, request_key="taken", body="<Response/>"))
         with pytest.raises(IntegrityError):
-            commit_with(db.session, (store, reply))  # the unique key is taken: as a retried webhook finds it
+            commit_with(db.session)  # the unique key is taken: as a retried webhook finds it
         db.session.rollback()
         assert heard == []
         assert db.session.scalar(select(func.count()).select_from(Call)) == 0  # the session's changes too
@@ -197,7 +195,6 @@ def test_append_only_rows_committed_with_the_session_keep_their_values_and_order
 
     from helpline.db import commit_with, db
     from helpline.models import Call, CallEvent, WebhookReply, utcnow
-    from helpline.webhooks import STORE_REPLY
 
     from .conftest import round_trips
 
@@ -214,11 +211,12 @@ def test_append_only_rows_committed_with_the_session_keep_their_values_and_order
         for line in lines:
             session.add(line)
         call.step = "menu"
-        reply = {"call_sid": call.call_sid, "request_key": "k", "status": 200, "body": "<Response/>", "created_at": utcnow()}
-        commit_with(session, (STORE_REPLY, reply))
+        reply = WebhookReply(call_sid=call.call_sid, request_key="k", body="<Response/>")
+        session.add(reply)
+        commit_with(session)
         if wire is not None:
             assert wire() - before == 1  # the call's UPDATE, the lines, the reply and the COMMIT
-            assert all(line not in session for line in lines)  # they left the session, unwritten by the ORM
+            assert all(line not in session for line in [*lines, reply])  # they left the session, unwritten by the ORM
         db.session.remove()
         written = db.session.execute(select(CallEvent.kind, CallEvent.step, CallEvent.detail, CallEvent.at)
                                      .order_by(CallEvent.id)).all()
@@ -227,7 +225,8 @@ def test_append_only_rows_committed_with_the_session_keep_their_values_and_order
             ("outcome", None, {"outcome": "ended"})]
         assert all(at.tzinfo is not None and at >= start for _, _, _, at in written[:2]) and written[2][3] == start
         assert db.session.scalar(select(Call.step)) == "menu"
-        assert db.session.scalar(select(WebhookReply.request_key)) == "k"
+        assert db.session.execute(select(WebhookReply.request_key, WebhookReply.status)).one() == ("k", 200)
+        assert db.session.scalar(select(WebhookReply.created_at)) >= start
 
 
 def test_append_only_rows_are_not_written_when_the_commit_fails(app, database_url):  # type: ignore[no-untyped-def]
@@ -235,17 +234,17 @@ def test_append_only_rows_are_not_written_when_the_commit_fails(app, database_ur
     from sqlalchemy.exc import IntegrityError
 
     from helpline.db import commit_with, db
-    from helpline.models import Call, CallEvent, utcnow
-    from helpline.webhooks import STORE_REPLY
+    from helpline.models import Call, CallEvent, WebhookReply
 
-    reply = {"call_sid": "CA" + "e" * 32, "request_key": "taken", "status": 200, "body": "<Response/>", "created_at": utcnow()}
     with app.app_context():
         call = Call(call_sid="CA" + "e" * 32)
         db.session.add(call)
-        commit_with(db.session, (STORE_REPLY, reply))
+        db.session.add(WebhookReply(call_sid=call.call_sid, request_key="taken", body="<Response/>"))
+        commit_with(db.session)
         db.session.add(CallEvent(call_id=call.id, kind="step", step="welcome"))
+        db.session.add(WebhookReply(call_sid=call.call_sid, request_key="taken", body="<Response/>"))
         with pytest.raises(IntegrityError):
-            commit_with(db.session, (STORE_REPLY, reply))  # a retried webhook
+            commit_with(db.session)  # a retried webhook
         db.session.rollback()
         assert db.session.scalar(select(func.count()).select_from(CallEvent)) == 0
 

@@ -230,6 +230,7 @@ class WebhookReply(Base):
     and repeats no side effect. Written in the same transaction as the webhook's own changes."""
 
     __tablename__ = "webhook_replies"
+    __table_args__ = {"info": {"pipelined": "append"}}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64), index=True)
