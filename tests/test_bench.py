@@ -48,7 +48,10 @@ def check_figures(figures: dict[str, Any], processes: int) -> None:
     # With several processes, the one `helpline scheduler` is one of the service's and is judged too.
     assert ("scheduler/main" in figures["peak_rss_mb"]) == (processes > 1)
     assert set(figures["rss_under_load_mb"]) == set(figures["peak_rss_mb"])
-    assert figures["routing_decision"]["waiting"] == 300 and figures["routing_decision"]["ms_p50"] > 0
+    decision = figures["routing_decision"]
+    assert decision["waiting"] == 300 and decision["ms_p50"] > 0
+    # The first decisions (before the router's statements are prepared) are shown apart from the percentiles.
+    assert len(decision["first_ms"]) == decision["first"] == 10 and all(one > 0 for one in decision["first_ms"])
     assert set(figures["verdicts"]) >= {"no_lost_or_duplicated_call", "ivr_webhook_p99_under_25ms"}
     box = figures["machine"]  # what the figures were measured on, to compare runs from different days
     assert box["cpu"] and box["cpus"] >= 1 and box["yardstick_ms"] > 0

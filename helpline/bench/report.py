@@ -138,6 +138,11 @@ def table(results: Mapping[str, Any]) -> list[str]:
         lines.append(f"routing decision with {decision['waiting']} waiting calls ({decision['database']}): "
                      f"p50 {decision['ms_p50']} ms, p99 {decision['ms_p99']} ms; when 9 in 10 calls do not fit the free "
                      f"handler: p50 {decision.get('hard_ms_p50')} ms, p99 {decision.get('hard_ms_p99')} ms")
+        if decision.get("first_ms"):
+            first = decision["first_ms"]
+            lines.append(f"routing decision, the first {len(first)} (before the router's statements are prepared, "
+                         f"not in the percentiles): {first[0]} ms, then {min(first[1:], default=0)}-"
+                         f"{max(first[1:], default=0)} ms")
     under_load = results.get("rss_under_load_mb") or {}
     for name, mb in (results.get("peak_rss_mb") or {}).items():
         during = f", largest RSS while calls ran {under_load[name]} MB" if name in under_load else ""
