@@ -335,22 +335,23 @@ def _takeable(entry: Waiting, free: list[Free], cutoff: dt.datetime) -> bool:
 
 
 def _candidate(session: Session, need: str | None, free: list[Free], now: dt.datetime, cutoff: dt.datetime,
-               head: Waiting | None) -> Waiting | None:
+               head: Waiting | None, held: set[int]) -> Waiting | None:
     """The first entry of this need's line that someone free may be offered, or None.
 
     Usually the head of the line; only calls nobody free may take (declined, or asking for
-    dentistry or a language nobody free has) are walked past.
+    dentistry or a language nobody free has) are walked past, and so are the `held` ones, whose
+    offer failed in this pass because another transaction holds them.
     """
     if head is None:
         return None
-    if _takeable(head, free, cutoff):
+    if head.id not in held and _takeable(head, free, cutoff):
         return head
     if any(need not in SKILLED_NEEDS or need in handler.skills for handler in free):
         entries = _walk(session, need, now)
     else:
         # Nobody free has the skill: only calls past the fallback wait can go.
         entries = _walk_waited(session, need, now, cutoff)
-    return next((entry for entry in entries if _takeable(entry, free, cutoff)), None)
+    return next((entry for entry in entries if entry.id not in held and _takeable(entry, free, cutoff)), None)
 
 
 def choose_handler(entry: Waiting, free: list[Free], cutoff: dt.datetime) -> Free | None:
@@ -408,12 +409,16 @@ def route(session: Session, settings: RoutingSettings, now: dt.datetime) -> list
     fresh_heads = _heads(head_rows)
     candidates: dict[str | None, Waiting | None] = {}
     offers: list[Offer] = []
+    # Entries whose offer failed: another transaction holds them (a claim, a hang-up) and they read
+    # as waiting until it commits. Trying them again in this pass would only spin until then; the
+    # next pass (the holder's commit, or the sweep within a second) sees them as they are.
+    held: set[int] = set()
     while free:
         for need in NEED_CLASSES:
             known = candidates.get(need, _UNKNOWN)
             if known is _UNKNOWN or (known is not None and not _takeable(known, free, cutoff)):
                 head = fresh_heads.pop(need) if need in fresh_heads else _head(session, need, now)
-                candidates[need] = _candidate(session, need, free, now, cutoff, head)
+                candidates[need] = _candidate(session, need, free, now, cutoff, head, held)
         waiting = [entry for entry in candidates.values() if entry is not None]
         if not waiting:
             break
@@ -426,7 +431,8 @@ def route(session: Session, settings: RoutingSettings, now: dt.datetime) -> list
         if offer is not None:
             offers.append(offer)
         else:
-            free.append(handler)  # the call went elsewhere (another process): the handler is still free
+            held.add(entry.id)  # the call went elsewhere, or is held: the handler is still free
+            free.append(handler)
             free.sort(key=lambda item: item.rank)
     return offers
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from typing import Iterator
 
@@ -224,6 +225,35 @@ def test_an_offer_leaves_a_call_another_transaction_holds_without_waiting(app, d
     with Session(db.engine) as session:
         assert session.scalar(select(Handler.presence).where(Handler.id == person_id)) == "available"
         assert session.scalar(select(QueueEntry.state).where(QueueEntry.id == entry.id)) == "waiting"
+
+
+@pytest.mark.postgres
+def test_a_pass_walks_past_a_call_another_transaction_holds_instead_of_trying_it_again(app, database_url):
+    """The head of the line is locked (a caller hanging up, a claim) and still reads as waiting until
+    that transaction commits: the pass offers the next call rather than retrying the held one."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks are PostgreSQL's (SQLite writers queue anyway)")
+    with db.transaction() as setup:
+        person_id = handler(setup, idle_since=ago(30)).id
+        held_entry, next_entry = waiting(setup, ago(9)), waiting(setup, ago(5))
+    offers: list[routing.Offer] = []
+    with db.engine.connect() as other:
+        held = other.begin()
+        other.execute(select(QueueEntry.id).where(QueueEntry.id == held_entry.id).with_for_update())
+
+        def route() -> None:
+            with Session(db.engine) as session:
+                offers.extend(routing.route(session, SETTINGS, NOW))
+                session.commit()
+
+        passing = threading.Thread(target=route)
+        passing.start()
+        passing.join(timeout=5)
+        spinning = passing.is_alive()
+        held.rollback()  # lets a pass that kept retrying the held call finish, so the test ends either way
+        passing.join()
+    assert not spinning, "the pass kept offering the call another transaction holds"
+    assert [(offer.call_id, offer.handler_id) for offer in offers] == [(next_entry.call_id, person_id)]
 
 
 def test_an_offer_not_accepted_in_time_moves_on_and_the_handler_goes_on_break(session):
