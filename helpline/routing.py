@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -130,8 +131,10 @@ WRAP_UP_OUTCOMES = ("booked", "advice_given", "signposted", "callback_arranged",
 CALLBACK_ATTEMPTS = 3
 #: How long a callback that was not answered waits before it is tried again.
 CALLBACK_RETRY = dt.timedelta(minutes=10)
-#: Entries fetched at a time when a need's line must be walked past calls nobody free can take.
-_BATCH = 16
+#: Entries fetched at a time when a need's line must be walked past calls nobody free can take: a
+#: few at first (the usual walk stops within them), then more at a time, so that a long walk takes
+#: a handful of round trips and not one per few rows.
+_BATCHES = (16, 128, 1024)
 #: The PostgreSQL advisory lock routing passes take turns on (any fixed 64-bit number; "route").
 ROUTING_LOCK = 0x726F757465
 _TAKE_TURN = select(func.pg_advisory_xact_lock(ROUTING_LOCK))
@@ -242,14 +245,14 @@ def _statements(need: str | None) -> dict[str, Any]:
     )
     after = tuple_(QueueEntry.priority, QueueEntry.placed_at, QueueEntry.id) > tuple_(
         bindparam("priority"), bindparam("placed_at"), bindparam("id"))
+    waited = line.where(QueueEntry.priority == bindparam("priority"), QueueEntry.placed_at <= bindparam("cutoff"),
+                        tuple_(QueueEntry.placed_at, QueueEntry.id) > tuple_(bindparam("placed_at"), bindparam("id")))
     return {
         "head": line.limit(constant(1)),
-        "batch": line.where(after).limit(constant(_BATCH)),
         "next_priority": line.where(QueueEntry.priority > bindparam("priority")).limit(constant(1)),
+        "batch": {size: line.where(after).limit(constant(size)) for size in _BATCHES},
         # Old enough for the fallback within one priority: an index range on placed_at.
-        "waited": line.where(QueueEntry.priority == bindparam("priority"), QueueEntry.placed_at <= bindparam("cutoff"),
-                             tuple_(QueueEntry.placed_at, QueueEntry.id) > tuple_(bindparam("placed_at"), bindparam("id")))
-                      .limit(constant(_BATCH)),
+        "waited": {size: waited.limit(constant(size)) for size in _BATCHES},
     }
 
 
@@ -272,14 +275,21 @@ def _heads(rows: Iterable[Any]) -> dict[str | None, Waiting | None]:
     return found
 
 
+def _sizes() -> Iterator[int]:
+    """The batch sizes of a walk, in turn (see _BATCHES)."""
+    yield from _BATCHES
+    yield from itertools.repeat(_BATCHES[-1])
+
+
 def _walk(session: Session, need: str | None, now: dt.datetime) -> Iterator[Waiting]:
     """The need's line, a batch at a time, continuing after the last row seen (keyset paging)."""
-    statement = _locked(session, _statements(need)["batch"])
+    statements = _statements(need)
     position_ = dict(_START)
-    while True:
-        rows = [_waiting(row) for row in session.connection().execute(statement, {"now": now, **position_})]
+    for size in _sizes():
+        rows = [_waiting(row) for row in session.connection().execute(
+            _locked(session, statements["batch"][size]), {"now": now, **position_})]
         yield from rows
-        if len(rows) < _BATCH:
+        if len(rows) < size:
             return
         position_ = {"priority": rows[-1].priority, "placed_at": rows[-1].placed_at, "id": rows[-1].id}
 
@@ -292,15 +302,14 @@ def _walk_waited(session: Session, need: str | None, now: dt.datetime, cutoff: d
     """
     statements = _statements(need)
     head = session.connection().execute(statements["head"], {"now": now}).first()
-    waited = _locked(session, statements["waited"])
     while head is not None:
         priority = head.priority
         after = {"placed_at": _START["placed_at"], "id": 0}
-        while True:
+        for size in _sizes():
             rows = [_waiting(row) for row in session.connection().execute(
-                waited, {"now": now, "priority": priority, "cutoff": cutoff, **after})]
+                _locked(session, statements["waited"][size]), {"now": now, "priority": priority, "cutoff": cutoff, **after})]
             yield from rows
-            if len(rows) < _BATCH:
+            if len(rows) < size:
                 break
             after = {"placed_at": rows[-1].placed_at, "id": rows[-1].id}
         head = session.connection().execute(statements["next_priority"], {"now": now, "priority": priority}).first()

@@ -436,6 +436,19 @@ def test_a_need_nobody_free_can_take_is_not_walked_call_by_call(session):
     assert len(statements) < 20
 
 
+def test_a_long_walk_past_calls_nobody_free_can_take_takes_a_handful_of_queries(session):
+    """Two thousand Welsh-speaking callers first in line, within the fallback wait, and one handler
+    who speaks English: the walk reads the line in growing batches, not sixteen rows at a time."""
+    for index in range(2000):
+        waiting(session, ago(30 - index * 0.001), flags=["language:cy"])
+    entry = waiting(session, ago(1))
+    person = handler(session, idle_since=ago(60))
+    with statements_sent(db.engine) as statements:
+        routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, entry) == person.id
+    assert len(statements) < 12, len(statements)
+
+
 # -- the routing thread, and passes taking turns ------------------------------------------------
 
 def test_the_router_thread_routes_after_a_commit_and_folds_a_burst_into_few_passes(app, monkeypatch):
