@@ -11,6 +11,7 @@ every routing pass, to check a connection that answered a moment ago.
 
 from __future__ import annotations
 
+import functools
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,12 +120,6 @@ def _compiled(statements: Sequence[tuple[Executable, dict[str, Any]]], dialect: 
     return compiled
 
 
-#: The INSERT for each "append" class's rows, and its columns (see `commit_with`), built once.
-_APPEND: dict[type, tuple[Executable, list[Any]]] = {}
-#: The UPDATE for each "update" class and set of changed columns (see `commit_with`), built once.
-_UPDATE: dict[tuple[type, tuple[str, ...]], Executable] = {}
-
-
 def _pipelined(state: Any) -> str | None:
     return state.mapper.local_table.info.get("pipelined")  # type: ignore[no-any-return]
 
@@ -154,16 +149,15 @@ def _append_rows(session: Session) -> list[tuple[Executable, dict[str, Any]]]:
     return rows
 
 
+@functools.cache
 def _append_statement(cls: type) -> tuple[Executable, list[Any]]:
-    if cls not in _APPEND:
-        table = inspect(cls).local_table
-        columns = [column for column in table.columns if not column.primary_key]
-        if any(column.server_default is not None or (column.default is not None and not column.default.is_scalar
-                                                      and not column.default.is_callable) for column in columns):
-            raise TypeError(f"{cls.__name__} has defaults made by the database: it cannot be written in a pipeline")
-        statement = insert(table).values({column.key: bindparam(column.key, type_=column.type) for column in columns})
-        _APPEND[cls] = (statement, columns)
-    return _APPEND[cls]
+    """The INSERT for an "append" class's rows, and its columns (see `commit_with`), built once."""
+    table = inspect(cls).local_table
+    columns = [column for column in table.columns if not column.primary_key]
+    if any(column.server_default is not None or (column.default is not None and not column.default.is_scalar
+                                                  and not column.default.is_callable) for column in columns):
+        raise TypeError(f"{cls.__name__} has defaults made by the database: it cannot be written in a pipeline")
+    return insert(table).values({column.key: bindparam(column.key, type_=column.type) for column in columns}), columns
 
 
 def _update_rows(session: Session) -> list[tuple[Executable, dict[str, Any]]]:
@@ -192,18 +186,18 @@ def _update_rows(session: Session) -> list[tuple[Executable, dict[str, Any]]]:
     return rows
 
 
+@functools.cache
 def _update_statement(cls: type, keys: tuple[str, ...]) -> Executable:
-    if (cls, keys) not in _UPDATE:
-        mapper = inspect(cls)
-        table = mapper.local_table
-        if any(column.onupdate is not None or column.server_onupdate is not None for column in table.columns) \
-                or mapper.version_id_col is not None:
-            raise TypeError(f"{cls.__name__} has values made on update: it cannot be written in a pipeline")
-        columns = {key: mapper.column_attrs[key].columns[0] for key in keys}
-        (primary_key,) = table.primary_key.columns
-        _UPDATE[(cls, keys)] = update(table).where(primary_key == bindparam("pk")).values(
-            {column: bindparam(f"new_{key}", type_=column.type) for key, column in columns.items()})
-    return _UPDATE[(cls, keys)]
+    """The UPDATE for an "update" class and a set of changed columns (see `commit_with`), built once."""
+    mapper = inspect(cls)
+    table = mapper.local_table
+    if any(column.onupdate is not None or column.server_onupdate is not None for column in table.columns) \
+            or mapper.version_id_col is not None:
+        raise TypeError(f"{cls.__name__} has values made on update: it cannot be written in a pipeline")
+    columns = {key: mapper.column_attrs[key].columns[0] for key in keys}
+    (primary_key,) = table.primary_key.columns
+    return update(table).where(primary_key == bindparam("pk")).values(
+        {column: bindparam(f"new_{key}", type_=column.type) for key, column in columns.items()})
 
 
 def _raise_wrapped(connection: Any, raw: Any, sql: str, exc: Exception) -> NoReturn:
