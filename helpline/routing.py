@@ -275,23 +275,22 @@ def _heads(rows: Iterable[Any]) -> dict[str | None, Waiting | None]:
     return found
 
 
-def _sizes() -> Iterator[int]:
-    """The batch sizes of a walk, in turn (see _BATCHES)."""
-    yield from _BATCHES
-    yield from itertools.repeat(_BATCHES[-1])
-
-
-def _walk(session: Session, need: str | None, now: dt.datetime) -> Iterator[Waiting]:
-    """The need's line, a batch at a time, continuing after the last row seen (keyset paging)."""
-    statements = _statements(need)
-    position_ = dict(_START)
-    for size in _sizes():
+def _pages(session: Session, batches: dict[int, Any], params: dict[str, Any],
+           position: dict[str, Any]) -> Iterator[Waiting]:
+    """The rows of `batches` (one statement per size in _BATCHES), a batch at a time, each continuing
+    after the last row seen (keyset paging): `position` names the keys and where to start."""
+    for size in itertools.chain(_BATCHES, itertools.repeat(_BATCHES[-1])):
         rows = [_waiting(row) for row in session.connection().execute(
-            _locked(session, statements["batch"][size]), {"now": now, **position_})]
+            _locked(session, batches[size]), {**params, **position})]
         yield from rows
         if len(rows) < size:
             return
-        position_ = {"priority": rows[-1].priority, "placed_at": rows[-1].placed_at, "id": rows[-1].id}
+        position = {key: getattr(rows[-1], key) for key in position}
+
+
+def _walk(session: Session, need: str | None, now: dt.datetime) -> Iterator[Waiting]:
+    """The need's line, in line order."""
+    return _pages(session, _statements(need)["batch"], {"now": now}, dict(_START))
 
 
 def _walk_waited(session: Session, need: str | None, now: dt.datetime, cutoff: dt.datetime) -> Iterator[Waiting]:
@@ -304,14 +303,8 @@ def _walk_waited(session: Session, need: str | None, now: dt.datetime, cutoff: d
     head = session.connection().execute(statements["head"], {"now": now}).first()
     while head is not None:
         priority = head.priority
-        after = {"placed_at": _START["placed_at"], "id": 0}
-        for size in _sizes():
-            rows = [_waiting(row) for row in session.connection().execute(
-                _locked(session, statements["waited"][size]), {"now": now, "priority": priority, "cutoff": cutoff, **after})]
-            yield from rows
-            if len(rows) < size:
-                break
-            after = {"placed_at": rows[-1].placed_at, "id": rows[-1].id}
+        yield from _pages(session, statements["waited"], {"now": now, "priority": priority, "cutoff": cutoff},
+                          {"placed_at": _START["placed_at"], "id": 0})
         head = session.connection().execute(statements["next_priority"], {"now": now, "priority": priority}).first()
 
 
