@@ -18,6 +18,8 @@ def create_app(config: EmulatorConfig | None = None, emulator: Emulator | None =
     engine = emulator or Emulator(config or EmulatorConfig())
     app.extensions["emulator"] = engine
     app.register_blueprint(rest.bp)
+    from . import rest_account  # the account, its TwiML Apps and its number (helpline twilio setup/check)
+    app.register_blueprint(rest_account.bp)
     app.register_blueprint(control.bp)
     app.register_blueprint(devphone.bp)
 
