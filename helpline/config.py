@@ -33,10 +33,13 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "TWILIO_API_KEY_SID": ("twilio", "api_key_sid"),
     "TWILIO_API_KEY_SECRET": ("twilio", "api_key_secret"),
     "TWILIO_TWIML_APP_SID": ("twilio", "twiml_app_sid"),
+    "TWILIO_CALLBACK_CALLER_ID": ("twilio", "callback_caller_id"),
 }
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SPAN = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+#: A telephone number in E.164: a plus, a country code, at most 15 digits in all.
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
 class ConfigError(Exception):
@@ -67,6 +70,21 @@ class TwilioSettings(_Strict):
     api_key_sid: str | None = None
     api_key_secret: str | None = None
     twiml_app_sid: str | None = None
+    #: The number a callback presents to the person called back (E.164); unset, the helpline's own.
+    #: Callers are told this number (see `callback_number`), so it must be one the service answers.
+    callback_caller_id: str | None = None
+
+    @field_validator("callback_caller_id")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value and not E164.match(value):
+            raise ValueError("must be a phone number in E.164 form, such as +443300000000")
+        return value or None
+
+    @property
+    def callback_number(self) -> str | None:
+        """The caller ID every callback presents: the configured one, or the helpline's own number."""
+        return self.callback_caller_id or self.phone_number
 
     @field_validator("api_key_sid")
     @classmethod

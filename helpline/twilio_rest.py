@@ -24,8 +24,19 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = 8
 
 
+#: Twilio's error code for a resource that does not exist (a call, a conference, a participant).
+NOT_FOUND = 20404
+
+
 class TwilioUnavailable(Exception):
-    """Twilio refused or did not answer; the message is safe to show a handler."""
+    """Twilio refused or did not answer; the message is safe to show a handler.
+
+    `code` is Twilio's error code when it refused (20404: no such resource), None when it did not answer.
+    """
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -57,7 +68,8 @@ class TwilioGateway:
             return action()
         except TwilioRestException as exc:
             log.warning("Twilio refused to %s: %s %s", what, exc.status, exc.code)
-            raise TwilioUnavailable(f"Twilio refused to {what} (error {exc.code or exc.status})") from None
+            raise TwilioUnavailable(f"Twilio refused to {what} (error {exc.code or exc.status})",
+                                    code=exc.code or exc.status) from None
         except (TwilioException, OSError) as exc:
             log.warning("Twilio did not answer a request to %s: %s", what, type(exc).__name__)
             raise TwilioUnavailable(f"Twilio did not answer a request to {what}") from None
@@ -74,14 +86,22 @@ class TwilioGateway:
         """End a call."""
         self._run("end the call", lambda: self.client.calls(call_sid).update(status="completed"))
 
-    def create_call(self, to: str, path: str, status_path: str | None = None, timeout_s: int = 30) -> str:
-        """Ring `to` (a number or client:identity) and run TwiML from `path` when answered; returns its CallSid."""
+    def create_call(self, to: str, path: str, status_path: str | None = None, timeout_s: int = 30,
+                    caller_id: str | None = None, machine_detection: bool = False) -> str:
+        """Ring `to` (a number or client:identity) and run TwiML from `path` when answered; returns its CallSid.
+
+        `caller_id` is the number shown to the person called (the helpline's own by default);
+        `machine_detection` asks Twilio to say in `AnsweredBy` whether a person or a machine answered.
+        """
         extra: dict[str, Any] = {}
         if status_path:
             extra.update(status_callback=self.absolute(status_path), status_callback_method="POST",
                          status_callback_event=["initiated", "ringing", "answered", "completed"])
+        if machine_detection:
+            extra["machine_detection"] = "Enable"
         call = self._run("place the call", lambda: self.client.calls.create(
-            to=to, from_=self.settings.twilio.phone_number or "", url=self.absolute(path), method="POST", timeout=timeout_s, **extra))
+            to=to, from_=caller_id or self.settings.twilio.phone_number or "", url=self.absolute(path), method="POST",
+            timeout=timeout_s, **extra))
         return str(call.sid)
 
     def fetch_call(self, call_sid: str) -> dict[str, Any]:
@@ -98,6 +118,34 @@ class TwilioGateway:
     def update_participant(self, conference_sid: str, call_sid: str, **changes: Any) -> None:
         """Hold, mute or coach a conference participant."""
         self._run("update the participant", lambda: self.client.conferences(conference_sid).participants(call_sid).update(**changes))
+
+    def remove_participant(self, conference_sid: str, call_sid: str) -> None:
+        """Take a participant out of the conference (their call carries on after its <Dial>, or ends)."""
+        self._run("remove the participant", lambda: self.client.conferences(conference_sid).participants(call_sid).delete())
+
+    def participant_status(self, conference_sid: str, call_sid: str) -> str | None:
+        """A participant's status ("connected", ...), or None when the call is not in the conference."""
+        try:
+            participant = self._run("look up the participant",
+                                    lambda: self.client.conferences(conference_sid).participants(call_sid).fetch())
+        except TwilioUnavailable as exc:
+            if exc.code == NOT_FOUND:
+                return None
+            raise
+        return str(participant.status)
+
+    def find_conference(self, friendly_name: str) -> str | None:
+        """The SID of the live conference named `friendly_name` (in progress, or still waiting to start)."""
+        for status in ("in-progress", "init"):
+            found = self._run("look up the conference", lambda: self.client.conferences.list(
+                friendly_name=friendly_name, status=status, limit=1))
+            if found:
+                return str(found[0].sid)
+        return None
+
+    def end_conference(self, conference_sid: str) -> None:
+        """End a conference: every participant leaves it."""
+        self._run("end the conference", lambda: self.client.conferences(conference_sid).update(status="completed"))
 
     def send_sms(self, to: str, body: str) -> str:
         """Send a text message; returns its Twilio SID."""
