@@ -120,6 +120,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("api.move_up", "POST"): {"supervisor": ANY},
     ("api.offer", "POST"): {"supervisor": ANY},
     ("api.listen", "POST"): {"supervisor": ANY},
+    ("api.listening", "GET"): {"supervisor": "own leg on the call"},
+    ("api.stop_listening", "DELETE"): {"supervisor": "own leg on the call"},
     ("api.handler_presence", "POST"): {"supervisor": ANY},
     ("api.calls", "GET"): {"supervisor": ANY},
     ("api.call_timeline", "GET"): {"supervisor": ANY},
@@ -139,6 +141,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("connect.caller_leg", "POST"): WEBHOOK,
     ("connect.handler_leg", "POST"): WEBHOOK,
     ("connect.conference", "POST"): WEBHOOK,
+    ("supervise.leg", "POST"): WEBHOOK,
 }
 
 #: Events a client may send on `/console` -> who may send them.

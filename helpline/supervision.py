@@ -1,8 +1,13 @@
-"""What supervisors do: watch the live wallboard, act on the queue, listen or coach, and review calls.
+"""What supervisors do: watch the live wallboard, act on the queue, listen, coach or barge, and review calls.
 
 Actions go through routing's own rules and mechanisms (offers, presence), so a supervisor can never
 put the queue in a state routing itself could not reach. Each action is written on the call's
 timeline (a CallEvent naming the supervisor) and audited, in the same transaction as the change.
+
+A supervisor on a live call has one leg in its conference (`client:supervisor-<id>`, labelled so),
+rung once and then switched between listen, coach and barge by updating that participant through
+Twilio's REST API; the call's timeline remembers the leg (see `current_leg`), and the leg's status
+callback writes down when it ends.
 
 The wallboard (Socket.IO `wallboard` to the `supervisors` room) is pushed after every committed
 change to the queue or to a handler's presence, and every PUSH_EVERY_S seconds besides, so that
@@ -18,18 +23,21 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from flask import Flask, current_app
+from flask import Blueprint, Flask, Response, current_app, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from . import audit, presence, reports, routing
 from .connect import conference_name
-from .db import db
+from .db import db, is_postgresql
 from .events import announce
 from .models import Booking, Call, CallEvent, Clinician, Handler, QueueEntry, Site, User, utcnow
-from .twilio_rest import TwilioUnavailable, gateway
+from .twilio_rest import TwilioGateway, TwilioUnavailable, gateway
+from .webhooks import CALL_SID, check_twilio_request, error
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +49,16 @@ PUSH_EVERY_S = 5.0
 MIN_GAP_S = 0.5
 #: Seconds a supervisor's softphone rings before Twilio gives up.
 RING_SUPERVISOR_S = 30
-#: How listening and coaching are said on the timeline.
-MODES = ("listen", "coach")
+#: A supervisor's ways of being on a call: muted, heard by the handler only, or heard by both.
+MODES = ("listen", "coach", "barge")
+#: Timeline kinds that tell, latest first, where a supervisor's leg on a call is (see `current_leg`).
+LEG_KINDS = ("supervisor_ringing", "supervisor_listen", "supervisor_coach", "supervisor_barge",
+             "supervisor_stopped", "supervisor_left")
+#: Seconds past the ring timeout after which a ring that never reported back no longer counts.
+PENDING_GRACE_S = 15
+#: A leg's statuses before it is answered, and when it has ended.
+RINGING = ("queued", "initiated", "ringing")
+LEG_ENDED = ("completed", "busy", "no-answer", "failed", "canceled")
 #: Event kinds whose details name a user by `handler_user_id` rather than a handler id.
 _USER_KEYS = ("handler_user_id", "supervisor_id")
 
@@ -131,37 +147,272 @@ def set_presence(session: Session, supervisor: Any, handler_id: int, status: str
     return handler
 
 
-def listen(session: Session, supervisor: Any, call_id: int, mode: str, now: dt.datetime) -> dict[str, Any]:
-    """Ring the supervisor's softphone into the call's conference: muted (listen), or coaching the handler.
+@dataclass(frozen=True)
+class Leg:
+    """A supervisor's leg into a call's conference, as the call's timeline remembers it."""
 
-    Coaching lets the handler hear the supervisor and the caller not. Needs Twilio configured and
-    the call connected (its conference running, with the handler's leg known).
+    mode: str
+    #: None while Twilio is still being asked to ring it (another request is doing so).
+    leg_sid: str | None
+    #: The conference's SID when it was known at the last action (Twilio addresses participants by it).
+    conference_sid: str | None
+    since: dt.datetime
+
+
+def _participant_changes(mode: str, handler_leg_sid: str) -> dict[str, Any]:
+    """What Twilio's Participant resource must say for `mode`, as Twilio documents it: listen is
+    muted; coach is unmuted with Coaching and CallSidToCoach (only that leg hears); barge is unmuted
+    and not coaching, heard by everyone."""
+    if mode == "listen":
+        return {"muted": True, "coaching": False}
+    if mode == "coach":
+        return {"muted": False, "coaching": True, "call_sid_to_coach": handler_leg_sid}
+    return {"muted": False, "coaching": False}
+
+
+def current_leg(session: Session, call_id: int, supervisor_id: int, now: dt.datetime) -> Leg | None:
+    """The supervisor's leg on the call now, or None.
+
+    No table of its own: the call's timeline already records every ring, switch, stop and drop, and
+    its latest line for this supervisor says where they are. A ring that was asked for and never
+    reported back (its process died mid-request) stops counting once it could no longer be ringing.
+    """
+    rows = session.execute(
+        select(CallEvent.at, CallEvent.kind, CallEvent.detail)
+        .where(CallEvent.call_id == call_id, CallEvent.kind.in_(LEG_KINDS))
+        .order_by(CallEvent.at.desc(), CallEvent.id.desc())
+    ).all()
+    for at, kind, detail in rows:
+        if (detail or {}).get("supervisor_id") != supervisor_id:
+            continue
+        if kind in ("supervisor_stopped", "supervisor_left"):
+            return None
+        if kind == "supervisor_ringing":
+            stale = now - at > dt.timedelta(seconds=RING_SUPERVISOR_S + PENDING_GRACE_S)
+            return None if stale else Leg(detail["mode"], None, None, at)
+        return Leg(detail["mode"], detail.get("leg_sid"), detail.get("conference_sid"), at)
+    return None
+
+
+class _Missing:
+    """Twilio answered 404: the participant, call or conference is not there (any more)."""
+
+
+MISSING = _Missing()
+
+
+def _rest(what: str, action: Callable[[], Any], *, missing_ok: bool = False) -> Any:
+    """Run a Twilio request, turning failures into TwilioUnavailable; a 404 is MISSING when
+    `missing_ok` (a leg still ringing is not yet a participant, and a finished one no longer is)."""
+    try:
+        return action()
+    except TwilioRestException as exc:
+        if missing_ok and exc.status == 404:
+            return MISSING
+        log.warning("Twilio refused to %s: %s %s", what, exc.status, exc.code)
+        raise SupervisionError("twilio_failed", f"Twilio refused to {what} (error {exc.code or exc.status})") from None
+    except (TwilioException, OSError) as exc:
+        log.warning("Twilio did not answer a request to %s: %s", what, type(exc).__name__)
+        raise SupervisionError("twilio_failed", f"Twilio did not answer a request to {what}") from None
+
+
+def _running_conference_sid(twilio: TwilioGateway, call_id: int) -> str | None:
+    """The SID of the call's conference in progress, found by its friendly name (Twilio addresses
+    participants only under the conference's SID, and the service may not have heard it yet)."""
+    rooms = _rest("look up the conference", lambda: twilio.client.conferences.list(
+        friendly_name=conference_name(call_id), status="in-progress", limit=1))
+    return str(rooms[0].sid) if rooms else None
+
+
+def _leg_status(twilio: TwilioGateway, leg_sid: str) -> str | None:
+    """A leg's call status at Twilio (None when Twilio has no such call)."""
+    call = _rest("look up the supervisor's leg", lambda: twilio.client.calls(leg_sid).fetch(), missing_ok=True)
+    return None if call is MISSING else str(call.status)
+
+
+def _connected_entry(session: Session, call_id: int) -> tuple[Call, QueueEntry]:
+    """The call and its queue entry, locked, when it is connected to a handler: 404 or 409 otherwise."""
+    call = session.get(Call, call_id)
+    if call is None:
+        raise SupervisionError("no_such_call", "there is no such call", status=404)
+    query = select(QueueEntry).where(QueueEntry.call_id == call_id).execution_options(populate_existing=True)
+    # One supervisor leg per call and supervisor: deciding to ring is serialised on the entry's row
+    # (SQLite serialises every write transaction already, with BEGIN IMMEDIATE).
+    entry = session.scalar(query.with_for_update() if is_postgresql(session) else query)
+    if entry is None or entry.state != "answered" or call.ended_at is not None or not entry.handler_leg_sid:
+        raise SupervisionError("not_connected", "the call is not connected to a handler now")
+    return call, entry
+
+
+def _configured_gateway() -> TwilioGateway:
+    twilio = gateway()
+    if not twilio.configured:
+        raise SupervisionError("twilio_not_configured",
+                               "listening needs Twilio (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)")
+    return twilio
+
+
+def supervise(session: Session, supervisor: Any, call_id: int, mode: str, now: dt.datetime) -> dict[str, Any]:
+    """Listen to, coach or barge into a connected call from the supervisor's softphone.
+
+    The first time, Twilio rings `client:supervisor-<id>` into the call's conference set for `mode`.
+    With a leg already there, the same participant is updated (Muted, Coaching, CallSidToCoach), so
+    switching mode never rings again or adds a second leg. Each change is on the call's timeline
+    and audited; asking for the mode already in force changes nothing.
     """
     if mode not in MODES:
         raise SupervisionError("bad_mode", f"mode must be one of {', '.join(MODES)}", status=400)
-    twilio = gateway()
-    if not twilio.configured:
-        raise SupervisionError("twilio_not_configured", "listening needs Twilio (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)")
-    entry = _entry(session, call_id)
-    call = session.get(Call, call_id)
-    if entry.state != "answered" or call is None or call.ended_at is not None or not entry.handler_leg_sid:
-        raise SupervisionError("not_connected", "the call is not connected to a handler")
-    options: dict[str, Any] = {"label": f"supervisor-{mode}", "timeout": RING_SUPERVISOR_S, "beep": "false",
-                               "start_conference_on_enter": False, "end_conference_on_exit": False}
-    if mode == "listen":
-        options["muted"] = True
-    else:
-        options.update(coaching=True, call_sid_to_coach=entry.handler_leg_sid)
-    identity = supervisor_identity(supervisor.id)
-    # Commit nothing before Twilio answers: no lock is held while we wait on the network.
+    twilio = _configured_gateway()
+    _call, entry = _connected_entry(session, call_id)
+    leg = current_leg(session, call_id, supervisor.id, now)
+    if leg is None:
+        return _ring(session, twilio, supervisor, entry, mode, now)
+    if leg.leg_sid is None:
+        raise SupervisionError("still_ringing", "your softphone is already being rung into this call; answer it first")
+    handler_leg, handler_id = entry.handler_leg_sid, entry.handler_id
+    conference_sid = entry.conference_sid or leg.conference_sid
+    # Hold no lock while Twilio answers.
     session.rollback()
+    conference_sid = conference_sid or _running_conference_sid(twilio, call_id)
+    updated: Any = MISSING
+    if conference_sid is not None:
+        assert handler_leg is not None
+        updated = _rest("update the supervisor's participant", lambda: twilio.client.conferences(conference_sid)
+                        .participants(leg.leg_sid).update(**_participant_changes(mode, handler_leg)), missing_ok=True)
+    if updated is MISSING:
+        status = _leg_status(twilio, leg.leg_sid)
+        if status in RINGING:
+            raise SupervisionError("still_ringing", "your softphone is still ringing; answer it, then change mode")
+        # The leg ended without our hearing of it: say so on the timeline, and ring afresh.
+        _record_left(session, call_id, supervisor.id, leg.leg_sid, status or "gone", utcnow())
+        session.commit()
+        return supervise(session, supervisor, call_id, mode, utcnow())
+    if mode != leg.mode:
+        _note(session, supervisor, call_id, f"supervisor_{mode}", f"supervision.{mode}", utcnow(),
+              handler_id=handler_id, mode=mode, previous_mode=leg.mode, leg_sid=leg.leg_sid, conference_sid=conference_sid)
+    return {"call_id": call_id, "mode": mode, "identity": supervisor_identity(supervisor.id), "leg_sid": leg.leg_sid,
+            "conference": conference_name(call_id), "conference_sid": conference_sid, "rang": False}
+
+
+def _ring(session: Session, twilio: TwilioGateway, supervisor: Any, entry: QueueEntry, mode: str,
+          now: dt.datetime) -> dict[str, Any]:
+    """Ring the supervisor's softphone into the conference, set for `mode` from the start.
+
+    The ring is written down (and committed) before Twilio is asked, so that a second request finds
+    it and does not ring a second leg; a refusal is written down as the leg leaving.
+    """
+    call_id, handler_leg, handler_id = entry.call_id, entry.handler_leg_sid, entry.handler_id
+    assert handler_leg is not None
+    session.add(CallEvent(call_id=call_id, kind="supervisor_ringing", at=now,
+                          detail={"supervisor_id": supervisor.id, "mode": mode}))
+    session.commit()
+    identity = supervisor_identity(supervisor.id)
+    options = {key: value for key, value in _participant_changes(mode, handler_leg).items() if value}
+    status_path = url_for("supervise.leg", call_id=call_id, supervisor=supervisor.id)
     try:
-        leg = twilio.add_participant(conference_name(call_id), f"client:{identity}", **options)
+        leg_sid = twilio.add_participant(
+            conference_name(call_id), f"client:{identity}", label=identity, timeout=RING_SUPERVISOR_S, beep="false",
+            start_conference_on_enter=False, end_conference_on_exit=False,
+            status_callback=twilio.absolute(status_path), status_callback_method="POST",
+            status_callback_event=["answered", "completed"], **options)
     except TwilioUnavailable as exc:
+        session.add(CallEvent(call_id=call_id, kind="supervisor_left", at=utcnow(),
+                              detail={"supervisor_id": supervisor.id, "status": "twilio_failed"}))
+        session.commit()
         raise SupervisionError("twilio_failed", str(exc)) from None
     _note(session, supervisor, call_id, f"supervisor_{mode}", f"supervision.{mode}", utcnow(),
-          handler_id=entry.handler_id)
-    return {"call_id": call_id, "mode": mode, "identity": identity, "leg_sid": leg, "conference": conference_name(call_id)}
+          handler_id=handler_id, mode=mode, leg_sid=leg_sid)
+    return {"call_id": call_id, "mode": mode, "identity": identity, "leg_sid": leg_sid,
+            "conference": conference_name(call_id), "conference_sid": None, "rang": True}
+
+
+def stop(session: Session, supervisor: Any, call_id: int, now: dt.datetime) -> dict[str, Any]:
+    """Take the supervisor's leg out of the call: Twilio removes the participant (a leg still ringing
+    is ended instead). Works on a call that has ended too, so nothing is ever left behind."""
+    twilio = _configured_gateway()
+    if session.get(Call, call_id) is None:
+        raise SupervisionError("no_such_call", "there is no such call", status=404)
+    leg = current_leg(session, call_id, supervisor.id, now)
+    if leg is None:
+        raise SupervisionError("not_supervising", "you are not listening to this call")
+    if leg.leg_sid is None:
+        raise SupervisionError("still_ringing", "your softphone is being rung into this call; try again in a moment")
+    entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+    handler_id = entry.handler_id if entry is not None else None
+    conference_sid = (entry.conference_sid if entry is not None else None) or leg.conference_sid
+    session.rollback()
+    conference_sid = conference_sid or _running_conference_sid(twilio, call_id)
+    removed: Any = MISSING
+    if conference_sid is not None:
+        removed = _rest("remove the supervisor from the call", lambda: twilio.client.conferences(conference_sid)
+                        .participants(leg.leg_sid).delete(), missing_ok=True)
+    if removed is MISSING:
+        # Not (or no longer) in the conference: end the leg itself, if it is still ringing or up.
+        if _leg_status(twilio, leg.leg_sid) in (*RINGING, "in-progress"):
+            _rest("end the supervisor's leg", lambda: twilio.client.calls(leg.leg_sid).update(status="completed"),
+                  missing_ok=True)
+    _note(session, supervisor, call_id, "supervisor_stopped", "supervision.stop", utcnow(),
+          handler_id=handler_id, mode=leg.mode, leg_sid=leg.leg_sid)
+    return {"call_id": call_id, "mode": None, "identity": supervisor_identity(supervisor.id), "leg_sid": None}
+
+
+def state(session: Session, supervisor: Any, call_id: int, now: dt.datetime) -> dict[str, Any]:
+    """Where the supervisor is on the call: their mode and leg, or none (404 for no such call)."""
+    if session.get(Call, call_id) is None:
+        raise SupervisionError("no_such_call", "there is no such call", status=404)
+    leg = current_leg(session, call_id, supervisor.id, now)
+    return {"call_id": call_id, "mode": leg.mode if leg else None, "identity": supervisor_identity(supervisor.id),
+            "leg_sid": leg.leg_sid if leg else None, "ringing_requested": bool(leg and leg.leg_sid is None),
+            "since": leg.since.isoformat() if leg else None}
+
+
+def _record_left(session: Session, call_id: int, supervisor_id: int, leg_sid: str | None, status: str,
+                 now: dt.datetime) -> None:
+    session.add(CallEvent(call_id=call_id, kind="supervisor_left", at=now,
+                          detail={"supervisor_id": supervisor_id, "leg_sid": leg_sid, "status": status}))
+
+
+# -- Twilio's reports on a supervisor's leg -----------------------------------------------------------
+
+bp = Blueprint("supervise", __name__, url_prefix="/voice/supervise")
+bp.before_request(check_twilio_request)
+
+
+@bp.post("/<int:call_id>")
+def leg(call_id: int) -> Response:
+    """The status callback of a supervisor's leg (`?supervisor=<user id>`).
+
+    A leg that ends (never answered, dropped, or the conference over) is written down as left, so
+    the next Listen rings again rather than updating a participant that is gone. A leg answered
+    after the call ended, or after the supervisor stopped, is hung up: otherwise it would wait alone
+    in an empty conference of the same name.
+    """
+    sid = request.form.get("CallSid", "")
+    if not CALL_SID.match(sid):
+        return error(400, "bad_call_sid", "CallSid must be a Twilio call SID")
+    supervisor_id = request.args.get("supervisor", type=int)
+    status = request.form.get("CallStatus", "")
+    if supervisor_id is None or db.session.get(Call, call_id) is None:
+        return Response(status=204)
+    now = utcnow()
+    current = current_leg(db.session, call_id, supervisor_id, now)
+    ours = current is not None and current.leg_sid in (None, sid)
+    if status in LEG_ENDED:
+        if ours:
+            _record_left(db.session, call_id, supervisor_id, sid, status, now)
+            db.session.commit()
+        return Response(status=204)
+    if status == "in-progress":
+        entry = db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+        call = db.session.get(Call, call_id)
+        connected = entry is not None and entry.state == "answered" and call is not None and call.ended_at is None
+        if not (ours and connected):
+            db.session.rollback()
+            try:
+                gateway().hang_up(sid)
+            except TwilioUnavailable:
+                log.warning("could not end supervisor leg %s of call %s", sid, call_id)
+    return Response(status=204)
 
 
 # -- call review -----------------------------------------------------------------------------------
@@ -311,8 +562,14 @@ def wallboard_running(app: Flask) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Push the wallboard after every committed change to the queue, to presence, and after a risk alert."""
+    """Register the supervisor legs' status callback (signed by Twilio, so exempt from the console's
+    CSRF check), and push the wallboard after every committed change to the queue, to presence, and
+    after a risk alert."""
+    from .auth import csrf
     from .risk import ALERT_TOPIC
+
+    app.register_blueprint(bp)
+    csrf.exempt(bp)
 
     def changed(**_data: Any) -> None:
         pusher: WallboardPusher | None = app.extensions.get(EXTENSION)

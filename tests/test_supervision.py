@@ -4,13 +4,14 @@ and the `wallboard` event pushed to supervisors as the queue changes."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from helpline.db import db
 from helpline.models import AuditEntry, QueueEntry, utcnow
 from helpline.realtime import NAMESPACE
 
 from . import routing_factories
+from .conftest import Twilio
 from .test_console_api import Console, presence_of, queued_call, service, state, timeline
 from .test_realtime import connect, received
 from .twilio_recorder import Recorder, twilio_api  # noqa: F401 - fixture
@@ -85,7 +86,7 @@ def test_setting_a_handlers_presence(app):
     assert ann.post(f"/api/handlers/{ann.handler_id}/presence", {"status": "available"}).status_code == 403
 
 
-def test_listening_and_coaching_join_the_conference(app_factory, twilio_api: Recorder):
+def test_listening_rings_once_and_coaching_updates_the_same_participant(app_factory, twilio_api: Recorder):
     app = service(app_factory, twilio_api.url)
     sue = Console(app, "sue", "supervisor")
     ann = Console(app, "ann")
@@ -94,20 +95,58 @@ def test_listening_and_coaching_join_the_conference(app_factory, twilio_api: Rec
     assert sue.post(f"/api/calls/{call_id}/listen", {"mode": "listen"}).get_json()["error"] == "not_connected"
     assert ann.post(f"/api/calls/{call_id}/accept").status_code == 200
     handler_leg = state(app, call_id)[0].handler_leg_sid
+    conference_sid = "CF" + "5" * 32
+    with app.app_context():  # as the conference's first status callback leaves it
+        db.session.execute(update(QueueEntry).where(QueueEntry.call_id == call_id).values(conference_sid=conference_sid))
+        db.session.commit()
     response = sue.post(f"/api/calls/{call_id}/listen", {"mode": "listen"})
     assert response.status_code == 200, response.get_json()
     me = sue_id(app)
-    assert response.get_json()["identity"] == f"supervisor-{me}"
+    listening = response.get_json()
+    assert listening["identity"] == f"supervisor-{me}" and listening["rang"] is True
     response = sue.post(f"/api/calls/{call_id}/listen", {"mode": "coach"})
-    assert response.status_code == 200
-    listen_request, coach_request = twilio_api.find(f"/Conferences/call-{call_id}/Participants.json")[1:]
-    assert listen_request.value("To") == f"client:supervisor-{me}" and listen_request.value("Muted") == "true"
-    assert listen_request.value("Coaching") is None and listen_request.value("EndConferenceOnExit") == "false"
-    assert coach_request.value("Coaching") == "true" and coach_request.value("CallSidToCoach") == handler_leg
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["rang"] is False and response.get_json()["leg_sid"] == listening["leg_sid"]
+    [ring] = twilio_api.find(f"/Conferences/call-{call_id}/Participants.json")[1:]
+    assert ring.value("To") == f"client:supervisor-{me}" and ring.value("Muted") == "true"
+    assert ring.value("Label") == f"supervisor-{me}" and ring.value("Coaching") is None
+    assert ring.value("EndConferenceOnExit") == "false" and ring.value("StartConferenceOnEnter") == "false"
+    assert ring.value("StatusCallback").endswith(f"/voice/supervise/{call_id}?supervisor={me}")
+    [coach] = twilio_api.find(f"/Conferences/{conference_sid}/Participants/{listening['leg_sid']}.json")
+    assert coach.value("Coaching") == "true" and coach.value("CallSidToCoach") == handler_leg
+    assert coach.value("Muted") == "false"
     kinds = [kind for kind, _ in timeline(app, call_id)]
+    assert kinds.count("supervisor_ringing") == 1
     assert kinds.count("supervisor_listen") == 1 and kinds.count("supervisor_coach") == 1
     assert len(audited(app, "supervision.coach")) == 1
+    assert sue.get(f"/api/calls/{call_id}/listen").get_json()["mode"] == "coach"
+    # The same mode again changes nothing at all on the timeline.
+    assert sue.post(f"/api/calls/{call_id}/listen", {"mode": "coach"}).status_code == 200
+    assert [kind for kind, _ in timeline(app, call_id)].count("supervisor_coach") == 1
     assert sue.post(f"/api/calls/{call_id}/listen", {"mode": "shout"}).status_code == 400
+
+
+def test_a_supervisor_leg_that_is_never_answered_is_forgotten(app_factory, twilio_api: Recorder):
+    app = service(app_factory, twilio_api.url)
+    sue = Console(app, "sue", "supervisor")
+    ann = Console(app, "ann")
+    ann.post("/api/me/status", {"status": "available"})
+    _walker, call_id = queued_call(app)
+    assert ann.post(f"/api/calls/{call_id}/accept").status_code == 200
+    leg = sue.post(f"/api/calls/{call_id}/listen", {"mode": "listen"}).get_json()["leg_sid"]
+    me = sue_id(app)
+    path = f"/voice/supervise/{call_id}?supervisor={me}"
+    for _twice in range(2):  # Twilio retries: one line on the timeline
+        assert Twilio(app.test_client()).post(path, {"CallSid": leg, "CallStatus": "no-answer"}).status_code == 204
+    assert [kind for kind, _ in timeline(app, call_id)].count("supervisor_left") == 1
+    assert sue.get(f"/api/calls/{call_id}/listen").get_json()["mode"] is None
+    # So the next Listen rings again rather than updating a participant that is not there.
+    response = sue.post(f"/api/calls/{call_id}/listen", {"mode": "barge"})
+    assert response.status_code == 200 and response.get_json()["rang"] is True
+    assert len(twilio_api.find(f"/Conferences/call-{call_id}/Participants.json")) == 3
+    # Unsigned, the callback is refused and changes nothing.
+    assert app.test_client().post(path, data={"CallSid": leg, "CallStatus": "completed"}).status_code == 403
+    assert sue.get(f"/api/calls/{call_id}/listen").get_json()["mode"] == "barge"
 
 
 def test_listening_needs_twilio(app_factory):

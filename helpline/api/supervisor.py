@@ -4,7 +4,9 @@ GET  /api/supervisor/wallboard             the `wallboard` event's body, on dema
 POST /api/calls/<id>/move-up               to the front of the line
 POST /api/calls/<id>/offer                 {"handler_id"}: offer it to that handler now
 POST /api/handlers/<id>/presence           {"status": "available" | "break" | "offline"}
-POST /api/calls/<id>/listen                {"mode": "listen" | "coach"}: ring the supervisor's softphone in
+POST /api/calls/<id>/listen                {"mode": "listen" | "coach" | "barge"}: ring your softphone in, or switch
+GET  /api/calls/<id>/listen                your leg on the call now (mode, or none)
+DELETE /api/calls/<id>/listen              take your leg out of the call
 GET  /api/calls?from=&to=&outcome=&need=&handler=&page=&per_page=
 GET  /api/calls/<id>                       one call's timeline
 """
@@ -47,7 +49,7 @@ class SetPresence(_Body):
 
 
 class Listen(_Body):
-    """Listen muted, or coach the handler (the caller does not hear the supervisor)."""
+    """Listen muted, coach the handler (the caller does not hear you), or barge in (both hear you)."""
 
     mode: Literal[supervision.MODES]  # type: ignore[valid-type]
 
@@ -91,13 +93,35 @@ class HandlerPresence(BaseModel):
 
 
 class Listening(BaseModel):
-    """The supervisor's softphone is being rung into the call's conference."""
+    """Your leg in the call's conference: just rung (`rang`), or the one already there, switched to `mode`."""
 
     call_id: int
     mode: str
     identity: str
     leg_sid: str
     conference: str
+    conference_sid: Optional[str]
+    rang: bool
+
+
+class ListeningState(BaseModel):
+    """Your leg on the call now: its mode, or none; `ringing_requested` while Twilio is being asked to ring it."""
+
+    call_id: int
+    mode: Optional[str]
+    identity: str
+    leg_sid: Optional[str]
+    ringing_requested: bool
+    since: Optional[str]
+
+
+class Stopped(BaseModel):
+    """Your leg has been taken out of the call."""
+
+    call_id: int
+    mode: None
+    identity: str
+    leg_sid: None
 
 
 class CallList(BaseModel):
@@ -172,15 +196,39 @@ def handler_presence(handler_id: int) -> Response:
 
 
 @bp.post("/calls/<int:call_id>/listen")
-@documented(body=Listen, responses={200: Listening, 409: "Twilio not configured, the call not connected, or Twilio failed"},
+@documented(body=Listen, responses={200: Listening, 404: "No such call",
+                                    409: "Twilio not configured, the call not connected, your softphone still ringing, "
+                                         "or Twilio failed"},
             roles=("supervisor",))
 @roles_required("supervisor")
 def listen(call_id: int) -> Response:
-    """Join the call's conference from your softphone (client supervisor-<your user id>), muted or coaching."""
+    """Be on the call from your softphone (client supervisor-<your user id>): listen (muted), coach (only the
+    handler hears you) or barge (both hear you). The first time rings your softphone into the call's
+    conference; after that the same leg is switched, never rung again."""
     change = body(Listen)
-    joined = supervision.listen(db.session, current_user, call_id, change.mode, utcnow())
+    joined = supervision.supervise(db.session, current_user, call_id, change.mode, utcnow())
     db.session.commit()
     return jsonify(Listening(**joined).model_dump())
+
+
+@bp.get("/calls/<int:call_id>/listen")
+@documented(responses={200: ListeningState, 404: "No such call"}, roles=("supervisor",))
+@roles_required("supervisor")
+def listening(call_id: int) -> Response:
+    """Your leg on the call now (a leg that was never answered, or dropped, is gone from here)."""
+    return jsonify(ListeningState(**supervision.state(db.session, current_user, call_id, utcnow())).model_dump())
+
+
+@bp.delete("/calls/<int:call_id>/listen")
+@documented(responses={200: Stopped, 404: "No such call",
+                       409: "You are not on the call, your softphone is still being rung, or Twilio failed"},
+            roles=("supervisor",))
+@roles_required("supervisor")
+def stop_listening(call_id: int) -> Response:
+    """Take your leg out of the call (the caller and the handler stay connected)."""
+    stopped = supervision.stop(db.session, current_user, call_id, utcnow())
+    db.session.commit()
+    return jsonify(Stopped(**stopped).model_dump())
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int | None = None) -> int | None:
