@@ -65,6 +65,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
     app.register_blueprint(voice.bp)
     auth.init_app(app)
     auth.csrf.exempt(voice.bp)  # Twilio signs its requests instead
+    from . import voice_client  # POST /voice/client, the Voice URL of the softphones' TwiML App
+    voice_client.init_app(app)
     security.init_app(app)
     permissions.init_app(app)  # the role matrix's gate, after the idle check: an idle session is nobody
     audit.init_app(app)

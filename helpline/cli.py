@@ -29,6 +29,7 @@ class _Commands(click.Group):
         "simulate-call": (".emulator.cli", "simulate_call"),
         "scheduler": (".scheduler", "scheduler_command"),
         "bench": (".bench.cli", "bench_command"),
+        "twilio": (".twilio_setup", "twilio_group"),  # setup and check a real Twilio account
         # audit, rotate-key, purge, export-/erase-subject
         **{name: (".admin_cli", "COMMANDS") for name in ("audit", "rotate-key", "purge", "export-subject", "erase-subject")},
     }
