@@ -15,6 +15,7 @@ with no Twilio account. Neither ever prints a secret (auth token, API key secret
 from __future__ import annotations
 
 import ipaddress
+import json
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -74,14 +75,32 @@ def _call(settings: Settings, what: str, action: Callable[[], T]) -> T:
     try:
         return action()
     except TwilioRestException as exc:
-        if exc.status == 401:
-            raise Refused(f"Twilio refused account {settings.twilio.account_sid} with this auth token "
-                          f"(error {exc.code or 401}): check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN", 401) from None
-        detail = (exc.msg or "").strip().splitlines()[0] if exc.msg else f"HTTP {exc.status}"
-        raise Refused(f"Twilio refused to {what}: {detail} (error {exc.code or exc.status})", exc.status) from None
-    except (TwilioException, OSError) as exc:
+        raise _refused(settings, what, exc.status, exc.code, exc.msg) from None
+    except TwilioException as exc:
+        # A list whose page is refused raises a bare TwilioException carrying the HTTP response.
+        response = exc.args[1] if len(exc.args) > 1 else None
+        status = getattr(response, "status_code", None)
+        if status is None:
+            raise Refused(f"could not reach Twilio's API at {settings.twilio.api_base_url} to {what} "
+                          f"({type(exc).__name__})") from None
+        try:
+            body = json.loads(getattr(response, "text", "") or "{}")
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        raise _refused(settings, what, status, body.get("code"), body.get("message")) from None
+    except OSError as exc:
         raise Refused(f"could not reach Twilio's API at {settings.twilio.api_base_url} to {what} "
                       f"({type(exc).__name__})") from None
+
+
+def _refused(settings: Settings, what: str, status: int, code: int | None, message: str | None) -> Refused:
+    """One plain line for a request Twilio answered with an error (401 names the credentials to check)."""
+    if status == 401:
+        return Refused(f"Twilio refused account {settings.twilio.account_sid} with this auth token "
+                       f"(error {code or 401}): check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN", 401)
+    detail = str(message).strip().splitlines()[0] if message else f"HTTP {status}"
+    return Refused(f"Twilio refused to {what}: {detail} (error {code or status})", status)
 
 
 def _local_address(url: str) -> bool:
