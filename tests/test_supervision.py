@@ -188,3 +188,17 @@ def test_supervisor_routes_are_described_in_openapi(client):
                          ("/api/reports/summary", "get"), ("/api/reports/calls.csv", "get")):
         operation = paths[path][method]
         assert operation["x-roles"] == ["supervisor"], path
+
+
+def test_the_supervisor_page_has_its_own_softphone(app):
+    sue = Console(app, "sue", "supervisor")
+    page = sue.client.get("/supervisor").get_data(as_text=True)
+    # The vendored SDK first, then the page's module (which loads the softphone module itself).
+    sdk = page.index('src="/console/static/vendor/twilio.min.js"')
+    assert sdk < page.index('type="module" src="/console/static/supervisor.js"')
+    assert 'id="softphone-status"' in page and 'role="status"' in page
+    assert 'id="supervise-mode"' in page and 'id="supervise-stop"' in page
+    response = sue.client.get("/console/static/supervisor.js")
+    script = response.get_data(as_text=True)
+    response.close()
+    assert 'import("./softphone.js")' in script and "aria-pressed" in script

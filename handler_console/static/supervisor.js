@@ -2,6 +2,8 @@
 // handlers, today's figures, actions) and the wall screen (/supervisor/wallboard: huge figures).
 // `queue` redraws the line and the handlers; `wallboard` redraws the figures (pushed on every
 // change and every few seconds); `alert` is a risk alert, shown at once, with a sound and a flash.
+// The live view has its own softphone: Listen, Coach or Barge beside a handler on a call rings it
+// into that call once, then switches the same leg between the three; Stop takes it out.
 import { $, ApiError, api, clock, connect, renderHandlers, renderQueue, setLoginUrl, startTicker } from "./common.js";
 
 const root = $("supervisor") || $("wallboard");
@@ -70,7 +72,11 @@ function drawBoard(board) {
   if (longestTile) longestTile.dataset.level = board.longest_wait_s > 60 ? "bad" : board.longest_wait_s > 20 ? "warn" : "ok";
   for (const alert of board.alerts || []) showAlert(alert, false);
   drawAlertList(board.alerts || []);
-  if (live) drawActions();
+  if (live) {
+    drawActions();
+    // The call we are on is over: ask where our leg is (one never answered is not heard by the softphone).
+    if (supervising && !(board.on_calls || []).some((call) => call.call_id === supervising.callId)) refreshSupervision();
+  }
 }
 
 startTicker((now) => {
@@ -185,6 +191,8 @@ function button(text, onClick, className = "secondary small") {
 }
 
 function drawActions() {
+  // The controls are rebuilt on every push (every few seconds): keep the keyboard where it was.
+  const focused = document.activeElement?.dataset?.focusKey;
   const available = (lastQueue.handlers || []).filter((h) => h.presence === "available");
   for (const row of document.querySelectorAll("#queue-rows tr[data-call-id]")) {
     const callId = row.dataset.callId;
@@ -197,8 +205,10 @@ function drawActions() {
     const position = row.querySelector("td.num")?.textContent;
     const up = button("Move up", () => act("POST", `/api/calls/${callId}/move-up`, undefined, `Call ${callId} moved to the front.`));
     up.disabled = position === "1";
+    up.dataset.focusKey = `move-${callId}`;
     const pick = document.createElement("select");
     pick.setAttribute("aria-label", `Offer call ${callId} to`);
+    pick.dataset.focusKey = `offer-${callId}`;
     pick.append(new Option("Offer to…", ""));
     for (const handler of available) pick.append(new Option(handler.name, String(handler.id)));
     pick.disabled = !available.length;
@@ -221,6 +231,7 @@ function drawActions() {
     controls.className = "handler-actions";
     const presence = document.createElement("select");
     presence.setAttribute("aria-label", `Set ${handler.name}'s status`);
+    presence.dataset.focusKey = `presence-${handler.id}`;
     presence.append(new Option("Set status…", ""));
     for (const [value, words] of [["available", "Available"], ["break", "Break"], ["offline", "Offline"]]) {
       presence.append(new Option(words, value));
@@ -232,15 +243,187 @@ function drawActions() {
     });
     controls.append(presence);
     const call = onCalls.get(handler.id);
-    if (call && call.presence === "on_call") {
-      controls.append(
-        button("Listen", () => act("POST", `/api/calls/${call.call_id}/listen`, { mode: "listen" }, `Ringing your softphone to listen to call ${call.call_id}.`)),
-        button("Coach", () => act("POST", `/api/calls/${call.call_id}/listen`, { mode: "coach" }, `Ringing your softphone to coach ${handler.name}.`)),
-      );
-    }
+    if (call && call.presence === "on_call") controls.append(...superviseControls(call.call_id, handler.name));
     item.querySelector(".handler-actions")?.remove();
     item.append(controls);
   });
+  drawSupervision();
+  if (focused) document.querySelector(`[data-focus-key="${focused}"]`)?.focus();
+}
+
+// ------------------------------------------------------------------ listen, coach and barge (live view only)
+
+const MODES = [
+  ["listen", "Listen"],
+  ["coach", "Coach"],
+  ["barge", "Barge"],
+];
+// How long after a click an incoming call is taken to be the one asked for (Twilio rings for 30 s).
+const ANSWER_WITHIN_MS = 40_000;
+
+// The call this page supervises: {callId, mode, name}, or null. One at a time: the softphone has one line.
+let supervising = null;
+// When a ring was last asked for (0: none outstanding), so that only that call is answered.
+let askedAt = 0;
+// A request under way: the buttons wait for it rather than sending a second.
+let busy = false;
+let phone = null;
+let phoneWasInCall = false;
+
+function modeWords() {
+  if (!supervising) return "Not on a call. Choose Listen, Coach or Barge beside a handler on a call.";
+  const { callId, mode, name } = supervising;
+  if (!phone || !phone.inCall) return `Ringing your softphone into call ${callId} with ${name}…`;
+  if (mode === "listen") return `Listening to call ${callId} with ${name}: you are muted, nobody hears you.`;
+  if (mode === "coach") return `Coaching ${name} on call ${callId}: ${name} hears you, the caller does not.`;
+  return `Barged into call ${callId} with ${name}: the caller and ${name} both hear you.`;
+}
+
+function drawSupervision() {
+  setText("supervise-mode", modeWords());
+  const stop = $("supervise-stop");
+  if (stop) {
+    stop.hidden = !supervising;
+    stop.disabled = busy;
+    stop.textContent = supervising ? `Stop (call ${supervising.callId})` : "Stop";
+  }
+  for (const group of document.querySelectorAll(".supervise-modes")) {
+    const mine = supervising && String(supervising.callId) === group.dataset.callId;
+    for (const choice of group.querySelectorAll("button[data-mode]")) {
+      choice.setAttribute("aria-pressed", String(Boolean(mine && supervising.mode === choice.dataset.mode)));
+      choice.disabled = busy;
+    }
+  }
+}
+
+function superviseControls(callId, name) {
+  const group = document.createElement("span");
+  group.className = "supervise-modes";
+  group.setAttribute("role", "group");
+  group.setAttribute("aria-label", `Supervise ${name}'s call ${callId}`);
+  group.dataset.callId = String(callId);
+  for (const [mode, words] of MODES) {
+    const choice = button(words, () => choose(callId, name, mode));
+    choice.dataset.mode = mode;
+    choice.dataset.focusKey = `supervise-${callId}-${mode}`;
+    group.append(choice);
+  }
+  const parts = [group];
+  if (supervising && supervising.callId === callId) {
+    const stop = button("Stop", () => stopSupervising(), "danger small");
+    stop.dataset.focusKey = `supervise-${callId}-stop`;
+    stop.setAttribute("aria-label", `Stop supervising call ${callId}`);
+    parts.push(stop);
+  }
+  // aria-pressed and disabled follow the state: drawSupervision runs after every redraw.
+  return parts;
+}
+
+async function choose(callId, name, mode) {
+  if (busy) return;
+  if (!phone || !phone.ready) {
+    say("Your softphone is not connected, so you would not hear the call. See its status above.");
+    return;
+  }
+  if (supervising && supervising.callId === callId && supervising.mode === mode) return;
+  busy = true;
+  drawSupervision();
+  try {
+    if (supervising && supervising.callId !== callId) await leave();
+    // Only a ring asked for now is answered; a switch of the leg already up rings nothing.
+    askedAt = Date.now();
+    const joined = await api("POST", `/api/calls/${callId}/listen`, { mode });
+    if (!joined.rang) askedAt = 0;
+    supervising = { callId, mode: joined.mode, name };
+    say(joined.rang ? `Ringing your softphone into call ${callId}.` : `Now ${MODE_DONE[mode]} on call ${callId}.`);
+  } catch (exc) {
+    askedAt = 0;
+    say(exc instanceof ApiError ? `Not done: ${exc.message}` : "Not done.");
+  } finally {
+    busy = false;
+    drawActions();
+    drawSupervision();
+  }
+}
+
+const MODE_DONE = { listen: "listening", coach: "coaching", barge: "barged in" };
+
+async function leave() {
+  const { callId } = supervising;
+  try {
+    await api("DELETE", `/api/calls/${callId}/listen`);
+  } catch (exc) {
+    // Already gone (the call ended, or the leg dropped): nothing is left to take out.
+    if (!(exc instanceof ApiError) || exc.status !== 409) throw exc;
+  }
+  supervising = null;
+  askedAt = 0;
+  if (phone && phone.inCall) phone.hangup();
+}
+
+async function stopSupervising() {
+  if (busy || !supervising) return;
+  busy = true;
+  drawSupervision();
+  const callId = supervising.callId;
+  try {
+    await leave();
+    say(`Stopped supervising call ${callId}.`);
+  } catch (exc) {
+    say(exc instanceof ApiError ? `Not stopped: ${exc.message}` : "Not stopped.");
+  } finally {
+    busy = false;
+    drawActions();
+    drawSupervision();
+  }
+}
+
+// Asks the service where our leg is (after the softphone's call ends, or the call itself does).
+async function refreshSupervision() {
+  if (!supervising || busy) return;
+  const { callId } = supervising;
+  try {
+    const state = await api("GET", `/api/calls/${callId}/listen`);
+    if (supervising && supervising.callId === callId && !state.mode) {
+      supervising = null;
+      say(`Your softphone has left call ${callId}.`);
+    }
+  } catch (exc) {
+    // The page's connection banner says when the service cannot be reached; try again on the next change.
+  }
+  drawActions();
+  drawSupervision();
+}
+
+function phoneChanged() {
+  if (phone) {
+    if (phoneWasInCall && !phone.inCall) refreshSupervision();
+    phoneWasInCall = phone.inCall;
+  }
+  drawSupervision();
+}
+
+$("supervise-stop")?.addEventListener("click", () => stopSupervising());
+
+async function startSoftphone() {
+  const status = $("softphone-status");
+  try {
+    const { Softphone } = await import("./softphone.js");
+    phone = new Softphone({
+      status,
+      // Only the call this page has just asked for: anything else is left ringing, never rejected.
+      shouldAnswer: () => {
+        const wanted = askedAt !== 0 && Date.now() - askedAt < ANSWER_WITHIN_MS && !phone.inCall;
+        if (wanted) askedAt = 0;
+        return wanted;
+      },
+      onChange: phoneChanged,
+    });
+    await phone.start();
+  } catch (exc) {
+    if (status && !phone) status.textContent = "Your softphone could not be loaded; reload the page to try again.";
+  }
+  drawSupervision();
 }
 
 // ------------------------------------------------------------------ the connection
@@ -265,6 +448,8 @@ if (live) {
     drawActions();
   };
 }
+
+if (live) startSoftphone();
 
 // On every (re)connect the figures are fetched at once rather than waiting for the next push.
 connect(root.dataset.namespace, $("connection"), events, () => {
