@@ -8,13 +8,9 @@ from flask import current_app, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
-from . import HERE, bp
+from . import bp
 
 F = TypeVar("F", bound=Callable[..., object])
-
-#: Operators may vendor Twilio's Voice JS SDK here; the handler page loads it only when it is present,
-#: so that nothing is ever fetched from the internet.
-TWILIO_SDK = HERE / "static" / "vendor" / "twilio.min.js"
 
 #: The outcomes a handler records at wrap-up, in the order they are offered.
 OUTCOMES = (
@@ -67,7 +63,6 @@ def handler() -> str:
         wrap_up_s=routing.wrap_up_s,
         # The console keeps an on-duty handler's session alive (console.js); it needs the server's limit.
         idle_s=current_app.config["HELPLINE"].security.session_idle_minutes * 60,
-        twilio_sdk=TWILIO_SDK.is_file(),
         outcomes=OUTCOMES,
     )
 

@@ -36,6 +36,7 @@ from sqlalchemy import func, select, update
 from werkzeug.routing import IntegerConverter
 from sqlalchemy.orm import Session
 
+from . import softphone
 from .models import LoginFailure, User, utcnow
 from .phone import mask
 
@@ -120,13 +121,22 @@ def _emulator_origins(api_base_url: str) -> list[str]:
     return [f"http://{parts.netloc}", f"ws://{parts.netloc}"]
 
 
-def content_security_policy(app: Flask, host: str) -> str:
-    """The policy for a response served to `host`: this origin only, plus what the softphone needs."""
+def content_security_policy(app: Flask, host: str, page: bool = True) -> str:
+    """The policy for a response served to `host`: this origin only, plus what the softphone needs.
+
+    Only a `page` (HTML) runs the softphone, so only a page's policy names the emulator's signalling
+    (which may take a request to the emulator to learn, once a minute); webhooks never wait on it.
+    """
     settings = app.config["HELPLINE"]
     connect = ["'self'", f"ws://{host}", f"wss://{host}"]
     media = ["'self'"]
     emulator = _emulator_origins(settings.twilio.api_base_url)
     connect += emulator
+    signalling = None
+    if page and (emulator or settings.twilio.signalling_host):
+        signalling = softphone.signalling_host(settings.twilio)
+    if signalling:
+        connect.append(f"wss://{signalling}")
     media += [origin for origin in emulator if origin.startswith("http")]
     if not emulator and settings.twilio.account_sid:
         # Twilio's Voice JS SDK signals over wss to *.twilio.com, reports to eventgw.twilio.com and
@@ -156,7 +166,8 @@ def _safe_host(host: str) -> str:
 def _set_headers(response: Response) -> Response:
     app = current_app
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", content_security_policy(app, _safe_host(request.host)))
+    headers.setdefault("Content-Security-Policy",
+                       content_security_policy(app, _safe_host(request.host), page=response.mimetype == "text/html"))
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "no-referrer")

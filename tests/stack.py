@@ -83,7 +83,8 @@ def start_stack(tmp: Path, database_url: str, settings: dict[str, Any] | None = 
     for event in status_events:
         events += ["--status-callback-event", event]
     emulator = Process(
-        [sys.executable, "-m", "helpline.emulator", "--port", str(emulator_port), "--time-scale", str(TIME_SCALE),
+        [sys.executable, "-m", "helpline.emulator", "--port", str(emulator_port), "--signal-port", str(free_port()),
+         "--tls-dir", str(tmp / "instance"), "--time-scale", str(TIME_SCALE),
          "--voice-url", f"{service_url}/voice/incoming", "--status-callback", f"{service_url}/voice/status",
          "--phone-number", env["TWILIO_PHONE_NUMBER"], "--account-sid", env["TWILIO_ACCOUNT_SID"],
          "--auth-token", env["TWILIO_AUTH_TOKEN"], *events],

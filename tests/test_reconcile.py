@@ -28,7 +28,7 @@ SENDER = "+441134960000"
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     """The emulator with every phone answering by itself, and no status callbacks to anyone."""
     port = free_port()
-    process = Process([sys.executable, "-m", "helpline.emulator", "--port", str(port), "--account-sid", ACCOUNT_SID,
+    process = Process([sys.executable, "-m", "helpline.emulator", "--port", str(port), "--signal-port", "-1", "--account-sid", ACCOUNT_SID,
                        "--auth-token", AUTH_TOKEN, "--phone-number", SENDER, "--auto-answer", "*", "--time-scale", "0.05"],
                       {}, f"http://127.0.0.1:{port}", tmp_path_factory.mktemp("emulator") / "emulator.log")
     try:

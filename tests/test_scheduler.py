@@ -33,7 +33,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     One per test, so that each test's outbox holds only its own texts (the SQLite and PostgreSQL
     runs of a test text the same numbers)."""
     port = free_port()
-    process = Process([sys.executable, "-m", "helpline.emulator", "--port", str(port), "--account-sid", ACCOUNT_SID,
+    process = Process([sys.executable, "-m", "helpline.emulator", "--port", str(port), "--signal-port", "-1", "--account-sid", ACCOUNT_SID,
                        "--auth-token", AUTH_TOKEN, "--phone-number", SENDER],
                       {}, f"http://127.0.0.1:{port}", tmp_path_factory.mktemp("emulator") / "emulator.log")
     try:

@@ -5,22 +5,14 @@ from __future__ import annotations
 from flask import Response, current_app, jsonify
 from flask_login import current_user
 from sqlalchemy import select
-from twilio.jwt.access_token import AccessToken
-from twilio.jwt.access_token.grants import VoiceGrant
-
-from .. import routing
+from .. import routing, softphone
 from ..auth import roles_required
-from ..connect import handler_identity
 from ..db import db
 from ..models import Handler, utcnow
 from ..webhooks import error
 from . import BadRequest, bp, body
 from .openapi import documented
 from .schemas import Me, OfferView, Presence, StatusChange, VoiceToken
-
-#: Seconds a softphone token lasts; the console asks for a new one before it runs out.
-TOKEN_TTL_S = 3600
-
 
 def current_handler() -> Handler:
     """The logged-in handler's routing record; a 403 BadRequest for anyone without one."""
@@ -54,7 +46,7 @@ def me() -> Response:
         offer = routing.current_offer(db.session, handler, settings, now)
         view.offer = OfferView.model_validate(offer) if offer is not None else None
         view.call_id = handler.current_call_id if handler.presence in ("on_call", "wrap_up") else None
-        view.softphone = None if handler.phone_number_enc else handler_identity(handler.id)
+        view.softphone = None if handler.phone_number_enc else softphone.handler_identity(handler.id)
     return jsonify(view.model_dump(mode="json"))
 
 
@@ -71,18 +63,25 @@ def set_status() -> Response:
 
 
 @bp.get("/voice/token")
-@documented(responses={200: VoiceToken}, roles=("handler",))
-@roles_required("handler")
+@documented(responses={200: VoiceToken}, roles=("handler", "supervisor"))
+@roles_required("handler", "supervisor")
 def voice_token() -> Response:
-    """Credentials for the handler's browser softphone: a Twilio access token with a VoiceGrant, or the emulator's address."""
-    handler = current_handler()
-    identity = handler_identity(handler.id)
-    twilio = current_app.config["HELPLINE"].twilio
-    if twilio.account_sid and twilio.api_key_sid and twilio.api_key_secret:
-        token = AccessToken(twilio.account_sid, twilio.api_key_sid, twilio.api_key_secret, identity=identity, ttl=TOKEN_TTL_S)
-        token.add_grant(VoiceGrant(outgoing_application_sid=twilio.twiml_app_sid, incoming_allow=True))
-        view = VoiceToken(mode="twilio", identity=identity, token=token.to_jwt(), ttl_s=TOKEN_TTL_S)
+    """An access token for your own browser softphone (Twilio's Voice SDK), and where it signals.
+
+    The identity is yours alone (a handler's or a supervisor's); nobody can ask for another's.
+    """
+    if current_user.role == "handler":
+        identity = softphone.handler_identity(current_handler().id)
     else:
-        # No API key: the service talks to the local emulator, whose control API stands in for the SDK.
-        view = VoiceToken(mode="emulator", identity=identity, emulator_url=twilio.api_base_url)
-    return jsonify(view.model_dump(exclude_none=True))
+        identity = softphone.supervisor_identity(current_user.id)
+    try:
+        found = softphone.credentials(current_app.config["HELPLINE"], identity)
+    except softphone.SoftphoneUnavailable as unavailable:
+        view = VoiceToken(mode="unavailable", identity=identity, reason=unavailable.reason)
+    else:
+        view = VoiceToken(mode="twilio", identity=identity, token=found.token, ttl_s=found.ttl_s,
+                          signalling=found.signalling_host,
+                          certificate_url=f"https://{found.signalling_host}/" if found.signalling_host else None)
+    response = jsonify(view.model_dump(exclude_none=True))
+    response.headers["Cache-Control"] = "no-store"
+    return response

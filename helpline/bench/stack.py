@@ -287,7 +287,8 @@ class Stack:
             events += ["--status-callback-event", event]
         self.emulator = Child(
             "emulator",
-            [sys.executable, "-m", "helpline.emulator", "--port", port, "--time-scale", str(self.options.time_scale),
+            [sys.executable, "-m", "helpline.emulator", "--port", port, "--signal-port", "-1",
+             "--time-scale", str(self.options.time_scale),
              "--voice-url", f"{self.service_url(0)}/voice/incoming", "--status-callback", f"{self.service_url(0)}/voice/status",
              "--phone-number", env["TWILIO_PHONE_NUMBER"], "--account-sid", env["TWILIO_ACCOUNT_SID"],
              "--auth-token", env["TWILIO_AUTH_TOKEN"], *events],

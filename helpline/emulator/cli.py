@@ -6,6 +6,7 @@ runs them without it.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -15,7 +16,10 @@ from . import transcript
 from .client import EmulatorClient, EmulatorError
 from .config import TWILIO_WEBHOOK_TIMEOUT_S, EmulatorConfig
 
-DEFAULT_EMULATOR_URL = "http://127.0.0.1:5050"
+def default_emulator_url() -> str:
+    """The emulator `scripts/run` starts: HELPLINE_EMULATOR_PORT, as that script reads it, or 5050."""
+    port = os.environ.get("HELPLINE_EMULATOR_PORT", "").strip() or "5050"
+    return f"http://127.0.0.1:{port}"
 
 
 @click.command("emulator")
@@ -38,12 +42,22 @@ DEFAULT_EMULATOR_URL = "http://127.0.0.1:5050"
 @click.option("--clip-seconds", default=10.0, show_default=True, type=float, help="Assumed length of a <Play> clip.")
 @click.option("--auto-answer", multiple=True,
               help="Phone number or client:identity that answers by itself ('*' = every phone number).")
+@click.option("--signal-port", type=int, default=None,
+              help="Port for the Voice SDK's signalling, wss://HOST:PORT/signal [default: --port + 1; "
+                   "any free port when --port is 0; -1 turns it off].")
+@click.option("--tls-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the signalling's self-signed certificate [default: $HELPLINE_INSTANCE_PATH or ./instance].")
 @click.option("--verbose", is_flag=True, help="Log every HTTP request.")
 def emulator(host: str, port: int, voice_url: str | None, voice_method: str, status_callback: str | None,
              status_events: tuple[str, ...], phone_number: str | None, account_sid: str | None,
              auth_token: str | None, time_scale: float, webhook_timeout: float, clip_seconds: float,
-             auto_answer: tuple[str, ...], verbose: bool) -> None:
-    """Run the local Twilio emulator and dev phone."""
+             auto_answer: tuple[str, ...], signal_port: int | None, tls_dir: str | None, verbose: bool) -> None:
+    """Run the local Twilio emulator and dev phone.
+
+    Besides Twilio's REST API and the dev phone (http://HOST:PORT/), it speaks the Voice JavaScript
+    SDK's signalling over TLS (wss://HOST:SIGNAL-PORT/signal) with its own certificate, so that the
+    console's softphone rings and talks with no Twilio account.
+    """
     from .server import build_server, run_until_interrupted
 
     if time_scale <= 0:
@@ -56,15 +70,23 @@ def emulator(host: str, port: int, voice_url: str | None, voice_method: str, sta
     if not verbose:
         import logging
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    if signal_port is None:
+        signal_port = port + 1 if port else 0
+    if signal_port > 65535 or signal_port < -1:
+        raise click.BadParameter("must be a port number, 0 for any free port, or -1 for none", param_hint="--signal-port")
     try:
-        running = build_server(config, host, port)
+        running = build_server(config, host, port, signal_port=None if signal_port == -1 else signal_port,
+                               tls_dir=tls_dir)
     except OSError as exc:
-        raise click.ClickException(f"Cannot listen on {host}:{port}: {exc}")
+        raise click.ClickException(f"Cannot listen on {host}:{port} (signalling {signal_port}): {exc}")
     click.echo(f"Twilio emulator listening on {running.url}", err=True)
     click.echo(f"  dev phone:            {running.url}/", err=True)
     click.echo(f"  TWILIO_API_BASE_URL = {running.url}", err=True)
     click.echo(f"  number {config.phone_number} -> Voice URL {config.voice_url or '(none: set --voice-url)'}",
                err=True)
+    if running.emulator.signal_url:
+        click.echo(f"  Voice SDK signalling: wss://{running.emulator.signal_url}/signal "
+                   f"(self-signed: open https://{running.emulator.signal_url}/ once to trust it)", err=True)
     click.echo(f"  time scale {config.time_scale:g}, webhook timeout {config.webhook_timeout:g} s", err=True)
     sys.stderr.flush()
     run_until_interrupted(running)
@@ -90,8 +112,9 @@ def parse_keys(spec: str) -> list[str]:
               help="Caller ID, or 'anonymous' for a withheld number.")
 @click.option("--to", default=None, help="Number dialled [default: the emulator's helpline number].")
 @click.option("--hangup-after", type=float, default=None, help="Hang up after this many (wall-clock) seconds.")
-@click.option("--emulator", "emulator_url", envvar="HELPLINE_EMULATOR_URL", default=DEFAULT_EMULATOR_URL,
-              show_default=True, help="Base URL of a running emulator.")
+@click.option("--emulator", "emulator_url", envvar="HELPLINE_EMULATOR_URL", default=default_emulator_url,
+              show_default="$HELPLINE_EMULATOR_URL, or http://127.0.0.1:$HELPLINE_EMULATOR_PORT (5050)",
+              help="Base URL of a running emulator.")
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Give up waiting for the call to end after this many seconds.")
 def simulate_call(keys: str, from_: str, to: str | None, hangup_after: float | None, emulator_url: str,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Twilio's documented limit for a webhook answer (error 11205 beyond it).
 TWILIO_WEBHOOK_TIMEOUT_S = 15.0
@@ -37,6 +37,11 @@ class EmulatorConfig:
     auto_answer: tuple[str, ...] = ()
     # How long a phone or client rings before an auto-answer, in unscaled seconds.
     auto_answer_after: float = 1.0
+    # Numbers answered by a machine, and what answering machine detection reports for each
+    # (AnsweredBy, e.g. "machine_start"); every other number is answered by a person ("human").
+    answered_by: dict[str, str] = field(default_factory=dict)
+    # API keys (SID, secret) that may sign Voice SDK access tokens, besides the account's auth token.
+    api_keys: tuple[tuple[str, str], ...] = ()
 
     def scaled(self, seconds: float) -> float:
         """Return `seconds` of call time as wall-clock seconds under the time scale."""
@@ -54,5 +59,7 @@ class EmulatorConfig:
             "voice_url": public + "/voice/incoming" if public else None,
             "status_callback": public + "/voice/status" if public else None,
         }
+        if env.get("TWILIO_API_KEY_SID") and env.get("TWILIO_API_KEY_SECRET"):
+            values["api_keys"] = ((env["TWILIO_API_KEY_SID"], env["TWILIO_API_KEY_SECRET"]),)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -54,7 +54,8 @@ def poll_args() -> tuple[int, float]:
 @bp.get("/health")
 def health() -> Response:
     """Liveness plus a few counts."""
-    return jsonify({"status": "ok", **emulator().snapshot()})
+    engine = emulator()
+    return jsonify({"status": "ok", **engine.snapshot(), "signalling": engine.signal_url})
 
 
 @bp.get("/config")
@@ -63,7 +64,8 @@ def config() -> Response:
     cfg = emulator().config
     return jsonify({"account_sid": cfg.account_sid, "phone_number": cfg.phone_number, "voice_url": cfg.voice_url,
                     "status_callback": cfg.status_callback, "time_scale": cfg.time_scale,
-                    "webhook_timeout": cfg.webhook_timeout, "status_callback_events": list(cfg.status_callback_events)})
+                    "webhook_timeout": cfg.webhook_timeout, "status_callback_events": list(cfg.status_callback_events),
+                    "signalling": emulator().signal_url})
 
 
 # ---------------------------------------------------------------------- calls
@@ -171,6 +173,51 @@ def say(sid: str) -> Response:
     return jsonify({"sid": sid, "heard_by": call.talk(text)})
 
 
+@bp.post("/calls/<sid>/media")
+def call_media(sid: str) -> Response:
+    """The browser on this leg (the dev phone's caller) offers WebRTC audio: the emulator's SDP answer.
+
+    The offer should carry its ICE candidates (wait for gathering to complete); the answer does.
+    """
+    call = call_or_404(sid)
+    if call is None:
+        return error(404, "unknown_call", sid)
+    if call.finished:
+        return error(409, "call_ended", sid)
+    sdp = body().get("sdp")
+    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        return error(400, "bad_sdp", "Give the browser's SDP offer in 'sdp'")
+    try:
+        answer = emulator().media.answer(sid, sdp)
+    except Exception as exc:  # an offer aiortc cannot use: say so, the call goes on without audio
+        return error(400, "bad_sdp", f"the offer could not be answered: {exc}")
+    return jsonify({"sid": sid, "sdp": answer})
+
+
+@bp.get("/calls/<sid>/media")
+def call_media_stats(sid: str) -> Response:
+    """Audio frames in and out of this leg, and whom it hears (404 when it has no audio)."""
+    stats = emulator().media.stats(sid)
+    if stats is None:
+        return error(404, "no_media", sid)
+    return jsonify({"sid": sid, **stats})
+
+
+@bp.get("/signalling")
+def signalling() -> Response:
+    """The Voice SDK connections and what was said over them (newest last)."""
+    hub = emulator().signalling
+    return jsonify({"url": emulator().signal_url, "sessions": hub.describe(), "log": hub.log[-200:]})
+
+
+@bp.post("/signalling/<identity>/drop")
+def drop_signalling(identity: str) -> Response:
+    """Close every SDK socket of `identity`, as a network fault would; the SDK reconnects by itself."""
+    if emulator().signal_url is None:
+        return error(409, "no_signalling", "this emulator does not speak the SDK's signalling")
+    return jsonify({"identity": identity, "dropped": emulator().signalling.drop(identity)})
+
+
 # ---------------------------------------------------------------------- devices
 
 def _device_key(kind: str, name: str) -> str:
@@ -186,10 +233,28 @@ def _describe(endpoint: Endpoint | None, key: str) -> dict[str, Any]:
         return endpoint.describe()
 
 
+#: What Twilio's answering machine detection may report (AnsweredBy).
+ANSWERED_BY = ("human", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax", "unknown")
+
+
 @bp.post("/<any(clients, phones):kind>/<name>/register")
 def register(kind: str, name: str) -> Response:
-    """Go online as a browser client identity or a phone number."""
+    """Go online as a browser client identity or a phone number.
+
+    A phone may say who picks it up, as answering machine detection reports it:
+    `"answered_by": "machine_start"` makes it voicemail for calls that ask for MachineDetection.
+    """
     data = body()
+    answered_by = data.get("answered_by")
+    if answered_by is not None:
+        if kind != "phones" or answered_by not in ANSWERED_BY:
+            return error(400, "bad_answered_by", f"'answered_by' is for phones, one of {', '.join(ANSWERED_BY)}")
+        key = _device_key(kind, name)
+        with emulator().lock:
+            if answered_by == "human":
+                emulator().config.answered_by.pop(key, None)
+            else:
+                emulator().config.answered_by[key] = answered_by
     auto = data.get("auto_answer")
     endpoint = emulator().register(_device_key(kind, name), auto_answer=None if auto is None else bool(auto))
     return jsonify({**_describe(endpoint, endpoint.key), "last_seq": endpoint.log.last_seq()})

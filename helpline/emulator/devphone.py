@@ -11,6 +11,7 @@ bp = Blueprint("devphone", __name__, static_folder="static", static_url_path="/d
 @bp.get("/")
 def page() -> str:
     """Serve the page; all behaviour lives in static/devphone.js and talks to /emulator/."""
-    config = current_app.extensions["emulator"].config
+    engine = current_app.extensions["emulator"]
+    config = engine.config
     return render_template("devphone.html", phone_number=config.phone_number, voice_url=config.voice_url or "",
-                           time_scale=config.time_scale)
+                           time_scale=config.time_scale, signal_url=engine.signal_url)

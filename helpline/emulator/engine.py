@@ -15,7 +15,10 @@ from .call import Call
 from .config import EmulatorConfig
 from .dispatch import OrderedDispatcher
 from .events import EventLog
+from .loop import LoopThread
+from .media import SILENT, Hearing, MediaServer
 from .models import Bridge, Conference, Endpoint, Message, Participant, Queue, QueueMember
+from .signalling import SignallingHub, start_signalling
 from .signals import ConferenceExit, ConferenceStarted, Dequeued
 from .sids import iso, new_sid, rfc2822, utcnow
 from .webhooks import ERROR_MESSAGES, WebhookError, WebhookSender
@@ -56,6 +59,12 @@ class Emulator:
         self.outbox = EventLog(limit=2000)
         self.started_at = time.time()
         self.closed = False
+        # Real time: the Voice SDK's signalling and the calls' audio, on one asyncio loop started on first use.
+        self.realtime = LoopThread()
+        self.media = MediaServer(self.realtime, self.hearing)
+        self.signalling = SignallingHub(self, self.realtime, self.media)
+        self.signal_url: str | None = None
+        self._signal_runner: Any = None
         for address in config.auto_answer:
             if address != "*":
                 self.endpoints[endpoint_key(address)] = Endpoint(endpoint_key(address), auto_answer=True)
@@ -73,6 +82,46 @@ class Emulator:
         self.dispatcher.flush(timeout=2)
         self.dispatcher.close()
         self.sender.close()
+        self.media.shutdown()
+        if self._signal_runner is not None:
+            try:
+                self.realtime.run(self._signal_runner.cleanup(), timeout=5)
+            except Exception:  # closing down anyway
+                pass
+        self.realtime.stop()
+
+    def start_signalling(self, host: str, port: int, cert: str, key: str) -> str:
+        """Speak the Voice SDK's signalling on wss://host:port/signal; returns that host:port."""
+        self._signal_runner, bound = self.realtime.run(start_signalling(self.signalling, host, port, cert, key))
+        self.signal_url = f"{'[' + host + ']' if ':' in host else host}:{bound}"
+        return self.signal_url
+
+    def hearing(self, sid: str) -> Hearing:
+        """What the leg `sid` hears now, for the media mixer (see media.py)."""
+        with self.lock:
+            call = self.calls.get(sid)
+            if call is None or call.finished:
+                return SILENT
+            participant = call.participant
+            if participant is not None:
+                conference = participant.conference
+                if participant.hold or conference.status != "in-progress":
+                    return Hearing(hold=True)
+                heard = []
+                for other in conference.participants.values():
+                    if other is participant or other.muted or other.hold:
+                        continue
+                    # A coach is heard only by the participant they coach (Twilio's CallSidToCoach).
+                    if other.coaching and other.call_sid_to_coach != sid:
+                        continue
+                    heard.append(other.call.sid)
+                return Hearing(tuple(heard))
+            bridge = call.bridge
+            if bridge is not None and bridge.started_at is not None and not bridge.ended:
+                return Hearing((bridge.other(call).sid,))
+            if call.queue_member is not None:
+                return Hearing(hold=True)
+            return SILENT
 
     # ------------------------------------------------------------------ calls
 
@@ -206,7 +255,10 @@ class Emulator:
         if endpoint is not None:
             endpoint.log.append("incoming", call_sid=leg.sid, **{"from": leg.from_, "to": leg.to},
                                 parent_call_sid=leg.parent.sid if leg.parent else None)
-            if endpoint.auto_answer:
+            if self.signalling.handles(endpoint):
+                leg.real_time = True
+                self.signalling.ring(endpoint, leg)  # a real Voice SDK answers (or not) over its socket
+            elif endpoint.auto_answer:
                 timer = threading.Timer(self.config.scaled(self.config.auto_answer_after), self._auto_answer,
                                         (endpoint, leg))
                 timer.daemon = True
@@ -267,11 +319,12 @@ class Emulator:
         return leg
 
     def release(self, call: Call) -> None:
-        """Free the device a finished call was using."""
+        """Free the device a finished call was using, and its media."""
         with self.lock:
             endpoint = call.endpoint
             if endpoint is not None and endpoint.current is call:
                 endpoint.current = None
+        self.signalling.leg_ended(call)
 
     # ------------------------------------------------------------------ bridges
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from .app import create_app
 from .config import EmulatorConfig
 from .engine import Emulator
+from .tls import ensure_certificate
 
 
 @dataclass
@@ -39,14 +42,32 @@ class EmulatorServer:
         self.shutdown()
 
 
-def build_server(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 5050) -> EmulatorServer:
-    """Create (but do not start) a threaded server; port 0 picks a free port."""
+def default_tls_dir() -> Path:
+    """Where the emulator keeps its certificate: the service's instance folder."""
+    return Path(os.environ.get("HELPLINE_INSTANCE_PATH") or Path.cwd() / "instance")
+
+
+def build_server(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 5050, signal_port: int | None = None,
+                 tls_dir: str | os.PathLike[str] | None = None) -> EmulatorServer:
+    """Create (but do not start) a threaded server; port 0 picks a free port.
+
+    With `signal_port` (0 = any free port) the Voice SDK's signalling is served over TLS there too,
+    with a certificate made in `tls_dir` on first use.
+    """
     emulator = Emulator(config)
     app = create_app(emulator=emulator)
     # One thread per request: long-polls and slow webhooks must never block other requests.
     server = make_server(host, port, app, threaded=True)
     server.daemon_threads = True
     url = f"http://{host}:{server.server_port}"
+    if signal_port is not None:
+        cert, key = ensure_certificate(tls_dir or default_tls_dir())
+        try:
+            emulator.start_signalling(host, signal_port, str(cert), str(key))
+        except Exception:
+            server.server_close()
+            emulator.close()
+            raise
     return EmulatorServer(url=url, emulator=emulator, server=server)
 
 

@@ -14,7 +14,10 @@ from .console import DESKTOP, PASSWORD, Console
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--no-first-run", "--disable-sync"]
+               "--no-first-run", "--disable-sync",
+               # The softphones and the dev phone use a microphone: a fake one (a beep), allowed without asking.
+               "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+               "--autoplay-policy=no-user-gesture-required"]
 #: Generous enough for a slow machine; the tests never wait for an offer to time out.
 ROUTING = {"offer_timeout_s": 30, "wrap_up_s": 120, "skill_fallback_after_s": 60}
 

@@ -9,7 +9,7 @@ PASSWORD = "a long password for tests"
 DESKTOP = {"width": 1280, "height": 720}
 TABLET = {"width": 768, "height": 1024}
 #: The emulator's browser client that rings for a handler.
-IDENTITY = re.compile(r"^handler-\d+$")
+IDENTITY = re.compile(r"^(handler|supervisor)-\d+$")
 PRESENCE_WORDS = {"offline": "Offline", "available": "Available", "offered": "Ringing", "on_call": "On a call",
                   "wrap_up": "Wrapping up", "break": "On break"}
 
@@ -19,7 +19,9 @@ class Console:
 
     def __init__(self, browser: Any, base_url: str, viewport: dict[str, int]):
         self.base_url = base_url
-        self.context = browser.new_context(viewport=viewport)
+        # The emulator's signalling uses its own self-signed certificate, as a newcomer's browser is
+        # told to trust once; these tabs trust it from the start.
+        self.context = browser.new_context(viewport=viewport, ignore_https_errors=True)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.closed = False
@@ -44,15 +46,23 @@ class Console:
         self.page.click(f"button[data-status={status}]")
         expect(self.page.locator("#presence-now")).to_have_text(words)
 
-    def go_available(self) -> str:
-        """Choose Available; returns the emulator client identity the softphone panel shows."""
+    def softphone_ready(self) -> str:
+        """Wait for the page's softphone (Twilio's Voice SDK) to register; returns its identity."""
         from playwright.sync_api import expect
 
+        expect(self.page.locator("#softphone-text")).to_contain_text("Softphone ready", timeout=20_000)
+        identity = self.page.evaluate("fetch('/api/voice/token').then((r) => r.json()).then((t) => t.identity)")
+        assert IDENTITY.match(identity), identity
+        return identity
+
+    def go_available(self) -> str:
+        """Choose Available once the softphone is ready; returns the softphone's client identity."""
+        from playwright.sync_api import expect
+
+        identity = self.softphone_ready()
         self.go("available", "Available")
         expect(self.page.locator("#idle-title")).to_have_text("Waiting for a call")
-        identity = self.page.locator("#softphone-text code")
-        expect(identity).to_have_text(IDENTITY)
-        return identity.inner_text()
+        return identity
 
     def api_presence(self) -> str:
         """The presence GET /api/me reports, in the console's words."""

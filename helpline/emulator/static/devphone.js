@@ -72,9 +72,70 @@ function buildKeypad(container, onKey) {
   }
 }
 
+// ---------------------------------------------------------------- caller's audio
+// The caller's microphone goes to the emulator over WebRTC, and what the emulator mixes for this leg
+// (the handler's softphone, a supervisor who barges in, hold tones) comes back to the speaker.
+
+function gathered(pc, timeoutMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      if (pc.iceGatheringState !== "complete") return;
+      pc.removeEventListener("icegatheringstatechange", done);
+      resolve();
+    };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, timeoutMs); // the candidates gathered so far are enough on one machine
+  });
+}
+
+async function startAudio(sid) {
+  const note = $("caller-audio-status");
+  if (!$("caller-mic").checked) {
+    note.textContent = "Audio off: the call is text only.";
+    return;
+  }
+  if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia && window.RTCPeerConnection)) {
+    note.textContent = "This browser cannot send audio from this page (it needs http://127.0.0.1 or https).";
+    return;
+  }
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    caller.audio = { pc, stream };
+    stream.getTracks().forEach((track) => pc.addTrack(track, stream));
+    pc.addEventListener("track", (event) => {
+      $("caller-speaker").srcObject = event.streams[0] || new MediaStream([event.track]);
+    });
+    pc.addEventListener("connectionstatechange", () => {
+      note.textContent = pc.connectionState === "connected" ? "Audio: microphone and speaker connected."
+        : `Audio: ${pc.connectionState}.`;
+    });
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc, 1500);
+    if (caller.sid !== sid) return stopAudio();
+    const reply = await api("POST", `/emulator/calls/${sid}/media`, { sdp: pc.localDescription.sdp });
+    await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+    note.textContent = "Audio: connecting…";
+  } catch (err) {
+    stopAudio();
+    note.textContent = "No audio (" + (err.message || err) + "); the call goes on as text.";
+  }
+}
+
+function stopAudio() {
+  if (!caller.audio) return;
+  caller.audio.pc.close();
+  caller.audio.stream.getTracks().forEach((track) => track.stop());
+  caller.audio = null;
+  $("caller-speaker").srcObject = null;
+}
+
 // ---------------------------------------------------------------- caller
 
-const caller = { sid: null, after: 0, generation: 0 };
+const caller = { sid: null, after: 0, generation: 0, audio: null };
+// For the browser tests: the caller's peer connection, to read its statistics.
+window.devphone = { caller };
 
 function setCallerConnected(live) {
   $("dial").disabled = live;
@@ -104,6 +165,8 @@ async function followCaller(generation) {
         $("caller-status").textContent = `Ended: ${event.status} (${event.reason})`;
         setCallerConnected(false);
         caller.sid = null;
+        stopAudio();
+        $("caller-audio-status").textContent = "";
         return;
       }
     }
@@ -121,6 +184,7 @@ $("dial").addEventListener("click", async () => {
     $("caller-status").textContent = "Calling… " + call.sid;
     setCallerConnected(true);
     followCaller(caller.generation);
+    startAudio(call.sid);
   } catch (err) {
     $("caller-status").textContent = "Could not call: " + err.message;
   }
