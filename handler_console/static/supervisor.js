@@ -284,15 +284,16 @@ function drawSupervision() {
   const stop = $("supervise-stop");
   if (stop) {
     stop.hidden = !supervising;
-    stop.disabled = busy;
     stop.textContent = supervising ? `Stop (call ${supervising.callId})` : "Stop";
   }
   for (const group of document.querySelectorAll(".supervise-modes")) {
     const mine = supervising && String(supervising.callId) === group.dataset.callId;
     for (const choice of group.querySelectorAll("button[data-mode]")) {
       choice.setAttribute("aria-pressed", String(Boolean(mine && supervising.mode === choice.dataset.mode)));
-      choice.disabled = busy;
     }
+    // Not disabled while a request is under way (a disabled button drops the keyboard's focus): a
+    // second press then is ignored, and the group says it is busy.
+    group.setAttribute("aria-busy", String(busy));
   }
 }
 
