@@ -412,6 +412,7 @@ async function startSoftphone() {
     const { Softphone } = await import("./softphone.js");
     phone = new Softphone({
       status,
+      certificate: $("softphone-certificate"),
       // Only the call this page has just asked for: anything else is left ringing, never rejected.
       shouldAnswer: () => {
         const wanted = askedAt !== 0 && Date.now() - askedAt < ANSWER_WITHIN_MS && !phone.inCall;
