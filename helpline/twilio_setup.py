@@ -130,7 +130,8 @@ def find_app(settings: Settings, client: Any) -> Any | None:
         except Refused as exc:
             if exc.status != 404:
                 raise
-    apps = _call(settings, "list the TwiML Apps", lambda: client.applications.list(friendly_name=FRIENDLY_NAME, limit=20))
+    apps = _call(settings, "list the TwiML Apps",
+                 lambda: client.applications.list(friendly_name=FRIENDLY_NAME, limit=20))
     return apps[0] if apps else None
 
 
@@ -261,7 +262,8 @@ def _check_api_key(settings: Settings, client: Any | None) -> Finding:
         return Finding("API key", False, "TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET are not set: the console "
                                           "softphones cannot get access tokens (create a key in Twilio's console)")
     if not _is_real_twilio(settings):
-        return Finding("API key", True, f"{twilio.api_key_sid} is set (the emulator keeps no API keys to look it up in)")
+        return Finding("API key", True,
+                       f"{twilio.api_key_sid} is set (the emulator keeps no API keys to look it up in)")
     if client is None:
         return Finding("API key", None, f"{twilio.api_key_sid} is set; not looked up until the credentials work")
     from twilio.http.http_client import TwilioHttpClient
@@ -274,11 +276,13 @@ def _check_api_key(settings: Settings, client: Any | None) -> Finding:
                     http_client=TwilioHttpClient(timeout=TIMEOUT_S))
     as_key.api.base_url = twilio.api_base_url
     try:
-        _call(settings, "fetch the account with the API key", lambda: as_key.api.v2010.accounts(twilio.account_sid).fetch())
+        _call(settings, "fetch the account with the API key",
+              lambda: as_key.api.v2010.accounts(twilio.account_sid).fetch())
     except Refused as exc:
         if exc.status == 401:
-            return Finding("API key", False, f"Twilio refused API key {twilio.api_key_sid} with this secret: the key "
-                                              "does not exist on the account, or TWILIO_API_KEY_SECRET is not its secret")
+            return Finding("API key", False,
+                           f"Twilio refused API key {twilio.api_key_sid} with this secret: the key does not "
+                           "exist on the account, or TWILIO_API_KEY_SECRET is not its secret")
         return Finding("API key", False, str(exc))
     return Finding("API key", True, f"Twilio accepts API key {twilio.api_key_sid} and its secret")
 

@@ -11,7 +11,6 @@ import secrets
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -189,7 +188,8 @@ def test_check_without_the_app_sid_says_which_to_set(world: World) -> None:
     app_sid = env.pop("TWILIO_TWIML_APP_SID")
     status, lines = world.helpline("twilio", "check", **env)
     assert status == 1
-    assert line_for(lines, "TwiML App") == f"PROBLEM  TwiML App: {app_sid}: TWILIO_TWIML_APP_SID is not set: set it to {app_sid}"
+    assert line_for(lines, "TwiML App") == (
+        f"PROBLEM  TwiML App: {app_sid}: TWILIO_TWIML_APP_SID is not set: set it to {app_sid}")
 
 
 # -- check's failures, one clear line each --------------------------------------------------------------
@@ -250,7 +250,8 @@ def test_setup_with_bad_input_says_one_line(world: World) -> None:
     status, lines = world.helpline("twilio", "setup", TWILIO_AUTH_TOKEN=secrets.token_hex(16))
     assert status == 1 and len(lines) == 1 and "Twilio refused account" in lines[0]
     status, lines = world.helpline("twilio", "setup", TWILIO_TWIML_APP_SID="not-a-sid")
-    assert status == 2 and lines == ["config: twilio.twiml_app_sid: must be a TwiML App SID (AP followed by 32 hex digits)"]
+    assert status == 2
+    assert lines == ["config: twilio.twiml_app_sid: must be a TwiML App SID (AP followed by 32 hex digits)"]
 
 
 def test_help_explains_both_commands(world: World) -> None:
