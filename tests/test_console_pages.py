@@ -79,14 +79,15 @@ def test_handler_page_keeps_scripts_out_of_the_markup(app, client):
     assert 'id="first-contact"' in page
 
 
-def test_handler_page_loads_twilio_sdk_only_when_vendored(app, client, monkeypatch, tmp_path):
-    from handler_console import pages
-
-    log_in(app, client, "handler")
-    monkeypatch.setattr(pages, "TWILIO_SDK", tmp_path / "twilio.min.js")
-    assert "twilio.min.js" not in client.get("/console").get_data(as_text=True)
-    (tmp_path / "twilio.min.js").write_text("/* stand-in */")
-    assert 'src="/console/static/vendor/twilio.min.js"' in client.get("/console").get_data(as_text=True)
+@pytest.mark.parametrize(("path", "role"), [("/console", "handler"), ("/supervisor", "supervisor")])
+def test_softphone_pages_load_the_vendored_voice_sdk(app, client, path, role):
+    log_in(app, client, role)
+    page = client.get(path).get_data(as_text=True)
+    assert 'src="/console/static/vendor/twilio.min.js"' in page
+    assert served(client, "/console/static/vendor/twilio.min.js")
+    assert served(client, "/console/static/vendor/twilio.LICENSE.md")
+    assert served(client, "/console/static/softphone.js")
+    assert served(client, "/console/static/sounds/ended.wav")
 
 
 def test_handler_page_offers_every_wrap_up_outcome(app, client):

@@ -41,6 +41,8 @@ export class Softphone {
     // The page's own "I am expecting a call" flag (the handler pressed Accept); used when no shouldAnswer is given.
     this.expecting = false;
     this.problem = null;
+    // One softphone per page; named for the browser tests and for anyone diagnosing audio in devtools.
+    window.helplineSoftphone = this;
   }
 
   get ready() {
