@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -171,7 +172,8 @@ def start_emulator(standin: StandIn, *extra: str) -> tuple[EmulatorProcess, thre
     command = [sys.executable, "-m", "helpline.emulator", "--port", "0", "--account-sid", ACCOUNT_SID,
                "--auth-token", AUTH_TOKEN, "--phone-number", PHONE_NUMBER,
                "--voice-url", f"{standin.base}/default/voice", "--status-callback", f"{standin.base}/default/status",
-               "--time-scale", str(TIME_SCALE), "--webhook-timeout", str(WEBHOOK_TIMEOUT), *extra]
+               "--time-scale", str(TIME_SCALE), "--webhook-timeout", str(WEBHOOK_TIMEOUT),
+               "--tls-dir", tempfile.mkdtemp(prefix="emulator-tls-"), *extra]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     lines: list[str] = []
     found = threading.Event()
