@@ -7,11 +7,18 @@ callback, rung back into it). The conference gives hold now and supervisor liste
 If Twilio refuses or does not answer, the caller stays where they are and keeps their place in
 line, and the handler is told; nobody is dropped. The webhooks here follow the call afterwards:
 the conference's events, the handler's leg, and a rung-back caller's leg.
+
+Who ends the call: the caller leaving ends the conference (their `<Conference>` has
+endConferenceOnExit); the handler's End call completes it through the REST API (`end_call`). The
+handler's own leg never ends it: if that leg drops while the call is up (a network fault, a closed
+tab), the caller is held with music, the handler's softphone is rung once more, and if nobody answers
+the caller goes back to the head of the line (`handler_leg`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, url_for
@@ -19,11 +26,11 @@ from sqlalchemy import case, literal, select, update
 from twilio.twiml.voice_response import Conference, Dial, VoiceResponse
 from werkzeug.exceptions import HTTPException
 
-from . import routing
+from . import audit, routing
 from .db import commit_with, db, is_postgresql
 from .ivr.engine import Interpreter
-from .models import Call, CallEvent, Handler, QueueEntry, utcnow
-from .twilio_rest import TwilioGateway, TwilioUnavailable, gateway
+from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
+from .twilio_rest import NOT_FOUND, TwilioGateway, TwilioUnavailable, gateway
 from .webhooks import CALL_SID, check_twilio_request, error, idempotent_twiml
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,15 @@ UNANSWERED = ("busy", "no-answer", "failed", "canceled")
 FINAL = ("completed", *UNANSWERED)
 #: Seconds the handler's phone or softphone rings before the call goes back in line.
 RING_HANDLER_S = 20
+#: Seconds a supervisor's softphone rings when a handler asks them into a call.
+RING_SUPERVISOR_S = 30
+#: How long a hold (or a consult) waits for the caller to arrive in the conference: just after an
+#: accept the caller's leg is still on its way from the queue, and Twilio knows no participant yet.
+JOIN_WAIT_S = 5.0
+#: Pause between looks while waiting for the caller to arrive.
+JOIN_POLL_S = 0.1
+#: What Twilio's answering machine detection says when a person did not answer (AnsweredBy).
+NOT_A_PERSON = ("machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax")
 
 
 def conference_name(call_id: int) -> str:
@@ -74,25 +90,48 @@ def accept(handler: Handler, call_id: int) -> QueueEntry:
         routing.connect_failed(session, entry, handler, str(exc), utcnow())
         commit_with(session)
         raise routing.RoutingError("connect_failed", str(exc)) from None
-    session.refresh(entry)  # (and the call: connected re-reads it) as they are after the wait
-    routing.connected(session, entry, handler, utcnow(), **legs)
+    if not routing.connected(session, entry, handler, utcnow(), **legs):
+        # The handler's leg came back busy, unanswered or failed before we got here: the call is
+        # already back at the head of the line (handler_leg), and the caller back in the queue.
+        commit_with(session)
+        raise routing.RoutingError("handler_unreachable", "your softphone or phone did not take the call; "
+                                   "the caller is back at the head of the line")
     commit_with(session)
     return entry
 
 
-def _ring(twilio: TwilioGateway, entry: QueueEntry, call: Call, handler: Handler) -> dict[str, str | None]:
-    """Ring the handler into the call's conference, then bring the caller in; returns the legs' SIDs."""
+def _target(handler: Handler) -> str:
+    """Where the handler's calls ring: their phone if they set one, else their browser softphone."""
     vault = current_app.extensions["helpline.vault"]
-    target = vault.decrypt(handler.phone_number_enc) if handler.phone_number_enc else f"client:{handler_identity(handler.id)}"
-    join = url_for("connect.join", call_id=call.id)
-    handler_leg = twilio.add_participant(
-        conference_name(call.id), target, label="handler", timeout=RING_HANDLER_S,
-        start_conference_on_enter=True, end_conference_on_exit=True,
-        status_callback=twilio.absolute(url_for("connect.handler_leg", call_id=call.id)),
+    return vault.decrypt(handler.phone_number_enc) if handler.phone_number_enc else f"client:{handler_identity(handler.id)}"
+
+
+def _ring_handler(twilio: TwilioGateway, call_id: int, handler: Handler, again: bool = False) -> str:
+    """Ring the handler into the call's conference; returns their leg's CallSid.
+
+    Their leg never ends the conference (endConferenceOnExit false): a dropped softphone must not
+    cut the caller off. `again` marks the ring after such a drop, so that its callbacks are read so.
+    """
+    status = url_for("connect.handler_leg", call_id=call_id, again=1) if again else url_for("connect.handler_leg", call_id=call_id)
+    return twilio.add_participant(
+        conference_name(call_id), _target(handler), label="handler", timeout=RING_HANDLER_S,
+        start_conference_on_enter=True, end_conference_on_exit=False,
+        status_callback=twilio.absolute(status),
         status_callback_method="POST", status_callback_event=["answered", "completed"],
-        conference_status_callback=twilio.absolute(url_for("connect.conference", call_id=call.id)),
+        conference_status_callback=twilio.absolute(url_for("connect.conference", call_id=call_id)),
         conference_status_callback_method="POST", conference_status_callback_event=["start", "end", "join", "leave"],
     )
+
+
+def _ring(twilio: TwilioGateway, entry: QueueEntry, call: Call, handler: Handler) -> dict[str, str | None]:
+    """Ring the handler into the call's conference, then bring the caller in; returns the legs' SIDs.
+
+    A callback presents the configured callback caller ID (the number callers are told to expect)
+    and asks for answering machine detection, so that `join` can tell a person from voicemail.
+    """
+    vault = current_app.extensions["helpline.vault"]
+    join = url_for("connect.join", call_id=call.id)
+    handler_leg = _ring_handler(twilio, call.id, handler)
     try:
         if entry.kind == "live":
             twilio.redirect_call(call.call_sid, join)
@@ -100,7 +139,8 @@ def _ring(twilio: TwilioGateway, entry: QueueEntry, call: Call, handler: Handler
         number = vault.decrypt(call.caller_number_enc) if call.caller_number_enc else None
         if not number:
             raise TwilioUnavailable("there is no number to call back")
-        caller_leg = twilio.create_call(number, join, status_path=url_for("connect.caller_leg", call_id=call.id))
+        caller_leg = twilio.create_call(number, join, status_path=url_for("connect.caller_leg", call_id=call.id),
+                                        caller_id=twilio.settings.twilio.callback_number, machine_detection=True)
         return {"handler_leg_sid": handler_leg, "caller_leg_sid": caller_leg}
     except TwilioUnavailable:
         _hang_up_quietly(twilio, handler_leg)
@@ -117,18 +157,230 @@ def _hang_up_quietly(twilio: TwilioGateway, call_sid: str | None) -> None:
         log.warning("could not end leg %s", call_sid)
 
 
+# -- the handler's controls ---------------------------------------------------------------------
+
+def _connected_entry(handler: Handler, call_id: int, error: str = "not_connected") -> QueueEntry:
+    """The call's entry, when the handler is on it and it is connected; RoutingError `error` otherwise.
+
+    Ends the read transaction: what follows talks to Twilio, and no lock may be held meanwhile.
+    """
+    session = db.session
+    routing.lock(session, handler)
+    entry = routing.lock_entry(session, call_id)
+    if (entry is None or entry.state != "answered" or entry.handler_id != handler.id
+            or handler.current_call_id != call_id or handler.presence != "on_call"):
+        session.rollback()
+        raise routing.RoutingError(error, "you are not connected to this call")
+    session.commit()
+    return entry
+
+
+def _conference_sid(twilio: TwilioGateway, entry: QueueEntry) -> str | None:
+    """The SID of the call's live conference: as its events told us, or else asked of Twilio by name
+    (the events may not have arrived yet, or arrived while the accept was still committing)."""
+    if entry.conference_sid:
+        return entry.conference_sid
+    found = twilio.find_conference(conference_name(entry.call_id))
+    if found:
+        db.session.execute(update(QueueEntry).where(QueueEntry.id == entry.id, QueueEntry.conference_sid.is_(None),
+                                                    QueueEntry.state == "answered").values(conference_sid=found))
+        db.session.commit()
+        entry.conference_sid = found
+    return found
+
+
+def _update_caller(twilio: TwilioGateway, entry: QueueEntry, **changes: Any) -> str:
+    """Change the caller's participant (hold, HoldUrl...), waiting a moment for them to arrive.
+
+    Just after an accept the caller's leg is still on its way from the queue into the conference,
+    and Twilio answers 20404 for a participant (or a conference) it does not have yet. That is not
+    a failure the handler should see: look again for up to JOIN_WAIT_S. Returns the conference SID.
+    """
+    deadline = time.monotonic() + JOIN_WAIT_S
+    while True:
+        try:
+            conference_sid = _conference_sid(twilio, entry)
+            if conference_sid and entry.caller_leg_sid:
+                twilio.update_participant(conference_sid, entry.caller_leg_sid, **changes)
+                return conference_sid
+        except TwilioUnavailable as exc:
+            if exc.code != NOT_FOUND:
+                raise routing.RoutingError("twilio_failed", str(exc)) from None
+        if time.monotonic() >= deadline:
+            raise routing.RoutingError("not_connected", "the caller has not joined the call yet; try again in a moment")
+        time.sleep(JOIN_POLL_S)
+
+
+def _hold_changes(on_hold: bool) -> dict[str, Any]:
+    """The participant update that holds the caller with the helpline's own music, or takes them off hold."""
+    if on_hold:
+        return {"hold": True, "hold_url": _interpreter().music_url(), "hold_method": "GET"}
+    return {"hold": False}
+
+
 def hold(handler: Handler, call_id: int, on_hold: bool) -> None:
-    """Put the caller on hold in the conference, or take them off it."""
-    entry = _entry(call_id)
-    if entry is None or handler.current_call_id != call_id or handler.presence != "on_call" or entry.state != "answered":
-        raise routing.RoutingError("not_your_call", "you are not on this call")
-    if not entry.conference_sid or not entry.caller_leg_sid:
-        raise routing.RoutingError("not_connected", "the caller has not joined yet")
-    try:
-        gateway().update_participant(entry.conference_sid, entry.caller_leg_sid, hold=on_hold)
-    except TwilioUnavailable as exc:
-        raise routing.RoutingError("twilio_failed", str(exc)) from None
+    """Put the caller on hold in the conference (they hear the helpline's music), or take them off it."""
+    entry = _connected_entry(handler, call_id, error="not_your_call")
+    _update_caller(gateway(), entry, **_hold_changes(on_hold))
     db.session.add(CallEvent(call_id=call_id, kind="hold" if on_hold else "unhold", detail={"handler_id": handler.id}))
+    commit_with(db.session)
+
+
+def end_call(handler: Handler, call_id: int) -> None:
+    """The handler ends the call: the conference is completed through Twilio, and they go to wrap-up.
+
+    The handler goes to wrap-up (and the timeline says who ended it) before Twilio is asked, so that
+    the handler's leg ending a moment later reads as the end it is, not as a dropped softphone. If
+    Twilio cannot end it, the handler is put back on the call and told.
+    """
+    session = db.session
+    entry = _connected_entry(handler, call_id)
+    routing.lock(session, handler)
+    if handler.presence != "on_call" or handler.current_call_id != call_id:
+        session.rollback()
+        raise routing.RoutingError("not_connected", "you are not connected to this call")
+    session.add(CallEvent(call_id=call_id, kind="ended_by_handler", detail={"handler_id": handler.id}))
+    routing.start_wrap_up(session, handler, utcnow())
+    commit_with(session)
+    try:
+        _complete(gateway(), entry)
+    except TwilioUnavailable as exc:
+        routing.lock(session, handler)
+        if handler.presence == "wrap_up" and handler.current_call_id == call_id:
+            routing.set_presence(session, handler, "on_call", utcnow())
+        session.add(CallEvent(call_id=call_id, kind="end_failed", detail={"handler_id": handler.id, "detail": str(exc)}))
+        commit_with(session)
+        raise routing.RoutingError("twilio_failed", str(exc)) from None
+
+
+def _complete(twilio: TwilioGateway, entry: QueueEntry) -> None:
+    """End every leg of the call at Twilio: the conference (everyone in it leaves, and the caller's and
+    handler's calls end with it), then each known leg, in case one had not reached the conference.
+
+    Raises TwilioUnavailable only when Twilio did not answer: a leg Twilio refuses to end (20404,
+    or not in progress) is already over.
+    """
+    ended = False
+    conference_sid = _conference_sid(twilio, entry)
+    if conference_sid:
+        try:
+            twilio.end_conference(conference_sid)
+            ended = True
+        except TwilioUnavailable as exc:
+            if exc.code is None:
+                raise
+    for leg in (entry.caller_leg_sid, entry.handler_leg_sid):
+        if not leg:
+            continue
+        try:
+            twilio.hang_up(leg)
+        except TwilioUnavailable as exc:
+            if exc.code is None and not ended:
+                raise
+            log.info("leg of call %s already over (%s)", entry.call_id, exc)
+
+
+# -- asking a supervisor --------------------------------------------------------------------------
+
+def supervisor_identity(user_id: int) -> str:
+    """The Twilio client identity a supervisor's softphone registers as (as supervision names it)."""
+    from .supervision import supervisor_identity as identity
+
+    return identity(user_id)
+
+
+def available_supervisors() -> list[User]:
+    """The supervisors a handler may ask into a call: every active supervisor account, by name.
+
+    Whether a supervisor's softphone is on is known only when it rings; a consult that is not
+    answered leaves the caller on hold until the handler returns to them.
+    """
+    return list(db.session.scalars(select(User).where(User.role == "supervisor", User.active.is_(True))
+                                   .order_by(User.display_name, User.id)))
+
+
+def _consult_leg(call_id: int) -> tuple[str, int] | None:
+    """The supervisor's leg and user id of the call's open consult, or None when there is none."""
+    events = db.session.scalars(select(CallEvent).where(
+        CallEvent.call_id == call_id, CallEvent.kind.in_(("consult_started", "consult_returned", "consult_ended")))
+        .order_by(CallEvent.id.desc()).limit(1)).all()
+    if not events or events[0].kind != "consult_started":
+        return None
+    return events[0].detail["leg"], events[0].detail["supervisor_id"]
+
+
+def consult(handler: Handler, user: Any, call_id: int, supervisor_id: int) -> dict[str, Any]:
+    """Warm hand-over: hold the caller (with music) and ring the supervisor into the call's conference.
+
+    The handler and the supervisor talk while the caller hears music; then the handler brings the
+    supervisor into the call (`consult_join`) or returns to the caller alone (`consult_return`).
+    """
+    entry = _connected_entry(handler, call_id)
+    supervisor = db.session.get(User, supervisor_id)
+    if supervisor is None or supervisor.role != "supervisor" or not supervisor.active:
+        raise routing.RoutingError("no_such_supervisor", "there is no such supervisor", status=404)
+    if _consult_leg(call_id) is not None:
+        raise routing.RoutingError("consult_open", "a supervisor is already being asked into this call")
+    db.session.rollback()  # nothing written: no transaction stays open while Twilio is asked
+    twilio = gateway()
+    conference_sid = _update_caller(twilio, entry, **_hold_changes(True))
+    identity = supervisor_identity(supervisor.id)
+    try:
+        leg = twilio.add_participant(conference_sid, f"client:{identity}", label="consult", timeout=RING_SUPERVISOR_S,
+                                     start_conference_on_enter=True, end_conference_on_exit=False, beep="false")
+    except TwilioUnavailable as exc:
+        _release_caller(twilio, entry)
+        raise routing.RoutingError("twilio_failed", str(exc)) from None
+    db.session.add(CallEvent(call_id=call_id, kind="consult_started",
+                             detail={"handler_id": handler.id, "supervisor_id": supervisor.id, "leg": leg}))
+    audit.record(db.session, user, "call.consult", "call", call_id, supervisor_id=supervisor.id)
+    commit_with(db.session)
+    return {"call_id": call_id, "supervisor_id": supervisor.id, "identity": identity, "leg_sid": leg}
+
+
+def _release_caller(twilio: TwilioGateway, entry: QueueEntry) -> None:
+    """Take the caller off hold after a consult could not start (they must not be left on music)."""
+    try:
+        _update_caller(twilio, entry, hold=False)
+    except routing.RoutingError:
+        log.warning("could not take the caller of call %s off hold", entry.call_id)
+
+
+def consult_join(handler: Handler, user: Any, call_id: int) -> None:
+    """Bring the consulted supervisor into the call: the caller comes off hold and all three talk."""
+    entry = _connected_entry(handler, call_id)
+    opened = _consult_leg(call_id)
+    db.session.rollback()  # only read: no transaction stays open while Twilio is asked
+    if opened is None:
+        raise routing.RoutingError("no_consult", "no supervisor is being asked into this call")
+    _update_caller(gateway(), entry, hold=False)
+    db.session.add(CallEvent(call_id=call_id, kind="consult_ended",
+                             detail={"handler_id": handler.id, "supervisor_id": opened[1], "joined": True}))
+    audit.record(db.session, user, "call.consult_join", "call", call_id, supervisor_id=opened[1])
+    commit_with(db.session)
+
+
+def consult_return(handler: Handler, user: Any, call_id: int) -> None:
+    """Return to the caller alone: the supervisor's leg leaves the conference and the caller comes off hold."""
+    entry = _connected_entry(handler, call_id)
+    opened = _consult_leg(call_id)
+    db.session.rollback()  # only read: no transaction stays open while Twilio is asked
+    if opened is None:
+        raise routing.RoutingError("no_consult", "no supervisor is being asked into this call")
+    leg, supervisor_id = opened
+    twilio = gateway()
+    conference_sid = _conference_sid(twilio, entry)
+    if conference_sid:
+        try:
+            twilio.remove_participant(conference_sid, leg)
+        except TwilioUnavailable as exc:
+            if exc.code != NOT_FOUND:  # not found: the supervisor had already left, or never answered
+                raise routing.RoutingError("twilio_failed", str(exc)) from None
+    _hang_up_quietly(twilio, leg)  # still ringing, it is not a participant yet: stop the ring
+    _update_caller(twilio, entry, hold=False)
+    db.session.add(CallEvent(call_id=call_id, kind="consult_returned",
+                             detail={"handler_id": handler.id, "supervisor_id": supervisor_id}))
+    audit.record(db.session, user, "call.consult_return", "call", call_id, supervisor_id=supervisor_id)
     commit_with(db.session)
 
 
@@ -137,7 +389,13 @@ def hold(handler: Handler, call_id: int, on_hold: bool) -> None:
 @bp.post("/<int:call_id>")
 @idempotent_twiml
 def join(call_id: int, call_sid: str) -> str:
-    """TwiML for the caller's leg: into the conference where the handler is (or back in line)."""
+    """TwiML for the caller's leg: into the conference where the handler is (or back in line).
+
+    The caller waits in the conference with music until the handler's leg is in (they do not start
+    it), and leaving ends it. A callback answered by voicemail (AnsweredBy from machine detection)
+    hears nothing and is tried again later: a message could tell someone else that this person
+    called a doctors' helpline, so nothing is left unless the caller told us voicemail is safe.
+    """
     entry = _entry(call_id)
     call = db.session.get(Call, call_id)
     response = VoiceResponse()
@@ -155,10 +413,13 @@ def join(call_id: int, call_sid: str) -> str:
             response.hangup()
         return str(response)
     if entry.kind == "callback":
+        if request.form.get("AnsweredBy", "") in NOT_A_PERSON:
+            _reached_voicemail(entry, call, response)
+            return str(response)
         voice.say(response, f"This is {interpreter.settings.service.name}, returning your call. Connecting you now.")
     dial = Dial()
     room = Conference(
-        conference_name(call_id), start_conference_on_enter=True, end_conference_on_exit=True, beep=False,
+        conference_name(call_id), start_conference_on_enter=False, end_conference_on_exit=True, beep=False,
         wait_url=interpreter.music_url(), wait_method="GET",
         status_callback=url_for("connect.conference", call_id=call_id), status_callback_method="POST",
         status_callback_event="start end join leave",
@@ -166,6 +427,29 @@ def join(call_id: int, call_sid: str) -> str:
     dial.append(room)
     response.append(dial)
     return str(response)
+
+
+def voicemail_safe(call: Call) -> bool:
+    """Whether the caller said a message may be left for them (an explicit yes; no answer is a no)."""
+    return (call.answers or {}).get("safe_for_voicemail") is True
+
+
+def _reached_voicemail(entry: QueueEntry, call: Call, response: VoiceResponse) -> None:
+    """A callback reached a machine: end it (with a short message only if the caller said that is safe),
+    free the handler, and leave the callback in line for a later try."""
+    session = db.session
+    locked = routing.lock_entry(session, entry.call_id)
+    handler_leg = locked.handler_leg_sid if locked is not None else None
+    if locked is not None and locked.state in ("connecting", "answered"):
+        session.add(CallEvent(call_id=entry.call_id, kind="callback_voicemail", detail={"message_left": voicemail_safe(call)}))
+        routing.callback_unanswered(session, locked, _holder(locked), "machine", utcnow())
+    if voicemail_safe(call):
+        interpreter = _interpreter()
+        interpreter.voice.say(response, f"This is {interpreter.settings.service.name}, returning your call. "
+                                        "We will try again later.")
+    response.hangup()
+    commit_with(session)
+    _hang_up_quietly(gateway(), handler_leg)
 
 
 def _status_sid() -> str | Response:
@@ -196,7 +480,7 @@ def conference(call_id: int) -> Response:
     entry = _entry(call_id)
     if entry is None:
         return Response(status=204)
-    if conference_sid.startswith("CF") and entry.conference_sid is None and entry.state == "answered":
+    if conference_sid.startswith("CF") and entry.conference_sid is None and entry.state in ("connecting", "answered"):
         entry.conference_sid = conference_sid
     db.session.add(CallEvent(call_id=call_id, kind=kind, detail=_leg_detail(leg, entry.handler_leg_sid)))
     handler = _holder(entry)
@@ -231,8 +515,10 @@ def _log_conference_event(call_id: int, kind: str, conference_sid: str, leg: str
         select(literal(call_id), literal(utcnow(), events.c.at.type), literal(kind), detail).select_from(entry))
     remembered = None
     if conference_sid.startswith("CF"):
+        # Also while still `connecting`: the conference often starts before the accept has committed.
         remembered = (update(entries).values(conference_sid=conference_sid)
-                      .where(entries.c.call_id == call_id, entries.c.conference_sid.is_(None), entries.c.state == "answered"))
+                      .where(entries.c.call_id == call_id, entries.c.conference_sid.is_(None),
+                             entries.c.state.in_(("connecting", "answered"))))
     if is_postgresql(db.session):
         db.write_alone(logged if remembered is None else logged.add_cte(remembered.cte("remembered"), nest_here=True))
         return
@@ -244,33 +530,132 @@ def _log_conference_event(call_id: int, kind: str, conference_sid: str, leg: str
 
 @bp.post("/<int:call_id>/handler")
 def handler_leg(call_id: int) -> Response:
-    """The handler's leg: if it never answered, the caller goes back in line and the handler on break."""
+    """The handler's leg. Never answered (busy, no-answer, failed): the caller goes back to the head
+    of the line and the handler on break, in the database and at Twilio, whichever of this and the
+    accept comes first. Ended while the call is up and nobody asked for it: the handler dropped.
+    Answered after such a drop (`again`): they are back, and the caller comes off hold."""
     sid = _status_sid()
     if isinstance(sid, Response):
         return sid
     status = request.form.get("CallStatus", "")
-    if status not in UNANSWERED:  # answered or completed: nothing to do (the conference reports both)
-        return Response(status=204)
-    entry = _entry(call_id)
-    if entry is None or entry.handler_leg_sid not in (None, sid):
-        return Response(status=204)
-    if entry.state not in ("connecting", "answered"):
+    again = request.args.get("again") == "1"
+    if status in UNANSWERED:
+        return _handler_unreachable(call_id, sid, status, again)
+    if status == "completed":
+        return _handler_left(call_id, sid)
+    if status == "in-progress" and again:
+        return _handler_back(call_id, sid)
+    return Response(status=204)
+
+
+def _handler_unreachable(call_id: int, sid: str, status: str, again: bool) -> Response:
+    session = db.session
+    entry = routing.lock_entry(session, call_id)
+    if entry is None or entry.handler_leg_sid not in (None, sid) or entry.state not in ("connecting", "answered"):
+        session.rollback()
         return Response(status=204)
     call = db.session.get(Call, call_id)
     assert call is not None
     caller_leg = entry.caller_leg_sid
-    routing.handler_unreachable(db.session, entry, _holder(entry), status, utcnow())
+    if again:
+        session.add(CallEvent(call_id=call_id, kind="handler_not_back", detail={"handler_id": entry.handler_id, "status": status}))
+    routing.handler_unreachable(session, entry, _holder(entry), status, utcnow())
     live = entry.kind == "live" and call.ended_at is None
-    commit_with(db.session)
+    commit_with(session)
     twilio = gateway()
     if live:
-        step = _interpreter().queue_step().name
-        try:
-            twilio.redirect_call(call.call_sid, url_for("voice.step", name=step, n=len(call.ivr_path), requeued=sid))
-        except TwilioUnavailable:
-            log.warning("could not take call %s back to the queue", call_id)
+        _back_to_queue(twilio, call, sid)
     elif entry.kind == "callback":
         _hang_up_quietly(twilio, caller_leg)
+    return Response(status=204)
+
+
+def _back_to_queue(twilio: TwilioGateway, call: Call, reason_sid: str) -> None:
+    """Send a live caller back into the queue's TwiML (out of the conference, or of the queue and in again)."""
+    step = _interpreter().queue_step().name
+    try:
+        twilio.redirect_call(call.call_sid, url_for("voice.step", name=step, n=len(call.ivr_path), requeued=reason_sid))
+    except TwilioUnavailable:
+        log.warning("could not take call %s back to the queue", call.id)
+
+
+def _handler_left(call_id: int, sid: str) -> Response:
+    """The handler's leg ended. After an End call, or because the caller left, nothing is to be done;
+    but while the caller is still in the conference and nobody asked, the handler has dropped."""
+    session = db.session
+    entry = routing.lock_entry(session, call_id)
+    handler = _holder(entry) if entry is not None else None
+    if (entry is None or handler is None or entry.state != "answered" or entry.handler_leg_sid != sid
+            or handler.presence != "on_call" or handler.current_call_id != call_id):
+        session.rollback()
+        return Response(status=204)
+    session.commit()
+    twilio = gateway()
+    # Callbacks come in any order: ask Twilio whether the caller is still there rather than guess.
+    try:
+        conference_sid = _conference_sid(twilio, entry)
+        caller_there = bool(conference_sid and entry.caller_leg_sid
+                            and twilio.participant_status(conference_sid, entry.caller_leg_sid) == "connected")
+    except TwilioUnavailable:
+        log.warning("could not tell whether call %s's caller is still there; treating the call as over", call_id)
+        caller_there, conference_sid = False, None
+    if not caller_there or conference_sid is None:
+        return Response(status=204)  # the call is over: the conference's end starts the wrap-up
+    _handler_dropped(twilio, entry, handler, conference_sid, sid)
+    return Response(status=204)
+
+
+def _handler_dropped(twilio: TwilioGateway, entry: QueueEntry, handler: Handler, conference_sid: str, sid: str) -> None:
+    """Hold the caller with music and ring the handler once more; if that cannot even be placed,
+    the caller goes back to the head of the line."""
+    session = db.session
+    locked = routing.lock_entry(session, entry.call_id)
+    if locked is None or locked.state != "answered" or locked.handler_leg_sid != sid:
+        session.rollback()
+        return  # a repeated callback: the first one is already seeing to it
+    locked.handler_leg_sid = None  # the next leg's callbacks are taken, whichever comes first
+    session.add(CallEvent(call_id=entry.call_id, kind="handler_dropped", detail={"handler_id": handler.id}))
+    commit_with(session)
+    if locked.caller_leg_sid:
+        try:
+            twilio.update_participant(conference_sid, locked.caller_leg_sid, **_hold_changes(True))
+        except TwilioUnavailable:
+            log.warning("could not hold the caller of call %s while their handler is rung again", entry.call_id)
+    try:
+        leg = _ring_handler(twilio, entry.call_id, handler, again=True)
+    except TwilioUnavailable:
+        call = session.get(Call, entry.call_id)
+        relocked = routing.lock_entry(session, entry.call_id)
+        if call is None or relocked is None or relocked.state != "answered":
+            session.rollback()
+            return
+        routing.handler_unreachable(session, relocked, _holder(relocked), "failed", utcnow())
+        commit_with(session)
+        if relocked.kind == "live":
+            _back_to_queue(twilio, call, sid)
+        return
+    session.execute(update(QueueEntry).where(QueueEntry.id == locked.id, QueueEntry.state == "answered",
+                                             QueueEntry.handler_leg_sid.is_(None)).values(handler_leg_sid=leg))
+    session.commit()
+
+
+def _handler_back(call_id: int, sid: str) -> Response:
+    """The handler answered the ring after their drop: take the caller off hold."""
+    session = db.session
+    entry = routing.lock_entry(session, call_id)
+    if entry is None or entry.state != "answered" or entry.handler_leg_sid not in (None, sid):
+        session.rollback()
+        return Response(status=204)
+    if entry.handler_leg_sid is None:
+        entry.handler_leg_sid = sid
+    session.add(CallEvent(call_id=call_id, kind="handler_back", detail={"handler_id": entry.handler_id}))
+    commit_with(session)
+    conference_sid = entry.conference_sid
+    if conference_sid and entry.caller_leg_sid:
+        try:
+            gateway().update_participant(conference_sid, entry.caller_leg_sid, hold=False)
+        except TwilioUnavailable:
+            log.warning("could not take the caller of call %s off hold", call_id)
     return Response(status=204)
 
 

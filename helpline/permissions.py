@@ -100,6 +100,11 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("api.accept", "POST"): {"handler": OFFERED_OR_WAITING},
     ("api.decline", "POST"): {"handler": OFFERED},
     ("api.hold", "POST"): {"handler": OWN_CALL},
+    ("api.hangup", "POST"): {"handler": OWN_CALL},
+    ("api.consult", "POST"): {"handler": OWN_CALL},
+    ("api.consult_join", "POST"): {"handler": OWN_CALL},
+    ("api.consult_return", "POST"): {"handler": OWN_CALL},
+    ("api.available_supervisors", "GET"): {"handler": ANY},
     ("api.wrap_up", "POST"): {"handler": OWN_CALL},
     ("api.ivr", "GET"): {"handler": OWN_CALL},
     # -- first contact, risk and records

@@ -700,8 +700,31 @@ def claim(session: Session, handler: Handler, call_id: int, now: dt.datetime) ->
     return entry
 
 
-def connected(session: Session, entry: QueueEntry, handler: Handler, now: dt.datetime, **legs: str | None) -> None:
-    """Twilio took our requests: the caller and the handler are being put through to each other."""
+def lock_entry(session: Session, call_id: int) -> QueueEntry | None:
+    """The call's queue entry as committed now, its row locked on PostgreSQL until the transaction ends.
+
+    The accept and the webhooks about a call's legs race (Twilio may report the handler's leg busy
+    before the accept has recorded that it connected): each reads the entry this way before changing
+    it, so the later one sees what the earlier one did instead of overwriting it. On SQLite every
+    write transaction is already one at a time (BEGIN IMMEDIATE).
+    """
+    session.flush()
+    query = select(QueueEntry).where(QueueEntry.call_id == call_id).execution_options(populate_existing=True)
+    if is_postgresql(session):
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def connected(session: Session, entry: QueueEntry, handler: Handler, now: dt.datetime, **legs: str | None) -> bool:
+    """Twilio took our requests: the caller and the handler are being put through to each other.
+
+    Only a call still `connecting` to this handler moves on: if the handler's leg has already come
+    back unanswered (its callback can beat the accept here), the call is back in line and stays so,
+    and False is returned. A call is never `answered` while its caller waits in a Twilio queue.
+    """
+    locked = lock_entry(session, entry.call_id)
+    if locked is None or locked.state != "connecting" or locked.handler_id != handler.id:
+        return False
     call = _fresh(session, Call, entry.call_id)
     assert call is not None
     for name, sid in legs.items():
@@ -709,7 +732,7 @@ def connected(session: Session, entry: QueueEntry, handler: Handler, now: dt.dat
     if entry.kind == "live" and call.ended_at is not None:
         # The caller hung up while we were connecting them.
         abandoned(session, entry, handler, now)
-        return
+        return True
     with session.no_autoflush:  # the legs just set do not move anyone in line
         position_now = position(session, entry, now)
     entry.state = "answered"
@@ -726,6 +749,7 @@ def connected(session: Session, entry: QueueEntry, handler: Handler, now: dt.dat
                           detail={"handler_id": handler.id}))
     announce(session, "queue_changed")
     announce(session, "console_changed")
+    return True
 
 
 def connect_failed(session: Session, entry: QueueEntry, handler: Handler, detail: str, now: dt.datetime) -> None:
@@ -897,14 +921,24 @@ def init_app(app: Flask) -> None:
     db.bus.subscribe("handler_free", lambda handler_id: wanted())
 
 
-def requeue(session: Session, entry: QueueEntry, now: dt.datetime, not_before: dt.datetime | None = None) -> None:
-    """Put a call that was being connected back in its place in line (nobody is dropped)."""
+def requeue(session: Session, entry: QueueEntry, now: dt.datetime, not_before: dt.datetime | None = None,
+            front: bool = False) -> None:
+    """Put a call that was being connected back in its place in line (nobody is dropped).
+
+    `front` puts it at the head of the line, ahead of every priority (as a supervisor's "move up"
+    does): for a caller who had reached the front and lost their handler through no fault of theirs.
+    """
     call = _fresh(session, Call, entry.call_id)
     assert call is not None
     entry.state, entry.handler_id, entry.offered_at = "waiting", None, None
     entry.left_at = entry.left_reason = entry.position_at_exit = None
     entry.handler_leg_sid = entry.caller_leg_sid = entry.conference_sid = None
     entry.not_before = not_before
+    if front:
+        with session.no_autoflush:
+            head = session.scalar(select(func.min(QueueEntry.priority)).where(due(now), QueueEntry.id != entry.id))
+        if head is not None and head <= entry.priority:
+            entry.priority = head - 1
     if entry.kind == "live":
         call.dequeued_at = None
         if call.outcome == "answered":
@@ -914,10 +948,11 @@ def requeue(session: Session, entry: QueueEntry, now: dt.datetime, not_before: d
 
 
 def handler_unreachable(session: Session, entry: QueueEntry, handler: Handler | None, status: str, now: dt.datetime) -> None:
-    """The handler's phone or softphone never answered: a missed offer; the call goes back in line."""
+    """The handler's phone or softphone never answered: a missed offer; the call goes back to the head
+    of the line (the caller had reached the front, and it was not their doing)."""
     session.add(CallEvent(call_id=entry.call_id, kind="offer_missed", at=now,
                           detail={"handler_id": entry.handler_id, "status": status}))
-    requeue(session, entry, now)
+    requeue(session, entry, now, front=True)
     if handler is not None and handler.current_call_id == entry.call_id and handler.presence == "on_call":
         set_presence(session, handler, "break", now)
 

@@ -151,7 +151,8 @@ def test_accepting_connects_the_caller_to_the_handler_through_twilio(app_factory
 
     [ring] = twilio_api.find(f"/Conferences/call-{call_id}/Participants.json")
     assert ring.value("To") == f"client:handler-{ann.handler_id}" and ring.value("From") == HELPLINE_NUMBER
-    assert ring.value("EndConferenceOnExit") == "true"
+    # The handler's leg dropping must not end the call; the caller leaving does.
+    assert ring.value("EndConferenceOnExit") == "false"
     [redirect] = twilio_api.find(f"/Calls/{walker.sid}.json")
     assert redirect.value("Url") == f"https://helpline.test/voice/connect/{call_id}"
     # The handler's leg was added before the caller was moved: nobody waits in an empty room.
@@ -176,8 +177,7 @@ def test_accepting_connects_the_caller_to_the_handler_through_twilio(app_factory
     bob = Console(app, "bob")
     assert bob.get(f"/api/calls/{call_id}/ivr").status_code == 403
 
-    # Hold needs the conference's SID, which its status callback brings.
-    assert ann.post(f"/api/calls/{call_id}/hold", {"hold": True}).get_json()["error"] == "not_connected"
+    # Hold uses the conference's SID, which its status callback brings.
     signer = Twilio(app.test_client())
     signer.post(f"/voice/connect/{call_id}/conference", {"StatusCallbackEvent": "participant-join",
                                                          "ConferenceSid": "CF" + "a" * 32, "CallSid": walker.sid})

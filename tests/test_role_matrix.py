@@ -116,6 +116,7 @@ STATIC_FILES = {"static": "hold-music.wav", "console.static": "common.js"}
 #: Valid bodies for the object-level checks, so that a refusal comes from the object rule, not validation.
 VALID_BODIES: dict[str, Any] = {
     "api.hold": {"hold": True},
+    "api.consult": {"supervisor_id": 1},
     "api.wrap_up": {"outcome": "advice_given"},
     "api.put_call_contact": {"notes": "written by someone else"},
     "api.post_risk": {"thoughts_of_suicide_or_self_harm": False, "plan_or_means": False, "immediate_danger": False,

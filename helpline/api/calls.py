@@ -1,17 +1,22 @@
-"""`/api/calls/<id>/...`: what a handler does with a call: accept, decline, hold, wrap up, and see the IVR."""
+"""`/api/calls/<id>/...`: what a handler does with a call: accept, decline, hold, end, ask a supervisor,
+wrap up, and see the IVR."""
 
 from __future__ import annotations
 
 from flask import Response, jsonify
+from sqlalchemy import select
 
 from .. import connect, routing
 from ..auth import roles_required
 from ..db import commit_with, db
+from flask_login import current_user
+
 from ..models import Call, QueueEntry, utcnow
 from . import BadRequest, bp, body
 from .me import current_handler
 from .openapi import documented
-from .schemas import Accepted, Done, Hold, IvrView, Presence, WrapUp
+from .schemas import (Accepted, Consult, ConsultStarted, Done, Hold, IvrView, Presence, SupervisorOnDuty, Supervisors,
+                      WrapUp)
 
 
 def ivr_view(call: Call) -> IvrView:
@@ -61,16 +66,75 @@ def hold(call_id: int) -> Response:
     return jsonify(Done().model_dump())
 
 
+@bp.post("/calls/<int:call_id>/hangup")
+@documented(responses={200: Presence, 409: "Not connected to you (not_connected), or Twilio could not end it (twilio_failed)"},
+            roles=("handler",))
+@roles_required("handler")
+def hangup(call_id: int) -> Response:
+    """End the call you are on: the conference and every leg of it end at Twilio, and you go to wrap-up."""
+    handler = current_handler()
+    connect.end_call(handler, call_id)
+    return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
+
+
 @bp.post("/calls/<int:call_id>/wrap-up")
-@documented(body=WrapUp, responses={200: Presence, 409: "You are not on or wrapping up this call"}, roles=("handler",))
+@documented(body=WrapUp, responses={200: Presence, 409: "You are not on or wrapping up this call, or Twilio could not end it"},
+            roles=("handler",))
 @roles_required("handler")
 def wrap_up(call_id: int) -> Response:
-    """Record the call's outcome; you are available again."""
+    """Record the call's outcome; you are available again.
+
+    On a call still connected this ends it first, as the hang-up does: after a wrap-up no leg of the
+    call is left in progress, so the next call cannot ring a softphone that is still busy.
+    """
     change = body(WrapUp)
     handler = current_handler()
+    if handler.presence == "on_call" and handler.current_call_id == call_id:
+        entry = db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+        if entry is not None and entry.state == "answered" and entry.handler_id == handler.id:
+            connect.end_call(handler, call_id)
     routing.finish_wrap_up(db.session, handler, call_id, change.outcome, utcnow())
     commit_with(db.session)
     return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
+
+
+@bp.get("/supervisors/available")
+@documented(responses={200: Supervisors}, roles=("handler",))
+@roles_required("handler")
+def available_supervisors() -> Response:
+    """The supervisors you may ask into a call (a warm hand-over), by name."""
+    people = [SupervisorOnDuty(id=user.id, name=user.display_name) for user in connect.available_supervisors()]
+    return jsonify(Supervisors(supervisors=people).model_dump())
+
+
+@bp.post("/calls/<int:call_id>/consult")
+@documented(body=Consult, responses={200: ConsultStarted, 404: "No such supervisor",
+                                     409: "Not connected to you, a consult already open, or Twilio failed"},
+            roles=("handler",))
+@roles_required("handler")
+def consult(call_id: int) -> Response:
+    """Ask a supervisor into the call: the caller is held with music while their softphone rings in to you."""
+    asked = body(Consult)
+    started = connect.consult(current_handler(), current_user, call_id, asked.supervisor_id)
+    return jsonify(ConsultStarted(**started).model_dump())
+
+
+@bp.post("/calls/<int:call_id>/consult/join")
+@documented(responses={200: Done, 409: "Not connected to you, no consult open, or Twilio failed"}, roles=("handler",))
+@roles_required("handler")
+def consult_join(call_id: int) -> Response:
+    """Bring the supervisor you consulted into the call: the caller comes off hold and the three of you talk."""
+    connect.consult_join(current_handler(), current_user, call_id)
+    return jsonify(Done().model_dump())
+
+
+@bp.post("/calls/<int:call_id>/consult/return")
+@documented(responses={200: Done, 409: "Not connected to you, no consult open, or Twilio failed"}, roles=("handler",))
+@roles_required("handler")
+def consult_return(call_id: int) -> Response:
+    """Go back to the caller alone: the supervisor leaves the call and the caller comes off hold."""
+    connect.consult_return(current_handler(), current_user, call_id)
+    return jsonify(Done().model_dump())
 
 
 @bp.get("/calls/<int:call_id>/ivr")

@@ -136,3 +136,31 @@ class VoiceToken(BaseModel):
 
 
 Accepted.model_rebuild()
+
+
+class Consult(_Body):
+    """Which supervisor the handler asks into the call (a user id from GET /api/supervisors/available)."""
+
+    supervisor_id: int = Field(gt=0)
+
+
+class ConsultStarted(BaseModel):
+    """The supervisor's softphone is ringing into the call's conference; the caller is on hold."""
+
+    call_id: int
+    supervisor_id: int
+    identity: str = Field(description="the Twilio client identity that rings")
+    leg_sid: str
+
+
+class SupervisorOnDuty(BaseModel):
+    """A supervisor a handler may ask into a call."""
+
+    id: int
+    name: str
+
+
+class Supervisors(BaseModel):
+    """The supervisors a handler may ask into a call."""
+
+    supervisors: list[SupervisorOnDuty]

@@ -121,6 +121,8 @@ class Call:
         self.conference_request: tuple[str, dict] | None = None
         self.thread: threading.Thread | None = None
         self._ended_at: float | None = None
+        # REST MachineDetection: the answer's webhook says who picked up (AnsweredBy).
+        self.machine_detection = False
         self._resume_with: Fetch | None = None
 
     # ------------------------------------------------------------------ description
@@ -445,7 +447,22 @@ class Call:
                 return
             self.end_reason = self.end_reason or "left-conference"
             return
-        self._run_documents(Fetch(self.url, self.method, twiml=self.twiml_body, purpose="url"))
+        self._run_documents(Fetch(self.url, self.method, twiml=self.twiml_body, purpose="url",
+                                  params=self._machine_detection_params()))
+
+    def answered_by(self) -> str | None:
+        """What answering machine detection says picked up: None unless the call asked for it."""
+        if not self.machine_detection or not self.answered:
+            return None
+        return self.config.answered_by.get(self.to, "human")
+
+    def _machine_detection_params(self) -> dict[str, str]:
+        """The answer webhook's AnsweredBy (and its detection time), as Twilio sends them with MachineDetection."""
+        answered_by = self.answered_by()
+        if answered_by is None:
+            return {}
+        self.event("machine_detection", answered_by=answered_by)
+        return {"AnsweredBy": answered_by, "MachineDetectionDuration": "2000"}
 
     def answer(self) -> None:
         """Mark the leg answered (in-progress)."""

@@ -244,9 +244,15 @@ class EmulatorClient:
         """The client's user presses keys on the connected call."""
         return self._request("POST", self._device(identity, "clients") + "/digits", json={"digits": digits})["accepted"]
 
-    def register_phone(self, number: str, auto_answer: bool = False) -> dict[str, Any]:
-        """Be the phone `number` (what `<Dial><Number>` or a REST call to it rings)."""
-        return self._request("POST", self._device(number, "phones") + "/register", json={"auto_answer": auto_answer})
+    def register_phone(self, number: str, auto_answer: bool = False, answered_by: str | None = None) -> dict[str, Any]:
+        """Be the phone `number` (what `<Dial><Number>` or a REST call to it rings).
+
+        `answered_by` ("machine_start", ...) makes it voicemail to calls placed with MachineDetection.
+        """
+        payload: dict[str, Any] = {"auto_answer": auto_answer}
+        if answered_by is not None:
+            payload["answered_by"] = answered_by
+        return self._request("POST", self._device(number, "phones") + "/register", json=payload)
 
     def phone_wait_for(self, number: str, kind_or_predicate: Matcher, timeout: float = 10.0, *, after: int = 0,
                        **fields: Any) -> Event:

@@ -105,7 +105,7 @@ def call_json(call: Call) -> dict[str, Any]:
             "to": call.to, "to_formatted": call.to, "from": call.from_, "from_formatted": call.from_,
             "phone_number_sid": None, "status": call.status, "start_time": rfc2822(call.start_time),
             "end_time": rfc2822(call.end_time), "duration": str(call.duration()) if finished else None,
-            "price": None, "price_unit": "USD", "direction": call.direction, "answered_by": None,
+            "price": None, "price_unit": "USD", "direction": call.direction, "answered_by": call.answered_by(),
             "api_version": "2010-04-01", "forwarded_from": None, "group_sid": None, "caller_name": None,
             "queue_time": "0", "trunk_sid": None, "annotation": None, "uri": uri,
             "subresource_uris": {
@@ -207,7 +207,7 @@ def list_calls(account_sid: str) -> Response:
 
 @bp.post("/Calls.json")
 def create_call(account_sid: str) -> Response:
-    """Make an outbound call (To, From, Url|Twiml, Method, StatusCallback*, Timeout)."""
+    """Make an outbound call (To, From, Url|Twiml, Method, StatusCallback*, Timeout, MachineDetection)."""
     form = request.values
     if not form.get("To"):
         return twilio_error(400, 21201, "No 'To' number is specified")
@@ -222,11 +222,18 @@ def create_call(account_sid: str) -> Response:
         timeout = float(form.get("Timeout") or 60)
     except ValueError:
         return twilio_error(400, 21208, "Timeout must be a number")
-    call = emulator().create_call(
-        to=form["To"], from_=form["From"], url=form.get("Url"), method=method, twiml_body=form.get("Twiml"),
-        status_callback=form.get("StatusCallback"),
-        status_callback_method=(form.get("StatusCallbackMethod") or "POST").upper(),
-        status_callback_events=form_events("StatusCallbackEvent", ("completed",)), timeout=min(600.0, timeout))
+    detection = form.get("MachineDetection")
+    if detection and detection not in {"Enable", "DetectMessageEnd"}:
+        return twilio_error(400, 21626, "MachineDetection must be Enable or DetectMessageEnd")
+    engine = emulator()
+    # Held while the call starts, so that its thread cannot reach the answer before it knows to detect.
+    with engine.lock:
+        call = engine.create_call(
+            to=form["To"], from_=form["From"], url=form.get("Url"), method=method, twiml_body=form.get("Twiml"),
+            status_callback=form.get("StatusCallback"),
+            status_callback_method=(form.get("StatusCallbackMethod") or "POST").upper(),
+            status_callback_events=form_events("StatusCallbackEvent", ("completed",)), timeout=min(600.0, timeout))
+        call.machine_detection = bool(detection)
     response = jsonify(call_json(call))
     response.status_code = 201
     return response

@@ -52,6 +52,7 @@ class Interpreter:
             "service_name": self.settings.service.name,
             "opening_hours": self.hours.spoken_summary(),
             "next_opening": self.spoken_next_opening(now),
+            "callback_number": self.spoken_callback_number(),
             "position": "",
             "wait": "",
             **values,
@@ -59,6 +60,20 @@ class Interpreter:
         for name, snippet in self.flow.texts.items():
             known[name] = string.Formatter().vformat(snippet, (), _Blank(known))
         return " ".join(string.Formatter().vformat(text, (), known).split())
+
+    def spoken_callback_number(self) -> str:
+        """The number callbacks come from (twilio.callback_caller_id, else the helpline's own), as it
+        would be read out: a UK number in its national form and groups, "0 3 3 0, 0 0 0, 0 0 0 0".
+
+        Callers are told it so that they know the call is us, and are never promised a withheld number.
+        """
+        number = self.settings.twilio.callback_number
+        if not number:
+            return "this helpline's own number"
+        digits = "0" + number[3:] if number.startswith("+44") else number.lstrip("+")
+        groups = [digits[:4], digits[4:7], digits[7:]] if number.startswith("+44") else [digits]
+        spoken = ", ".join(" ".join(group) for group in groups if group)
+        return spoken if number.startswith("+44") else f"plus {spoken}"
 
     def spoken_next_opening(self, now: dt.datetime) -> str:
         """When the line next opens, as words: "tomorrow at 8 a.m.", "on Monday 28 December at 8 a.m."."""

@@ -20,7 +20,7 @@ EXITS = ("hangup", "callback", "queue")
 NEEDS = ("mental_health", "addiction", "return_to_work", "speak_now")
 KEYS = tuple("0123456789*#")
 #: Placeholders the service fills in, besides the flow's own `texts`.
-PLACEHOLDERS = ("service_name", "opening_hours", "next_opening", "position", "wait")
+PLACEHOLDERS = ("service_name", "opening_hours", "next_opening", "position", "wait", "callback_number")
 
 
 class FlowError(Exception):
