@@ -185,3 +185,50 @@ def _until(check: Any, message: str, timeout: float = 15) -> None:
         assert time.monotonic() < deadline, message
         time.sleep(0.1)
 
+
+
+def test_a_supervisor_listens_coaches_and_barges_on_their_own_softphone(stack, console, make_user, devphone):
+    from playwright.sync_api import expect
+
+    make_user("nia", display_name="Nia Grant")
+    make_user("vic", role="supervisor", display_name="Vic Supervisor")
+    tab = console(DESKTOP)
+    tab.log_in("nia")
+    identity = tab.go_available()
+    phone = devphone()
+    caller, _ = _call_in(stack, tab, phone)
+    handler = _handler_leg(stack, identity)
+
+    boss = console(DESKTOP)
+    boss.log_in("vic", landing="/supervisor")
+    page = boss.page
+    expect(page.locator("#softphone-status")).to_contain_text("ready", timeout=20_000)
+    group = page.get_by_role("group", name=re.compile(r"call \d+"))
+    expect(group).to_be_visible(timeout=20_000)
+
+    def hears(sid: str) -> set[str]:
+        return set(stack.emulator.media(sid)["hears"])
+
+    # Listen: the supervisor's softphone rings and picks up; they hear both, nobody hears them.
+    group.get_by_role("button", name="Listen").click()
+    _until(lambda: page.evaluate("window.helplineSoftphone.inCall"), "the supervisor's softphone never answered", 20)
+    wait_for_audio(lambda: page.evaluate(SOFTPHONE_STATS))
+    supervisor = next(c["sid"] for c in stack.emulator.calls(live=True) if c["to"].startswith("client:supervisor-"))
+    _until(lambda: hears(supervisor) == {caller, handler} and hears(handler) == {caller} and hears(caller) == {handler},
+           "listening is not what each leg hears")
+    assert_rising(lambda: page.evaluate(SOFTPHONE_STATS))
+
+    # Coach: the handler hears the supervisor, the caller still does not.
+    group.get_by_role("button", name="Coach").click()
+    _until(lambda: hears(handler) == {caller, supervisor} and hears(caller) == {handler}, "coaching is not what each leg hears")
+    # Barge: everyone hears everyone.
+    group.get_by_role("button", name="Barge").click()
+    _until(lambda: hears(handler) == {caller, supervisor} and hears(caller) == {handler, supervisor},
+           "barging is not what each leg hears")
+    page.screenshot(path=str(SHOTS / "softphone-supervisor.png"))
+
+    page.locator("#supervise-stop").click()
+    _until(lambda: supervisor not in {c["sid"] for c in stack.emulator.calls(live=True)}, "the supervisor's leg stayed up")
+    _until(lambda: hears(caller) == {handler}, "the caller still hears the supervisor")
+    assert stack.emulator.call(caller)["status"] == "in-progress"
+    phone.page.click("#caller-hangup")
