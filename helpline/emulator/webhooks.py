@@ -101,9 +101,12 @@ class WebhookSender:
         """Return the signature Twilio would send for a request to `url` with POST `params`."""
         return self.validator.compute_signature(url, params)
 
-    def send(self, url: str, method: str, params: dict[str, str], *, expect_twiml: bool = True
-             ) -> WebhookResponse:
-        """Send one webhook and return the answer; raise `WebhookError` when Twilio would fail it."""
+    def send(self, url: str, method: str, params: dict[str, str], *, expect_twiml: bool = True,
+             audio_ok: bool = False) -> WebhookResponse:
+        """Send one webhook and return the answer; raise `WebhookError` when Twilio would fail it.
+
+        `audio_ok`: an audio file is a good answer too (a conference's waitUrl may name an MP3 or WAV).
+        """
         method = (method or "POST").upper()
         params = {k: str(v) for k, v in params.items() if v is not None}
         if method == "GET":
@@ -158,7 +161,8 @@ class WebhookSender:
         if not 200 <= status < 300:
             raise WebhookError(HTTP_RETRIEVAL_FAILURE, f"Got HTTP {status} response to {target}", url=target,
                                method=method, status_code=status, body=text[:2000], elapsed=elapsed)
-        if expect_twiml and status != 204 and content_type not in TWIML_TYPES:
+        audio = audio_ok and content_type.startswith("audio/")
+        if expect_twiml and status != 204 and content_type not in TWIML_TYPES and not audio:
             raise WebhookError(INVALID_CONTENT_TYPE, f"Content-Type {content_type or '(none)'} is not TwiML",
                                url=target, method=method, status_code=status, body=text[:2000],
                                elapsed=elapsed)

@@ -17,7 +17,7 @@ import pytest
 
 from ..stack import Stack, start_stack
 from .conftest import ROUTING
-from .console import DESKTOP
+from .console import DESKTOP, axe_violations
 from .devphone import SOFTPHONE_STATS, DevPhone, assert_rising, wait_for_audio
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -94,6 +94,9 @@ def test_the_caller_and_the_handler_hear_each_other(stack, console, make_user, d
     assert handler_media["hears"] == [sid] and caller_media["hears"] == [leg]
     assert handler_media["frames_in"] > 0 and caller_media["frames_in"] > 0
     tab.page.screenshot(path=str(SHOTS / "softphone-on-call.png"))
+    phone.page.screenshot(path=str(SHOTS / "devphone-on-call.png"))
+    assert axe_violations(tab.page) == []
+    assert axe_violations(phone.page) == []
 
     # Hold: the caller hears the hold tone, not the handler; resume brings them back together.
     tab.page.keyboard.press("h")

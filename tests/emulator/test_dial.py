@@ -159,3 +159,21 @@ def test_conference_waits_starts_and_routes_talk(emu, scenario, twilio):
                       "participant-leave", "conference-end", "participant-leave"]
     sequence = [int(h.values["SequenceNumber"]) for h in scenario.hits("conf-events")]
     assert sequence == sorted(sequence)
+
+
+def test_a_conference_wait_url_may_name_an_audio_file(emu, scenario):
+    """Twilio plays an MP3 or WAV named as a conference's waitUrl, as if by <Play>; no alert."""
+    from flask import Response
+
+    room = scenario.prefix + "-room"
+    response = VoiceResponse()
+    dial = Dial()
+    dial.conference(room, start_conference_on_enter=False, wait_url="music.wav", wait_method="GET")
+    response.append(dial)
+    scenario.route("voice", response)
+    scenario.route("music.wav", lambda hit: Response(b"RIFF....WAVE", content_type="audio/x-wav"))
+
+    caller = emu.place_call(url=scenario.url("voice"))
+    emu.wait_for(caller, lambda event: event["kind"] == "play" and event["url"].endswith("/music.wav"))
+    assert not emu.alerts(call_sid=caller)
+    emu.hangup(caller)
