@@ -33,6 +33,7 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "TWILIO_API_KEY_SID": ("twilio", "api_key_sid"),
     "TWILIO_API_KEY_SECRET": ("twilio", "api_key_secret"),
     "TWILIO_TWIML_APP_SID": ("twilio", "twiml_app_sid"),
+    "TWILIO_SIGNALLING_HOST": ("twilio", "signalling_host"),
     "TWILIO_CALLBACK_CALLER_ID": ("twilio", "callback_caller_id"),
 }
 
@@ -70,6 +71,11 @@ class TwilioSettings(_Strict):
     api_key_sid: str | None = None
     api_key_secret: str | None = None
     twiml_app_sid: str | None = None
+    #: Where the softphones' Voice SDK signals (host:port, its `chunderw`); unset, Twilio's own edge,
+    #: or with the local emulator, the address the emulator reports.
+    signalling_host: str | None = None
+    #: Seconds a softphone's access token lasts; the console renews it before it runs out.
+    token_ttl_s: int = Field(default=3600, ge=30, le=86400)
     #: The number a callback presents to the person called back (E.164); unset, the helpline's own.
     #: Callers are told this number (see `callback_number`), so it must be one the service answers.
     callback_caller_id: str | None = None
@@ -98,6 +104,13 @@ class TwilioSettings(_Strict):
     def _api_key_secret(cls, value: str | None) -> str | None:
         if value and len(value) < 32:
             raise ValueError("must be the API key's 32-character secret")
+        return value or None
+
+    @field_validator("signalling_host")
+    @classmethod
+    def _signalling_host(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$", value):
+            raise ValueError("must be host or host:port, with no scheme or path")
         return value or None
 
     @field_validator("twiml_app_sid")

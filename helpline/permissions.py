@@ -90,7 +90,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("api.openapi", "GET"): EVERYONE,
     ("api.me", "GET"): CONSOLE_USERS,
     ("api.set_status", "POST"): {"handler": SELF},
-    ("api.voice_token", "GET"): {"handler": SELF},
+    ("api.voice_token", "GET"): {"handler": SELF, "supervisor": SELF},
     ("api.list_localities", "GET"): CONSOLE_USERS,
     ("api.list_sites", "GET"): _all("handler", "supervisor", "admin"),
     ("api.list_clinicians", "GET"): _all("handler", "supervisor", "admin"),

@@ -7,6 +7,7 @@ import base64
 import json
 import socket
 import threading
+import time
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -394,21 +395,56 @@ def _claims(token: str) -> dict[str, Any]:
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
-def test_the_softphone_token_is_a_voice_grant_or_the_emulator(app_factory):
-    app = app_factory(twilio={"api_base_url": "http://127.0.0.1:5050"})
-    ann = Console(app, "ann")
-    body = ann.get("/api/voice/token").get_json()
-    assert body == {"mode": "emulator", "identity": f"handler-{ann.handler_id}", "emulator_url": "http://127.0.0.1:5050"}
-
-    keyed = app_factory(twilio={"account_sid": ACCOUNT_SID, "auth_token": "test-auth-token-" + "0" * 16, "api_key_sid": "SK" + "2" * 32, "api_key_secret": "s" * 32, "twiml_app_sid": "AP" + "3" * 32})
+def test_the_softphone_token_is_a_voice_grant_for_the_user_alone(app_factory):
+    # Real Twilio: signed with the API key, for the handler's own identity, signalling at Twilio's edge.
+    keyed = app_factory(twilio={"account_sid": ACCOUNT_SID, "auth_token": "test-auth-token-" + "0" * 16, "api_key_sid": "SK" + "2" * 32, "api_key_secret": "s" * 32, "twiml_app_sid": "AP" + "3" * 32, "token_ttl_s": 600})
     bob = Console(keyed, "bob")
-    body = bob.get("/api/voice/token").get_json()
-    assert body["mode"] == "twilio" and body["identity"] == f"handler-{bob.handler_id}"
+    response = bob.get("/api/voice/token")
+    body = response.get_json()
+    assert response.headers["Cache-Control"] == "no-store"
+    assert body["mode"] == "twilio" and body["identity"] == f"handler-{bob.handler_id}" and body["ttl_s"] == 600
+    assert "signalling" not in body
     claims = _claims(body["token"])
     assert claims["grants"]["identity"] == f"handler-{bob.handler_id}"
     assert claims["grants"]["voice"]["incoming"] == {"allow": True}
     assert claims["grants"]["voice"]["outgoing"]["application_sid"] == "AP" + "3" * 32
-    assert claims["iss"] == "SK" + "2" * 32
+    assert claims["iss"] == "SK" + "2" * 32 and claims["sub"] == ACCOUNT_SID
+    assert abs(claims["exp"] - (time.time() + 600)) < 30
+    # A supervisor gets a token for their own softphone; no role can ask for anyone else's identity.
+    sue = Console(keyed, "sue", role="supervisor")
+    assert _claims(sue.get("/api/voice/token").get_json()["token"])["grants"]["identity"].startswith("supervisor-")
+    assert bob.get("/api/voice/token?identity=supervisor-1").get_json()["identity"] == f"handler-{bob.handler_id}"
+    assert Console(keyed, "cleo", role="clinician").get("/api/voice/token").status_code == 403
+
+
+def test_without_an_api_key_real_twilio_softphones_say_what_is_missing(app_factory):
+    app = app_factory(twilio={"account_sid": ACCOUNT_SID, "auth_token": "test-auth-token-" + "0" * 16})
+    body = Console(app, "ann").get("/api/voice/token").get_json()
+    assert body["mode"] == "unavailable" and "TWILIO_API_KEY_SID" in body["reason"] and "token" not in body
+
+
+def test_with_the_emulator_the_token_points_the_sdk_at_its_signalling(app_factory):
+    # No API key: signed with the auth token, which the emulator accepts as Twilio does.
+    app = app_factory(twilio={"account_sid": ACCOUNT_SID, "auth_token": "test-auth-token-" + "0" * 16,
+                              "api_base_url": "http://127.0.0.1:5050", "signalling_host": "127.0.0.1:5051"})
+    ann = Console(app, "ann")
+    body = ann.get("/api/voice/token").get_json()
+    assert body["signalling"] == "127.0.0.1:5051" and body["certificate_url"] == "https://127.0.0.1:5051/"
+    claims = _claims(body["token"])
+    assert claims["iss"] == ACCOUNT_SID and claims["grants"]["identity"] == f"handler-{ann.handler_id}"
+    # The console page lets the SDK reach that signalling, and nothing else outside this origin.
+    policy = ann.get("/console").headers["Content-Security-Policy"]
+    assert "wss://127.0.0.1:5051" in policy and "twilio.com" not in policy
+
+
+def test_an_emulator_that_does_not_answer_is_said_plainly(app_factory):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again at once: nothing listens there
+    app = app_factory(twilio={"account_sid": ACCOUNT_SID, "auth_token": "test-auth-token-" + "0" * 16,
+                              "api_base_url": f"http://127.0.0.1:{port}"})
+    body = Console(app, "ann").get("/api/voice/token").get_json()
+    assert body["mode"] == "unavailable" and "helpline emulator" in body["reason"]
 
 
 def test_openapi_describes_every_api_route(app, client):

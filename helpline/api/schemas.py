@@ -126,13 +126,17 @@ class Done(BaseModel):
 
 
 class VoiceToken(BaseModel):
-    """How the handler's softphone registers: a Twilio access token, or the local emulator."""
+    """How the console's softphone registers with Twilio's Voice SDK, or why it cannot."""
 
-    mode: Literal["twilio", "emulator"]
+    mode: Literal["twilio", "unavailable"]
     identity: str
     token: Optional[str] = None
     ttl_s: Optional[int] = None
-    emulator_url: Optional[str] = None
+    #: host:port of the signalling to use instead of Twilio's edge (the local emulator), else absent.
+    signalling: Optional[str] = None
+    #: A page that, opened once, lets the browser trust the emulator's self-signed certificate.
+    certificate_url: Optional[str] = None
+    reason: Optional[str] = None
 
 
 Accepted.model_rebuild()

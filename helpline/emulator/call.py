@@ -16,6 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
+from xml.sax.saxutils import escape
 
 from . import twiml
 from .events import EventLog
@@ -90,6 +91,8 @@ class Call:
         self.status_callback_events = tuple(status_callback_events or ("completed",))
         self.ring_timeout = ring_timeout
         self.passive = passive
+        # Rung on a real Voice SDK in a browser: a person answers in real time, so its ring is not scaled.
+        self.real_time = False
         self.log = EventLog()
         self.status = "queued"
         self.date_created = utcnow()
@@ -425,7 +428,7 @@ class Call:
             self.end_reason = outcome
             return
         try:
-            result = self._wait(self.config.scaled(self.ring_timeout),
+            result = self._wait(self.ring_timeout if self.real_time else self.config.scaled(self.ring_timeout),
                                 until=lambda: "answered" if self.answered else (self.final_status or None))
         except CallEnded as ended:
             self.final_status = self.final_status or "canceled"
@@ -547,7 +550,8 @@ class Call:
             params = self.params(**fetch.params)
             self.event("webhook", purpose=fetch.purpose, url=fetch.url, method=fetch.method)
             try:
-                response = self.emulator.sender.send(fetch.url, fetch.method, params)
+                response = self.emulator.sender.send(fetch.url, fetch.method, params,
+                                                     audio_ok=fetch.purpose == "conference-wait")
             except WebhookError as err:
                 self.emulator.alert_webhook(err, call=self)
                 self.event("webhook.failed", url=err.url, code=err.code, status_code=err.status_code)
@@ -555,6 +559,10 @@ class Call:
             body, base = response.body, fetch.url
             self.event("webhook.response", url=response.url, status_code=response.status_code,
                        ms=int(response.elapsed * 1000))
+            if response.content_type.startswith("audio/"):
+                # Twilio plays an audio file named as a conference's waitUrl, as if by <Play>.
+                body = f'<Response><Play>{escape(fetch.url)}</Play></Response>'
+
         try:
             doc = twiml.parse(body)
         except TwimlError as err:
@@ -932,8 +940,9 @@ class Call:
             outcome = self.emulator.ring(leg)
             if outcome != "ringing":
                 self.emulator.end_passive(leg, outcome, final_status=outcome)
+        real_time = any(leg.real_time for leg, _ in legs)
         try:
-            self._wait(self.config.scaled(timeout),
+            self._wait(timeout if real_time else self.config.scaled(timeout),
                        until=lambda: any(l.answered for l, _ in legs) or all(l.finished for l, _ in legs))
         except CallEnded as ended:
             for leg, _ in legs:

@@ -307,3 +307,20 @@ class EmulatorClient:
     def conferences(self) -> list[dict[str, Any]]:
         """Conferences and their participants."""
         return self._request("GET", "/emulator/conferences")["conferences"]
+
+    def media(self, sid: str) -> dict[str, Any] | None:
+        """A leg's audio: frames in and out and whom it hears; None when no browser carries its audio."""
+        try:
+            return self._request("GET", f"/emulator/calls/{sid}/media")
+        except EmulatorError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def signalling(self) -> dict[str, Any]:
+        """The Voice SDK connections and what was said over them."""
+        return self._request("GET", "/emulator/signalling")
+
+    def drop_signalling(self, identity: str) -> int:
+        """Close every SDK socket of `identity`, as a network fault would; returns how many."""
+        return self._request("POST", f"/emulator/signalling/{identity}/drop")["dropped"]
