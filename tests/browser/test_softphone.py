@@ -235,3 +235,41 @@ def test_a_supervisor_listens_coaches_and_barges_on_their_own_softphone(stack, c
     _until(lambda: hears(caller) == {handler}, "the caller still hears the supervisor")
     assert stack.emulator.call(caller)["status"] == "in-progress"
     phone.page.click("#caller-hangup")
+
+
+def test_the_handlers_tab_closes_mid_call_and_the_caller_goes_back_to_the_head_of_the_line(
+        stack, console, make_user, devphone):
+    from playwright.sync_api import expect
+
+    make_user("uma", display_name="Uma Reid")
+    tab = console(DESKTOP)
+    tab.log_in("uma")
+    identity = tab.go_available()
+    phone = devphone()
+    caller, _ = _call_in(stack, tab, phone)
+    first_leg = _handler_leg(stack, identity)
+
+    tab.close()  # the browser, the network or the laptop goes: no goodbye on the signalling socket
+    # After the SDK's grace for reconnecting, the handler's leg is lost. The service rings the handler
+    # once more; with no softphone there to answer, the caller goes back to the head of the line,
+    # at Twilio and in the database alike, still connected and still hearing the service.
+    _until(lambda: stack.emulator.call(first_leg)["finished"], "the lost softphone's leg never ended", timeout=30)
+    _until(lambda: stack.emulator.call(caller)["queue"] is not None, "the caller is not back in line", timeout=30)
+    assert stack.emulator.call(caller)["status"] == "in-progress"
+    _until(lambda: stack.sql("select q.state from queue_entries q join calls c on c.id = q.call_id "
+                             "where c.call_sid = :sid", sid=caller)[0][0] == "waiting", "the database lost the caller")
+
+    # The handler comes back, is told why they are on a break, and takes the caller again.
+    again = console(DESKTOP)
+    again.log_in("uma")
+    again.softphone_ready()
+    expect(again.page.locator("#presence-now")).to_have_text("On break")
+    again.page.click("button[data-status=available]")  # the caller at the head of the line is offered at once
+    expect(again.page.locator("#offer")).to_be_visible(timeout=30_000)
+    again.page.click("#accept")
+    wait_for_audio(phone.stats, lambda: again.page.evaluate(SOFTPHONE_STATS), timeout=20)
+    second_leg = _handler_leg(stack, identity)
+    assert second_leg != first_leg
+    _until(lambda: stack.emulator.media(caller)["hears"] == [second_leg], "the caller is not talking to the handler again")
+    assert_rising(lambda: again.page.evaluate(SOFTPHONE_STATS))
+    phone.page.click("#caller-hangup")
