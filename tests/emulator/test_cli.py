@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -9,10 +10,10 @@ import sys
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 
-def run_module(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_module(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `python -m helpline.emulator ARGS` and capture its output."""
     return subprocess.run([sys.executable, "-m", "helpline.emulator", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def gather_doc(prompt: str, action: str) -> VoiceResponse:
@@ -67,10 +68,20 @@ def test_simulate_call_reports_an_unreachable_emulator():
     assert "not reachable" in result.stderr
 
 
+def test_simulate_call_finds_the_emulator_on_helpline_emulator_port(standin, emulator_url):
+    """scripts/run starts the emulator on $HELPLINE_EMULATOR_PORT; simulate-call looks there too."""
+    standin.route("default/voice", lambda hit: '<Response><Say>Hello</Say><Hangup/></Response>')
+    port = emulator_url.rsplit(":", 1)[1]
+    env = {k: v for k, v in os.environ.items() if k != "HELPLINE_EMULATOR_URL"}
+    result = run_module("simulate-call", env={**env, "HELPLINE_EMULATOR_PORT": port})
+    assert result.returncode == 0, result.stderr
+    assert "Hello" in result.stdout and "Outcome: completed" in result.stdout
+
+
 def test_module_help_lists_the_options():
     result = run_module("--help")
     assert result.returncode == 0
     for option in ("--voice-url", "--status-callback", "--phone-number", "--account-sid", "--auth-token",
-                   "--time-scale", "--webhook-timeout"):
+                   "--time-scale", "--webhook-timeout", "--signal-port", "--tls-dir"):
         assert option in result.stdout
     assert "--keys" in run_module("simulate-call", "--help").stdout
