@@ -93,6 +93,8 @@ class Emulator:
     def start_signalling(self, host: str, port: int, cert: str, key: str) -> str:
         """Speak the Voice SDK's signalling on wss://host:port/signal; returns that host:port."""
         self._signal_runner, bound = self.realtime.run(start_signalling(self.signalling, host, port, cert, key))
+        # Load the WebRTC stack now, off the loop, so that the first softphone ring does not wait for it.
+        threading.Thread(target=self.media.warm_up, name="emulator-media-import", daemon=True).start()
         self.signal_url = f"{'[' + host + ']' if ':' in host else host}:{bound}"
         return self.signal_url
 

@@ -110,6 +110,14 @@ class MediaServer:
 
     # ------------------------------------------------------------------ from threads
 
+    @staticmethod
+    def warm_up() -> None:
+        """Import aiortc and PyAV (about half a second), ahead of the first call that needs them."""
+        import aiortc  # noqa: F401
+        import av  # noqa: F401
+
+        _MixTrack.cls()
+
     def has(self, sid: str) -> bool:
         """True when the leg `sid` has a browser behind it."""
         return sid in self._legs
@@ -282,10 +290,13 @@ class _MixTrackFactory:
 
     _cls: type | None = None
 
-    def __call__(self, server: MediaServer, leg: _Leg) -> Any:
+    def cls(self) -> type:
         if _MixTrackFactory._cls is None:
             _MixTrackFactory._cls = _mix_track_class()
-        return _MixTrackFactory._cls(server, leg)
+        return _MixTrackFactory._cls
+
+    def __call__(self, server: MediaServer, leg: _Leg) -> Any:
+        return self.cls()(server, leg)
 
 
 _MixTrack = _MixTrackFactory()
