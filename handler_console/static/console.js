@@ -5,6 +5,7 @@ import {
   $, ApiError, answerLines, api, clock, connect, flagBadges, flagLabel, humanise, instant, needLabel, presenceLabel,
   keepAlive, renderHandlers, renderQueue, setLoginUrl, startTicker, tickFrom,
 } from "./common.js";
+import { Softphone } from "./softphone.js";
 
 const root = $("console");
 const config = {
@@ -22,6 +23,8 @@ const state = {
   accepting: false,
   call: null, // the accept response, plus startedAt (epoch ms)
   held: false,
+  ending: false, // End call is on its way to the server
+  consult: null, // {supervisor_id, name, joined} while a supervisor is asked into the call
   wrapUpOpen: false,
   wrapUpStart: null,
   busy: false, // a presence change or wrap-up is on its way to the server
@@ -43,7 +46,11 @@ const ERRORS = {
   not_free: "You cannot take a call right now: your status has changed.",
   connect_failed: "We could not connect the caller to you. They are still in the queue; nobody was dropped.",
   not_your_call: "This call is no longer yours.",
-  not_connected: "The caller has not joined yet; try again in a moment.",
+  not_connected: "The caller is not connected to you (they may still be joining, or the call has ended).",
+  handler_unreachable: "Your softphone did not take the call, so the caller is back at the head of the line and you are on a break.",
+  no_such_supervisor: "That supervisor is not available; choose another.",
+  consult_open: "A supervisor is already being asked into this call.",
+  no_consult: "No supervisor is being asked into this call.",
   twilio_failed: "The phone network did not take the request; try again.",
   on_call: "Finish the call and its wrap-up first.",
   wrap_up: "Finish the wrap-up first.",
@@ -125,73 +132,9 @@ const ringer = {
 
 // ------------------------------------------------------------------ the softphone
 
-const voice = {
-  mode: null,
-  device: null,
-  // True from pressing Accept until the call ends: only then may the browser softphone pick up.
-  expecting: false,
-
-  async setup() {
-    let info;
-    try {
-      info = await api("GET", "/api/voice/token");
-    } catch (exc) {
-      $("softphone-text").textContent = `The softphone is not available: ${explain(exc)}`;
-      return;
-    }
-    this.mode = info.mode;
-    if (info.mode === "emulator") this.showEmulator(info);
-    else if (info.mode === "twilio") await this.startTwilio(info);
-    else $("softphone-text").textContent = `Unknown softphone mode "${info.mode}".`;
-  },
-
-  showEmulator(info) {
-    const text = $("softphone-text");
-    text.replaceChildren(
-      "Calls you accept ring the emulator's browser client ",
-      Object.assign(document.createElement("code"), { textContent: info.identity }),
-      ". In the dev phone, choose Browser client, enter that identity and go online; answer there.",
-    );
-    if (info.emulator_url) {
-      // The dev phone is the emulator's root page; it has no way yet to be told the identity, so
-      // the identity is shown above for the handler to type in.
-      $("softphone-href").href = new URL("/", info.emulator_url).toString();
-      $("softphone-link").hidden = false;
-    }
-  },
-
-  async startTwilio(info) {
-    const text = $("softphone-text");
-    if (!(window.Twilio && window.Twilio.Device)) {
-      text.textContent = "The browser softphone is not installed on this server, so calls ring the phone number set for you. "
-        + "An administrator can add Twilio's Voice SDK to enable it.";
-      return;
-    }
-    try {
-      const device = new window.Twilio.Device(info.token, { closeProtection: true });
-      device.on("registered", () => { text.textContent = "Browser softphone ready. Accepted calls connect here."; });
-      device.on("unregistered", () => { text.textContent = "Browser softphone offline; reconnecting…"; });
-      device.on("error", (error) => { text.textContent = `Softphone problem: ${error.message || error}`; });
-      device.on("tokenWillExpire", async () => {
-        try {
-          device.updateToken((await api("GET", "/api/voice/token")).token);
-        } catch (exc) {
-          text.textContent = `Could not renew the softphone's access: ${explain(exc)}`;
-        }
-      });
-      device.on("incoming", (call) => {
-        // Only a call for an offer this handler accepted is answered; anything else is refused so
-        // that a stray call never reaches someone who is not expecting it.
-        if (this.expecting) call.accept();
-        else call.reject();
-      });
-      this.device = device;
-      await device.register();
-    } catch (exc) {
-      text.textContent = `The browser softphone could not start: ${exc.message || exc}`;
-    }
-  },
-};
+// Twilio's Voice SDK in this tab (softphone.js). It answers only while `voice.expecting` is set, from
+// pressing Accept until the call ends, so that a stray call, or one accepted in another tab, never rings here.
+const voice = new Softphone({ status: $("softphone-text"), certificate: $("softphone-link") });
 
 // ------------------------------------------------------------------ drawing
 
@@ -278,6 +221,14 @@ function drawCall() {
   $("hold").setAttribute("aria-pressed", String(state.held));
   $("hold").firstChild.textContent = state.held ? "Resume " : "Hold ";
   $("hold-badge").hidden = !state.held || state.presence !== "on_call";
+  const live = state.presence === "on_call";
+  $("mute").hidden = !live;
+  $("mute").setAttribute("aria-pressed", String(voice.muted));
+  $("mute").firstChild.textContent = voice.muted ? "Unmute " : "Mute ";
+  $("hangup").hidden = !live;
+  $("hangup").disabled = state.ending;
+  $("consult-open").hidden = !live;
+  drawConsult(live);
   $("wrapup-open").hidden = wrapping;
   $("wrapup").hidden = !wrapping;
   $("first-contact").dataset.callId = String(call.id);
@@ -391,6 +342,9 @@ function setPresence(presence, sinceIso) {
   if (presence === "wrap_up" && previous !== "wrap_up") {
     state.wrapUpStart = since ?? Date.now();
     state.held = false;
+    state.consult = null;
+    // The call is over, and whatever went wrong on it with it (a hold that failed, say).
+    if (previous === "on_call") clearNotice();
     delete $("wrapup-timer").dataset.tickStart;
     // The call is over: its timer stops at the call's length, and the wrap-up timer takes over.
     delete $("call-timer").dataset.tickStart;
@@ -441,12 +395,32 @@ function dropOffer() {
   delete $("offer-waited").dataset.tickStart;
 }
 
+function drawConsult(live) {
+  const panel = $("consult");
+  if (!live) panel.hidden = true;
+  $("consult-open").setAttribute("aria-expanded", String(!panel.hidden));
+  const asking = state.consult && !state.consult.joined;
+  $("consult-choose").hidden = Boolean(state.consult);
+  $("consult-live").hidden = !state.consult;
+  $("consult-join").hidden = !asking;
+  $("consult-return").textContent = asking ? "Return to caller" : "Supervisor leaves the call";
+  if (state.consult) {
+    $("consult-status").textContent = asking
+      ? `The caller is on hold; ringing ${state.consult.name}.`
+      : `${state.consult.name} is in the call with you and the caller.`;
+  }
+}
+
 function startCall(details, startedAt) {
+  // This tab's softphone answers the call's legs if Accept was pressed here, or if it is picking the
+  // call up again after a reload; a second tab that only watched the offer go never takes it.
+  const watchedOnly = state.offer && state.offer.call_id === details.id && !state.accepting;
   dropOffer();
   state.call = details;
   state.held = false;
+  state.consult = null;
   state.wrapUpOpen = false;
-  voice.expecting = true;
+  voice.expecting = !watchedOnly;
   tickFrom($("call-timer"), startedAt ?? Date.now());
   draw();
   loadContacts(details.id);
@@ -457,6 +431,12 @@ function startCall(details, startedAt) {
 function endCall() {
   state.call = null;
   state.held = false;
+  state.consult = null;
+  state.ending = false;
+  $("consult").hidden = true;
+  $("consult-status").textContent = "";
+  // Whatever went wrong during the call is over with it.
+  clearNotice();
   state.wrapUpOpen = false;
   state.wrapUpStart = null;
   voice.expecting = false;
@@ -576,6 +556,90 @@ async function toggleHold() {
   draw();
 }
 
+/** Mute or unmute this tab's microphone on the call (the caller's side is not touched). */
+function toggleMute() {
+  if (!state.call || state.presence !== "on_call") return;
+  voice.mute(!voice.muted);
+  draw();
+}
+
+/** End the call for everyone: the service completes it at Twilio, then the wrap-up form opens. */
+async function endCallNow() {
+  if (!state.call || state.presence !== "on_call" || state.ending) return;
+  state.ending = true;
+  draw();
+  try {
+    const reply = await api("POST", `/api/calls/${state.call.id}/hangup`);
+    clearNotice();
+    voice.hangup();
+    setPresence(reply.presence, reply.since);
+    state.ending = false;
+    openWrapUp();
+  } catch (exc) {
+    state.ending = false;
+    notify(`Could not end the call: ${explain(exc)}`);
+    draw();
+  }
+}
+
+async function openConsult() {
+  if (!state.call || state.presence !== "on_call") return;
+  const panel = $("consult");
+  panel.hidden = !panel.hidden;
+  draw();
+  if (panel.hidden || state.consult) return;
+  const select = $("consult-supervisor");
+  select.replaceChildren();
+  $("consult-status").textContent = "Finding the supervisors on duty…";
+  try {
+    const { supervisors } = await api("GET", "/api/supervisors/available");
+    for (const person of supervisors) select.append(new Option(person.name, String(person.id)));
+    $("consult-start").disabled = supervisors.length === 0;
+    $("consult-status").textContent = supervisors.length ? "" : "No supervisor is on duty.";
+    if (supervisors.length) select.focus();
+  } catch (exc) {
+    $("consult-status").textContent = `Could not list the supervisors: ${explain(exc)}`;
+  }
+}
+
+async function startConsult() {
+  const select = $("consult-supervisor");
+  if (!state.call || !select.value) return;
+  $("consult-start").disabled = true;
+  try {
+    await api("POST", `/api/calls/${state.call.id}/consult`, { supervisor_id: Number(select.value) });
+    state.consult = { supervisor_id: Number(select.value), name: select.selectedOptions[0].textContent, joined: false };
+    state.held = false; // the consult holds the caller by itself; Resume is not theirs to press meanwhile
+    draw();
+    $("consult-join").focus();
+  } catch (exc) {
+    notify(`Could not ask the supervisor: ${explain(exc)}`);
+  } finally {
+    $("consult-start").disabled = false;
+  }
+}
+
+async function finishConsult(join) {
+  if (!state.call || !state.consult) return;
+  const button = join ? $("consult-join") : $("consult-return");
+  button.disabled = true;
+  try {
+    await api("POST", `/api/calls/${state.call.id}/consult/${join ? "join" : "return"}`);
+    if (join) {
+      state.consult.joined = true;
+    } else {
+      state.consult = null;
+      $("consult").hidden = true;
+      $("consult-status").textContent = "";
+    }
+    draw();
+  } catch (exc) {
+    notify(`Could not ${join ? "bring the supervisor into the call" : "return to the caller"}: ${explain(exc)}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function openWrapUp() {
   if (!state.call) return;
   if (!state.wrapUpOpen && state.presence !== "wrap_up") {
@@ -624,7 +688,7 @@ function isTyping(target) {
   return !["radio", "checkbox", "button", "submit", "reset"].includes(target.type);
 }
 
-const SHORTCUTS = { a: accept, d: decline, h: toggleHold, w: openWrapUp };
+const SHORTCUTS = { a: accept, d: decline, e: endCallNow, h: toggleHold, m: toggleMute, w: openWrapUp };
 
 function onKey(event) {
   if (event.ctrlKey || event.metaKey || event.altKey || event.repeat || isTyping(event.target)) return;
@@ -643,6 +707,12 @@ function start() {
   $("accept").addEventListener("click", accept);
   $("decline").addEventListener("click", decline);
   $("hold").addEventListener("click", toggleHold);
+  $("mute").addEventListener("click", toggleMute);
+  $("hangup").addEventListener("click", endCallNow);
+  $("consult-open").addEventListener("click", openConsult);
+  $("consult-start").addEventListener("click", startConsult);
+  $("consult-join").addEventListener("click", () => finishConsult(true));
+  $("consult-return").addEventListener("click", () => finishConsult(false));
   $("wrapup-open").addEventListener("click", openWrapUp);
   $("wrapup").addEventListener("submit", finishWrapUp);
   $("notice-close").addEventListener("click", clearNotice);
@@ -673,7 +743,7 @@ function start() {
     },
   }, refreshMe);
   keepAlive(socket, () => ON_DUTY.has(state.presence), config.idleS);
-  voice.setup();
+  voice.start();
 }
 
 start();
