@@ -4,6 +4,7 @@ answers with just enough of Twilio's JSON for the official client to parse."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -52,8 +53,14 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         form = parse_qs(self.rfile.read(length).decode()) if length else {}
         self.recorder.requests.append(Recorded(self.command, self.path.split("?")[0], form))
+        last = self.path.split("?")[0].rsplit("/", 1)[-1]
         if self.recorder.fail_with:
             status, body = self.recorder.fail_with, {"code": 20003, "message": "refused", "status": self.recorder.fail_with}
+        elif self.command == "GET" and last.endswith("s.json"):
+            # A list (Conferences.json, Participants.json, ...): empty, in Twilio's paged shape.
+            key = re.sub(r"(?<!^)(?=[A-Z])", "_", last[: -len(".json")]).lower()
+            status, body = 200, {key: [], "page": 0, "page_size": 50, "uri": self.path, "first_page_uri": self.path,
+                                 "next_page_uri": None, "previous_page_uri": None}
         else:
             sid = "CA" + secrets.token_hex(16)
             status = 201 if self.command == "POST" and self.path.endswith(("Participants.json", "Calls.json")) else 200
