@@ -28,12 +28,16 @@ export class Softphone {
    * @param {(call: object) => boolean} [options.shouldAnswer] answer this incoming call? Otherwise it is ignored
    *   (left to ring elsewhere), never rejected, so a second tab never takes a call from the first.
    * @param {() => void} [options.onChange] called on any change of registration or call
+   * @param {(call: object) => void} [options.onRing] a ring shouldAnswer did not take: the page asks its
+   *   user, then calls answer(call) or ignore(call). Without it such a ring is ignored at once.
    */
-  constructor({ status, certificate = null, shouldAnswer = null, onChange = () => {} }) {
+  constructor({ status, certificate = null, shouldAnswer = null, onChange = () => {}, onRing = null }) {
     this.status = status;
     this.certificate = certificate;
     this.shouldAnswer = shouldAnswer || (() => this.expecting);
     this.onChange = onChange;
+    this.onRing = onRing;
+    this.ringing = null;
     this.device = null;
     this.call = null;
     this.identity = null;
@@ -161,11 +165,40 @@ export class Softphone {
   }
 
   incoming(call) {
-    if (this.call || !this.shouldAnswer(call)) {
+    if (this.call || this.ringing) {
+      call.ignore(); // one line: busy here, so it rings on elsewhere
+      return;
+    }
+    if (this.shouldAnswer(call)) {
+      this.answer(call);
+      return;
+    }
+    if (!this.onRing) {
       // Not for this tab: leave it ringing wherever it was meant for, and say nothing to the network.
       call.ignore();
       return;
     }
+    this.ringing = call;
+    const gone = () => {
+      if (this.ringing !== call) return;
+      this.ringing = null;
+      this.onChange();
+    };
+    call.on("cancel", gone);
+    call.on("disconnect", gone);
+    this.onRing(call);
+    this.onChange();
+  }
+
+  /** Leave a ring the page's user did not take: it rings on elsewhere or runs out; nothing is sent. */
+  ignore(call) {
+    if (this.ringing === call) this.ringing = null;
+    call.ignore();
+    this.onChange();
+  }
+
+  answer(call) {
+    if (this.ringing === call) this.ringing = null;
     this.call = call;
     const ended = () => {
       if (this.call !== call) return;

@@ -269,6 +269,8 @@ let askedAt = 0;
 let busy = false;
 let phone = null;
 let phoneWasInCall = false;
+// On a call a handler asked this supervisor into (a warm hand-over), answered from the ring prompt.
+let consulting = false;
 
 function modeWords() {
   if (!supervising) return "Not on a call. Choose Listen, Coach or Barge beside a handler on a call.";
@@ -280,7 +282,7 @@ function modeWords() {
 }
 
 function drawSupervision() {
-  setText("supervise-mode", modeWords());
+  if (!consulting) setText("supervise-mode", modeWords());
   const stop = $("supervise-stop");
   if (stop) {
     stop.hidden = !supervising;
@@ -401,8 +403,35 @@ function phoneChanged() {
     if (phoneWasInCall && !phone.inCall) refreshSupervision();
     phoneWasInCall = phone.inCall;
   }
+  drawConsult();
   drawSupervision();
 }
+
+// A handler's request to join their call rings here; the supervisor answers or leaves it to ring out.
+
+function drawConsult() {
+  const ring = $("consult-ring");
+  const ringing = Boolean(phone && phone.ringing);
+  if (ring.hidden === ringing) {
+    ring.hidden = !ringing;
+    if (ringing) $("consult-answer").focus();
+  }
+  if (consulting && phone && !phone.call && !phone.ringing) consulting = false;
+  $("consult-hangup").hidden = !consulting;
+  if (consulting) setText("supervise-mode", "On a call a handler asked you into. The caller hears you only once the handler brings you in.");
+}
+
+$("consult-answer").addEventListener("click", () => {
+  if (!phone || !phone.ringing) return;
+  consulting = true;
+  phone.answer(phone.ringing);
+});
+$("consult-ignore").addEventListener("click", () => {
+  if (phone && phone.ringing) phone.ignore(phone.ringing);
+});
+$("consult-hangup").addEventListener("click", () => {
+  if (phone) phone.hangup();
+});
 
 $("supervise-stop")?.addEventListener("click", () => stopSupervising());
 
@@ -420,6 +449,7 @@ async function startSoftphone() {
         return wanted;
       },
       onChange: phoneChanged,
+      onRing: () => drawConsult(),
     });
     await phone.start();
   } catch (exc) {

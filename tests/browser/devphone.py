@@ -19,6 +19,15 @@ CALLER_STATS = """async () => {
   });
   return totals;
 }"""
+#: The sound energy the caller's tab has received so far (Chrome's inbound-rtp totalAudioEnergy).
+CALLER_ENERGY = """async () => {
+  const audio = window.devphone && window.devphone.caller.audio;
+  let energy = 0;
+  if (audio) (await audio.pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "audio") energy += r.totalAudioEnergy || 0;
+  });
+  return energy;
+}"""
 #: The same for the console's softphone (softphone.js exposes it for its audio indicator).
 SOFTPHONE_STATS = "() => window.helplineSoftphone ? window.helplineSoftphone.audioStats() : null"
 
@@ -47,6 +56,12 @@ class DevPhone:
     def stats(self) -> dict[str, int] | None:
         """Bytes received and sent on the caller's audio."""
         return self.page.evaluate(CALLER_STATS)
+
+    def heard_energy(self, seconds: float = 2.5) -> float:
+        """How much sound reached the caller's speaker over `seconds` (the fake microphone beeps)."""
+        before = self.page.evaluate(CALLER_ENERGY)
+        time.sleep(seconds)
+        return self.page.evaluate(CALLER_ENERGY) - before
 
     def close(self) -> None:
         self.context.close()

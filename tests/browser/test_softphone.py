@@ -273,3 +273,59 @@ def test_the_handlers_tab_closes_mid_call_and_the_caller_goes_back_to_the_head_o
     _until(lambda: stack.emulator.media(caller)["hears"] == [second_leg], "the caller is not talking to the handler again")
     assert_rising(lambda: again.page.evaluate(SOFTPHONE_STATS))
     phone.page.click("#caller-hangup")
+
+
+def test_mute_a_warm_hand_over_and_end_call_from_the_console(stack, console, make_user, devphone):
+    from playwright.sync_api import expect
+
+    make_user("ivo", display_name="Ivo Novak")
+    make_user("wyn", role="supervisor", display_name="Wyn Supervisor")
+    tab = console(DESKTOP)
+    tab.log_in("ivo")
+    identity = tab.go_available()
+    boss = console(DESKTOP)
+    boss.log_in("wyn", landing="/supervisor")
+    expect(boss.page.locator("#softphone-status")).to_contain_text("ready", timeout=20_000)
+    phone = devphone()
+    caller, _ = _call_in(stack, tab, phone)
+    handler = _handler_leg(stack, identity)
+    page = tab.page
+
+    # Mute: the caller stops hearing the handler's (beeping, fake) microphone; unmute and it is back.
+    loud = phone.heard_energy()
+    page.keyboard.press("m")
+    expect(page.locator("#mute")).to_have_attribute("aria-pressed", "true")
+    assert page.evaluate("window.helplineSoftphone.muted")
+    time.sleep(0.5)  # what was already on its way still arrives
+    quiet = phone.heard_energy()
+    assert quiet < loud / 100, (loud, quiet)
+    page.locator("#mute").click()
+    expect(page.locator("#mute")).to_have_attribute("aria-pressed", "false")
+    assert phone.heard_energy() > 0
+
+    # Ask a supervisor: the caller is held with music while the supervisor's page rings and is answered.
+    page.locator("#consult-open").click()
+    page.locator("#consult-supervisor").select_option(label="Wyn Supervisor")
+    page.locator("#consult-start").click()
+    expect(boss.page.locator("#consult-ring")).to_be_visible(timeout=20_000)
+    assert axe_violations(boss.page) == []
+    boss.page.locator("#consult-answer").click()
+    _until(lambda: boss.page.evaluate("window.helplineSoftphone.inCall"), "the supervisor never picked up", 20)
+    supervisor = next(c["sid"] for c in stack.emulator.calls(live=True) if c["to"].startswith("client:supervisor-"))
+    _until(lambda: stack.emulator.media(caller)["hold"] and stack.emulator.media(handler)["hears"] == [supervisor]
+           and stack.emulator.media(supervisor)["hears"] == [handler], "the handler and supervisor are not talking alone")
+    # Bring them in: all three talk.
+    page.locator("#consult-join").click()
+    _until(lambda: set(stack.emulator.media(caller)["hears"]) == {handler, supervisor}, "the caller never heard the supervisor")
+    boss.page.locator("#consult-hangup").click()
+    _until(lambda: stack.emulator.media(caller)["hears"] == [handler], "the supervisor never left")
+
+    # End call from the console: every leg ends, the softphone is free, the handler wraps up.
+    page.keyboard.press("e")
+    expect(page.locator("#oncall-title")).to_have_text("Call ended: wrap up", timeout=20_000)
+    _until(lambda: stack.emulator.call(caller)["finished"] and stack.emulator.call(handler)["finished"], "a leg is still up")
+    _until(lambda: page.evaluate("window.helplineSoftphone.call === null"), "the softphone kept its call")
+    expect(phone.page.locator("#caller-status")).to_contain_text("Ended", timeout=10_000)
+    page.locator("#wrapup input[name=outcome]").first.check()
+    page.click("#wrapup-submit")
+    expect(page.locator("#presence-now")).to_have_text("Available", timeout=10_000)
