@@ -30,6 +30,7 @@ from . import audit, routing
 from .db import commit_with, db, is_postgresql
 from .ivr.engine import Interpreter
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
+from .softphone import handler_identity, supervisor_identity
 from .twilio_rest import NOT_FOUND, TwilioGateway, TwilioUnavailable, gateway
 from .webhooks import CALL_SID, check_twilio_request, error, idempotent_twiml
 
@@ -57,11 +58,6 @@ NOT_A_PERSON = ("machine_start", "machine_end_beep", "machine_end_silence", "mac
 def conference_name(call_id: int) -> str:
     """The conference a call's caller and handler meet in."""
     return f"call-{call_id}"
-
-
-def handler_identity(handler_id: int) -> str:
-    """The Twilio client identity of a handler's browser softphone."""
-    return f"handler-{handler_id}"
 
 
 def _interpreter() -> Interpreter:
@@ -281,13 +277,6 @@ def _complete(twilio: TwilioGateway, entry: QueueEntry) -> None:
 
 
 # -- asking a supervisor --------------------------------------------------------------------------
-
-def supervisor_identity(user_id: int) -> str:
-    """The Twilio client identity a supervisor's softphone registers as (as supervision names it)."""
-    from .supervision import supervisor_identity as identity
-
-    return identity(user_id)
-
 
 def available_supervisors() -> list[User]:
     """The supervisors a handler may ask into a call: every active supervisor account, by name.

@@ -36,6 +36,7 @@ from .connect import conference_name
 from .db import db, is_postgresql
 from .events import announce
 from .models import Booking, Call, CallEvent, Clinician, Handler, QueueEntry, Site, User, utcnow
+from .softphone import supervisor_identity
 from .twilio_rest import TwilioGateway, TwilioUnavailable, gateway
 from .webhooks import CALL_SID, check_twilio_request, error
 
@@ -61,11 +62,6 @@ RINGING = ("queued", "initiated", "ringing")
 LEG_ENDED = ("completed", "busy", "no-answer", "failed", "canceled")
 #: Event kinds whose details name a user by `handler_user_id` rather than a handler id.
 _USER_KEYS = ("handler_user_id", "supervisor_id")
-
-
-def supervisor_identity(user_id: int) -> str:
-    """The Twilio client identity a supervisor's softphone registers as."""
-    return f"supervisor-{user_id}"
 
 
 class SupervisionError(routing.RoutingError):
