@@ -411,6 +411,7 @@ function phoneChanged() {
 
 function drawConsult() {
   const ring = $("consult-ring");
+  if (!ring) return; // the wallboard shares this script and has no softphone
   const ringing = Boolean(phone && phone.ringing);
   if (ring.hidden === ringing) {
     ring.hidden = !ringing;
@@ -421,15 +422,15 @@ function drawConsult() {
   if (consulting) setText("supervise-mode", "On a call a handler asked you into. The caller hears you only once the handler brings you in.");
 }
 
-$("consult-answer").addEventListener("click", () => {
+$("consult-answer")?.addEventListener("click", () => {
   if (!phone || !phone.ringing) return;
   consulting = true;
   phone.answer(phone.ringing);
 });
-$("consult-ignore").addEventListener("click", () => {
+$("consult-ignore")?.addEventListener("click", () => {
   if (phone && phone.ringing) phone.ignore(phone.ringing);
 });
-$("consult-hangup").addEventListener("click", () => {
+$("consult-hangup")?.addEventListener("click", () => {
   if (phone) phone.hangup();
 });
 
