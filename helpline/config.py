@@ -18,6 +18,24 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 #: The repository root in a checkout (or an editable install); `config.yaml` lives here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The package itself: an install that is not a checkout (`pip install .`) carries copies of
+#: `config.yaml` and `ivr_flows/` here (package data), as nothing outside the package is installed.
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def shipped(relative: str | Path) -> Path:
+    """A file the project ships, `relative` to the repository root: the checkout's own when there is
+    one (so an edit there takes effect), else the copy installed inside the package."""
+    in_checkout = PROJECT_ROOT / relative
+    return in_checkout if in_checkout.exists() else PACKAGE_DIR / relative
+
+
+def _default_instance_path() -> Path:
+    """Where the embedded database and generated keys live: `instance/` in a checkout; for an install
+    that is not one, `instance/` in the working directory (never inside site-packages)."""
+    if (PROJECT_ROOT / "config.yaml").exists() and (PROJECT_ROOT / "helpline").is_dir():
+        return PROJECT_ROOT / "instance"
+    return Path.cwd() / "instance"
 
 #: Environment variables and the configuration key each one overrides.
 ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
@@ -245,7 +263,7 @@ class Settings(_Strict):
     retention: RetentionSettings = RetentionSettings()
     scheduler: SchedulerSettings
     #: Where the embedded database and generated demo keys live.
-    instance_path: str = str(PROJECT_ROOT / "instance")
+    instance_path: str = Field(default_factory=lambda: str(_default_instance_path()))
 
     @field_validator("public_url")
     @classmethod
@@ -274,9 +292,9 @@ class Settings(_Strict):
 
     @property
     def flow_path(self) -> Path:
-        """The IVR flow file, relative paths being relative to the project root."""
+        """The IVR flow file, relative paths being relative to the project root (or the installed copy)."""
         path = Path(self.service.flow)
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        return path if path.is_absolute() else shipped(path)
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -323,7 +341,7 @@ def load_settings(
 ) -> Settings:
     """Read and validate the configuration: defaults, then `HELPLINE_CONFIG`, then `overrides`, then env."""
     environ = os.environ if environ is None else environ
-    data = _read_yaml(PROJECT_ROOT / "config.yaml")
+    data = _read_yaml(shipped("config.yaml"))
     extra = environ.get("HELPLINE_CONFIG")
     if extra:
         data = _merge(data, _read_yaml(Path(extra)))
