@@ -36,8 +36,11 @@ STATUS_RANK = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "ans
 FINAL = ("completed", "busy", "failed", "no-answer", "canceled")
 #: How many times a webhook that failed on our side is retried before the caller is simply queued.
 MAX_RETRIES = 3
-#: How many times a status callback is applied before giving up (Twilio never retries it).
+#: How many times a status callback is applied before giving up (Twilio never retries it; the
+#: reconciliation with Twilio, every minute, settles a call whose end could not be recorded).
 STATUS_ATTEMPTS = 4
+#: Webhooks Twilio fetches from inside the queue's waitUrl, where only hold TwiML may be answered.
+WAITING = ("voice.queue_wait", "voice.queue_key")
 
 
 def interpreter() -> Interpreter:
@@ -111,17 +114,35 @@ def step_keys(name: str, call_sid: str) -> str:
     call = _call_or_start(call_sid)
     if name not in interpreter().flow.steps:
         return str(interpreter().enter(db.session, call, call.step or interpreter().flow.start, request.form))
+    if name != call.step:
+        # A key for a step the call has already left (a late request, or a replayed one with another
+        # digit): keys only count where the caller is. They hear where they are; nothing changes.
+        log.info("ignored a key for step %s: the call is at %s", name, call.step)
+        return str(interpreter().current(call))
     attempt = request.args.get("attempt", "1")
     attempt_number = int(attempt) if attempt.isdigit() and 0 < int(attempt) < 10 else 1
-    digits = request.form.get("Digits", "")
+    digits = _digits()
     return str(interpreter().keys(db.session, call, name, attempt_number, digits, request.form))
+
+
+def _digits() -> str:
+    """The key the caller pressed: Twilio's Digits, or the one a retry of this request carries in its URL."""
+    digits = request.form.get("Digits", "") or request.args.get("digits", "")
+    return digits if digits[:1] in "0123456789*#" else ""
 
 
 @bp.post("/queue/wait")
 @idempotent_twiml
 def queue_wait(call_sid: str) -> str:
-    """Enqueue's waitUrl: what a waiting caller hears next."""
-    return str(interpreter().wait(db.session, _call_or_start(call_sid), request.form))
+    """Enqueue's waitUrl: what a waiting caller hears next.
+
+    The waitUrl of a caller held through an outage carries when they were held and the key they had
+    just pressed (`held`, `step`, `key`: see Interpreter.hold_in_outage); they go to the interpreter,
+    which records the caller and puts them in line if the service has no place for them yet.
+    """
+    params = {**request.form.to_dict(), "held": request.args.get("held", ""),
+              "held_step": request.args.get("step", ""), "held_key": request.args.get("key", "")}
+    return str(interpreter().wait(db.session, _call_or_start(call_sid), params))
 
 
 @bp.post("/queue/key")
@@ -244,15 +265,25 @@ def unexpected(exc: Exception) -> Response:
     reach them: a fault of ours must never cost a caller their call.
     """
     log.exception("voice webhook %s failed", request.path)
-    db.session.rollback()
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - the database is away; the caller must still get an answer
+        log.warning("could not roll back after a failed voice webhook")
+    if request.path.endswith("/status"):
+        return error(500, "status_not_recorded", "please retry")
+    if request.endpoint in WAITING:
+        # Inside the queue's waitUrl: Twilio asks again after this, and the caller keeps their place.
+        return Response(str(interpreter().hold_music_in_outage()), mimetype="text/xml")
     tries = request.args.get("retry", "0")
     tries_done = int(tries) if tries.isdigit() else 0
-    voice = interpreter().voice
-    if tries_done >= MAX_RETRIES or request.path.endswith("/status"):
-        if request.path.endswith("/status"):
-            return error(500, "status_not_recorded", "please retry")
-        body = twiml.enqueue(voice, APOLOGY, current_app.config["HELPLINE"].queue.name, None, None)
+    if tries_done >= MAX_RETRIES:
+        # The database still cannot be written: hold the caller where we will hear of them again.
+        pending_step = request.view_args.get("name") if request.endpoint == "voice.step_keys" and request.view_args else None
+        body = interpreter().hold_in_outage(pending_step, _digits()[:1] or None)
         return Response(str(body), mimetype="text/xml")
     args = {**request.args, "retry": str(tries_done + 1)}
-    body = twiml.retry_later(voice, APOLOGY, f"{request.path}?{urlencode(args)}")
+    if _digits():
+        # A <Redirect> does not send Digits again: the key the caller pressed travels in the URL.
+        args["digits"] = _digits()[:1]
+    body = twiml.retry_later(interpreter().voice, APOLOGY, f"{request.path}?{urlencode(args)}")
     return Response(str(body), mimetype="text/xml")

@@ -330,7 +330,11 @@ def test_a_fault_on_our_side_keeps_the_caller_on_the_line(app, twilio, monkeypat
     body = response.get_data(as_text=True)
     assert "<Redirect" in body and "retry=1" in body and "Traceback" not in body
     response = twilio.post("/voice/incoming?retry=3", incoming_params(new_call_sid()))
-    assert "<Enqueue>helpline</Enqueue>" in response.get_data(as_text=True)
+    held = ET.fromstring(response.get_data(as_text=True))
+    queue = held.find("Enqueue")
+    # Held in Twilio's queue, with a waitUrl through which the service will hear of them again.
+    assert queue is not None and queue.text == "helpline" and "/voice/queue/wait?held=" in queue.get("waitUrl", "")
+    assert "116 123" in " ".join(say.text or "" for say in held.iter("Say"))
 
 
 def test_a_passing_database_fault_does_not_lose_a_final_status(app, twilio, monkeypatch):

@@ -28,6 +28,9 @@ from .flow import Action, Flow, Step
 #: Seconds of hold music per play of the service's own hold tone (helpline/static/hold-music.wav).
 HOLD_CLIP_S = 15
 APOLOGY = "We are sorry, something went wrong on our side. Please stay on the line."
+#: What a caller held through an outage hears before the flow's emergency advice (`texts.emergency`).
+HELD = ("We are sorry, we cannot take your answers just now. Please stay on the line: you are in the queue "
+        "and we will put you through to one of our team as soon as we can.")
 
 
 @dataclass
@@ -174,13 +177,35 @@ class Interpreter:
         assert step.no_input is not None  # guaranteed by the flow check
         return self._act(session, call, step.no_input, form)
 
+    def current(self, call: Call) -> VoiceResponse:
+        """What the caller hears at the step they are at now, changing nothing: the answer to a key
+        pressed at a step the call has already left (a late or replayed request), which must neither
+        rewrite an answer nor move the call."""
+        now = utcnow()
+        name = call.step if call.step in self.flow.steps else self.flow.start
+        for _hop in range(len(self.flow.steps)):
+            step = self.flow.step(name)
+            if step.type != "hours":
+                break
+            name = (step.open if self.hours.is_open(now) else step.closed) or self.flow.start
+        voice = self.voice
+        if step.type == "say":
+            return twiml.speak_then_redirect(voice, self.render(step.say or "", now), self.step_url(call, step.next or ""))
+        if step.type == "menu":
+            last = call.ivr_path[-1] if call.ivr_path else {}
+            attempt = int(last.get("attempt", 1)) if last.get("step") == name and "key" not in last else 1
+            text = self.render(step.prompt or "", now)
+            if attempt > 1 and step.retry:
+                text = f"{self.render(step.retry, now)} {text}"
+            return twiml.menu(voice, text, self.keys_url(call, name, attempt))
+        if step.type in ("hangup", "callback"):
+            return twiml.speak_and_hang_up(voice, self.render(step.say or "", now))
+        return twiml.enqueue(voice, self.render(step.say or "", now), self.settings.queue.name,
+                             url_for("voice.queue_wait", n=len(call.ivr_path)),
+                             url_for("voice.queue_left", n=len(call.ivr_path)))
+
     def _act(self, session: Session, call: Call, action: Action, form: Mapping[str, str]) -> VoiceResponse:
-        if action.answer:
-            call.answers = {**call.answers, **action.answer}
-        if action.need:
-            call.need = action.need
-        if action.flag and action.flag not in call.flags:
-            call.flags = [*call.flags, action.flag]
+        self._record(call, action)
         return self.enter(session, call, action.goto, form)
 
     # -- leaving the IVR ----------------------------------------------------------------------
@@ -208,9 +233,21 @@ class Interpreter:
 
     def _queue(self, session: Session, call: Call, step: Step, form: Mapping[str, str], now: dt.datetime) -> VoiceResponse:
         self.keep_caller(call, form.get("From"))
+        self._join_line(session, call, now)
+        self.log(session, call, "queued", step.name, need=call.need, flags=list(call.flags))
+        return twiml.enqueue(
+            self.voice,
+            self.render(step.say or "", now),
+            self.settings.queue.name,
+            url_for("voice.queue_wait", n=len(call.ivr_path)),
+            url_for("voice.queue_left", n=len(call.ivr_path)),
+        )
+
+    def _join_line(self, session: Session, call: Call, placed_at: dt.datetime) -> QueueEntry:
+        """Put the live caller in line (or back in their place), with the need and flags they gave."""
         entry = call.queue_entry
         if entry is None:
-            entry = QueueEntry(call_id=call.id, placed_at=now)
+            entry = QueueEntry(call_id=call.id, placed_at=placed_at)
             session.add(entry)
             call.queue_entry = entry
         entry.kind = "live"
@@ -219,17 +256,113 @@ class Interpreter:
         entry.flags = list(call.flags)
         entry.not_before = None
         if call.queued_at is None:
-            call.queued_at = now
+            call.queued_at = placed_at
         call.dequeued_at = None
-        self.log(session, call, "queued", step.name, need=call.need, flags=list(call.flags))
         announce(session, "queue_changed")
-        return twiml.enqueue(
-            self.voice,
-            self.render(step.say or "", now),
-            self.settings.queue.name,
-            url_for("voice.queue_wait", n=len(call.ivr_path)),
-            url_for("voice.queue_left", n=len(call.ivr_path)),
-        )
+        return entry
+
+    # -- callers held while the database could not be written ---------------------------------
+
+    def held_text(self, now: dt.datetime) -> str:
+        """What a caller held through an outage hears: that they are in the queue, and the emergency advice."""
+        emergency = self.flow.texts.get("emergency", "")
+        return self.render(f"{HELD} {emergency}", now)
+
+    def hold_in_outage(self, pending_step: str | None, pending_key: str | None) -> VoiceResponse:
+        """TwiML for a caller whose answers cannot be recorded: into Twilio's queue, with a waitUrl.
+
+        Built without the database. The waitUrl is what keeps the caller reachable: Twilio fetches it
+        again after every stretch of hold music, and each fetch tries to record the caller and put
+        them in line (`wait`, then `adopt`) until the database answers. It carries the moment they
+        were held (their place in line among the others held) and the key they pressed in the
+        request that failed, so that nothing they chose is lost.
+        """
+        now = utcnow()
+        held: dict[str, str] = {"held": str(int(now.timestamp() * 1000))}
+        if pending_step and pending_key:
+            held.update(step=pending_step, key=pending_key)
+        return twiml.enqueue(self.voice, self.held_text(now), self.settings.queue.name,
+                             url_for("voice.queue_wait", **held), url_for("voice.queue_left", held=held["held"]))
+
+    def hold_music_in_outage(self) -> VoiceResponse:
+        """A waitUrl's answer while the database is away: the advice, then one stretch of music, after
+        which Twilio asks the waitUrl again (it never needs the database to say this)."""
+        return twiml.hold(self.voice, self.held_text(utcnow()), self.music_url(), 1, None)
+
+    def adopt(self, session: Session, call: Call, placed_at: dt.datetime, from_number: str | None,
+              pending_step: str | None = None, pending_key: str | None = None, source: str = "wait") -> QueueEntry:
+        """Put in line a caller Twilio holds in its queue whom the service has no place in line for.
+
+        That is a caller held while the database could not be written (`hold_in_outage`), found by
+        their waitUrl or by reconciliation with Twilio. A key pressed in the request that failed is
+        applied if it was pressed at the step the call is at; from there the flow is followed as if
+        the caller had pressed nothing (each menu's `no_input`), which records the flags the flow
+        gives an unanswered question (self-referral or eligibility unconfirmed, for a handler to ask
+        by voice) and the need it assumes. The caller's place is `placed_at`, when they were held.
+        """
+        name = call.step if call.step in self.flow.steps else self.flow.start
+        applied = None
+        step = self.flow.steps.get(pending_step or "")
+        if step is not None and step.type == "menu" and pending_step == name and pending_key:
+            action = step.keys.get(pending_key[:1])
+            if action is not None and self._reaches_queue(action.goto):
+                self._path(call, {"step": name, "key": pending_key[:1]})
+                self.log(session, call, "key", name, key=pending_key[:1], recovered=True)
+                self._record(call, action)
+                name, applied = action.goto, pending_key[:1]
+        now = utcnow()
+        for _hop in range(len(self.flow.steps)):
+            step = self.flow.step(name)
+            if step.type == "queue":
+                break
+            if step.type == "say" and step.next:
+                name = step.next
+            elif step.type == "hours":
+                name = (step.open if self.hours.is_open(now) else step.closed) or name
+                if self.flow.step(name).type == "hangup":
+                    break
+            elif step.type == "menu" and step.no_input is not None:
+                self._record(call, step.no_input)
+                name = step.no_input.goto
+            else:
+                break
+        queue = self.queue_step()
+        self.keep_caller(call, from_number)
+        call.step = queue.name
+        self._path(call, {"step": queue.name})
+        entry = self._join_line(session, call, placed_at)
+        self.log(session, call, "queued", queue.name, need=call.need, flags=list(call.flags), held=True,
+                 source=source, key_recovered=applied)
+        session.flush()  # its id orders it in line (routing.position) and claims the call's one entry
+        return entry
+
+    def _reaches_queue(self, name: str) -> bool:
+        """Whether the flow, followed with no key pressed, leads from step `name` to the queue."""
+        seen: set[str] = set()
+        while name not in seen and name in self.flow.steps:
+            seen.add(name)
+            step = self.flow.step(name)
+            if step.type == "queue":
+                return True
+            if step.type == "say":
+                name = step.next or ""
+            elif step.type == "hours":
+                name = step.open or ""
+            elif step.type == "menu" and step.no_input is not None:
+                name = step.no_input.goto
+            else:
+                return False
+        return False
+
+    @staticmethod
+    def _record(call: Call, action: Action) -> None:
+        """Record what an action says (answer, need, flag) without moving the call."""
+        if action.answer:
+            call.answers = {**call.answers, **action.answer}
+        if action.need:
+            call.need = action.need
+        if action.flag and action.flag not in call.flags:
+            call.flags = [*call.flags, action.flag]
 
     def queue_step(self) -> Step:
         """The flow's queue step (its announcements and callback key)."""
@@ -240,6 +373,11 @@ class Interpreter:
         now = utcnow()
         step = self.queue_step()
         entry = call.queue_entry
+        if entry is None and call.ended_at is None:
+            # Twilio holds them in its queue and we have no place in line for them: they were held
+            # while the database could not be written. Record them and put them in line now.
+            entry = self.adopt(session, call, _held_since(form, call, now), form.get("From"),
+                               form.get("held_step"), form.get("held_key"))
         if entry is None or entry.state not in routing.IN_LINE:
             # Not (or no longer) in our line: keep them waiting rather than lose them.
             return twiml.hold(self.voice, "Please hold.", self.music_url(), 1, None)
@@ -316,6 +454,22 @@ class Interpreter:
         if self.settings.queue.hold_music_url:
             return self.settings.queue.hold_music_url
         return self.settings.public_url + url_for("static", filename="hold-music.wav")
+
+
+def _held_since(form: Mapping[str, str], call: Call, now: dt.datetime) -> dt.datetime:
+    """When a caller found in Twilio's queue was put there: the `held` moment the outage TwiML wrote
+    into their waitUrl, else Twilio's QueueTime; never before the call began, nor in the future."""
+    held = form.get("held", "")
+    if held.isdigit():
+        since = dt.datetime.fromtimestamp(int(held) / 1000, dt.timezone.utc)
+    else:
+        waited = form.get("QueueTime", "")
+        since = now - dt.timedelta(seconds=int(waited)) if waited.isdigit() else now
+    if call.step is None and not call.ivr_path:
+        # A record made just now by this very request: the call began before it, when it was held.
+        call.started_at = min(call.started_at or since, since)
+    earliest = call.started_at or since
+    return min(max(since, earliest), now)
 
 
 class _Blank(dict):  # type: ignore[type-arg]
