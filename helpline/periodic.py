@@ -62,8 +62,9 @@ class Periodic:
 PERIODIC: tuple[Periodic, ...] = (
     # Out-of-hours callback requests wait for the opening; at the opening they join the live line.
     Periodic("callbacks-due", "helpline.periodic:release_due_callbacks", "interval", {"seconds": 60}),
-    # Calls whose final status callback never came are settled from Twilio's REST API.
-    Periodic("reconcile-calls", "helpline.reconcile:reconcile_job", "interval", {"minutes": 10}),
+    # What Twilio has live and what the database thinks is live are brought together (reconcile.py):
+    # callers held through an outage join the line, calls whose end was never recorded are settled.
+    Periodic("reconcile-calls", "helpline.reconcile:reconcile_job", "interval", {"minutes": 1}),
     # Personal data past its retention period goes at night, when the line is closed or quiet.
     Periodic("retention-purge", "helpline.retention:purge_job", "cron", {"hour": 2, "minute": 30}),
 )

@@ -1,11 +1,20 @@
-"""Settling calls whose final status callback never came, from what Twilio's REST API says.
+"""Keeping the service's idea of which calls are live in step with Twilio's, from Twilio's REST API.
 
-Twilio retries a failed status callback only so often; a network fault or an outage on our side can
-lose the `completed` for good. Such a call would stay "live" for ever: a caller still waiting on the
-wallboard, a handler never released into wrap-up. The scheduler runs `reconcile_job` every few
-minutes; it asks Twilio about calls with no end that are old or have been quiet, and settles each one
-it finds finished exactly as the status callback would have (voice.py), noting on the timeline that
-the end came from reconciliation.
+Twilio does not retry a status callback that failed, and while the database cannot be written the
+IVR holds callers in Twilio's queue without a record (voice.py, Interpreter.hold_in_outage). So the
+database can disagree with Twilio both ways, and nothing Twilio sends later would put it right:
+
+* a caller Twilio holds in the queue whom the service has no place in line for would wait for ever;
+* a call the service thinks live that Twilio has ended would keep its handler "on call", with no
+  wrap-up, and its caller on the wallboard.
+
+`reconcile` runs at start-up and every minute (the scheduler's `reconcile-calls` job, and a run each
+time a scheduler takes the lease). It lists the calls to the helpline's number that Twilio has live
+and the callers in its queue, puts in line, in the order Twilio queued them, every caller the
+service has no place for (recording the call first if need be), and settles each call the service
+thinks live that Twilio has not listed as live, with Twilio's own status and end time, exactly as
+the status callback would have (voice.py), noting on the timeline that the end came from here.
+When Twilio cannot list, the calls that are old or have been quiet are asked about one by one.
 """
 
 from __future__ import annotations
@@ -17,19 +26,21 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload
 
 from .db import db, is_postgresql
 from .events import announce
 from .models import Call, CallEvent, WebhookReply, utcnow
-from .twilio_rest import TwilioGateway, TwilioUnavailable, gateway
+from .twilio_rest import NOT_FOUND, TwilioGateway, TwilioUnavailable, gateway
 from .voice import FINAL
 
 log = logging.getLogger(__name__)
 
 #: A call this old with no end is always checked, however recently Twilio called us about it.
 STALE_AFTER = dt.timedelta(hours=4)
-#: A call without a webhook for this long is checked (a waiting caller's hold music calls us every minute).
+#: When Twilio cannot list its live calls: a call without a webhook for this long is checked (a
+#: waiting caller's hold music calls us every minute).
 QUIET_AFTER = dt.timedelta(minutes=30)
 #: A call Twilio cannot tell us about this long after it started is closed here (it cannot still be live).
 GIVE_UP_AFTER = dt.timedelta(hours=24)
@@ -47,6 +58,10 @@ class Result:
     live: list[int] = field(default_factory=list)
     unreachable: list[int] = field(default_factory=list)
     closed_unknown: list[int] = field(default_factory=list)
+    #: Callers in Twilio's queue the service had no place in line for, now in line.
+    adopted: list[int] = field(default_factory=list)
+    #: Live calls the service had no record of, now recorded (their end will be too).
+    recorded: list[int] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """How many calls went each way."""
@@ -107,16 +122,104 @@ def settle(session: Session, call_id: int, status: str, ended_at: dt.datetime, d
     return True
 
 
+def open_calls(session: Session, now: dt.datetime, listed_at: dt.datetime) -> list[tuple[int, str, dt.datetime]]:
+    """Every call with no end that the service heard of before Twilio's list was taken: (id, sid, started_at).
+
+    All of them, not a batch: with a full line, calls that are live at Twilio (skipped without a
+    request) would otherwise crowd out the ones that have ended.
+    """
+    return [tuple(row) for row in session.execute(  # type: ignore[misc]
+        select(Call.id, Call.call_sid, Call.started_at)
+        .where(Call.started_at >= now - LOOKBACK, Call.started_at < listed_at, Call.ended_at.is_(None))
+        .order_by(Call.started_at)
+    ).all()]
+
+
+def _aware(value: Any, default: dt.datetime) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) and value.tzinfo is not None else default
+
+
+def adopt(live: dict[str, dict[str, Any]], waiting: list[tuple[str, Any]], now: dt.datetime, result: Result) -> None:
+    """Put in line every caller in Twilio's queue the service has no place for, front first, and
+    record every live call it has never heard of (so that its end is recorded too).
+
+    Each in a transaction of its own: a webhook about the same call may win the race to record it,
+    and then this one's insert fails on the unique CallSid and changes nothing.
+    """
+    interpreter = current_app.extensions["helpline.ivr"]
+    for call_sid, enqueued in waiting:
+        info = live.get(call_sid, {})
+        try:
+            with db.transaction() as session:
+                call = session.scalar(select(Call).options(joinedload(Call.queue_entry)).where(Call.call_sid == call_sid))
+                if call is not None and (call.queue_entry is not None or call.ended_at is not None):
+                    continue
+                placed_at = _aware(enqueued, now)
+                if call is None:
+                    call = Call(call_sid=call_sid, started_at=min(_aware(info.get("start_time"), placed_at), placed_at),
+                                twilio_status=str(info.get("status") or "in-progress"))
+                    session.add(call)
+                    session.flush()
+                interpreter.adopt(session, call, placed_at, info.get("from"), source="reconcile")
+                call_id = call.id
+        except IntegrityError:
+            log.info("a webhook recorded a queued caller while reconciliation did; it keeps that record")
+            continue
+        result.adopted.append(call_id)
+    queued = {call_sid for call_sid, _enqueued in waiting}
+    for call_sid, info in live.items():
+        if call_sid in queued or info.get("status") != "in-progress":
+            continue
+        try:
+            with db.transaction() as session:
+                if session.scalar(select(Call.id).where(Call.call_sid == call_sid)) is not None:
+                    continue
+                call = Call(call_sid=call_sid, started_at=_aware(info.get("start_time"), now), twilio_status="in-progress")
+                session.add(call)
+                session.flush()
+                session.add(CallEvent(call_id=call.id, kind="recorded_from_twilio", at=now, detail={"status": "in-progress"}))
+                call_id = call.id
+        except IntegrityError:
+            continue
+        result.recorded.append(call_id)
+
+
 def reconcile(twilio: TwilioGateway, now: dt.datetime | None = None) -> Result:
-    """One pass: ask Twilio about each candidate (outside any transaction), settle the finished ones."""
+    """One pass: list what Twilio has live, adopt the callers it holds that we do not, then ask Twilio
+    about each call we think live that it did not list (outside any transaction), and settle the
+    finished ones. If Twilio cannot list, only the old or quiet calls are asked about."""
     now = now or utcnow()
     result = Result()
-    with db.transaction() as session:
-        found = candidates(session, now)
+    listed_at = utcnow()
+    try:
+        live: dict[str, dict[str, Any]] | None = twilio.live_calls()
+        waiting = twilio.queue_members(current_app.config["HELPLINE"].queue.name)
+    except TwilioUnavailable as exc:
+        log.warning("could not list Twilio's live calls (%s); checking the quiet ones one by one", exc)
+        live, waiting = None, []
+    if live is not None:
+        adopt(live, waiting, now, result)
+        with db.transaction() as session:
+            found = []
+            for call_id, call_sid, started_at in open_calls(session, now, listed_at):
+                if call_sid in live:
+                    result.live.append(call_id)
+                else:
+                    found.append((call_id, call_sid, started_at))
+        found = found[:BATCH]
+    else:
+        with db.transaction() as session:
+            found = candidates(session, now)
     for call_id, call_sid, started_at in found:
         try:
             info = twilio.fetch_call(call_sid)
         except TwilioUnavailable as exc:
+            if live is not None and exc.code == NOT_FOUND:
+                # Twilio answered, has no live call of that SID, and no record of one: it is over.
+                with db.transaction() as session:
+                    if settle(session, call_id, "unknown", now, None, now):
+                        result.closed_unknown.append(call_id)
+                continue
             if started_at > now - GIVE_UP_AFTER:
                 log.warning("could not reconcile call %s: %s", call_id, exc)
                 result.unreachable.append(call_id)
@@ -139,7 +242,8 @@ def reconcile(twilio: TwilioGateway, now: dt.datetime | None = None) -> Result:
 
 
 def reconcile_job() -> dict[str, int]:
-    """The scheduler's job (run with the app's context): reconcile, unless Twilio is not configured."""
+    """The scheduler's job (run with the app's context, every minute and whenever a scheduler takes
+    the lease): reconcile, unless Twilio is not configured."""
     twilio = gateway()
     if not twilio.configured:
         log.info("reconciling calls skipped: Twilio is not configured")

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 EXTENSION = "helpline.scheduler"
 #: Seconds between a running scheduler's looks at the store for jobs other processes added.
 POLL_S = 30
+#: The job run once whenever a scheduler takes the lease (it needs no claim: running it twice is harmless).
+RECONCILE_NOW = "helpline.reconcile:reconcile_job"
 #: A reminder that could not fire on time (the scheduler was down) still goes out this late, not later.
 MISFIRE_GRACE_S = 6 * 3600
 
@@ -119,6 +121,9 @@ class AppScheduler(BackgroundScheduler):
 
             self.resume()
             periodic.sync(self)
+            # Reconcile with Twilio at once rather than a minute from now: what happened while no
+            # scheduler ran (a restart, an outage) is put right first (reconcile.py).
+            self.add_job(RECONCILE_NOW, id="reconcile-now", jobstore="memory", replace_existing=True)
 
         self.keeper = lease.LeaseKeeper(self.transaction, self.holder, on_gain=gained, on_loss=self.pause)
         self.keeper.start()

@@ -109,6 +109,32 @@ class TwilioGateway:
         call = self._run("look up the call", lambda: self.client.calls(call_sid).fetch())
         return {"status": call.status, "duration": call.duration, "end_time": call.end_time}
 
+    def live_calls(self) -> dict[str, dict[str, Any]]:
+        """The calls to the helpline's number that Twilio has live now (queued, ringing or in progress),
+        by SID: their status, who is calling and when the call began. Every page is read."""
+        number = self.settings.twilio.phone_number
+        found: dict[str, dict[str, Any]] = {}
+        for status in ("queued", "ringing", "in-progress"):
+            filters: dict[str, Any] = {"status": status, "page_size": 1000}
+            if number:
+                filters["to"] = number
+            calls = self._run("list the live calls", lambda: self.client.calls.list(**filters))
+            for call in calls:
+                if number or call.direction == "inbound":
+                    found[str(call.sid)] = {"status": call.status, "from": call._from, "start_time": call.start_time,
+                                            "direction": call.direction}
+        return found
+
+    def queue_members(self, queue_name: str) -> list[tuple[str, Any]]:
+        """The callers waiting in the Twilio queue named `queue_name`, front first: (CallSid, date_enqueued)."""
+        queues = self._run("list the queues", lambda: self.client.queues.list(page_size=1000))
+        for queue in queues:
+            if queue.friendly_name == queue_name:
+                members = self._run("list the queue's callers",
+                                    lambda: self.client.queues(queue.sid).members.list(page_size=1000))
+                return [(str(member.call_sid), member.date_enqueued) for member in members]
+        return []
+
     def add_participant(self, conference: str, to: str, **options: Any) -> str:
         """Ring `to` into the conference named `conference`; returns the new participant's CallSid."""
         participant = self._run("add the participant", lambda: self.client.conferences(conference).participants.create(

@@ -1,6 +1,7 @@
-"""Reconciling calls whose final status callback never came, against the Twilio emulator as a separate
-process: a finished call is settled with Twilio's own status, end and duration; a live one is left
-alone; one Twilio cannot tell us about is retried, then closed after a day; a second pass changes nothing."""
+"""Reconciling with Twilio, against the Twilio emulator as a separate process: a finished call is
+settled with Twilio's own status, end and duration, and its handler goes to wrap-up; a live one is
+left alone; one Twilio has no record of is closed; callers Twilio holds in its queue whom the service
+has no place for join the line in Twilio's order; a second pass changes nothing."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from twilio.rest import Client
 
 from helpline import reconcile
 from helpline.db import db
-from helpline.models import Call, CallEvent, QueueEntry, utcnow
+from helpline.models import Call, CallEvent, Handler, QueueEntry, utcnow
 
 from . import routing_factories
 from .conftest import ACCOUNT_SID, AUTH_TOKEN
@@ -76,28 +77,65 @@ def test_reconciling_against_the_emulator(app_factory, emulator):
             "done": stuck(db.session, done_sid, now - dt.timedelta(hours=5)),
             "live": stuck(db.session, live_sid, now - dt.timedelta(hours=5)),
             "unknown": stuck(db.session, "CA" + "e" * 32, now - dt.timedelta(hours=5)),
-            "lost": stuck(db.session, "CA" + "f" * 32, now - dt.timedelta(hours=30)),
-            "recent": stuck(db.session, "CA" + "d" * 32, now - dt.timedelta(minutes=5)),
+            "recent": stuck(db.session, "CA" + "d" * 32, now - dt.timedelta(minutes=1)),
         }
+        # The handler who was talking to the finished call never heard that it ended.
+        handler = routing_factories.handler(db.session, presence_="on_call")
+        handler.current_call_id = ids["done"]
+        entry = db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == ids["done"]))
+        entry.state, entry.handler_id = "answered", handler.id
+        handler_id = handler.id
         db.session.commit()
         counts = reconcile.reconcile_job()
-    assert counts == {"settled": 1, "live": 1, "unreachable": 1, "closed_unknown": 1}
+    assert counts == {"settled": 1, "live": 1, "unreachable": 0, "closed_unknown": 2, "adopted": 0, "recorded": 0}
     with app.app_context():
         done = db.session.get(Call, ids["done"])
         assert done.twilio_status == "completed" and done.duration_s == int(twilio_done.duration)
         assert done.ended_at == twilio_done.end_time
-        assert done.outcome == "abandoned" and done.dequeued_at is not None
-        assert db.session.scalar(select(QueueEntry.state).where(QueueEntry.call_id == ids["done"])) == "abandoned"
         [event] = db.session.scalars(select(CallEvent).where(CallEvent.call_id == ids["done"], CallEvent.kind == "reconciled"))
         assert event.detail == {"status": "completed", "duration_s": int(twilio_done.duration)}
-        for name in ("live", "unknown", "recent"):
-            assert db.session.get(Call, ids[name]).ended_at is None, name
-        lost = db.session.get(Call, ids["lost"])
-        assert lost.ended_at is not None and lost.twilio_status == "unknown" and lost.outcome == "abandoned"
+        assert db.session.get(Handler, handler_id).presence == "wrap_up"
+        assert db.session.get(Call, ids["live"]).ended_at is None
+        for name in ("unknown", "recent"):
+            gone = db.session.get(Call, ids[name])
+            assert gone.ended_at is not None and gone.twilio_status == "unknown" and gone.outcome == "abandoned", name
         db.session.rollback()
-        # A second pass settles nothing again: the settled calls are no longer candidates.
-        assert reconcile.reconcile_job() == {"settled": 0, "live": 1, "unreachable": 1, "closed_unknown": 0}
+        # A second pass settles nothing again: the settled calls are no longer open.
+        assert reconcile.reconcile_job() == {"settled": 0, "live": 1, "unreachable": 0, "closed_unknown": 0,
+                                             "adopted": 0, "recorded": 0}
     client.calls(live_sid).update(status="completed")
+
+
+def test_callers_twilio_holds_in_the_queue_join_the_line_in_twilios_order(app_factory, emulator):
+    """Callers held while the database could not be written: Twilio has them, the line does not."""
+    app = app_factory(twilio={"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "api_base_url": emulator.url,
+                              "phone_number": SENDER}, queue={"name": "reconcile-test"})
+    client = twilio_client(emulator)
+    held = '<Response><Enqueue>reconcile-test</Enqueue></Response>'
+    unknown = client.calls.create(to="+447700900011", from_=SENDER, twiml=held).sid
+    time.sleep(0.05)
+    midway = client.calls.create(to="+447700900012", from_=SENDER, twiml=held).sid
+    with app.app_context():
+        # Known, half-way through the menus, with no place in line: the IVR held it after a failed key.
+        call = Call(call_sid=midway, step="need", answers={"about": "self", "eligible": "yes"})
+        db.session.add(call)
+        db.session.commit()
+        deadline = time.monotonic() + 15
+        while len(client.queues.list()) == 0 or client.queues.list()[0].current_size < 2:
+            assert time.monotonic() < deadline, "the emulator never queued both callers"
+            time.sleep(0.1)
+        counts = reconcile.reconcile_job()
+        assert counts["adopted"] == 2
+        line = db.session.execute(select(Call.call_sid, Call.flags, Call.need, QueueEntry.state)
+                                  .join(QueueEntry, QueueEntry.call_id == Call.id)
+                                  .order_by(QueueEntry.placed_at, QueueEntry.id)).all()
+        assert [row[0] for row in line] == [unknown, midway]
+        assert line[0][1] == ["self_referral_unconfirmed"] and line[0][3] == "waiting"
+        assert line[1][1] == [] and line[1][2] == "speak_now"  # answers kept; the need menu was never answered
+        db.session.rollback()
+        assert reconcile.reconcile_job()["adopted"] == 0
+    for sid in (unknown, midway):
+        client.calls(sid).update(status="completed")
 
 
 def test_without_twilio_the_job_does_nothing(app_factory):
