@@ -69,7 +69,7 @@ def serve(host: str, port: int) -> None:
 
     def in_worker(app: Flask) -> None:
         """Background work, started in the serving worker (see server.py)."""
-        from .realtime import adopt_identity, start_queue_broadcaster, start_sweeper
+        from .realtime import adopt_identity, start_listening, start_queue_broadcaster, start_sweeper
         from .routing import start_router
         from .scheduler import start_for_serve
         from .supervision import start_wallboard
@@ -78,6 +78,7 @@ def serve(host: str, port: int) -> None:
         start_router(app)  # routing passes on a thread of their own, after each change that could let a call through
         start_sweeper(app)  # offers and wrap-ups that time out, callbacks that fall due
         start_queue_broadcaster(app)  # `queue` events to the consoles, coalesced under load
+        start_listening()  # the Redis subscription from start-up, so that /healthz reports it
         start_wallboard(app)  # the supervisors' live figures, after changes and every few seconds
         start_for_serve(app)  # reminders, callbacks, reconciliation, purges (when scheduler.embedded)
 

@@ -1,7 +1,9 @@
 """`GET /healthz`: whether this process can serve, for the proxy's health checks and the operator.
 
 It answers 200 `{"status": "ok", ...}` when the process can reach its database and, when Socket.IO
-events travel through Redis, Redis too; 503 `{"status": "degraded", ...}` naming the part that is
+events travel through Redis, holds a live subscription to its Redis channel (not merely a ping: a
+process whose subscription is still coming back after an outage would miss other processes' offers
+meanwhile, while Redis itself answers); 503 `{"status": "degraded", ...}` naming the part that is
 down otherwise, so that a load balancer takes the process out of rotation until it recovers (the
 connection pool replaces dead connections and the Redis client reconnects by themselves; nothing
 has to be restarted).
@@ -61,7 +63,10 @@ def healthz() -> tuple[Response, int]:
     checks: dict[str, Any] = {"database": _database()}
     redis_url = current_app.config["HELPLINE"].redis_url
     if redis_url:
-        checks["redis"] = _redis(redis_url)
+        from .realtime import subscription_state
+
+        # The live subscription once this process listens (`helpline serve` does from start-up).
+        checks["redis"] = subscription_state() or _redis(redis_url)
     healthy = all(value == "ok" for value in checks.values())
     body = {"status": "ok" if healthy else "degraded", **checks,
             "process": current_app.extensions.get("helpline.process"),

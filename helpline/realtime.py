@@ -5,7 +5,9 @@ The server emits, on `/console`:
   * `offer` {call_id, need, flags, kind, waiting_s, offered_at, expires_at, timeout_s} to the offered handler;
   * `offer_withdrawn` {call_id, reason} (timeout, declined, abandoned, disconnected, status_changed,
     accepted_another) to that handler;
-  * `presence` {presence, since} to the handler whose presence changed, and on connect;
+  * `presence` {presence, since, reason?} to the handler whose presence changed (`reason` when the
+    service moved them without their asking: `offer_missed`, `handler_unreachable`), on connect,
+    and again to every handler connected to a process whose Redis subscription has come back;
   * `connect_failed` {call_id, detail} to the handler whose accept Twilio could not connect;
   * `session_expired` {} to a connection left idle past `security.session_idle_minutes`, which is
     then closed.
@@ -31,6 +33,7 @@ import hashlib
 import logging
 import sys
 import threading
+import time
 import uuid
 from typing import Any, Callable
 
@@ -200,29 +203,47 @@ class ConsoleMessageQueue(python_socketio.RedisManager):
     NOTICE_NAMESPACE = "/_helpline_notices"
     #: Heard by this process alone, when its subscription comes back after Redis was away.
     RESUBSCRIBED = "resubscribed"
+    #: Seconds between the first tries to subscribe again after Redis went away, and the most.
+    #: python-socketio doubles its pause up to a minute; offers time out in 20 s, so a process
+    #: that kept missing them for most of a minute after Redis had returned would strand them.
+    RETRY_FIRST_S = 0.5
+    RETRY_MAX_S = 2.0
 
     def __init__(self, url: str, channel: str):
         self.listeners: dict[str, list[Callable[[], None]]] = {}
-        self._subscriptions = 0
+        #: Whether this process holds a live subscription to the channel now (what /healthz reports).
+        self.subscribed = False
+        #: Whether the listening thread has started (python-socketio starts it with the first socket,
+        #: `helpline serve` at start-up: see start_listening).
+        self.listening = False
         super().__init__(url, channel=channel)
 
-    def _redis_connect(self) -> None:
-        """python-socketio's connect, noticing each subscription its listening loop then makes.
+    def _redis_listen_with_retries(self) -> Any:
+        """python-socketio's listening loop, with a short, capped pause between tries and the state
+        of the subscription kept for /healthz.
 
         Redis keeps nothing for a subscriber that is away: whatever was published meanwhile is lost
         to this process, so each subscription after the first is announced (RESUBSCRIBED).
         """
-        super()._redis_connect()
-        subscribe = self.pubsub.subscribe
-
-        def subscribed(*args: Any, **kwargs: Any) -> Any:
-            answer = subscribe(*args, **kwargs)
-            self._subscriptions += 1
-            if self._subscriptions > 1:
-                self._tell(self.RESUBSCRIBED)
-            return answer
-
-        self.pubsub.subscribe = subscribed
+        self.listening = True
+        pause, first = self.RETRY_FIRST_S, True
+        while True:
+            try:
+                self._redis_connect()
+                pubsub = self.pubsub
+                pubsub.subscribe(self.channel)
+                self.subscribed, pause = True, self.RETRY_FIRST_S
+                if not first:
+                    self._tell(self.RESUBSCRIBED)
+                first = False
+                yield from pubsub.listen()
+            except Exception as exc:  # noqa: BLE001 - any failure means "not subscribed": try again shortly
+                if self.subscribed or pause == self.RETRY_FIRST_S:
+                    log.warning("the Redis subscription is down (%s); trying again every %g s at most",
+                                exc.__class__.__name__, self.RETRY_MAX_S)
+                self.subscribed = False
+                time.sleep(pause)
+                pause = min(pause * 2, self.RETRY_MAX_S)
 
     def on_notice(self, topic: str, listener: Callable[[], None]) -> None:
         """Call `listener()` when another process sends a notice of `topic`."""
@@ -267,6 +288,24 @@ def has_local_clients(room: str | None = None) -> bool:
 def emit_local(event: str, body: Any, to: str | None = None) -> None:
     """Send to the sockets connected to this process only (the others send to theirs)."""
     socketio.emit(event, body, to=to, namespace=NAMESPACE, ignore_queue=True)
+
+
+def subscription_state() -> str | None:
+    """'ok' when this process holds a live subscription to the Redis channel, else why not; None when
+    the process serves alone (no Redis) or has not started listening (no console yet, outside `serve`)."""
+    shared = message_queue()
+    if shared is None or not shared.listening:
+        return None
+    return "ok" if shared.subscribed else "unavailable (no live subscription)"
+
+
+def start_listening() -> None:
+    """Called by `helpline serve`: subscribe to the Redis channel at start-up, not with the first
+    console, so that /healthz reports the subscription from the start."""
+    server = socketio.server
+    if message_queue() is not None and server is not None and not server.manager_initialized:
+        server.manager_initialized = True
+        server.manager.initialize()
 
 
 def broadcast_queue() -> None:
@@ -322,6 +361,29 @@ def resend_offers(app: Flask) -> int:
     if sent:
         log.info("re-sent %d outstanding offer(s) after the Redis subscription came back", sent)
     return sent
+
+
+def resend_presence(app: Flask) -> int:
+    """Send each handler connected to this process their own presence as it is now; returns how many.
+
+    Called when the Redis subscription comes back: a handler whose offer, made by another process,
+    expired while Redis was away was put on break without their console hearing of it. The console
+    tells a handler moved to a break they did not choose, on screen and with a sound.
+    """
+    here = [int(room.removeprefix(HANDLER_ROOM)) for room, sids in _local_rooms().items()
+            if isinstance(room, str) and room.startswith(HANDLER_ROOM) and sids]
+    if not here:
+        return 0
+    with db.transaction() as session:
+        rows = session.execute(select(Handler.id, Handler.presence, Handler.presence_since).where(Handler.id.in_(here))).all()
+    for handler_id, presence_now, since in rows:
+        emit_local("presence", {"presence": presence_now, "since": since.isoformat(), "resent": True},
+                   to=handler_room(handler_id))
+    return len(rows)
+
+
+def _presence_payload(presence: str, since: str, reason: str | None = None) -> dict[str, Any]:
+    return {"presence": presence, "since": since, **({"reason": reason} if reason else {})}
 
 
 def _to_handler(event: str, handler_id: int, payload: dict[str, Any]) -> None:
@@ -388,6 +450,7 @@ def init_app(app: Flask) -> None:
         # Back after Redis was away: what the other processes sent meanwhile is lost to this one.
         def resubscribed() -> None:
             log.warning("the Redis subscription is back: sending this process's consoles what they may have missed")
+            resend_presence(app)
             resend_offers(app)
             queue_changed_here()
 
@@ -395,8 +458,8 @@ def init_app(app: Flask) -> None:
     bus.subscribe("offer", lambda handler_id, offer: _to_handler("offer", handler_id, offer))
     bus.subscribe("offer_withdrawn", lambda handler_id, call_id, reason:
                   _to_handler("offer_withdrawn", handler_id, {"call_id": call_id, "reason": reason}))
-    bus.subscribe("presence", lambda handler_id, presence, since:
-                  _to_handler("presence", handler_id, {"presence": presence, "since": since}))
+    bus.subscribe("presence", lambda handler_id, presence, since, reason=None:
+                  _to_handler("presence", handler_id, _presence_payload(presence, since, reason)))
     bus.subscribe("connect_failed", lambda handler_id, call_id, detail:
                   _to_handler("connect_failed", handler_id, {"call_id": call_id, "detail": detail}))
 

@@ -525,8 +525,12 @@ def make_offer(session: Session, entry: Waiting, handler_id: int, settings: Rout
 
 # -- presence -----------------------------------------------------------------------------------
 
-def set_presence(session: Session, handler: Handler, presence: str, now: dt.datetime) -> None:
-    """Move the handler to `presence`, restarting its clock (and the idle clock when they become free)."""
+def set_presence(session: Session, handler: Handler, presence: str, now: dt.datetime, reason: str | None = None) -> None:
+    """Move the handler to `presence`, restarting its clock (and the idle clock when they become free).
+
+    `reason` says why the service moved them without their asking (`offer_missed`), so that their
+    console can tell them.
+    """
     if presence not in PRESENCES:
         raise ValueError(f"unknown presence {presence!r}")
     if presence == "available" and handler.presence != "available":
@@ -536,7 +540,7 @@ def set_presence(session: Session, handler: Handler, presence: str, now: dt.date
     if presence != handler.presence:
         handler.presence = presence
         handler.presence_since = now
-        announce(session, "presence", handler_id=handler.id, presence=presence, since=now.isoformat())
+        announce(session, "presence", handler_id=handler.id, presence=presence, since=now.isoformat(), reason=reason)
         announce(session, "console_changed")
     if presence == "available":
         announce(session, "handler_free", handler_id=handler.id)
@@ -615,7 +619,7 @@ def expire_offers(session: Session, settings: RoutingSettings, now: dt.datetime)
         session.add(CallEvent(call_id=entry.call_id, kind="offer_missed", at=now, detail={"handler_id": entry.handler_id}))
         if handler is not None and handler.current_call_id == entry.call_id:
             withdraw(session, handler, "timeout", now)
-            set_presence(session, handler, "break", now)
+            set_presence(session, handler, "break", now, reason="offer_missed")
         else:
             entry.state, entry.handler_id, entry.offered_at = "waiting", None, None
             announce(session, "queue_changed")
@@ -954,7 +958,7 @@ def handler_unreachable(session: Session, entry: QueueEntry, handler: Handler | 
                           detail={"handler_id": entry.handler_id, "status": status}))
     requeue(session, entry, now, front=True)
     if handler is not None and handler.current_call_id == entry.call_id and handler.presence == "on_call":
-        set_presence(session, handler, "break", now)
+        set_presence(session, handler, "break", now, reason="handler_unreachable")
 
 
 def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | None, status: str, now: dt.datetime) -> None:

@@ -183,34 +183,88 @@ def test_after_redis_comes_back_outstanding_offers_are_sent_again_to_this_proces
     assert resend_offers(app) == 0
 
 
-def test_the_message_queue_tells_this_process_when_its_subscription_comes_back(monkeypatch):
-    """Redis keeps nothing for an absent subscriber: each subscription after the first is announced."""
-    import inspect
+def test_after_redis_comes_back_each_handler_here_is_sent_their_own_presence(app):
+    """A handler whose offer (made by another process) timed out while Redis was away was put on a
+    break their console never heard of: when the subscription comes back, it is told."""
+    from helpline.models import Handler, utcnow
+    from helpline.realtime import resend_presence
 
+    ann = Console(app, "ann")
+    ann_socket = connect(app, ann)
+    received(ann_socket, "presence")
+    with app.app_context():
+        handler = db.session.get(Handler, ann.handler_id)
+        handler.presence, handler.presence_since = "break", utcnow()  # as another process's sweep did
+        db.session.commit()
+    assert received(ann_socket, "presence") == []  # nothing reached this console meanwhile
+    assert resend_presence(app) == 1
+    [again] = received(ann_socket, "presence")
+    assert again["presence"] == "break" and again["resent"] is True
+
+
+def test_an_offer_that_times_out_says_why_the_handler_is_on_a_break(app):
+    from helpline.realtime import sweep_once
+    from helpline.models import utcnow
+    import datetime as dt
+
+    ann = Console(app, "ann")
+    ann_socket = connect(app, ann)
+    ann.post("/api/me/status", {"status": "available"})
+    _, call_id = queued_call(app)
+    assert [offer["call_id"] for offer in received(ann_socket, "offer")] == [call_id]
+    with app.app_context():
+        entry = db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+        entry.offered_at = utcnow() - dt.timedelta(minutes=5)
+        db.session.commit()
+    sweep_once(app)
+    assert received(ann_socket, "presence")[-1] == {"presence": "break", "since": received_since(ann_socket, app),
+                                                     "reason": "offer_missed"}
+
+
+def received_since(socket: Any, app: Flask) -> str:  # type: ignore[no-untyped-def]
+    from helpline.models import Handler
+
+    with app.app_context():
+        handler = db.session.scalar(select(Handler).where(Handler.presence == "break"))
+        return handler.presence_since.isoformat()
+
+
+def test_the_message_queue_tries_again_within_seconds_and_says_when_its_subscription_comes_back(monkeypatch):
+    """Redis keeps nothing for an absent subscriber: each subscription after the first is announced,
+    the pause between tries never grows past RETRY_MAX_S, and `subscribed` says whether one is live."""
     import socketio as python_socketio
 
+    from helpline import realtime
     from helpline.realtime import ConsoleMessageQueue
 
-    # What is wrapped is python-socketio's own: its listening loop (re)connects, then subscribes.
-    loop = inspect.getsource(python_socketio.RedisManager._redis_listen_with_retries)
-    assert "self._redis_connect()" in loop and "self.pubsub.subscribe(self.channel)" in loop
+    outages = iter([True, False, True, True, True, False])  # True: this try finds Redis away
+    pauses: list[float] = []
+    states: list[bool] = []
 
     class PubSub:
         def subscribe(self, channel):  # type: ignore[no-untyped-def]
             return channel
 
+        def listen(self):  # type: ignore[no-untyped-def]
+            states.append(queue.subscribed)
+            yield {"type": "message"}
+            raise ConnectionError("Redis went away")
+
     def connect(self):  # type: ignore[no-untyped-def]
+        if next(outages):
+            raise ConnectionError("connection refused")
         self.pubsub = PubSub()
 
     monkeypatch.setattr(python_socketio.RedisManager, "_redis_connect", connect)
+    monkeypatch.setattr(realtime.time, "sleep", lambda seconds: (pauses.append(seconds), states.append(queue.subscribed)))
     queue = ConsoleMessageQueue.__new__(ConsoleMessageQueue)  # no Redis: only the (re)subscribing is exercised
-    queue.listeners, queue._subscriptions = {}, 0
+    queue.listeners, queue.subscribed, queue.listening, queue.channel = {}, False, False, "c"
     heard: list[str] = []
     queue.on_notice(ConsoleMessageQueue.RESUBSCRIBED, lambda: heard.append("back"))
-    queue._redis_connect()  # the first connection (a publish may connect without subscribing)
-    queue._redis_connect()
-    assert queue.pubsub.subscribe("c") == "c" and heard == []
-    for _outage in range(2):
-        queue._redis_connect()
-        queue.pubsub.subscribe("c")
-    assert heard == ["back", "back"]
+    loop = queue._redis_listen_with_retries()
+    assert next(loop) == {"type": "message"} and heard == [] and queue.listening  # away once, then subscribed
+    assert next(loop) == {"type": "message"} and heard == ["back"]  # away three times, then back
+    assert pauses[0] == ConsoleMessageQueue.RETRY_FIRST_S
+    assert max(pauses) <= ConsoleMessageQueue.RETRY_MAX_S <= 5 and len(pauses) == 5
+    # Subscribed while listening; not while pausing between tries (what /healthz reports).
+    assert states == [False, True, False, False, False, False, True]

@@ -316,13 +316,17 @@ function micros(iso) {
   return ms * 1000 + (extra ? Number(extra[1].padEnd(3, "0")) : 0);
 }
 
+// Moved to a break without asking: said on screen and with the ring's two notes, as the handler
+// may not be looking (an offer that timed out, perhaps while the console's events could not reach it).
+const MISSED_BREAK = "You missed a call, so you are now on a break. Choose Available when you are ready.";
+
 /**
  * The server says the handler's presence is `presence` since `sinceIso`. Replies and Socket.IO events
  * travel separately and can cross: the reply to "Available" can arrive after the offer that going
  * available brought. News older than what the console already shows is ignored, and an offer is only
  * dropped by a change made after it.
  */
-function setPresence(presence, sinceIso) {
+function setPresence(presence, sinceIso, reason) {
   const at = micros(sinceIso);
   if (at !== null && state.presenceAt !== null && at < state.presenceAt) {
     drawPresence(); // stale: only the buttons change, as the request that brought it is over
@@ -336,8 +340,15 @@ function setPresence(presence, sinceIso) {
   const afterOffer = at === null || offerAt === null || at >= offerAt;
   if (presence !== "offered" && state.offer && !state.accepting && afterOffer) {
     // A missed offer sends the handler to a break; say why, since they did not choose it.
-    if (presence === "break" && previous === "offered") notify("You missed a call, so you are now on a break. Choose Available when you are ready.");
     dropOffer();
+  }
+  const unasked = presence === "break" && !state.busy && (previous === "offered" || previous === "available");
+  if (unasked && afterOffer && (reason === "offer_missed" || reason === undefined)) {
+    notify(MISSED_BREAK);
+    ringer.beep();
+  } else if (presence === "break" && reason === "handler_unreachable") {
+    notify(ERRORS.handler_unreachable);
+    ringer.beep();
   }
   if (presence === "wrap_up" && previous !== "wrap_up") {
     state.wrapUpStart = since ?? Date.now();
@@ -500,7 +511,7 @@ async function choosePresence(status) {
   try {
     const reply = await api("POST", "/api/me/status", { status });
     state.busy = false;
-    setPresence(reply.presence, reply.since);
+    setPresence(reply.presence, reply.since, "chosen");
   } catch (exc) {
     state.busy = false;
     drawPresence();
@@ -572,7 +583,7 @@ async function endCallNow() {
     const reply = await api("POST", `/api/calls/${state.call.id}/hangup`);
     clearNotice();
     voice.hangup();
-    setPresence(reply.presence, reply.since);
+    setPresence(reply.presence, reply.since, "chosen");
     state.ending = false;
     openWrapUp();
   } catch (exc) {
@@ -669,7 +680,7 @@ async function finishWrapUp(event) {
     const reply = await api("POST", `/api/calls/${state.call.id}/wrap-up`, { outcome });
     state.busy = false;
     endCall();
-    setPresence(reply.presence, reply.since);
+    setPresence(reply.presence, reply.since, "chosen");
   } catch (exc) {
     state.busy = false;
     $("wrapup-error").textContent = `Could not finish wrap-up: ${explain(exc)}`;
@@ -733,7 +744,7 @@ function start() {
       if (WITHDRAWN[payload.reason]) notify(WITHDRAWN[payload.reason]);
       draw();
     },
-    presence: (payload) => setPresence(payload.presence, payload.since),
+    presence: (payload) => setPresence(payload.presence, payload.since, payload.reason),
     connect_failed: (payload) => {
       if (state.offer && state.offer.call_id === payload.call_id) dropOffer();
       if (state.call && state.call.id === payload.call_id) endCall();
