@@ -12,6 +12,7 @@ import json
 import ssl
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -97,7 +98,9 @@ async def browser_answer(offer: str) -> tuple[Any, str]:
 
 
 def run(coroutine: Any) -> Any:
-    return asyncio.run(coroutine)
+    """Run a scenario on a loop of its own thread (the browser tests' Playwright may own this one's)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 @pytest.mark.parametrize(("case", "jwt", "code"), [
