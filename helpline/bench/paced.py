@@ -4,7 +4,7 @@ Callers ring in evenly over a ramp, each pressing keys only after the prompt has
 emulator speaks every prompt at its time scale, so a 0.4 scale plays a 20-second greeting in eight
 seconds). The default ramp keeps the handlers about two-thirds busy: the latencies then measure the
 service, not callers piling up for want of handlers, and most calls are in progress at once (in the
-IVR, waiting or talking), which is the concurrency the issue asks for. A small share of callers take
+IVR, waiting or talking), the concurrency the service is sized for. A small share of callers take
 the IVR's other branches (about someone else, not eligible, "about the service" first).
 
 The per-step latencies are measured where a caller or handler would notice them:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-#: The issue's targets on a 2-core machine.
+#: The service's targets on a 2-core machine.
 TARGETS = {
     "ivr_webhook_p99_ms": 25.0,
     "queue_to_offer_p99_ms": 100.0,

@@ -10,3 +10,4 @@ from .routing import *  # noqa: F401,F403
 from .booking import *  # noqa: F401,F403
 from .audit import *  # noqa: F401,F403
 from .supervision import *  # noqa: F401,F403
+from .access import *  # noqa: F401,F403

@@ -87,6 +87,13 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[Optional[dt.datetime]]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: When the password was last set; sessions started before a change are revoked by it.
+    password_changed_at: Mapped[Optional[dt.datetime]]
+    #: The TOTP secret (encrypted, base32); set at enrolment, in use once `totp_confirmed_at` is set.
+    totp_secret_enc: Mapped[Optional[str]] = mapped_column(Text)
+    totp_confirmed_at: Mapped[Optional[dt.datetime]]
+    #: The last TOTP time step accepted, so that a code seen over a shoulder cannot be used again.
+    totp_last_step: Mapped[Optional[int]]
 
     handler: Mapped[Optional["Handler"]] = relationship(back_populates="user", uselist=False)
 

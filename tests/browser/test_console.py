@@ -62,7 +62,7 @@ def test_a_call_goes_from_the_queue_to_the_handler_and_is_wrapped_up(stack, cons
     expect(page.locator("#queue-rows tr[data-call-id]")).to_have_count(0, timeout=20_000)
     page.screenshot(path=str(SHOTS / "console.png"))
 
-    # Letters typed into a field (issue 5's first-contact form goes in #first-contact) are words, not shortcuts.
+    # Letters typed into a field (the first-contact form lives in #first-contact) are words, not shortcuts.
     page.evaluate("""() => {
       const field = Object.assign(document.createElement("input"), { id: "typing-probe", type: "text" });
       document.getElementById("first-contact").append(field);
