@@ -47,9 +47,11 @@ def index() -> Response:
 
 @bp.get("/account")
 @login_required
-def account() -> str:
-    """Who is logged in, and with which role."""
-    return render_template("account.html")
+def account() -> tuple[str, int]:
+    """Who is logged in, with which role; their password, second factor and sessions."""
+    from helpline.auth import account_page
+
+    return account_page()
 
 
 @bp.get("/console")

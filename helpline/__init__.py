@@ -54,7 +54,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
 
     from . import api, auth, connect, realtime, routing, twilio_rest, voice
     from . import audit, permissions, security
-    from .api import calls, me, openapi, queue  # noqa: F401 - their routes go on api.bp
+    from .api import calls, me, openapi, queue, users  # noqa: F401 - their routes go on api.bp
     from . import risk, scheduler
     from . import health
     from .api import bookings, contacts, localities  # noqa: F401 - first contact and booking routes
@@ -63,12 +63,15 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
 
     twilio_rest.init_app(app)
     app.register_blueprint(voice.bp)
+    # Request hooks run in the order they are added: the session check first (an ended session is
+    # nobody), then the role matrix's gate (nobody gets 401, the wrong role 403), and only then the
+    # CSRF check, so that a write without a log-in is told to log in rather than "CSRF failed".
+    security.init_app(app)
+    permissions.init_app(app)
     auth.init_app(app)
     auth.csrf.exempt(voice.bp)  # Twilio signs its requests instead
     from . import voice_client  # POST /voice/client, the Voice URL of the softphones' TwiML App
     voice_client.init_app(app)
-    security.init_app(app)
-    permissions.init_app(app)  # the role matrix's gate, after the idle check: an idle session is nobody
     audit.init_app(app)
     connect.init_app(app)
     app.register_blueprint(api.bp)

@@ -242,8 +242,56 @@ def erase_subject(numbers: tuple[str, ...], contact_ids: tuple[int, ...], reason
     click.echo("erased: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
 
 
+# -- staff access ------------------------------------------------------------------------------------
+
+
+def _user_named(session, name: str):  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from .models import User
+
+    user = session.scalar(select(User).where(User.username == name.strip().lower()))
+    if user is None:
+        raise click.ClickException(f"no user named {name!r}")
+    return user
+
+
+@click.command("sign-out-everywhere")
+@click.argument("name")
+def sign_out_everywhere(name: str) -> None:
+    """End every session of user NAME (a lost laptop, someone leaving); their consoles close too."""
+    from . import staff_sessions
+    from .audit import Actor
+    from .db import db
+
+    with _service():
+        with db.transaction() as session:
+            user = _user_named(session, name)
+            ended = staff_sessions.revoke_all(session, user.id, "signed_out_everywhere", actor=Actor.operator())
+    click.echo(f"{name}: {ended} session{'s' if ended != 1 else ''} ended")
+
+
+@click.command("reset-mfa")
+@click.argument("name")
+def reset_mfa(name: str) -> None:
+    """Remove user NAME's second factor and recovery codes (a lost phone and lost codes): they set it
+    up again at their next log-in. Their sessions end."""
+    from . import audit, mfa, staff_sessions
+    from .db import db
+
+    with _service():
+        with db.transaction() as session:
+            user = _user_named(session, name)
+            mfa.reset(session, user)
+            staff_sessions.revoke_all(session, user.id, "mfa_reset", actor=audit.Actor.operator())
+            audit.record(session, audit.Actor.operator(), "auth.mfa_reset", "user", user.id)
+    click.echo(f"{name}: second factor removed; they will set it up again at their next log-in")
+
+
 #: What `helpline.cli` registers.
 COMMANDS = {
+    "sign-out-everywhere": sign_out_everywhere,
+    "reset-mfa": reset_mfa,
     "audit": audit_group,
     "rotate-key": rotate_key,
     "purge": purge_command,

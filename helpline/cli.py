@@ -31,7 +31,8 @@ class _Commands(click.Group):
         "bench": (".bench.cli", "bench_command"),
         "twilio": (".twilio_setup", "twilio_group"),  # setup and check a real Twilio account
         # audit, rotate-key, purge, export-/erase-subject
-        **{name: (".admin_cli", "COMMANDS") for name in ("audit", "rotate-key", "purge", "export-subject", "erase-subject")},
+        **{name: (".admin_cli", "COMMANDS") for name in ("audit", "rotate-key", "purge", "export-subject", "erase-subject",
+                                                              "sign-out-everywhere", "reset-mfa")},
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

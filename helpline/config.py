@@ -53,7 +53,11 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "TWILIO_TWIML_APP_SID": ("twilio", "twiml_app_sid"),
     "TWILIO_SIGNALLING_HOST": ("twilio", "signalling_host"),
     "TWILIO_CALLBACK_CALLER_ID": ("twilio", "callback_caller_id"),
+    "HELPLINE_REQUIRE_MFA": ("security", "require_mfa"),
 }
+#: Environment variables that hold a yes or no, and the words each may be.
+BOOLEAN_VARIABLES = {"HELPLINE_REQUIRE_MFA"}
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SPAN = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
@@ -225,6 +229,13 @@ class SecuritySettings(_Strict):
 
     #: A session unused for this long is over; the next request must log in again.
     session_idle_minutes: int = Field(default=30, strict=True, ge=1, le=24 * 60)
+    #: A session ends this long after log-in however busy it is; the user logs in again.
+    session_absolute_hours: int = Field(default=12, strict=True, ge=1, le=7 * 24)
+    #: Every staff log-in needs a second factor (TOTP, or a recovery code); a user without one is
+    #: taken to enrol at log-in. False (HELPLINE_REQUIRE_MFA=false) for a deployment that signs in
+    #: through its own identity provider, the demo and acceptance tests. A user who has enrolled is
+    #: asked for their code either way.
+    require_mfa: StrictBool = True
     #: Wrong passwords in a row before an account is paused ...
     max_failed_logins: int = Field(default=5, strict=True, ge=1, le=100)
     #: ... for this long.
@@ -348,8 +359,13 @@ def load_settings(
     if overrides:
         data = _merge(data, overrides)
     for variable, path in ENVIRONMENT_KEYS.items():
-        value = environ.get(variable)
-        if value:
+        value: Any = environ.get(variable)
+        if value and variable in BOOLEAN_VARIABLES:
+            word = value.strip().lower()
+            if word not in _TRUE | _FALSE:
+                raise ConfigError([f"config: {variable}: must be true or false, not {value!r}"])
+            value = word in _TRUE
+        if value is not None and value != "":
             target = data
             for part in path[:-1]:
                 target = target.setdefault(part, {})

@@ -75,6 +75,14 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("auth.login", "GET"): EVERYONE,
     ("auth.login", "POST"): EVERYONE,
     ("auth.logout", "POST"): EVERYONE,
+    # the second step of a log-in: for whoever passed the password step in this browser
+    ("auth.verify", "GET"): EVERYONE,
+    ("auth.verify", "POST"): EVERYONE,
+    ("auth.enrol", "GET"): EVERYONE,
+    ("auth.enrol", "POST"): EVERYONE,
+    ("auth.change_password", "POST"): _all(*ROLES, scope=SELF),
+    ("auth.renew_recovery_codes", "POST"): _all(*ROLES, scope=SELF),
+    ("auth.end_other_sessions", "POST"): _all(*ROLES, scope=SELF),
     ("console.index", "GET"): EVERYONE,
     ("console.static", "GET"): EVERYONE,
     ("static", "GET"): EVERYONE,
@@ -134,6 +142,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("api.calls_csv", "GET"): {"supervisor": "any period (the export is audited)"},
     # -- admins: the audit log (users and keys are managed with the `helpline` command on the server)
     ("audit.api_search", "GET"): {"admin": "the search itself is audited"},
+    ("api.end_user_sessions", "POST"): {"admin": "any user (audited)"},
     # -- Twilio's webhooks: signed, never a console user
     ("voice.incoming", "POST"): WEBHOOK,
     ("voice.status", "POST"): WEBHOOK,
@@ -256,7 +265,8 @@ def _routes() -> list[tuple[str, str, str]]:
 
 
 def init_app(app: Flask) -> None:
-    """Put the matrix's gate in front of every view (after the idle-session check, so an idle session is nobody)."""
+    """Put the matrix's gate in front of every view (after the session check, so an ended session is
+    nobody, and before the CSRF check, so nobody gets 401 whatever their token)."""
     from . import audit
 
     audit.require_reason(READ_WITH_REASON)

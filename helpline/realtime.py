@@ -9,8 +9,9 @@ The server emits, on `/console`:
     service moved them without their asking: `offer_missed`, `handler_unreachable`), on connect,
     and again to every handler connected to a process whose Redis subscription has come back;
   * `connect_failed` {call_id, detail} to the handler whose accept Twilio could not connect;
-  * `session_expired` {} to a connection left idle past `security.session_idle_minutes`, which is
-    then closed.
+  * `session_expired` {} to a connection left idle past `security.session_idle_minutes`, or whose
+    log-in session has ended (log-out, a password change, an admin's "sign out everywhere", the
+    absolute limit: see staff_sessions.py), which is then closed.
 The client may send `heartbeat` (the handler's console does while on duty): the connection is in
 use, like any request that refreshes the log-in session. Who may send and receive what is in the
 role matrix (helpline/permissions.py).
@@ -96,11 +97,19 @@ class SocketLeases:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, float] = {}
+        #: Each connection's log-in session (the hash of its token), checked by `close_ended_sessions`.
+        self._session: dict[str, str] = {}
 
-    def open(self, sid: str, moment: float) -> None:
+    def open(self, sid: str, moment: float, session_hash: str = "") -> None:
         """A connection has just been opened (by a session that was not idle)."""
         with self._lock:
             self._seen[sid] = moment
+            self._session[sid] = session_hash
+
+    def sessions(self) -> dict[str, str]:
+        """Each open connection's log-in session hash."""
+        with self._lock:
+            return dict(self._session)
 
     def renew(self, sid: str, moment: float, limit_s: float) -> bool:
         """Mark the connection in use; False if its lease had already run out (it must be closed)."""
@@ -115,6 +124,7 @@ class SocketLeases:
         """The connection has gone."""
         with self._lock:
             self._seen.pop(sid, None)
+            self._session.pop(sid, None)
 
     def expired(self, moment: float, limit_s: float) -> list[str]:
         """The connections idle for longer than `limit_s`, removed from the leases."""
@@ -122,6 +132,7 @@ class SocketLeases:
             gone = [sid for sid, seen in self._seen.items() if moment - seen > limit_s]
             for sid in gone:
                 del self._seen[sid]
+                self._session.pop(sid, None)
             return gone
 
 
@@ -140,6 +151,31 @@ def expire_idle_sockets(app: Flask) -> list[str]:
     return gone
 
 
+def close_ended_sessions(app: Flask) -> list[str]:
+    """Close this process's connections whose log-in session has ended (revoked, idle or past its
+    absolute limit) since they were opened; returns their ids. One query for all of them."""
+    from . import staff_sessions
+
+    leases: SocketLeases = app.extensions[LEASES]
+    held = leases.sessions()
+    if not held:
+        return []
+    with db.transaction() as session:
+        still = staff_sessions.still_open(session, held.values(), app.config["HELPLINE"])
+    gone = [sid for sid, hashed in held.items() if hashed not in still]
+    for sid in gone:
+        leases.close(sid)
+        _end_idle_socket(sid)
+    return gone
+
+
+def _session_hash() -> str:
+    from . import staff_sessions
+
+    token = login_session.get(staff_sessions.TOKEN_KEY)
+    return staff_sessions.token_hash(token) if isinstance(token, str) else ""
+
+
 class ConsoleNamespace(Namespace):
     """The console's live channel: logged-in handlers and supervisors only."""
 
@@ -147,10 +183,14 @@ class ConsoleNamespace(Namespace):
         """Refuse strangers and idle sessions; join the rooms; send the current state back (so a reconnect restores it)."""
         if not current_user.is_authenticated or current_user.role not in ROLES:
             raise ConnectionRefusedError("login_required")
-        # The handshake does not pass through the HTTP idle check (security.py), so it is made here.
-        if security.session_is_idle(login_session):
+        # The handshake does not pass through the HTTP session check (security.py), so it is made here.
+        from . import staff_sessions
+
+        record, _ended = staff_sessions.check(db.session, login_session, touch=False)
+        db.session.commit()
+        if record is None:
             raise ConnectionRefusedError("session_expired")
-        current_app.extensions[LEASES].open(request.sid, security.now())  # type: ignore[attr-defined]
+        current_app.extensions[LEASES].open(request.sid, security.now(), _session_hash())  # type: ignore[attr-defined]
         now = utcnow()
         settings = current_app.config["HELPLINE"]
         if current_user.role == "supervisor":
@@ -178,8 +218,16 @@ class ConsoleNamespace(Namespace):
 
     def on_heartbeat(self, data: Any = None) -> dict[str, bool]:
         """The console is in use (a handler on duty): renew the connection's lease, or end it if it ran out."""
+        from . import staff_sessions
+
         sid: str = request.sid  # type: ignore[attr-defined]
-        if not current_app.extensions[LEASES].renew(sid, security.now(), security.idle_limit_s()):
+        hashed = _session_hash()
+        with db.transaction() as session:
+            open_now = hashed in staff_sessions.still_open(session, [hashed])
+            if open_now:
+                staff_sessions.touch_hash(session, hashed)  # a console on duty keeps its log-in alive
+        if not open_now or not current_app.extensions[LEASES].renew(sid, security.now(), security.idle_limit_s()):
+            current_app.extensions[LEASES].close(sid)
             _end_idle_socket(sid)
             return {"ok": False}
         return {"ok": True}
@@ -481,6 +529,7 @@ def sweep_once(app: Flask) -> None:
     """One periodic pass: close idle connections, keep this process's others alive, drop dead ones, expire, route."""
     settings = app.config["HELPLINE"]
     expire_idle_sockets(app)
+    close_ended_sessions(app)
     with db.transaction() as session:
         now = utcnow()
         presence.heartbeat(session, app.extensions["helpline.process"], now)

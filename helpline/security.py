@@ -2,12 +2,14 @@
 
 - Strict security headers and a content security policy on every response; `Cache-Control: no-store`
   on everything but static files, so no page or API answer with personal data lingers in a cache.
-- Sessions end after `security.session_idle_minutes` without a request: the cookie is permanent with
-  that lifetime and re-signed on each request (Flask refuses a cookie signed longer ago), and the
-  session also carries the time it was last used, checked here, so expiry does not depend on the
-  browser honouring the cookie's expiry.
-- Log-in lockout per account (`max_failed_logins` wrong passwords in a row pause it for
-  `lockout_minutes`), and a throttle per client address counted in the database. The database rather
+- Every request of a logged-in user must find its server-side session record open (staff_sessions.py):
+  log-out, a password change, an admin's "sign out everywhere" and the idle and absolute limits end
+  it, and every copy of the cookie with it. The cookie is also permanent with the idle lifetime and
+  re-signed on each request, so a browser forgets it on its own too.
+- Log-in lockout per account (`max_failed_logins` wrong passwords or codes in a row pause it for
+  `lockout_minutes`), and a throttle per client address counted in the database. Neither holds back a
+  browser that has logged in as that user before (a device cookie, after OWASP): 20 guesses from behind
+  an office's NAT, or at a colleague's username, must not lock the office out. The database rather
   than Flask-Limiter: Flask-Limiter's in-memory storage gives each process its own count, so with
   several processes it needs Redis, which this service only has when Socket.IO is scaled out; the
   database is shared by every process already, failed log-ins are rare writes, and one less
@@ -224,12 +226,7 @@ def _start_request() -> Response | None:
     if "_user_id" not in session:
         # Nobody is logged in: leave the session alone, so webhooks and static files set no cookie.
         return None
-    session.permanent = True
-    moment = now()
-    if session_is_idle(session, moment):
-        _end_idle_session()
-        return None
-    session["_seen"] = int(moment)
+    _check_staff_session()
     return None
 
 
@@ -238,32 +235,22 @@ def idle_limit_s() -> int:
     return current_app.config["HELPLINE"].security.session_idle_minutes * 60
 
 
-def session_is_idle(data: Any, moment: float | None = None) -> bool:
-    """Whether a session (the request's, or the copy a Socket.IO connection holds) has been idle too long."""
-    seen = data.get("_seen")
-    return isinstance(seen, (int, float)) and (now() if moment is None else moment) - seen > idle_limit_s()
-
-
-def _end_idle_session() -> None:
-    """Log out a session left idle too long; the request then goes on as nobody (401 or log-in page)."""
+def _check_staff_session() -> None:
+    """Let the request go on as its user only while the session's server-side record is open and
+    within its limits (staff_sessions.py); otherwise it goes on as nobody (401, or the log-in page)."""
     from flask_login import logout_user
 
-    from . import audit
+    from . import staff_sessions
     from .db import db
 
-    user_id = session.get("_user_id")
-    user = db.session.get(User, int(user_id)) if isinstance(user_id, str) and user_id.isdigit() else None
-    if user is not None:
-        audit.record(db.session, user, "auth.logout", "user", user.id, cause="idle")
-        db.session.commit()
-    logout_user()
-    session.clear()
-
-
-def session_started() -> None:
-    """Mark a session just logged in as in use now (called by the log-in view)."""
     session.permanent = True
-    session["_seen"] = int(now())
+    record, ended = staff_sessions.check(db.session, session)
+    if db.session.new or db.session.dirty or db.session.info.get("audit_pending"):
+        db.session.commit()  # the last-use mark, or the audited end of a session that ran out
+    if record is None:
+        logout_user()
+        session.clear()
+        g.session_ended = ended
 
 
 # -- log-in lockout and throttle --------------------------------------------------------------------
@@ -273,6 +260,10 @@ FAILED_MESSAGE = (
     "paused for {minutes} minutes."
 )
 THROTTLED_MESSAGE = "Too many failed log-ins from this address. Please wait {minutes} minutes and try again."
+#: The cookie that marks a browser that has logged in as someone before (see `trusted_device`).
+DEVICE_COOKIE = "helpline_device"
+#: How long a device stays trusted after its last log-in.
+DEVICE_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -314,10 +305,72 @@ def address_hash(address: str) -> str:
     return hmac.new(key, b"login address\0" + address.encode(), hashlib.sha256).hexdigest()
 
 
-def authenticate(session_: Session, username: str, password: str) -> LoginOutcome:
-    """Check a log-in, applying the address throttle and the account lockout, and audit the attempt.
+def _failure_key(label: str, value: str) -> str:
+    key = str(current_app.config["SECRET_KEY"]).encode()
+    return hmac.new(key, label.encode() + b"\0" + value.encode(), hashlib.sha256).hexdigest()
 
-    Changes (failure counts, lockouts, audit entries) are left in `session_` for the caller to commit,
+
+def device_key(nonce: str) -> str:
+    """The key a trusted device's failed log-ins are counted under (never the address's)."""
+    return _failure_key("login device", nonce)
+
+
+def _device_serializer() -> Any:
+    from itsdangerous import URLSafeTimedSerializer
+
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="helpline login device")
+
+
+def device_cookie_value(user_id: int) -> str:
+    """A new device cookie for a browser that has just logged in as `user_id` (signed, not secret)."""
+    return _device_serializer().dumps({"u": user_id, "n": secrets.token_urlsafe(16)})
+
+
+def trusted_device(user: User | None) -> str | None:
+    """The nonce of this browser's device cookie when it is valid for `user`, else None.
+
+    OWASP's device cookies: a browser that has logged in as someone is not held back by the throttle
+    on its address nor by the pause on the account, both of which an attacker can trigger on purpose
+    (from behind the same NAT as a whole office, or by guessing at a colleague's username). The
+    cookie's own failures are counted, so a stolen one buys `max_failed_logins` guesses, no more.
+    """
+    from itsdangerous import BadSignature
+
+    raw = request.cookies.get(DEVICE_COOKIE)
+    if user is None or not raw:
+        return None
+    settings = current_app.config["HELPLINE"].security
+    try:
+        data = _device_serializer().loads(raw, max_age=DEVICE_DAYS * 86400)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("u") != user.id or not isinstance(data.get("n"), str):
+        return None
+    moment = utcnow() - dt.timedelta(minutes=settings.lockout_minutes)
+    failures = current_session().scalar(select(func.count(LoginFailure.id)).where(
+        LoginFailure.address_hash == device_key(data["n"]), LoginFailure.at > moment))
+    return data["n"] if failures < settings.max_failed_logins else None
+
+
+def current_session() -> Session:
+    from .db import db
+
+    return db.session  # type: ignore[return-value]
+
+
+def remember_device(response: Response, user_id: int) -> Response:
+    """Set the device cookie on the response to a completed log-in (only /login ever reads it)."""
+    settings = current_app.config["HELPLINE"]
+    response.set_cookie(DEVICE_COOKIE, device_cookie_value(user_id), max_age=DEVICE_DAYS * 86400, path="/login",
+                        secure=settings.public_url.startswith("https://"), httponly=True, samesite="Strict")
+    return response
+
+
+def authenticate(session_: Session, username: str, password: str) -> LoginOutcome:
+    """Check a username and password, applying the address throttle and the account pause, and audit
+    a failure. A success is not yet a log-in (a second factor may follow): the caller audits that.
+
+    Changes (failure counts, pauses, audit entries) are left in `session_` for the caller to commit,
     whatever the outcome. Every refusal but the throttle gets the same 401 and the same words.
     """
     from . import audit
@@ -330,20 +383,23 @@ def authenticate(session_: Session, username: str, password: str) -> LoginOutcom
     hashed_address = address_hash(address)
     failed = LoginOutcome(None, 401, FAILED_MESSAGE.format(max=settings.max_failed_logins, minutes=settings.lockout_minutes))
 
-    recent = session_.scalar(
-        select(func.count(LoginFailure.id)).where(LoginFailure.address_hash == hashed_address, LoginFailure.at > moment - window)
-    )
-    if recent >= settings.max_failed_logins_per_address:
-        audit.record(session_, audit.Actor.anonymous(), "auth.address_throttled", address=address)
-        return LoginOutcome(None, 429, THROTTLED_MESSAGE.format(minutes=settings.lockout_minutes))
-
     username = username.strip().lower()[:64]
     user = session_.scalar(select(User).where(User.username == username))
+    device = trusted_device(user)
+
+    if device is None:
+        recent = session_.scalar(
+            select(func.count(LoginFailure.id)).where(LoginFailure.address_hash == hashed_address, LoginFailure.at > moment - window)
+        )
+        if recent >= settings.max_failed_logins_per_address:
+            audit.record(session_, audit.Actor.anonymous(), "auth.address_throttled", address=address)
+            return LoginOutcome(None, 429, THROTTLED_MESSAGE.format(minutes=settings.lockout_minutes))
 
     def fail(cause: str, who: Any) -> LoginOutcome:
-        session_.add(LoginFailure(address_hash=hashed_address, at=moment))
+        # A trusted device's failures count against that device alone, not its (shared) address.
+        session_.add(LoginFailure(address_hash=device_key(device) if device else hashed_address, at=moment))
         audit.record(session_, who, "auth.login_failed", "user" if user is not None else None,
-                     user.id if user is not None else None, cause=cause, address=address)
+                     user.id if user is not None else None, cause=cause, address=address, trusted_device=bool(device))
         return failed
 
     if user is None or not user.active:
@@ -351,30 +407,28 @@ def authenticate(session_: Session, username: str, password: str) -> LoginOutcom
         who = audit.Actor.anonymous() if user is None else audit.Actor(user.id, user.role)
         return fail("unknown_user" if user is None else "inactive", who)
     actor = audit.Actor(user.id, user.role)
-    if user.locked_until is not None and user.locked_until > moment:
+    if device is None and user.locked_until is not None and user.locked_until > moment:
         _spend_time_like_a_password_check(password)
         return fail("locked", actor)
     if not password_matches(user, password):
-        # One UPDATE, so that concurrent wrong guesses are all counted.
-        session_.execute(update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1))
-        session_.refresh(user, ["failed_logins"])
-        if user.failed_logins >= settings.max_failed_logins:
-            user.locked_until = moment + window
-            user.failed_logins = 0
-            audit.record(session_, actor, "auth.account_locked", "user", user.id, minutes=settings.lockout_minutes)
+        if device is None:
+            count_failure(session_, user, actor)
         return fail("password", actor)
-    user.failed_logins = 0
-    user.locked_until = None
-    audit.record(session_, actor, "auth.login", "user", user.id, address=address)
     return LoginOutcome(user)
 
 
-def record_logout(session_: Session, who: Any) -> None:
-    """Audit a deliberate log-out (the caller commits)."""
+def count_failure(session_: Session, user: User, actor: Any) -> None:
+    """One more failure in a row for the account (a wrong password or second-factor code); pause it
+    at `max_failed_logins`. One UPDATE, so that concurrent wrong guesses are all counted."""
     from . import audit
 
-    user_id = getattr(who, "id", None)
-    audit.record(session_, who, "auth.logout", "user", user_id, cause="user")
+    settings = current_app.config["HELPLINE"].security
+    session_.execute(update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1))
+    session_.refresh(user, ["failed_logins"])
+    if user.failed_logins >= settings.max_failed_logins:
+        user.locked_until = utcnow() + dt.timedelta(minutes=settings.lockout_minutes)
+        user.failed_logins = 0
+        audit.record(session_, actor, "auth.account_locked", "user", user.id, minutes=settings.lockout_minutes)
 
 
 # -- Twilio's paths ------------------------------------------------------------------------------------

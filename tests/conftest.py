@@ -90,8 +90,12 @@ def test_overrides(database_url: str, tmp_path: Path, **extra: Any) -> dict[str,
         "encryption_key": None,
         "twilio": {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN},
         "opening_hours": {"weekly": ALWAYS_OPEN, "closed_dates": []},
+        # Tests log in with a username and password, as acceptance tests do; the second factor has its own tests.
+        "security": {"require_mfa": False},
     }
     for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(overrides.get(key), dict):
+            value = {**overrides[key], **value}  # security={...} keeps require_mfa off unless it says otherwise
         overrides[key] = value
     return overrides
 
@@ -100,7 +104,7 @@ def test_overrides(database_url: str, tmp_path: Path, **extra: Any) -> dict[str,
 def app_factory(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Build test apps with extra configuration; the database is shared between them."""
     for variable in ("HELPLINE_CONFIG", "HELPLINE_DATABASE_URL", "HELPLINE_PUBLIC_URL", "TWILIO_AUTH_TOKEN",
-                     "TWILIO_ACCOUNT_SID", "HELPLINE_ENCRYPTION_KEY", "HELPLINE_SECRET_KEY"):
+                     "TWILIO_ACCOUNT_SID", "HELPLINE_ENCRYPTION_KEY", "HELPLINE_SECRET_KEY", "HELPLINE_REQUIRE_MFA"):
         monkeypatch.delenv(variable, raising=False)
 
     def build(**extra: Any) -> Flask:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import threading
 import time
@@ -53,6 +54,8 @@ class Console:
         self.token = csrf_from(self.client.get("/login").get_data(as_text=True))
         response = self.client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": self.token})
         assert response.status_code == 302
+        # A log-in starts a new session with a new CSRF token: the console's pages carry it.
+        self.token = re.search(r'<meta name="csrf-token" content="([^"]+)"', self.client.get("/account").get_data(as_text=True)).group(1)  # type: ignore[union-attr]
         self.app = app
         self.username = username
 
@@ -214,6 +217,7 @@ def test_accepting_reads_nothing_twice(app_factory, twilio_api: Recorder, databa
     # (db.commit_with), where SQLAlchemy does not see them.
     pipelined = [] if database_url.startswith("postgresql") else ["UPDATE calls SET", "UPDATE queue_entries SET"]
     assert_statements([one.head(3) for one in sent], [
+        "SELECT staff_sessions.id, staff_sessions.token_hash,",  # the session is still open (staff_sessions.py)
         "SELECT users.id, users.username,", "SELECT handlers.id, handlers.user_id,",  # who is asking
         "SELECT calls.id, calls.call_sid,", "SELECT handlers.id, handlers.user_id,",  # the call; lock the handler
         "UPDATE queue_entries SET", "UPDATE handlers SET",  # the claim (its line), committed

@@ -39,6 +39,8 @@ class HandlerConsole:
         response = self.http.post(f"{self.base}/login", data={"username": username, "password": PASSWORD, "csrf_token": self.token},
                                   allow_redirects=False, timeout=10)
         assert response.status_code == 302
+        # A log-in starts a new session with a new CSRF token: the console's pages carry it.
+        self.token = re.search(r'<meta name="csrf-token" content="([^"]+)"', self.http.get(f"{self.base}/account", timeout=10).text).group(1)  # type: ignore[union-attr]
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.socket = socketio.Client(http_session=self.http, reconnection=False)
         for name in ("queue", "offer", "offer_withdrawn", "presence", "connect_failed"):

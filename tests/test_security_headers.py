@@ -86,9 +86,13 @@ def test_a_hostile_host_header_cannot_inject_into_the_policy(client):
 def test_the_session_cookie_is_secure_httponly_and_lax(app, client):
     make_user(app, "jo")
     response = login(client, "jo")
-    cookie = response.headers["Set-Cookie"]
+    cookies = {value.split("=", 1)[0]: value for value in response.headers.getlist("Set-Cookie")}
+    cookie = cookies["session"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie
     assert "Expires=" in cookie  # permanent, with the idle lifetime
+    # The trusted-device cookie goes only to the log-in page, never to script, never cross-site.
+    device = cookies[security.DEVICE_COOKIE]
+    assert "HttpOnly" in device and "SameSite=Strict" in device and "Secure" in device and "Path=/login" in device
 
 
 def test_a_session_idle_too_long_is_over(app, client, monkeypatch):

@@ -41,6 +41,8 @@ class StaffSession:
         response = self.http.post(f"{self.base}/login", data={"username": username, "password": PASSWORD, "csrf_token": self.token},
                                   allow_redirects=False, timeout=10)
         assert response.status_code == 302
+        # A log-in starts a new session with a new CSRF token: the console's pages carry it.
+        self.token = re.search(r'<meta name="csrf-token" content="([^"]+)"', self.http.get(f"{self.base}/account", timeout=10).text).group(1)  # type: ignore[union-attr]
         self.me = self.http.get(f"{self.base}/api/me", timeout=10).json()
 
     def send(self, method: str, path: str, payload: dict[str, Any] | None = None) -> requests.Response:

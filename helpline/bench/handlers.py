@@ -129,6 +129,11 @@ class Handler:
                                                                   "csrf_token": self.csrf}, allow_redirects=False, timeout=30)
         if answer.status_code != 302:
             raise RuntimeError(f"log-in of {self.username} failed: HTTP {answer.status_code}")
+        # A log-in starts a new session with a new CSRF token: the console's pages carry it.
+        fresh = re.search(r'<meta name="csrf-token" content="([^"]+)"', self.http.get(f"{self.base_url}/account", timeout=30).text)
+        if fresh is None:
+            raise RuntimeError("the account page has no CSRF token")
+        self.csrf = fresh.group(1)
         me = self.http.get(f"{self.base_url}/api/me", timeout=30).json()
         self.handler_id = int(me["handler_id"])
         self.identity = f"client:{me['softphone']}"
