@@ -44,21 +44,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     yield from start_stack(tmp, f"sqlite:///{tmp / 'helpline.db'}", {"routing": ROUTING})
 
 
-@pytest.fixture
-def console(browser: Any, stack: Stack) -> Iterator[Callable[..., Console]]:
-    """Open console tabs; each is closed after the test, and none may have logged a script error."""
-    opened: list[Console] = []
+def open_tabs(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """Tabs made by `make`: each is closed after the test, and none may have logged a script error."""
+    opened: list[Any] = []
 
-    def open_console(viewport: dict[str, int] = DESKTOP) -> Console:
-        tab = Console(browser, stack.service.url, viewport)
+    def open_one(*args: Any) -> Any:
+        tab = make(*args)
         opened.append(tab)
         return tab
 
-    yield open_console
+    yield open_one
     errors = [error for tab in opened for error in tab.errors]
     for tab in opened:
         tab.close()
     assert not errors, errors
+
+
+@pytest.fixture
+def console(browser: Any, stack: Stack) -> Iterator[Callable[..., Console]]:
+    """Open console tabs (a viewport may be given)."""
+    yield from open_tabs(lambda viewport=DESKTOP: Console(browser, stack.service.url, viewport))
 
 
 @pytest.fixture(scope="module")

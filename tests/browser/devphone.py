@@ -64,7 +64,10 @@ class DevPhone:
         return self.page.evaluate(CALLER_ENERGY) - before
 
     def close(self) -> None:
-        self.context.close()
+        """Close the tab (once)."""
+        if self.context is not None:
+            self.context.close()
+            self.context = None
 
 
 def wait_for_audio(*reads: Any, timeout: float = 15.0) -> float:

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import pytest
 
 from ..stack import Stack, start_stack
-from .conftest import ROUTING
+from .conftest import ROUTING, open_tabs
 from .console import DESKTOP, axe_violations
 from .devphone import SOFTPHONE_STATS, DevPhone, assert_rising, wait_for_audio
 
@@ -39,18 +39,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def devphone(browser: Any, stack: Stack) -> Iterator[Any]:
-    phones: list[DevPhone] = []
+    """Open dev phone tabs: callers with a microphone."""
+    yield from open_tabs(lambda: DevPhone(browser, stack.emulator.base_url))
 
-    def open_phone() -> DevPhone:
-        phone = DevPhone(browser, stack.emulator.base_url)
-        phones.append(phone)
-        return phone
 
-    yield open_phone
-    errors = [error for phone in phones for error in phone.errors]
-    for phone in phones:
-        phone.close()
-    assert not errors, errors
+def _handler(console: Any, make_user: Any, username: str, name: str) -> tuple[Any, str]:
+    """A handler logged in, softphone ready and Available: their tab and softphone identity."""
+    make_user(username, display_name=name)
+    tab = console(DESKTOP)
+    tab.log_in(username)
+    return tab, tab.go_available()
 
 
 def _call_in(stack: Stack, tab: Any, phone: DevPhone) -> tuple[str, float]:
@@ -77,10 +75,7 @@ def _handler_leg(stack: Stack, identity: str) -> str:
 def test_the_caller_and_the_handler_hear_each_other(stack, console, make_user, devphone, capsys):
     from playwright.sync_api import expect
 
-    make_user("sam", display_name="Sam Adeyemi")
-    tab = console(DESKTOP)
-    tab.log_in("sam")
-    identity = tab.go_available()
+    tab, identity = _handler(console, make_user, "sam", "Sam Adeyemi")
     phone = devphone()
     sid, seconds = _call_in(stack, tab, phone)
     with capsys.disabled():
@@ -117,10 +112,7 @@ def test_the_caller_and_the_handler_hear_each_other(stack, console, make_user, d
 
 
 def test_a_dropped_signalling_socket_comes_back_and_the_call_goes_on(stack, console, make_user, devphone):
-    make_user("ola", display_name="Ola Brown")
-    tab = console(DESKTOP)
-    tab.log_in("ola")
-    identity = tab.go_available()
+    tab, identity = _handler(console, make_user, "ola", "Ola Brown")
     phone = devphone()
     sid, _ = _call_in(stack, tab, phone)
     listens = _listens(stack, identity)
@@ -193,11 +185,8 @@ def _until(check: Any, message: str, timeout: float = 15) -> None:
 def test_a_supervisor_listens_coaches_and_barges_on_their_own_softphone(stack, console, make_user, devphone):
     from playwright.sync_api import expect
 
-    make_user("nia", display_name="Nia Grant")
     make_user("vic", role="supervisor", display_name="Vic Supervisor")
-    tab = console(DESKTOP)
-    tab.log_in("nia")
-    identity = tab.go_available()
+    tab, identity = _handler(console, make_user, "nia", "Nia Grant")
     phone = devphone()
     caller, _ = _call_in(stack, tab, phone)
     handler = _handler_leg(stack, identity)
@@ -241,10 +230,7 @@ def test_the_handlers_tab_closes_mid_call_and_the_caller_goes_back_to_the_head_o
         stack, console, make_user, devphone):
     from playwright.sync_api import expect
 
-    make_user("uma", display_name="Uma Reid")
-    tab = console(DESKTOP)
-    tab.log_in("uma")
-    identity = tab.go_available()
+    tab, identity = _handler(console, make_user, "uma", "Uma Reid")
     phone = devphone()
     caller, _ = _call_in(stack, tab, phone)
     first_leg = _handler_leg(stack, identity)
@@ -278,11 +264,8 @@ def test_the_handlers_tab_closes_mid_call_and_the_caller_goes_back_to_the_head_o
 def test_mute_a_warm_hand_over_and_end_call_from_the_console(stack, console, make_user, devphone):
     from playwright.sync_api import expect
 
-    make_user("ivo", display_name="Ivo Novak")
     make_user("wyn", role="supervisor", display_name="Wyn Supervisor")
-    tab = console(DESKTOP)
-    tab.log_in("ivo")
-    identity = tab.go_available()
+    tab, identity = _handler(console, make_user, "ivo", "Ivo Novak")
     boss = console(DESKTOP)
     boss.log_in("wyn", landing="/supervisor")
     expect(boss.page.locator("#softphone-status")).to_contain_text("ready", timeout=20_000)
