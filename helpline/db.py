@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence
 
 from flask import Flask
 from sqlalchemy import bindparam, create_engine, event, insert, inspect, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import MANYTOONE, Session, scoped_session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
@@ -386,10 +386,31 @@ def alembic_config(url: str) -> AlembicConfig:
     return config
 
 
+def restrict_sqlite_file(url: str) -> None:
+    """Make the embedded database's file readable by the service's own account only (0600), as the
+    key files are: it holds the audit log and encrypted records. Created so if new (SQLite gives its
+    -wal and -shm files the same mode), tightened if an older one was world-readable."""
+    import os
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
+        return
+    path = parsed.database
+    if not os.path.exists(path):
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        if os.path.exists(name):
+            os.chmod(name, 0o600)
+
+
 def upgrade(url: str) -> None:
     """Create or migrate the database at `url` to the newest schema; running it again changes nothing."""
     from alembic import command
 
+    restrict_sqlite_file(url)
     engine = make_engine(url)
     try:
         with engine.begin() as connection:

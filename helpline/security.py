@@ -123,14 +123,18 @@ def _emulator_origins(api_base_url: str) -> list[str]:
     return [f"http://{parts.netloc}", f"ws://{parts.netloc}"]
 
 
-def content_security_policy(app: Flask, host: str, page: bool = True) -> str:
-    """The policy for a response served to `host`: this origin only, plus what the softphone needs.
+def content_security_policy(app: Flask, page: bool = True) -> str:
+    """The policy for a response: this origin only, plus what the softphone needs.
+
+    The WebSocket origins come from the configured public URL, never from the request's Host header,
+    which the client chooses: echoed back, it let any caller widen `connect-src` for its own page.
 
     Only a `page` (HTML) runs the softphone, so only a page's policy names the emulator's signalling
     (which may take a request to the emulator to learn, once a minute); webhooks never wait on it.
     """
     settings = app.config["HELPLINE"]
-    connect = ["'self'", f"ws://{host}", f"wss://{host}"]
+    public = urlsplit(settings.public_url).netloc
+    connect = ["'self'", f"ws://{public}", f"wss://{public}"]
     media = ["'self'"]
     emulator = _emulator_origins(settings.twilio.api_base_url)
     connect += emulator
@@ -160,16 +164,10 @@ def content_security_policy(app: Flask, host: str, page: bool = True) -> str:
     return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
 
 
-def _safe_host(host: str) -> str:
-    # The Host header ends up in a header value: keep only characters a host:port can have.
-    return re.sub(r"[^A-Za-z0-9.:\[\]-]", "", host)[:255] or "localhost"
-
-
 def _set_headers(response: Response) -> Response:
     app = current_app
     headers = response.headers
-    headers.setdefault("Content-Security-Policy",
-                       content_security_policy(app, _safe_host(request.host), page=response.mimetype == "text/html"))
+    headers.setdefault("Content-Security-Policy", content_security_policy(app, page=response.mimetype == "text/html"))
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "no-referrer")
@@ -453,7 +451,12 @@ def _json_errors_for_machines(exc: Any) -> Response | Any:
     from .webhooks import error
 
     if isinstance(exc, HTTPException) and request.path.startswith((*TWILIO_PREFIXES, "/api/")):
-        return error(exc.code or 400, (exc.name or "error").lower().replace(" ", "_"), exc.description)
+        response = error(exc.code or 400, (exc.name or "error").lower().replace(" ", "_"), exc.description)
+        allowed = getattr(exc, "valid_methods", None)
+        if allowed:
+            # RFC 9110: a 405 says which methods the resource does take.
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
     return exc
 
 

@@ -157,6 +157,8 @@ def cancel_booking(booking_id: int) -> tuple[Response, int]:
         return response(booking)
     booking_service.cancel(booking)
     db.session.add(booking_event(booking, "cancelled"))
+    # Who cancelled someone's appointment, and when, belongs in the audit log like who made it.
+    audit.record(db.session, current_user, "booking.cancel", "booking", booking.id)
     db.session.commit()
     return response(follow_up(booking.id, "cancelled"))
 

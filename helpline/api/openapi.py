@@ -56,7 +56,11 @@ def _path(rule: str) -> tuple[str, list[dict[str, Any]]]:
     parameters = []
     for converter, name in re.findall(r"<(?:(\w+):)?(\w+)>", rule):
         kind = {"int": "integer", "float": "number"}.get(converter or "", "string")
-        parameters.append({"name": name, "in": "path", "required": True, "schema": {"type": kind}})
+        schema: dict[str, Any] = {"type": kind}
+        if kind == "integer":
+            # Every <int:...> is a DatabaseId (security.py): an id outside these bounds matches no route.
+            schema.update(minimum=0, maximum=2**31 - 1)
+        parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
     return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule), parameters
 
 
@@ -94,7 +98,11 @@ def describe(app: Any) -> dict[str, Any]:
                 else:
                     responses[str(status)] = {"description": model.__doc__.strip().split("\n")[0] if model.__doc__ else "OK",
                                               "content": {"application/json": {"schema": _schema(model, components)}}}
-            for status, text in ((400, "Invalid request"), (401, "Not logged in"), (403, "Not allowed for this role")):
+            standard = [(400, "Invalid request"), (401, "Not logged in"), (403, "Not allowed for this role")]
+            if parameters:
+                # An id that names nothing (or nothing this user may know of) is a 404.
+                standard.append((404, "No such object"))
+            for status, text in standard:
                 responses.setdefault(str(status), {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
             operation["responses"] = responses
             # Who may call it comes from the one role matrix (helpline/permissions.py), not the decorator.
