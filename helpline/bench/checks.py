@@ -95,3 +95,20 @@ def _taken_twice(steps: Iterable[Any]) -> list[int]:
             if answered[call_id] > 1:
                 double.add(call_id)
     return sorted(double)
+
+
+def held_unknown(emulator: Any, engine: Any) -> list[str]:
+    """Callers the emulator still holds in a queue whom the service has no place in line for.
+
+    The database alone cannot show them: a caller the IVR put in Twilio's queue without a record
+    (or without a queue entry) is invisible to it, and would wait there for ever. Asked of the
+    emulator, which knows where every call is.
+    """
+    queued = [call["sid"] for call in emulator.calls(live=True) if call.get("queue")]
+    if not queued:
+        return []
+    with engine.connect() as connection:
+        known = {row.call_sid for row in connection.execute(text(
+            "SELECT c.call_sid FROM calls c JOIN queue_entries q ON q.call_id = c.id "
+            "WHERE q.kind = 'live' AND q.state IN ('waiting', 'offered', 'connecting', 'answered')"))}
+    return sorted(sid for sid in queued if sid not in known)
