@@ -133,8 +133,9 @@ def content_security_policy(app: Flask, page: bool = True) -> str:
     (which may take a request to the emulator to learn, once a minute); webhooks never wait on it.
     """
     settings = app.config["HELPLINE"]
-    public = urlsplit(settings.public_url).netloc
-    connect = ["'self'", f"ws://{public}", f"wss://{public}"]
+    public = urlsplit(settings.public_url)
+    # Served over https, the socket is wss only; the demo on http may use either.
+    connect = ["'self'", f"wss://{public.netloc}"] + ([f"ws://{public.netloc}"] if public.scheme == "http" else [])
     media = ["'self'"]
     emulator = _emulator_origins(settings.twilio.api_base_url)
     connect += emulator

@@ -31,7 +31,9 @@ def test_every_response_carries_the_security_headers(client, path):
     assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"]
     assert policy["frame-ancestors"] == ["'none'"] and policy["base-uri"] == ["'none'"]
     assert policy["form-action"] == ["'self'"] and policy["img-src"] == ["'self'", "data:"]
-    assert {"'self'", "ws://localhost", "wss://localhost"} <= set(policy["connect-src"])
+    # The socket's origin is the public URL's (https here, so wss only), whatever Host the request named.
+    assert {"'self'", "wss://helpline.test"} <= set(policy["connect-src"])
+    assert "ws://helpline.test" not in policy["connect-src"] and "wss://localhost" not in policy["connect-src"]
     assert not any(source in ("*", "ws:", "wss:", "http:", "https:") for source in policy["connect-src"])
     headers = response.headers
     assert headers["X-Content-Type-Options"] == "nosniff"
