@@ -18,7 +18,7 @@ import bisect
 import datetime as dt
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Optional
 from zoneinfo import ZoneInfo
 
@@ -48,6 +48,10 @@ class SlotTaken(Exception):
 
 class SlotNotFound(Exception):
     """The slot id is not one the clinician's availability offers (malformed, past, on leave, ...)."""
+
+
+class SlotAvoided(Exception):
+    """The slot is with a clinician, or at a site, the caller asked not to meet (a declared conflict)."""
 
 
 class BookingRefused(Exception):
@@ -100,6 +104,29 @@ class SlotQuery:
     clinician_id: Optional[int] = None
     limit: int = DEFAULT_LIMIT
     after: Optional[str] = None
+    #: The caller's declared conflicts: clinicians and sites that never appear for them.
+    avoid_clinicians: frozenset[int] = frozenset()
+    avoid_sites: frozenset[int] = frozenset()
+
+
+def avoided(fields: dict[str, Any]) -> tuple[frozenset[int], frozenset[int]]:
+    """The clinicians and sites a first-contact record says the caller must not meet."""
+    items = fields.get("avoid") or []
+    return (frozenset(item["id"] for item in items if item.get("kind") == "clinician"),
+            frozenset(item["id"] for item in items if item.get("kind") == "site"))
+
+
+def for_caller(query: SlotQuery, fields: dict[str, Any]) -> SlotQuery:
+    """`query` narrowed for the caller a record describes: their workplace locality (unless they agreed
+    to it) and their declared conflicts."""
+    clinicians, sites = avoided(fields)
+    return replace(
+        query,
+        workplace_locality=query.workplace_locality or fields.get("work_locality"),
+        include_workplace=query.include_workplace or fields.get("workplace_agreed") is True,
+        avoid_clinicians=query.avoid_clinicians | clinicians,
+        avoid_sites=query.avoid_sites | sites,
+    )
 
 
 @dataclass
@@ -158,8 +185,14 @@ def _load(session: Session, query: SlotQuery) -> _Availability:
             and_(AvailabilityRule.modality == "video", Clinician.locality_code == query.locality),
         ))
     if query.workplace_locality and not query.include_workplace:
-        # Video slots have no premises, so there is no one to meet: they are never left out.
+        # Neither premises nor clinicians of the caller's workplace locality: a clinician based there
+        # may be a colleague or treat the caller's patients, whether they meet in a room or by video.
         conditions.append(or_(AvailabilityRule.modality == "video", site.locality_code != query.workplace_locality))
+        conditions.append(Clinician.locality_code != query.workplace_locality)
+    if query.avoid_clinicians:
+        conditions.append(Clinician.id.not_in(sorted(query.avoid_clinicians)))
+    if query.avoid_sites:
+        conditions.append(or_(AvailabilityRule.site_id.is_(None), AvailabilityRule.site_id.not_in(sorted(query.avoid_sites))))
     conditions.append(or_(AvailabilityRule.modality == "video", site.active.is_(True)))
     conditions.append(or_(AvailabilityRule.valid_from.is_(None), AvailabilityRule.valid_from <= query.end_date))
     conditions.append(or_(AvailabilityRule.valid_until.is_(None), AvailabilityRule.valid_until >= query.start_date))
@@ -287,7 +320,8 @@ def find_slot(session: Session, slot_id: str, now: Optional[dt.datetime] = None)
 
 
 def missing_for_booking(fields: dict[str, Any], contact: Contact) -> list[str]:
-    """What the record must have before a booking: self-referral confirmed, consent, and a name."""
+    """What the record must have before a booking: self-referral confirmed, consent, a name, and a way
+    to reach the caller (a phone number or email) or the handler's reason why there is none."""
     missing = []
     if contact.about_self is not True:
         missing.append("about_self")
@@ -295,7 +329,16 @@ def missing_for_booking(fields: dict[str, Any], contact: Contact) -> list[str]:
         missing.append("consent_to_keep")
     if not fields.get("name"):
         missing.append("name")
+    if not (fields.get("phone") or fields.get("phone_alt") or fields.get("email") or fields.get("no_contact_reason")):
+        missing.append("contact_route")
     return missing
+
+
+def check_not_avoided(slot: Slot, fields: dict[str, Any]) -> None:
+    """SlotAvoided if the slot's clinician or site is one the caller declared a conflict with."""
+    clinicians, sites = avoided(fields)
+    if slot.clinician.id in clinicians or (slot.site is not None and slot.site.id in sites):
+        raise SlotAvoided("the caller asked not to meet this clinician, or not to be seen at this site")
 
 
 def book(session: Session, contact: Contact, fields: dict[str, Any], slot_id: str, user_id: int,
@@ -305,6 +348,7 @@ def book(session: Session, contact: Contact, fields: dict[str, Any], slot_id: st
     if missing:
         raise BookingRefused("the first-contact record is not ready for a booking", missing)
     slot = find_slot(session, slot_id, now)
+    check_not_avoided(slot, fields)
     booking = Booking(call_id=contact.call_id, contact_id=contact.id, clinician_id=slot.clinician.id,
                       site_id=slot.site.id if slot.site else None, modality=slot.modality, starts_at=slot.start,
                       ends_at=slot.end, held_start=slot.start, status="booked", booked_by_id=user_id)
@@ -323,12 +367,14 @@ def cancel(booking: Booking, now: Optional[dt.datetime] = None) -> None:
     booking.revision += 1
 
 
-def reschedule(session: Session, booking: Booking, slot_id: str, now: Optional[dt.datetime] = None) -> Booking:
-    """Move the booking to another slot in one transaction; on SlotTaken the caller rolls back, and the
-    booking keeps its old slot."""
+def reschedule(session: Session, booking: Booking, slot_id: str, now: Optional[dt.datetime] = None,
+               fields: Optional[dict[str, Any]] = None) -> Booking:
+    """Move the booking to another slot in one transaction; on SlotTaken (or SlotAvoided, a clinician
+    or site the caller's record says to avoid) the caller rolls back, and the booking keeps its old slot."""
     booking.held_start = None  # so that a move to an overlapping time is not refused by the booking itself
     session.flush()
     slot = find_slot(session, slot_id, now)
+    check_not_avoided(slot, fields or {})
     booking.clinician_id = slot.clinician.id
     booking.site_id = slot.site.id if slot.site else None
     booking.modality = slot.modality
@@ -338,8 +384,10 @@ def reschedule(session: Session, booking: Booking, slot_id: str, now: Optional[d
     return booking
 
 
-def alternatives(session: Session, slot_id: str, workplace_locality: Optional[str], now: Optional[dt.datetime] = None) -> list[Slot]:
-    """The next free slots like the one that was taken: same modality, locality and profession."""
+def alternatives(session: Session, slot_id: str, fields: dict[str, Any], now: Optional[dt.datetime] = None) -> list[Slot]:
+    """The next free slots like the one that was taken: same modality, locality and profession, for the
+    caller the record `fields` describes (their workplace rule and declared conflicts applied)."""
+    workplace_locality = fields.get("work_locality")
     try:
         clinician_id, site_id, start = parse_slot_id(slot_id)
     except SlotNotFound:
@@ -353,9 +401,9 @@ def alternatives(session: Session, slot_id: str, workplace_locality: Optional[st
     query = SlotQuery(start_date=day, end_date=day + dt.timedelta(days=DEFAULT_RANGE_DAYS), locality=locality,
                       modality="face_to_face" if site else "video", profession=clinician.profession,
                       workplace_locality=workplace_locality,
-                      # The handler already chose a site in the workplace locality: the caller agreed to it.
-                      include_workplace=workplace_locality == locality, limit=NEXT_SLOTS)
-    return search(session, query, now).slots
+                      # The handler already chose a slot in the workplace locality: the caller agreed to it.
+                      include_workplace=workplace_locality in (locality, clinician.locality_code), limit=NEXT_SLOTS)
+    return search(session, for_caller(query, fields), now).slots
 
 
 def site_json(site: Optional[Site]) -> Optional[dict[str, Any]]:

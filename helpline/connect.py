@@ -27,6 +27,7 @@ from twilio.twiml.voice_response import Conference, Dial, VoiceResponse
 from werkzeug.exceptions import HTTPException
 
 from . import audit, routing
+from .contacts import latest_voicemail_choice
 from .db import commit_with, db, is_postgresql
 from .ivr.engine import Interpreter
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
@@ -419,7 +420,14 @@ def join(call_id: int, call_sid: str) -> str:
 
 
 def voicemail_safe(call: Call) -> bool:
-    """Whether the caller said a message may be left for them (an explicit yes; no answer is a no)."""
+    """Whether the caller said a message may be left for them (an explicit yes; no answer is a no).
+
+    What they last told a handler (the newest first-contact record for this call or this number)
+    counts over what they said when asking for the callback.
+    """
+    said = latest_voicemail_choice(db.session, current_app.extensions["helpline.vault"], call)
+    if said is not None:
+        return said
     return (call.answers or {}).get("safe_for_voicemail") is True
 
 

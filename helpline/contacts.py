@@ -27,8 +27,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from .crypto import Vault
-from .models import Booking, Call, Clinician, Contact, Handler, Locality, QueueEntry, RiskScreen, utcnow
-from .phone import normalise
+from .models import Booking, Call, Clinician, Contact, Handler, Locality, QueueEntry, RiskScreen, Site, utcnow
+from .phone import display, normalise
 
 #: Queue states in which the assigned handler has not yet accepted the call.
 NOT_YET_ACCEPTED = ("waiting", "offered")
@@ -37,6 +37,29 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
 _LOCALITY = re.compile(r"^[A-Z0-9]{3,8}$")
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+#: Safe times are whole minutes of Europe/London wall-clock time, "HH:MM".
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+#: At most this many people or places a caller may ask not to meet.
+MAX_AVOID = 20
+
+
+class FieldProblems(Exception):
+    """A save that would leave the record contradicting itself: problems by field (400, nothing changed)."""
+
+    def __init__(self, problems: list[dict[str, str]]):
+        super().__init__("; ".join(problem["problem"] for problem in problems))
+        self.problems = problems
+
+
+class Avoid(BaseModel):
+    """A declared conflict: a clinician or a site the caller must not meet or be seen at."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["clinician", "site"]
+    id: Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]
 
 
 class ContactError(Exception):
@@ -78,6 +101,11 @@ class ContactUpdate(BaseModel):
     ok_to_leave_voicemail: Optional[StrictBool] = None
     ok_to_text: Optional[StrictBool] = None
     contact_times: Optional[Annotated[Text, Field(max_length=200)]] = None
+    #: The hours (Europe/London) in which calls and texts are safe; messages wait for them.
+    safe_from: Optional[str] = None
+    safe_until: Optional[str] = None
+    #: Why a booking goes ahead with no phone number or email for the caller.
+    no_contact_reason: Optional[Annotated[Text, Field(max_length=300)]] = None
     needs: Optional[Annotated[list[Literal["mental_health", "addiction", "return_to_work", "other"]], Field(max_length=4)]] = None
     notes: Optional[Annotated[Text, Field(max_length=4000)]] = None
     home_locality: Optional[str] = None
@@ -85,6 +113,10 @@ class ContactUpdate(BaseModel):
     accessibility_needs: Optional[Annotated[Text, Field(max_length=500)]] = None
     language: Optional[Annotated[Text, Field(max_length=40)]] = None
     consent_to_keep: Optional[StrictBool] = None
+    #: The caller agrees to be seen in the locality where they work, or by clinicians based there.
+    workplace_agreed: Optional[StrictBool] = None
+    #: Clinicians and sites the caller asked not to meet (declared conflicts); never shown to clinicians.
+    avoid: Optional[Annotated[list[Avoid], Field(max_length=MAX_AVOID)]] = None
 
     @field_validator("gmc_number")
     @classmethod
@@ -110,6 +142,28 @@ class ContactUpdate(BaseModel):
             return normalise(value)
         except ValueError as exc:
             raise PydanticCustomError("phone", str(exc)) from None
+
+    @field_validator("safe_from", "safe_until")
+    @classmethod
+    def _clock(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        value = value.strip()
+        if len(value) == 4 and value[1] == ":":
+            value = "0" + value
+        if not _CLOCK.match(value):
+            raise PydanticCustomError("clock", "a time of day as HH:MM, for example 18:30")
+        return value
+
+    @field_validator("avoid")
+    @classmethod
+    def _unique_avoid(cls, value: Optional[list[Avoid]]) -> Optional[list[Avoid]]:
+        if value is None:
+            return None
+        seen: dict[tuple[str, int], Avoid] = {}
+        for item in value:
+            seen.setdefault((item.kind, item.id), item)
+        return list(seen.values())
 
     @field_validator("email")
     @classmethod
@@ -146,6 +200,59 @@ def unknown_localities(session: Session, update: ContactUpdate) -> list[dict[str
     known = set(session.scalars(select(Locality.code).where(Locality.code.in_(set(fields.values())))))
     return [{"field": name, "problem": f"unknown locality {code}: choose one from the list"}
             for name, code in fields.items() if code not in known]
+
+
+def unknown_avoided(session: Session, update: ContactUpdate) -> list[dict[str, str]]:
+    """Per-item problems for declared conflicts that name no clinician or site (checked in the database)."""
+    if not update.avoid:
+        return []
+    wanted = {"clinician": {item.id for item in update.avoid if item.kind == "clinician"},
+              "site": {item.id for item in update.avoid if item.kind == "site"}}
+    known = {
+        "clinician": set(session.scalars(select(Clinician.id).where(Clinician.id.in_(wanted["clinician"])))) if wanted["clinician"] else set(),
+        "site": set(session.scalars(select(Site.id).where(Site.id.in_(wanted["site"])))) if wanted["site"] else set(),
+    }
+    return [{"field": f"avoid.{index}", "problem": f"no {item.kind} with that id: choose one from the list"}
+            for index, item in enumerate(update.avoid) if item.id not in known[item.kind]]
+
+
+def consistency_problems(merged: dict[str, Any], changed: set[str]) -> list[dict[str, str]]:
+    """Problems a save would leave between fields: texts without a mobile, safe times back to front."""
+    problems = []
+    if merged.get("ok_to_text") is True and not any(is_textable(merged.get(name)) for name in ("phone", "phone_alt")):
+        field = "ok_to_text" if "ok_to_text" in changed or not changed & {"phone", "phone_alt"} else \
+            ("phone" if "phone" in changed else "phone_alt")
+        problems.append({"field": field, "problem": "texts need a mobile number: enter one under Phone or Other phone "
+                                                    "first, or choose No for texts"})
+    start, end = merged.get("safe_from"), merged.get("safe_until")
+    if start and end and start >= end:
+        field = "safe_until" if "safe_until" in changed else "safe_from"
+        problems.append({"field": field, "problem": "the safe time must end after it starts, on the same day"})
+    return problems
+
+
+def has_contact_route(fields: dict[str, Any]) -> bool:
+    """Whether the record gives any way to reach the caller: a phone number or an email."""
+    return bool(fields.get("phone") or fields.get("phone_alt") or fields.get("email"))
+
+
+def with_caller_number(vault: Vault, call: Call, contact: Contact) -> dict[str, Any]:
+    """The record's fields, after keeping the number the caller rang from as their phone when the record
+    gives no way to reach them (nor the handler's reason why): so that a booking always leaves the
+    clinician a way to reach the person they will see."""
+    fields = details(vault, contact)
+    if has_contact_route(fields) or fields.get("no_contact_reason"):
+        return fields
+    if call.caller_number_status != "valid" or not call.caller_number_enc or contact.about_self is not True:
+        return fields
+    fields["phone"] = vault.decrypt(call.caller_number_enc)
+    contact.details_enc = vault.encrypt(json.dumps(fields, sort_keys=True))
+    return fields
+
+
+def display_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """The record's phone numbers as the caller would say them (07400 123456, +33 6 12 34 56 78)."""
+    return {name: display(fields[name]) for name in ("phone", "phone_alt") if fields.get(name)}
 
 
 def details(vault: Vault, contact: Contact) -> dict[str, Any]:
@@ -191,7 +298,8 @@ def save(session: Session, vault: Vault, call: Call, user_id: int, update: Conta
          now: Optional[dt.datetime] = None) -> Contact:
     """Apply a partial save to the call's record, creating it on the first save.
 
-    Raises ContactError when the record cannot take it (the caller is calling about someone else).
+    Raises ContactError when the record cannot take it (the caller is calling about someone else),
+    and FieldProblems when the fields would contradict one another (texts with no mobile number).
     """
     now = now or utcnow()
     changes = update.model_dump(exclude_unset=True)
@@ -214,6 +322,9 @@ def save(session: Session, vault: Vault, call: Call, user_id: int, update: Conta
     if personal:
         merged = {**details(vault, contact), **personal}
         merged = {name: value for name, value in merged.items() if value is not None}
+        problems = consistency_problems(merged, set(personal))
+        if problems:
+            raise FieldProblems(problems)
         contact.details_enc = vault.encrypt(json.dumps(merged, sort_keys=True)) if merged else None
     contact.updated_at = now
     return contact
@@ -232,6 +343,46 @@ def forget_everyone(session: Session, call: Call, contact: Contact) -> None:
     call.caller_hash = None
     call.caller_number_status = "dropped"
     call.outcome = "third_party"
+
+
+#: What the phone menu (or the web form) may have learnt, and the record's field it fills in.
+_ANSWER_FIELDS = {"safe_to_text": "ok_to_text", "safe_for_voicemail": "ok_to_leave_voicemail"}
+_NEEDS = ("mental_health", "addiction", "return_to_work", "other")
+
+
+def suggestions(vault: Vault, call: Call) -> dict[str, Any]:
+    """The record's fields as the caller already answered them to the phone menu: about whom, what
+    they need, their number (if it can be called back) and how they may be contacted. The handler
+    confirms these with the caller rather than asking again."""
+    answers = call.answers or {}
+    found: dict[str, Any] = {}
+    if answers.get("about") == "self":
+        found["about_self"] = True
+    if call.need in _NEEDS:
+        found["needs"] = [call.need]
+    if call.caller_number_status == "valid" and call.caller_number_enc:
+        number = vault.decrypt(call.caller_number_enc)
+        found["phone"] = number
+        found["display"] = {"phone": display(number)}
+    for answer, name in _ANSWER_FIELDS.items():
+        if isinstance(answers.get(answer), bool):
+            found[name] = answers[answer]
+    if found.get("ok_to_text") and not is_textable(found.get("phone")):
+        del found["ok_to_text"]
+    return found
+
+
+def latest_voicemail_choice(session: Session, vault: Vault, call: Call) -> Optional[bool]:
+    """Whether a message may be left, as the caller last told a handler (this call's record, else the
+    newest record for the same number); None if no record says."""
+    query = select(Contact).where(Contact.details_enc.is_not(None))
+    query = query.where((Contact.call_id == call.id) | (Contact.person_hash == call.caller_hash)) if call.caller_hash \
+        else query.where(Contact.call_id == call.id)
+    for contact in session.scalars(query.order_by(Contact.updated_at.desc()).limit(5)):
+        said = details(vault, contact).get("ok_to_leave_voicemail")
+        if said is not None:
+            return said is True
+    return None
 
 
 def booking_summary(booking: Optional[Booking]) -> Optional[dict[str, Any]]:
@@ -264,9 +415,12 @@ def is_textable(e164: Optional[str]) -> bool:
     return kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
 
 
-def record_json(vault: Vault, contact: Contact) -> dict[str, Any]:
-    """The whole record, for those allowed to see it."""
+def record_json(vault: Vault, contact: Contact, declared_conflicts: bool = True) -> dict[str, Any]:
+    """The whole record, for those allowed to see it; the declared conflicts only to its handler."""
     latest = contact.bookings[-1] if contact.bookings else None
+    fields = details(vault, contact)
+    if not declared_conflicts:
+        fields.pop("avoid", None)
     return {
         "id": contact.id,
         "call_id": contact.call_id,
@@ -274,6 +428,7 @@ def record_json(vault: Vault, contact: Contact) -> dict[str, Any]:
         "disposition": contact.disposition,
         "created_at": contact.created_at.isoformat(),
         "updated_at": contact.updated_at.isoformat(),
-        "fields": details(vault, contact),
+        "fields": fields,
+        "display": display_fields(fields),
         "booking": None if latest is None else {"id": latest.id, **(booking_summary(latest) or {})},
     }

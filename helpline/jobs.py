@@ -1,8 +1,9 @@
 """Text messages to callers about their appointments, and the reminder job the scheduler runs.
 
-A text goes only to a caller who agreed to texts, and only to a number that can take one. The
-wording is discreet: a phone may be seen by others, so it never names the service, a clinician's
-specialty or any reason for the appointment.
+A text goes only to a caller who agreed to texts, and only to a number that can take one, and only
+within the hours the caller said are safe (`safe_from`/`safe_until`, Europe/London): outside them it
+is held and sent by the scheduler when they open. The wording is discreet: a phone may be seen by
+others, so it never names the service, a clinician's specialty or any reason for the appointment.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 #: The job the scheduler stores for each booking's reminder, by import path so it survives restarts.
 REMINDER_JOB = "helpline.jobs:send_reminder"
+HELD_TEXT_JOB = "helpline.jobs:send_held_text"
 #: Reminders go out at this local time on the day before the appointment.
 REMINDER_TIME = dt.time(10, 0)
 OPT_OUT = "Reply STOP to opt out."
@@ -54,10 +56,44 @@ def wording(kind: str, booking: Booking) -> str:
     raise ValueError(f"no wording for {kind!r}")
 
 
-def text_caller(booking: Booking, kind: str) -> str:
+def _minute(clock: Optional[str], default: int) -> int:
+    if not clock:
+        return default
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def safe_window(fields: dict) -> Optional[tuple[int, int]]:
+    """The caller's safe hours as (first minute, end minute) of the Europe/London day; None if not given."""
+    if not fields.get("safe_from") and not fields.get("safe_until"):
+        return None
+    return _minute(fields.get("safe_from"), 0), _minute(fields.get("safe_until"), 24 * 60)
+
+
+def next_safe(fields: dict, at: dt.datetime) -> dt.datetime:
+    """`at` if it falls in the caller's safe hours (or they gave none), else when those hours next open."""
+    window = safe_window(fields)
+    if window is None:
+        return at
+    local = at.astimezone(LONDON)
+    minute = local.hour * 60 + local.minute
+    if window[0] <= minute < window[1]:
+        return at
+    day = local.date() if minute < window[0] else local.date() + dt.timedelta(days=1)
+    opens = dt.datetime.combine(day, dt.time(window[0] // 60, window[0] % 60), LONDON)
+    return opens.astimezone(dt.timezone.utc)
+
+
+def held_text_job_id(booking_id: int) -> str:
+    """The scheduler's id for a booking's held text (the latest news replaces one not yet sent)."""
+    return f"text-{booking_id}"
+
+
+def text_caller(booking: Booking, kind: str, now: Optional[dt.datetime] = None) -> str:
     """Send the caller the text for `kind` if they agreed to texts; returns what happened.
 
-    not_agreed, no_mobile, sent or failed. A failure is logged, never raised: the booking stands.
+    not_agreed, no_mobile, held (outside the caller's safe hours: the scheduler sends it when they
+    open), sent or failed. A failure is logged, never raised: the booking stands.
     """
     fields = details(current_app.extensions["helpline.vault"], booking.contact)
     if fields.get("ok_to_text") is not True:
@@ -66,6 +102,12 @@ def text_caller(booking: Booking, kind: str) -> str:
     number = number or (fields.get("phone_alt") if is_textable(fields.get("phone_alt")) else None)
     if number is None:
         return "no_mobile"
+    now = now or utcnow()
+    send_at = next_safe(fields, now)
+    if send_at > now:
+        scheduler().add_job(HELD_TEXT_JOB, "date", run_date=send_at, args=[booking.id, kind],
+                            id=held_text_job_id(booking.id), replace_existing=True)
+        return "held"
     try:
         gateway().send_sms(number, wording(kind, booking))
     except TwilioUnavailable as exc:
@@ -75,9 +117,28 @@ def text_caller(booking: Booking, kind: str) -> str:
 
 
 def reminder_time(booking: Booking) -> dt.datetime:
-    """When the reminder is due: REMINDER_TIME, Europe/London, the day before the appointment."""
+    """When the reminder is due: REMINDER_TIME, Europe/London, the day before the appointment, or the
+    start of the caller's safe hours that day if REMINDER_TIME is outside them."""
     day_before = booking.starts_at.astimezone(LONDON).date() - dt.timedelta(days=1)
-    return dt.datetime.combine(day_before, REMINDER_TIME, LONDON).astimezone(dt.timezone.utc)
+    usual = dt.datetime.combine(day_before, REMINDER_TIME, LONDON)
+    window = safe_window(details(current_app.extensions["helpline.vault"], booking.contact))
+    if window is not None and not window[0] <= REMINDER_TIME.hour * 60 + REMINDER_TIME.minute < window[1]:
+        usual = dt.datetime.combine(day_before, dt.time(window[0] // 60, window[0] % 60), LONDON)
+    return usual.astimezone(dt.timezone.utc)
+
+
+def send_held_text(booking_id: int, kind: str) -> str:
+    """The held-text job: send, now that the caller's safe hours have opened, news that still holds."""
+    booking = db.session.get(Booking, booking_id)
+    if booking is None or (kind == "cancelled") != (booking.status == "cancelled"):
+        return "skipped"
+    if kind != "cancelled" and booking.starts_at <= utcnow():
+        return "skipped"
+    outcome = text_caller(booking, kind)
+    booking.confirmation = outcome
+    db.session.commit()
+    log.info("held text for booking %s: %s", booking_id, outcome)
+    return outcome
 
 
 def reminder_job_id(booking_id: int) -> str:

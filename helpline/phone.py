@@ -43,6 +43,18 @@ def normalise(raw: str, region: str = "GB") -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def display(e164: str) -> str:
+    """A stored number as the caller would say it: UK numbers in the national form (07400 123456),
+    others with their country code (+33 6 12 34 56 78). Anything unparseable is shown as stored."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    style = (phonenumbers.PhoneNumberFormat.NATIONAL if number.country_code == 44
+             else phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    return phonenumbers.format_number(number, style)
+
+
 def mask(e164: str | None) -> str:
     """A number safe to show on a wall or write to a log: only the last three digits remain."""
     if not e164:

@@ -72,13 +72,14 @@ def test_filters_by_locality_modality_and_profession(app, services, handler):
     assert {slot["site"]["town"] for slot in body["slots"]} == {"Bradford"}
 
 
-def test_sites_in_the_workplace_locality_are_left_out_unless_overridden(app, services, handler):
+def test_sites_and_clinicians_of_the_workplace_locality_are_left_out_unless_overridden(app, services, handler):
     body = find(handler, **{"from": in_days(1), "to": in_days(2), "workplace_locality": "QWO", "limit": 500})
     assert body["excluded_workplace_locality"] == "QWO"
     face_to_face = [slot for slot in body["slots"] if slot["modality"] == "face_to_face"]
     assert face_to_face and all(slot["locality"] != "QWO" for slot in face_to_face)
-    # Video has no premises, so no one to meet: it stays, even from a clinician based in QWO.
-    assert any(slot["modality"] == "video" and slot["locality"] == "QWO" for slot in body["slots"])
+    # A clinician based in QWO may be the caller's colleague: left out by video as well.
+    assert all(slot["clinician"]["locality"] != "QWO" for slot in body["slots"])
+    assert not any(slot["modality"] == "video" for slot in body["slots"])
     body = find(handler, **{"from": in_days(1), "to": in_days(2), "workplace_locality": "QWO", "include_workplace": "1",
                             "limit": 500})
     assert body["excluded_workplace_locality"] is None
@@ -210,6 +211,25 @@ def test_booking_needs_self_referral_consent_and_a_name(app, services, handler):
     handler.put(f"/api/calls/{call_id}/contact", {"about_self": True, "name": "Ada"})
     response = handler.post("/api/bookings", {"call_id": call_id, "slot_id": slot["id"]})
     assert response.status_code == 409 and response.get_json()["detail"]["missing"] == ["consent_to_keep"]
+
+
+def test_booking_with_no_way_to_reach_the_caller_needs_the_handlers_reason(app, services, handler):
+    call_id = accepted_call(app, handler, number=None)  # a withheld number
+    ready_contact(handler, call_id)
+    slot = first_slot(handler)
+    response = handler.post("/api/bookings", {"call_id": call_id, "slot_id": slot["id"]})
+    assert response.status_code == 409 and response.get_json()["detail"]["missing"] == ["contact_route"]
+    ready_contact(handler, call_id, no_contact_reason="No safe number; will call us back on Friday")
+    assert handler.post("/api/bookings", {"call_id": call_id, "slot_id": slot["id"]}).status_code == 201
+
+
+def test_booking_keeps_the_number_the_caller_rang_from_when_none_was_given(app, services, handler):
+    call_id = accepted_call(app, handler, number="+447400123456")
+    ready_contact(handler, call_id)
+    booked = handler.post("/api/bookings", {"call_id": call_id, "slot_id": first_slot(handler)["id"]})
+    assert booked.status_code == 201
+    record = handler.get(f"/api/calls/{call_id}/contact").get_json()["contact"]
+    assert record["fields"]["phone"] == "+447400123456" and record["display"]["phone"] == "07400 123456"
 
 
 @pytest.mark.parametrize("slot_id, status", [

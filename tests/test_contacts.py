@@ -59,6 +59,15 @@ def put(handler, call_id, body):
     ("language", "l" * 41, "at most 40"),
     ("consent_to_keep", "ok", "valid boolean"),
     ("favourite_colour", "blue", "Extra inputs are not permitted"),
+    ("phone", "07700 900123", "not a valid phone number"),  # Ofcom's drama range
+    ("safe_from", "25:00", "HH:MM"),
+    ("safe_until", "6pm", "HH:MM"),
+    ("no_contact_reason", "r" * 301, "at most 300"),
+    ("workplace_agreed", "yes", "valid boolean"),
+    ("avoid", [{"kind": "clinician", "id": 999}], "no clinician with that id"),
+    ("avoid", [{"kind": "site", "id": 999}], "no site with that id"),
+    ("avoid", [{"kind": "nurse", "id": 1}], "'clinician' or 'site'"),
+    ("avoid", [{"kind": "clinician"}], "Field required"),
 ])
 def test_each_bad_field_is_refused_with_its_own_message_and_changes_nothing(app, handler, call_id, field, value, words):
     ready_contact(handler, call_id)
@@ -79,6 +88,8 @@ def test_each_bad_field_is_refused_with_its_own_message_and_changes_nothing(app,
     ("gdc_number", "123", "123"),
     ("gdc_number", "123456", "123456"),
     ("phone", "07911 123456", "+447911123456"),
+    ("phone", "07400 123456", "+447400123456"),
+    ("safe_from", "9:30", "09:30"),
     ("phone", "020 7946 0958", "+442079460958"),
     ("phone", "+33 6 12 34 56 78", "+33612345678"),
     ("phone_alt", "+1 415 555 2671", "+14155552671"),
@@ -179,3 +190,70 @@ def test_the_console_form_has_an_input_for_every_field(app):
     for name in RiskAnswers.model_fields:
         assert f'name="{name}"' in html, name
     assert "first_contact.js" in html and 'id="fc-form"' in html
+
+
+def test_the_forms_example_numbers_are_valid(app):
+    import re
+
+    from flask import render_template
+
+    from helpline.phone import normalise
+
+    with app.test_request_context():
+        html = render_template("_first_contact.html")
+    hint = re.search(r'id="fc-phone-hint"[^>]*>([^<]+)<', html).group(1)
+    examples = re.findall(r"\+?\d[\d ]{8,}\d", hint)
+    assert len(examples) == 2, hint
+    assert [normalise(example) for example in examples] == ["+447400123456", "+33612345678"]
+    assert "07700 900" not in html
+
+
+def test_numbers_are_shown_as_the_caller_would_say_them(app, handler, call_id):
+    record = put(handler, call_id, {"phone": "+447400123456", "phone_alt": "0033 6 12 34 56 78"}).get_json()["contact"]
+    assert record["fields"]["phone"] == "+447400123456" and record["fields"]["phone_alt"] == "+33612345678"
+    assert record["display"] == {"phone": "07400 123456", "phone_alt": "+33 6 12 34 56 78"}
+
+
+def test_texts_need_a_mobile_and_nothing_changes_otherwise(app, handler, call_id):
+    response = put(handler, call_id, {"ok_to_text": True, "name": "Ada"})
+    assert response.status_code == 400
+    assert [p["field"] for p in response.get_json()["detail"]] == ["ok_to_text"]
+    assert handler.get(f"/api/calls/{call_id}/contact").get_json()["contact"] is None
+    assert put(handler, call_id, {"phone": "020 7946 0958", "ok_to_text": True}).status_code == 400
+    assert put(handler, call_id, {"phone": "07400 123456", "ok_to_text": True}).status_code == 200
+    # Taking the mobile away again would leave texts with nowhere to go: refused next to the phone.
+    response = put(handler, call_id, {"phone": "020 7946 0958"})
+    assert response.status_code == 400 and response.get_json()["detail"][0]["field"] == "phone"
+    fields = handler.get(f"/api/calls/{call_id}/contact").get_json()["contact"]["fields"]
+    assert fields["phone"] == "+447400123456" and fields["ok_to_text"] is True
+
+
+def test_safe_hours_must_end_after_they_start(app, handler, call_id):
+    assert put(handler, call_id, {"safe_from": "18:00"}).status_code == 200
+    response = put(handler, call_id, {"safe_until": "09:00"})
+    assert response.status_code == 400 and response.get_json()["detail"][0]["field"] == "safe_until"
+    assert put(handler, call_id, {"safe_until": "20:30"}).status_code == 200
+
+
+def test_the_record_starts_from_what_the_phone_menu_learnt(app, handler):
+    seed_services(app)
+    call_id = accepted_call(app, handler, number="+447400123456")
+    with app.app_context():
+        call = db.session.get(Call, call_id)
+        call.need = "addiction"
+        call.answers = {"about": "self", "eligible": "yes", "safe_for_voicemail": False}
+        db.session.commit()
+    view = handler.get(f"/api/calls/{call_id}/contact").get_json()
+    assert view["contact"] is None
+    assert view["suggested"] == {"about_self": True, "needs": ["addiction"], "phone": "+447400123456",
+                                 "display": {"phone": "07400 123456"}, "ok_to_leave_voicemail": False}
+    assert view["ivr"]["answers"]["eligible"] == "yes"
+    # Once the handler has saved the record, it speaks for itself.
+    put(handler, call_id, {"about_self": True})
+    assert handler.get(f"/api/calls/{call_id}/contact").get_json()["suggested"] == {}
+
+
+def test_a_withheld_number_suggests_no_phone(app, handler):
+    seed_services(app)
+    call_id = accepted_call(app, handler, number=None)
+    assert "phone" not in handler.get(f"/api/calls/{call_id}/contact").get_json()["suggested"]

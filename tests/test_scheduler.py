@@ -5,6 +5,7 @@ database's job store, survives a restart, and fires with the app's context."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 import time
 from typing import Iterator
@@ -89,10 +90,48 @@ def test_no_text_without_consent_or_without_a_mobile(texting_app, emulator):
     assert refused["sms"] == "not_agreed"
     _handler, unasked = book(texting_app, "+447911123461", phone="07911 123461")
     assert unasked["sms"] == "not_agreed"
-    _handler, landline = book(texting_app, "+442079460958", phone="020 7946 0958", ok_to_text=True)
-    assert landline["sms"] == "no_mobile"
+    # Texts need a mobile: the record refuses "safe to text" with only a landline, next to the field.
+    handler = log_in(texting_app, "handler")
+    call_id = accepted_call(texting_app, handler, number="+442079460958")
+    response = handler.put(f"/api/calls/{call_id}/contact", {"phone": "020 7946 0958", "ok_to_text": True})
+    assert response.status_code == 400
+    [problem] = response.get_json()["detail"]
+    assert problem["field"] == "ok_to_text" and "mobile" in problem["problem"]
+    _handler, landline = book(texting_app, "+442079460958", phone="020 7946 0958")
+    assert landline["sms"] == "not_agreed"
     for number in ("+447911123460", "+447911123461", "+442079460958"):
         assert outbox(emulator, number) == []
+
+
+def test_texts_wait_for_the_callers_safe_hours(texting_app, emulator):
+    seed_services(texting_app)
+    now = dt.datetime.now(jobs.LONDON)
+    # A one-minute window that has just passed: the next one opens tomorrow.
+    start = (now - dt.timedelta(minutes=3)).replace(second=0, microsecond=0)
+    if start.date() != now.date() or start.hour == 23 and start.minute == 59:
+        pytest.skip("too close to midnight for a window earlier today")
+    window = {"safe_from": f"{start:%H:%M}", "safe_until": f"{start + dt.timedelta(minutes=1):%H:%M}"}
+    _handler, booking = book(texting_app, "+447911123470", days_ahead=4, phone="07911 123470", ok_to_text=True, **window)
+    assert booking["sms"] == "held"
+    assert outbox(emulator, "+447911123470") == []
+    job = scheduler.scheduler(texting_app).get_job(jobs.held_text_job_id(booking["id"]))
+    opens = dt.datetime.combine(now.date() + dt.timedelta(days=1), start.time(), jobs.LONDON)
+    assert job is not None and job.next_run_time == opens and job.args == (booking["id"], "booked")
+    # The reminder, too, goes out when the safe hours open on the day before, not at 10:00.
+    reminder = dt.datetime.fromisoformat(booking["reminder_at"]).astimezone(jobs.LONDON)
+    assert (reminder.hour, reminder.minute) == (start.hour, start.minute)
+    # When the hours open (here: the caller has since said any time is safe), the job sends it.
+    with texting_app.app_context():
+        contact = db.session.get(Booking, booking["id"]).contact
+        vault = texting_app.extensions["helpline.vault"]
+        fields = {name: value for name, value in json.loads(vault.decrypt(contact.details_enc)).items()
+                  if name not in ("safe_from", "safe_until")}
+        contact.details_enc = vault.encrypt(json.dumps(fields))
+        db.session.commit()
+        assert jobs.send_held_text(booking["id"], "booked") == "sent"
+        assert db.session.get(Booking, booking["id"]).confirmation == "sent"
+    [message] = outbox(emulator, "+447911123470")
+    assert message["body"].startswith("Your appointment is confirmed for ")
 
 
 def test_a_face_to_face_confirmation_gives_only_the_short_address(texting_app, emulator):

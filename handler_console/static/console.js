@@ -231,6 +231,7 @@ function drawCall() {
   drawConsult(live);
   $("wrapup-open").hidden = wrapping;
   $("wrapup").hidden = !wrapping;
+  if (wrapping) suggestOutcome();
   $("first-contact").dataset.callId = String(call.id);
   if (wrapping && $("wrapup-timer").dataset.tickStart === undefined) tickFrom($("wrapup-timer"), state.wrapUpStart ?? Date.now());
 }
@@ -649,6 +650,18 @@ async function finishConsult(join) {
   } finally {
     button.disabled = false;
   }
+}
+
+/**
+ * Pre-select the outcome that follows from what happened (booked, about someone else...), as the
+ * first-contact form reports it in data-outcome; the handler confirms or changes it.
+ */
+function suggestOutcome() {
+  const form = $("wrapup");
+  const suggested = $("first-contact").dataset.outcome;
+  if (!suggested || form.querySelector("input[name=outcome]:checked")) return;
+  const input = form.querySelector(`input[name=outcome][value="${suggested}"]`);
+  if (input) input.checked = true;
 }
 
 function openWrapUp() {

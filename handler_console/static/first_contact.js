@@ -10,12 +10,14 @@ const root = document.getElementById("first-contact");
 const box = document.getElementById("fc");
 const SAVE_AFTER_MS = 500;
 const RETRY_MAX_MS = 30000;
-const BOOLEAN_RADIOS = new Set(["about_self", "trainee", "ok_to_text", "ok_to_leave_voicemail", "consent_to_keep"]);
+const BOOLEAN_RADIOS = new Set(["about_self", "trainee", "ok_to_text", "ok_to_leave_voicemail", "consent_to_keep", "workplace_agreed"]);
+const PHONES = ["phone", "phone_alt"];
 const LEVELS = { none: "None identified", low: "Low", moderate: "Moderate", immediate: "IMMEDIATE" };
 const SMS = {
   sent: "A confirmation text was sent.",
   not_agreed: "No text sent: the caller did not agree to texts.",
   no_mobile: "No text sent: no mobile number.",
+  held: "The confirmation text will be sent when the caller's safe hours begin.",
   failed: "The confirmation text could not be sent; tell the caller the details now.",
 };
 
@@ -29,10 +31,22 @@ if (root && box) {
   let retryMs = 2000;
   let lastSearch = null;
   let booking = null;
+  let avoid = [];  // the caller's declared conflicts: [{kind, id}]
+  const choices = new Map();  // "Dr A Name (psychiatrist)" -> {kind, id}, for the avoid box
+  const choiceNames = new Map();  // "clinician:3" -> its words
+
+  // The wrap-up outcome that follows from what happened on this call (console.js pre-selects it).
+  function suggestOutcome() {
+    let outcome = "";
+    if (valueOf("about_self") === false) outcome = "third_party";
+    else if (booking && booking.status === "booked") outcome = "booked";
+    root.dataset.outcome = outcome;
+  }
 
   // ---------------------------------------------------------------- reading and writing fields
 
   function valueOf(name) {
+    if (name === "avoid") return avoid.map(({ kind, id }) => ({ kind, id }));
     const inputs = form.querySelectorAll(`[name="${name}"]`);
     const first = inputs[0];
     if (first.type === "checkbox") return [...inputs].filter((input) => input.checked).map((input) => input.value);
@@ -45,14 +59,16 @@ if (root && box) {
     return text === "" ? null : text;
   }
 
-  function fill(fields) {
+  function fill(fields, shown = {}) {
     form.reset();
+    avoid = Array.isArray(fields.avoid) ? fields.avoid : [];
+    drawAvoid();
     for (const element of form.elements) {
-      if (!element.name || !(element.name in fields)) continue;
+      if (!element.name || element.name === "avoid" || !(element.name in fields)) continue;
       const value = fields[element.name];
       if (element.type === "checkbox") element.checked = Array.isArray(value) && value.includes(element.value);
       else if (element.type === "radio") element.checked = String(value) === element.value;
-      else element.value = value ?? "";
+      else element.value = shown[element.name] ?? value ?? "";
     }
   }
 
@@ -61,14 +77,20 @@ if (root && box) {
       const field = problem.field.split(".")[0];  // needs.0 is an item of needs
       const slot = form.querySelector(`[data-error-for="${field}"]`);
       if (slot) slot.textContent = problem.problem;
-      form.querySelectorAll(`[name="${field}"]`).forEach((input) => input.classList.add("invalid"));
+      form.querySelectorAll(`[name="${field}"]`).forEach((input) => {
+        input.classList.add("invalid");
+        input.setAttribute("aria-invalid", "true");
+      });
     }
   }
 
   function clearError(name) {
     const slot = form.querySelector(`[data-error-for="${name}"]`);
     if (slot) slot.textContent = "";
-    form.querySelectorAll(`[name="${name}"]`).forEach((input) => input.classList.remove("invalid"));
+    form.querySelectorAll(`[name="${name}"]`).forEach((input) => {
+      input.classList.remove("invalid");
+      input.removeAttribute("aria-invalid");
+    });
   }
 
   function status(text, state = "ok") {
@@ -107,6 +129,13 @@ if (root && box) {
           status(`Saved ${new Date().toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" })}`);
           lockDetails(data.contact.about_self === false);
           if (data.contact.about_self === false) fill({ about_self: false });
+          // Numbers are shown as the caller would say them, once the handler has moved on from the field.
+          for (const name of PHONES) {
+            const input = form.elements[name];
+            const shown = data.contact.display?.[name];
+            if (shown && name in sending && document.activeElement !== input && !(name in pending)) input.value = shown;
+          }
+          suggestOutcome();
         }
       } catch (exc) {
         if (exc.status === 400 && Array.isArray(exc.detail)) {
@@ -134,11 +163,11 @@ if (root && box) {
 
   form.addEventListener("input", (event) => {
     const { name, type } = event.target;
-    if (name && type !== "radio" && type !== "checkbox") queue(name);
+    if (name && name !== "avoid" && type !== "radio" && type !== "checkbox") queue(name);
   });
   form.addEventListener("change", (event) => {
     const target = event.target;
-    if (!target.name) return;
+    if (!target.name || target.name === "avoid") return;
     if (target.name === "about_self" && target.value === "false" &&
         !window.confirm("The call is about someone else: delete everything typed for this call?")) {
       target.checked = false;
@@ -152,28 +181,92 @@ if (root && box) {
 
   // ---------------------------------------------------------------- loading a call
 
+  const localityNames = new Map();
+
   async function loadLocalities() {
     const { localities } = await api("GET", "/api/localities");
     for (const select of box.querySelectorAll("select[data-localities]")) {
       for (const { code, name } of localities) select.add(new Option(name, code));
     }
+    for (const { code, name } of localities) localityNames.set(code, name);
   }
   const localitiesReady = loadLocalities().catch(() => status("Could not load the localities", "failed"));
 
-  function showEarlier(earlier) {
-    const list = document.getElementById("fc-earlier-list");
-    list.replaceChildren(...earlier.map((item) => {
+  // ---------------------------------------------------------------- people and places to avoid
+
+  async function loadChoices() {
+    const [{ clinicians }, { sites }] = await Promise.all([api("GET", "/api/clinicians"), api("GET", "/api/sites")]);
+    const options = document.getElementById("fc-avoid-options");
+    const add = (words, kind, id) => {
+      choices.set(words.toLowerCase(), { kind, id });
+      choiceNames.set(`${kind}:${id}`, words);
+      options.append(new Option(words));
+    };
+    for (const clinician of clinicians) {
+      add(`${clinician.name} (${professionLabel(clinician.profession)}, ${localityNames.get(clinician.locality) || clinician.locality})`, "clinician", clinician.id);
+    }
+    for (const site of sites) add(`${site.name}, ${site.town}`, "site", site.id);
+    drawAvoid();
+  }
+  const choicesReady = localitiesReady.then(loadChoices).catch(() => status("Could not load the clinicians and sites", "failed"));
+
+  function drawAvoid() {
+    const list = document.getElementById("fc-avoid-list");
+    list.replaceChildren(...avoid.map((item) => {
       const li = document.createElement("li");
-      const bookingText = item.booking ? `; booking ${item.booking.status} for ${item.booking.date}` : "";
-      li.textContent = `${item.date}: ${item.disposition.replace(/_/g, " ")}${bookingText}`;
+      const words = choiceNames.get(`${item.kind}:${item.id}`) || `${item.kind} ${item.id}`;
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "link";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", `Remove ${words}`);
+      remove.addEventListener("click", () => {
+        avoid = avoid.filter((other) => other !== item);
+        drawAvoid();
+        queue("avoid");
+        document.getElementById("fc-avoid-input").focus();
+      });
+      li.append(document.createTextNode(`${words} `), remove);
       return li;
     }));
-    document.getElementById("fc-earlier").hidden = earlier.length === 0;
   }
+
+  function addAvoid() {
+    const input = document.getElementById("fc-avoid-input");
+    const typed = input.value.trim();
+    clearError("avoid");
+    if (!typed) {
+      showErrors([{ field: "avoid", problem: "Type the name of a clinician or site, then choose it from the list." }]);
+      input.focus();
+      return;
+    }
+    const choice = choices.get(typed.toLowerCase());
+    if (!choice) {
+      showErrors([{ field: "avoid", problem: `No clinician or site is called "${typed}": choose one from the list.` }]);
+      input.focus();
+      return;
+    }
+    if (!avoid.some((item) => item.kind === choice.kind && item.id === choice.id)) avoid = [...avoid, choice];
+    input.value = "";
+    drawAvoid();
+    queue("avoid");
+    input.focus();
+  }
+  document.getElementById("fc-avoid-button").addEventListener("click", addAvoid);
+  document.getElementById("fc-avoid-input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      addAvoid();
+    }
+  });
 
   function resetAll() {
     pending = {};
     booking = null;
+    avoid = [];
+    drawAvoid();
+    delete root.dataset.outcome;
+    document.getElementById("fc-prefilled").hidden = true;
     form.reset();
     document.getElementById("fc-risk").reset();
     document.getElementById("fc-risk-result").hidden = true;
@@ -182,9 +275,11 @@ if (root && box) {
     document.getElementById("fc-more").hidden = true;
     for (const id of ["fc-b-note", "fc-book-error", "fc-risk-error"]) document.getElementById(id).textContent = "";
     form.querySelectorAll("[data-error-for]").forEach((slot) => { slot.textContent = ""; });
-    form.querySelectorAll(".invalid").forEach((input) => input.classList.remove("invalid"));
+    form.querySelectorAll(".invalid").forEach((input) => {
+      input.classList.remove("invalid");
+      input.removeAttribute("aria-invalid");
+    });
     lockDetails(false);
-    showEarlier([]);
     status("");
   }
 
@@ -197,18 +292,26 @@ if (root && box) {
     box.hidden = !id;
     if (!id) return;
     await localitiesReady;
+    await choicesReady;
     try {
       const data = await api("GET", `/api/calls/${id}/contact`);
       if (id !== callId) return;
-      showEarlier(data.earlier_contacts || []);
       if (data.contact) {
-        fill({ ...data.contact.fields, about_self: data.contact.about_self });
+        fill({ ...data.contact.fields, about_self: data.contact.about_self }, data.contact.display || {});
         lockDetails(data.contact.about_self === false);
         if (data.contact.booking && data.contact.booking.status === "booked") {
           booking = await api("GET", `/api/bookings/${data.contact.booking.id}`);
           showBooking();
         }
+      } else if (data.suggested && Object.keys(data.suggested).length) {
+        // What the caller told the phone menu: filled in and saved, for the handler to confirm.
+        const { display: shown = {}, ...fields } = data.suggested;
+        fill(fields, shown);
+        for (const name of Object.keys(fields)) pending[name] = fields[name];
+        document.getElementById("fc-prefilled").hidden = false;
+        save();
       }
+      suggestOutcome();
       const bookForm = document.getElementById("fc-book");
       bookForm.elements.locality.value = data.contact?.fields?.home_locality || "";
     } catch (exc) {
@@ -277,10 +380,15 @@ if (root && box) {
       }
       const li = document.createElement("li");
       const text = document.createElement("span");
-      text.textContent = `${when(slot.start).split(", ").pop()} · ${place(slot)} · ${slot.clinician.name} (${professionLabel(slot.clinician.profession)})`;
+      const time = when(slot.start).split(", ").pop();
+      const who = `${slot.clinician.name} (${professionLabel(slot.clinician.profession)})`;
+      text.textContent = `${time} · ${place(slot)} · ${who}`;
       const button = document.createElement("button");
       button.type = "button";
       button.textContent = "Book";
+      button.dataset.slotId = slot.id;
+      // Heard on its own (a screen reader's list of buttons), the button says which slot it books.
+      button.setAttribute("aria-label", `Book ${heading} at ${time}, ${place(slot)}, with ${who}`);
       button.addEventListener("click", () => book(slot));
       li.append(text, button);
       items.push(li);
@@ -289,15 +397,16 @@ if (root && box) {
     return items;
   }
 
-  async function search(after) {
+  async function search(after, focusAfter = null) {
     const bookForm = document.getElementById("fc-book");
     const params = new URLSearchParams();
     for (const name of ["locality", "modality", "profession", "from", "to"]) {
       if (bookForm.elements[name].value) params.set(name, bookForm.elements[name].value);
     }
-    const work = valueOf("work_locality");
-    if (work) params.set("workplace_locality", work);
-    if (bookForm.elements.include_workplace.checked) params.set("include_workplace", "1");
+    // The call's record brings the caller's workplace locality (unless they agreed to it) and the
+    // people and places they asked to avoid: the search leaves those out.
+    await save();
+    params.set("call_id", callId);
     if (after) params.set("after", after);
     const list = document.getElementById("fc-slots");
     const note = document.getElementById("fc-b-note");
@@ -309,15 +418,19 @@ if (root && box) {
         list.replaceChildren();
         list.dataset.lastDay = "";
       }
-      list.append(...slotItems(data.slots, list));
+      const added = slotItems(data.slots, list);
+      list.append(...added);
       lastSearch = data.next_after;
       document.getElementById("fc-more").hidden = !data.next_after;
       const excluded = data.excluded_workplace_locality
-        ? ` Sites where they work (${bookForm.elements.locality.querySelector(`option[value="${data.excluded_workplace_locality}"]`)?.textContent || data.excluded_workplace_locality}) are left out.`
+        ? ` Clinicians and sites in ${localityNames.get(data.excluded_workplace_locality) || "the locality where they work"} are left out.`
         : "";
-      note.textContent = (list.querySelector("button") ? "" : "No free slots for that search.") + excluded;
+      const count = list.querySelectorAll("button").length;
+      note.textContent = (count ? `${count} free slot${count === 1 ? "" : "s"} found.` : "No free slots for that search.") + excluded;
+      // After "More slots", focus goes to the first slot added, so the handler carries on from there.
+      if (focusAfter) added.find((item) => item.querySelector("button"))?.querySelector("button")?.focus();
     } catch (exc) {
-      error.textContent = Array.isArray(exc.detail) ? exc.detail.map((p) => p.problem).join("; ") : exc.message;
+      error.textContent = Array.isArray(exc.detail) ? exc.detail.map((p) => `${p.field}: ${p.problem}`).join("; ") : exc.message;
     }
   }
 
@@ -325,6 +438,7 @@ if (root && box) {
     const text = document.getElementById("fc-booked-text");
     text.textContent = `Booked: ${when(booking.start)}, ${place(booking)}, with ${booking.clinician.name}. ${SMS[booking.sms] || ""}`;
     document.getElementById("fc-booked").hidden = false;
+    suggestOutcome();
   }
 
   async function book(slot) {
@@ -336,17 +450,30 @@ if (root && box) {
       showBooking();
       document.getElementById("fc-slots").replaceChildren();
       document.getElementById("fc-more").hidden = true;
+      document.getElementById("fc-b-note").textContent = "";
+      document.getElementById("fc-booked-text").focus();
     } catch (exc) {
       if (exc.error === "slot_taken") {
         error.textContent = "Someone else has just booked that slot. The next free ones are below.";
         const list = document.getElementById("fc-slots");
         list.dataset.lastDay = "";
         list.replaceChildren(...slotItems(exc.detail.next_slots || [], list));
+        (list.querySelector("button") || error).focus();
       } else if (exc.error === "contact_incomplete") {
-        const words = { about_self: "that the call is about themselves", consent_to_keep: "consent to keep details", name: "their name" };
-        error.textContent = `Before booking, record ${(exc.detail.missing || []).map((m) => words[m] || m).join(", ")}.`;
+        const missing = exc.detail.missing || [];
+        const words = {
+          about_self: ["about_self", "confirm the call is about their own health"],
+          consent_to_keep: ["consent_to_keep", "ask whether we may keep their details"],
+          name: ["name", "their name"],
+          contact_route: ["no_contact_reason", "a phone number or email, or why they give none"],
+        };
+        error.textContent = `Before booking, the record needs: ${missing.map((m) => (words[m] || [m, m])[1]).join("; ")}.`;
+        showErrors(missing.map((m) => ({ field: (words[m] || [m])[0], problem: `Needed before booking: ${(words[m] || [m, m])[1]}.` })));
+        const first = missing.length && form.querySelector(`[name="${(words[missing[0]] || [missing[0]])[0]}"]`);
+        (first || error).focus();
       } else {
-        error.textContent = exc.message;
+        error.textContent = typeof exc.detail === "string" ? exc.detail : exc.message;
+        error.focus();
       }
     }
   }
@@ -355,13 +482,16 @@ if (root && box) {
     event.preventDefault();
     search(null);
   });
-  document.getElementById("fc-more").addEventListener("click", () => search(lastSearch));
+  document.getElementById("fc-more").addEventListener("click", () => search(lastSearch, true));
   document.getElementById("fc-cancel").addEventListener("click", async () => {
     if (!booking || !window.confirm("Cancel this booking?")) return;
     try {
       await api("DELETE", `/api/bookings/${booking.id}`);
       booking = null;
       document.getElementById("fc-booked").hidden = true;
+      document.getElementById("fc-b-note").textContent = "The booking was cancelled.";
+      suggestOutcome();
+      document.getElementById("fc-find").focus();
     } catch (exc) {
       document.getElementById("fc-book-error").textContent = exc.message;
     }

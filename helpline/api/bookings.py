@@ -61,7 +61,7 @@ def slot_taken(slot_id: str, contact: Optional[Contact]) -> Response:
     """409 with the next free slots like the one that was lost."""
     db.session.rollback()
     fields = contacts.details(vault(), contact) if contact else {}
-    next_slots = booking_service.alternatives(db.session, slot_id, fields.get("work_locality"))
+    next_slots = booking_service.alternatives(db.session, slot_id, fields)
     return error(409, "slot_taken", {"next_slots": booking_service.slots_json(next_slots)})
 
 
@@ -112,7 +112,8 @@ def response(booking: Booking, status: int = 200) -> tuple[Response, int]:
 @documented(body=NewBooking, roles=("handler",), responses={
     201: "The booking: {id, call_id, contact_id, status, start, end, modality, site, clinician, sms, reminder_at}",
     404: "slot_not_found: the clinician does not offer that slot",
-    409: "slot_taken {next_slots}, or contact_incomplete {missing}"})
+    409: "slot_taken {next_slots}, contact_incomplete {missing}, or avoided (a clinician or site the caller "
+         "asked not to meet)"})
 @roles_required("handler")
 def create_booking() -> tuple[Response, int] | Response:
     """Book a slot for the caller on this call: 201, or 409 slot_taken with the next free slots."""
@@ -122,10 +123,10 @@ def create_booking() -> tuple[Response, int] | Response:
     if not contacts.may_write(db.session, call, contact, current_user.id):
         return error(403, "forbidden", "only the handler who took this call can book for it")
     if contact is None:
-        return error(409, "contact_incomplete", {"missing": ["about_self", "consent_to_keep", "name"]})
+        return error(409, "contact_incomplete", {"missing": ["about_self", "consent_to_keep", "name", "contact_route"]})
     try:
-        booking = booking_service.book(db.session, contact, contacts.details(vault(), contact), request_body.slot_id,
-                                       current_user.id)
+        fields = contacts.with_caller_number(vault(), call, contact)
+        booking = booking_service.book(db.session, contact, fields, request_body.slot_id, current_user.id)
         db.session.add(booking_event(booking, "booked"))
         db.session.commit()
     except booking_service.BookingRefused as exc:
@@ -134,6 +135,9 @@ def create_booking() -> tuple[Response, int] | Response:
     except booking_service.SlotNotFound as exc:
         db.session.rollback()
         return error(404, "slot_not_found", str(exc))
+    except booking_service.SlotAvoided as exc:
+        db.session.rollback()
+        return error(409, "avoided", str(exc))
     except (booking_service.SlotTaken, IntegrityError):
         return slot_taken(request_body.slot_id, contact)
     return response(follow_up(booking.id, "booked"), 201)
@@ -166,7 +170,8 @@ def cancel_booking(booking_id: int) -> tuple[Response, int]:
 @bp.post("/bookings/<int:booking_id>/reschedule")
 @bp.patch("/bookings/<int:booking_id>")
 @documented(body=Move, roles=("handler", "clinician"), responses={
-    200: "The booking, moved", 404: "slot_not_found", 409: "slot_taken {next_slots} (the booking kept its slot), or cancelled"})
+    200: "The booking, moved", 404: "slot_not_found",
+    409: "slot_taken {next_slots} (the booking kept its slot), avoided (a declared conflict), or cancelled"})
 @roles_required("handler", "clinician")
 def reschedule_booking(booking_id: int) -> tuple[Response, int] | Response:
     """Move the booking to another slot, atomically: if that slot is taken, the booking keeps its old one."""
@@ -176,12 +181,15 @@ def reschedule_booking(booking_id: int) -> tuple[Response, int] | Response:
         return error(409, "cancelled", "this booking was cancelled: make a new one")
     contact = booking.contact
     try:
-        booking_service.reschedule(db.session, booking, move.slot_id)
+        booking_service.reschedule(db.session, booking, move.slot_id, fields=contacts.details(vault(), contact))
         db.session.add(booking_event(booking, "moved"))
         db.session.commit()
     except booking_service.SlotNotFound as exc:
         db.session.rollback()
         return error(404, "slot_not_found", str(exc))
+    except booking_service.SlotAvoided as exc:
+        db.session.rollback()
+        return error(409, "avoided", str(exc))
     except (booking_service.SlotTaken, IntegrityError):
         return slot_taken(move.slot_id, contact)
     return response(follow_up(booking.id, "moved"))

@@ -36,12 +36,16 @@ def call_or_404(call_id: int) -> Call:
 
 
 def contact_json(contact: Contact) -> dict[str, Any]:
-    """The whole record with the call's latest risk screen, for those allowed to see it."""
-    return {**contacts.record_json(vault(), contact), "risk": risk.latest(db.session, vault(), contact.call_id)}
+    """The whole record with the call's latest risk screen, for those allowed to see it. The caller's
+    declared conflicts (people and places to avoid) go only to the handler who recorded them."""
+    return {**contacts.record_json(vault(), contact, declared_conflicts=current_user.role == "handler"),
+            "risk": risk.latest(db.session, vault(), contact.call_id)}
 
 
 @bp.get("/calls/<int:call_id>/contact")
-@documented(responses={200: "{contact: record or null, earlier_contacts: [{date, disposition, booking}]}"}, roles=("handler",))
+@documented(responses={200: "{contact: record or null, earlier_contacts: [{date, disposition, booking}], ivr: {answers, need, "
+                            "flags}, suggested: the record's fields as the phone menu learnt them (before the first save)}"},
+            roles=("handler",))
 @roles_required("handler")
 def get_call_contact(call_id: int) -> Response:
     """The handler's own record for the call they are on (or null), and the caller's earlier contacts."""
@@ -49,7 +53,9 @@ def get_call_contact(call_id: int) -> Response:
     contact = contacts.contact_for_call(db.session, call.id)
     if not contacts.may_write(db.session, call, contact, current_user.id):
         return error(403, "forbidden", "only the handler who took this call can see its record")
-    view = {"contact": contact_json(contact) if contact else None, "earlier_contacts": contacts.earlier_contacts(db.session, call)}
+    view = {"contact": contact_json(contact) if contact else None, "earlier_contacts": contacts.earlier_contacts(db.session, call),
+            "ivr": {"answers": dict(call.answers or {}), "need": call.need, "flags": list(call.flags or [])},
+            "suggested": contacts.suggestions(vault(), call) if contact is None else {}}
     if contact is not None:
         audit.record(db.session, current_user, "contact.read", "contact", contact.id)
         db.session.commit()
@@ -59,12 +65,13 @@ def get_call_contact(call_id: int) -> Response:
 @bp.put("/calls/<int:call_id>/contact")
 @documented(body=contacts.ContactUpdate, roles=("handler",), responses={
     200: "{contact, earlier_contacts}: the record as saved", 404: "No such call",
+    400: "invalid [{field, problem}]: a bad value, an unknown locality or conflict, texts with no mobile number",
     409: "third_party (the call is about someone else) or booked (cancel the booking first)"})
 @roles_required("handler")
 def put_call_contact(call_id: int) -> Response:
     """Save some fields of the call's first-contact record (partial, idempotent, last write wins per field)."""
     update = body(contacts.ContactUpdate)
-    problems = contacts.unknown_localities(db.session, update)
+    problems = contacts.unknown_localities(db.session, update) + contacts.unknown_avoided(db.session, update)
     if problems:
         raise BadRequest("invalid", problems)
     for attempt in (1, 2):
@@ -82,6 +89,9 @@ def put_call_contact(call_id: int) -> Response:
         except contacts.ContactError as exc:
             db.session.rollback()
             return error(409, exc.code, exc.message)
+        except contacts.FieldProblems as exc:
+            db.session.rollback()
+            raise BadRequest("invalid", exc.problems) from None
         except IntegrityError:
             # Two first saves for the same call raced to create the record; the second now finds it.
             db.session.rollback()

@@ -6,15 +6,18 @@ import datetime as dt
 from typing import Any, Literal, Optional, TypeVar
 
 from flask import Response, jsonify, request
+from flask_login import current_user
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from .. import booking as slots_service
+from .. import contacts
 from ..auth import roles_required
 from ..db import db
-from ..models import PROFESSIONS, AvailabilityException, Clinician, Locality, Site
+from ..models import PROFESSIONS, AvailabilityException, Call, Clinician, Locality, Site
 from . import BadRequest, bp
+from .contacts import vault
 from .openapi import documented
 
 M = TypeVar("M", bound=BaseModel)
@@ -53,6 +56,7 @@ class SlotParams(BaseModel):
     include_workplace: bool = False
     limit: int = Field(default=slots_service.DEFAULT_LIMIT, ge=1, le=slots_service.MAX_LIMIT)
     after: Optional[str] = None
+    call_id: Optional[int] = Field(default=None, ge=1, le=2**31 - 1)
 
     @field_validator("start_date", "end_date", mode="before")
     @classmethod
@@ -80,6 +84,15 @@ class SlotParams(BaseModel):
         if (self.end_date - self.start_date).days + 1 > slots_service.MAX_RANGE_DAYS:
             raise ValueError(f"search at most {slots_service.MAX_RANGE_DAYS} days at a time")
         return self
+
+
+def caller_fields(call_id: int) -> dict[str, Any]:
+    """The first-contact fields of a call the signed-in handler took; 403 for anyone else's call."""
+    call = db.session.get(Call, call_id)
+    contact = contacts.contact_for_call(db.session, call_id) if call else None
+    if call is None or current_user.role != "handler" or not contacts.may_write(db.session, call, contact, current_user.id):
+        raise BadRequest("forbidden", "only the handler who took this call can search for it", 403)
+    return contacts.details(vault(), contact) if contact else {}
 
 
 @bp.get("/localities")
@@ -157,17 +170,23 @@ def list_clinicians() -> Response:
                 "modality": "face_to_face or video", "profession": "psychiatrist, psychologist, addiction_specialist or therapist",
                 "workplace_locality": "the caller's workplace locality: its sites are left out",
                 "include_workplace": "1 to include sites in the workplace locality", "limit": "page size, 1 to 500 (default 50)",
-                "after": "next_after of the previous page"})
+                "after": "next_after of the previous page",
+                "call_id": "the handler's call: its record's workplace locality (unless the caller agreed to it) and "
+                           "declared conflicts apply too, without being shown"})
 @roles_required("handler", "supervisor")
 def find_slots() -> Response:
-    """Free slots in start order. Sites in the caller's workplace locality are left out unless include_workplace."""
+    """Free slots in start order. Sites in the caller's workplace locality, and clinicians based there, are
+    left out unless include_workplace; with call_id, so are the clinicians and sites the caller asked to avoid."""
     params = query_args(SlotParams)
     check_localities(locality=params.locality, workplace_locality=params.workplace_locality)
+    query = slots_service.SlotQuery(
+        start_date=params.start_date, end_date=params.end_date, locality=params.locality,  # type: ignore[arg-type]
+        modality=params.modality, profession=params.profession, workplace_locality=params.workplace_locality,
+        include_workplace=params.include_workplace, limit=params.limit, after=params.after)
+    if params.call_id is not None:
+        query = slots_service.for_caller(query, caller_fields(params.call_id))
     try:
-        page = slots_service.search(db.session, slots_service.SlotQuery(
-            start_date=params.start_date, end_date=params.end_date, locality=params.locality,  # type: ignore[arg-type]
-            modality=params.modality, profession=params.profession, workplace_locality=params.workplace_locality,
-            include_workplace=params.include_workplace, limit=params.limit, after=params.after))
+        page = slots_service.search(db.session, query)
     except slots_service.SlotNotFound:
         raise BadRequest("invalid", [{"field": "after", "problem": "not a slot id from an earlier page"}]) from None
     return jsonify({

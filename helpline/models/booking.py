@@ -225,7 +225,7 @@ class Booking(Base):
     booked_by_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     cancelled_at: Mapped[Optional[dt.datetime]]
-    #: not_agreed, no_mobile, sent or failed: what happened to the confirmation text.
+    #: not_agreed, no_mobile, held (waiting for the caller's safe hours), sent or failed: the latest text.
     confirmation: Mapped[Optional[str]] = mapped_column(String(16))
     reminder_at: Mapped[Optional[dt.datetime]]
 
