@@ -16,7 +16,7 @@ from .processes import run_cli
 from .stack import Stack, start_stack
 
 CALLER = "+447911123456"
-PASSWORD = "a long password for ann"
+PASSWORD = "a long password for the routing test"  # not containing the username, which the policy refuses
 pytestmark = pytest.mark.slow
 
 
