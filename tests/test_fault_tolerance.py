@@ -70,6 +70,7 @@ def stack(tmp_path: Path, servers: tuple[OwnPostgres, OwnRedis]) -> Iterator[Sta
         yield running
 
 
+@pytest.mark.timeout(300)
 def test_a_serving_process_killed_mid_load_and_restarted_loses_no_call(stack: Stack):
     emulator = stack.emulator_client()
     rng = random.Random(3)
@@ -89,7 +90,9 @@ def test_a_serving_process_killed_mid_load_and_restarted_loses_no_call(stack: St
                 killer_done = True
                 time.sleep(1.5)
                 stack.start_service(1)
-        assert not paced.wait_until_ended(emulator, placing, timeout=90), "calls still going"
+        still = paced.wait_until_ended(emulator, placing, timeout=90)
+        assert not still, [(emulator.call(sid)["activity"], emulator.call(sid)["queue"],
+                            scalar(stack, select(Call.step).where(Call.call_sid == sid))) for sid in still]
         paced.wait_until_recorded(stack, placing, timeout=30)
         engine = stack.sql_engine()
         try:
@@ -171,9 +174,11 @@ def test_redis_going_away_degrades_then_recovers_within_seconds_and_tells_a_hand
         redis_server.start()
         wait_until(lambda: healthz(stack, 0) == 200 and healthz(stack, 1) == 200, RECOVERY_S,
                    not_recovered(stack, "health did not recover"))
-        # Told, once the subscription is back: her own status, re-sent by the process holding her console.
+        # Told: her own status, re-sent by the process holding her console once its subscription is
+        # back (or, if the expiry's own event got through, that one, which says why).
         told = rita.wait_for("presence", lambda data: data["presence"] == "break", timeout=RECOVERY_S)
-        assert told.get("resent") is True and time.monotonic() - back < RECOVERY_S
+        assert told.get("resent") is True or told.get("reason") == "offer_missed", told
+        assert time.monotonic() - back < RECOVERY_S
         assert "the Redis subscription is back" in (stack.logs / "serve-0.log").read_text()
         assert not paced.wait_until_ended(emulator, [sid], timeout=30)
         paced.wait_until_recorded(stack, [sid], timeout=30)
