@@ -107,6 +107,8 @@ class SlotQuery:
     #: The caller's declared conflicts: clinicians and sites that never appear for them.
     avoid_clinicians: frozenset[int] = frozenset()
     avoid_sites: frozenset[int] = frozenset()
+    #: Only slots starting by then (an urgent triage).
+    latest_start: Optional[dt.datetime] = None
 
 
 def avoided(fields: dict[str, Any]) -> tuple[frozenset[int], frozenset[int]]:
@@ -116,10 +118,15 @@ def avoided(fields: dict[str, Any]) -> tuple[frozenset[int], frozenset[int]]:
             frozenset(item["id"] for item in items if item.get("kind") == "site"))
 
 
-def for_caller(query: SlotQuery, fields: dict[str, Any]) -> SlotQuery:
+def for_caller(query: SlotQuery, fields: dict[str, Any], urgent_within: Optional[dt.timedelta] = None,
+               now: Optional[dt.datetime] = None) -> SlotQuery:
     """`query` narrowed for the caller a record describes: their workplace locality (unless they agreed
-    to it) and their declared conflicts."""
+    to it), their declared conflicts, and (triaged urgent) only slots within `urgent_within`."""
     clinicians, sites = avoided(fields)
+    if fields.get("triage") == "urgent" and urgent_within is not None:
+        latest = (now or utcnow()) + urgent_within
+        query = replace(query, latest_start=min(filter(None, (query.latest_start, latest))),
+                        end_date=min(query.end_date, local_date(latest)))
     return replace(
         query,
         workplace_locality=query.workplace_locality or fields.get("work_locality"),
@@ -295,7 +302,8 @@ def search(session: Session, query: SlotQuery, now: Optional[dt.datetime] = None
     if after_key:
         day = max(day, local_date(after_key[0]))
     while day <= query.end_date and len(slots) <= query.limit:
-        slots.extend(slot for slot in _day_slots(found, day, earliest) if after_key is None or slot.key > after_key)
+        slots.extend(slot for slot in _day_slots(found, day, earliest) if (after_key is None or slot.key > after_key)
+                      and (query.latest_start is None or slot.start <= query.latest_start))
         day += dt.timedelta(days=1)
     more = len(slots) > query.limit
     page = slots[: query.limit]

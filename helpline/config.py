@@ -256,6 +256,12 @@ class RetentionSettings(_Strict):
     webhook_replies_days: int = Field(default=2, strict=True, ge=1, le=365)
 
 
+class TriageSettings(_Strict):
+    """The first call's triage: how soon an urgent appointment must be."""
+
+    urgent_within_hours: int = Field(default=48, strict=True, ge=1, le=336)
+
+
 class Settings(_Strict):
     """Everything the service reads from its configuration, validated."""
 
@@ -272,6 +278,7 @@ class Settings(_Strict):
     server: ServerSettings
     security: SecuritySettings = SecuritySettings()
     retention: RetentionSettings = RetentionSettings()
+    triage: TriageSettings = TriageSettings()
     scheduler: SchedulerSettings
     #: Where the embedded database and generated demo keys live.
     instance_path: str = Field(default_factory=lambda: str(_default_instance_path()))

@@ -113,6 +113,9 @@ class ContactUpdate(BaseModel):
     accessibility_needs: Optional[Annotated[Text, Field(max_length=500)]] = None
     language: Optional[Annotated[Text, Field(max_length=40)]] = None
     consent_to_keep: Optional[StrictBool] = None
+    #: The triage this call ends with, and why: an urgent or routine appointment, or another way to help.
+    triage: Optional[Literal["urgent", "face_to_face", "video", "signposted", "self_help", "advice_given"]] = None
+    triage_reason: Optional[Annotated[Text, Field(max_length=500)]] = None
     #: The caller agrees to be seen in the locality where they work, or by clinicians based there.
     workplace_agreed: Optional[StrictBool] = None
     #: Clinicians and sites the caller asked not to meet (declared conflicts); never shown to clinicians.

@@ -103,6 +103,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("api.list_sites", "GET"): _all("handler", "supervisor", "admin"),
     ("api.list_clinicians", "GET"): _all("handler", "supervisor", "admin"),
     ("api.find_slots", "GET"): _all("handler", "supervisor"),
+    ("api.partner_services", "GET"): _all("handler", "supervisor", "clinician"),
     # -- the live queue and a handler's calls
     ("api.queue", "GET"): _all("handler", "supervisor"),
     ("api.accept", "POST"): {"handler": OFFERED_OR_WAITING},
@@ -120,6 +121,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("api.put_call_contact", "PUT"): {"handler": OWN_CONTACT},
     ("api.post_risk", "POST"): {"handler": OWN_CALL, "supervisor": "any call (escalating; the answers are not shown back)"},
     ("api.get_contact", "GET"): {"handler": OWN_CONTACT, "clinician": OWN_PATIENTS, "supervisor": WITH_REASON},
+    ("api.send_signposts", "POST"): {"handler": OWN_CALL},
     # -- bookings
     ("api.create_booking", "POST"): {"handler": OWN_CALL},
     ("api.get_booking", "GET"): _all("handler", "clinician", scope=OWN_BOOKING),

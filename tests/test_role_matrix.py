@@ -124,6 +124,7 @@ VALID_BODIES: dict[str, Any] = {
     "api.post_risk": {"thoughts_of_suicide_or_self_harm": False, "plan_or_means": False, "immediate_danger": False,
                       "intoxicated_now": False, "recent_self_harm": False, "protective_factors": True},
     "api.reschedule_booking": {"slot_id": "no-such-slot"},
+    "api.send_signposts": {"services": ["samaritans"], "consent": True},
 }
 #: Scopes that say "theirs only": another person's object must be refused.
 OWN_SCOPES = {permissions.OWN_CALL, permissions.OFFERED, permissions.OFFERED_OR_WAITING, permissions.OWN_CONTACT,

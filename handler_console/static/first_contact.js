@@ -36,10 +36,15 @@ if (root && box) {
   const choiceNames = new Map();  // "clinician:3" -> its words
 
   // The wrap-up outcome that follows from what happened on this call (console.js pre-selects it).
+  const TRIAGE_OUTCOMES = { signposted: "signposted", self_help: "advice_given", advice_given: "advice_given" };
+  let signposted = false;
+
   function suggestOutcome() {
     let outcome = "";
     if (valueOf("about_self") === false) outcome = "third_party";
     else if (booking && booking.status === "booked") outcome = "booked";
+    else if (signposted) outcome = "signposted";
+    else outcome = TRIAGE_OUTCOMES[valueOf("triage")] || "";
     root.dataset.outcome = outcome;
   }
 
@@ -174,6 +179,12 @@ if (root && box) {
       return;
     }
     queue(target.name);
+    if (target.name === "triage") {
+      suggestOutcome();
+      if (!valueOf("triage_reason")) {
+        showErrors([{ field: "triage_reason", problem: "Say why, in a few words." }]);
+      }
+    }
   });
   window.addEventListener("beforeunload", (event) => {
     if (Object.keys(pending).length || inFlight) event.preventDefault();
@@ -264,8 +275,12 @@ if (root && box) {
     pending = {};
     booking = null;
     avoid = [];
+    signposted = false;
     drawAvoid();
     delete root.dataset.outcome;
+    document.getElementById("fc-signpost").reset();
+    document.getElementById("fc-sp-list").replaceChildren();
+    for (const id of ["fc-sp-note", "fc-sp-error", "fc-sp-sent"]) document.getElementById(id).textContent = "";
     document.getElementById("fc-prefilled").hidden = true;
     form.reset();
     document.getElementById("fc-risk").reset();
@@ -298,6 +313,7 @@ if (root && box) {
       if (id !== callId) return;
       if (data.contact) {
         fill({ ...data.contact.fields, about_self: data.contact.about_self }, data.contact.display || {});
+        signposted = (data.contact.fields.signposts || []).some((item) => item.result === "sent");
         lockDetails(data.contact.about_self === false);
         if (data.contact.booking && data.contact.booking.status === "booked") {
           booking = await api("GET", `/api/bookings/${data.contact.booking.id}`);
@@ -426,7 +442,8 @@ if (root && box) {
         ? ` Clinicians and sites in ${localityNames.get(data.excluded_workplace_locality) || "the locality where they work"} are left out.`
         : "";
       const count = list.querySelectorAll("button").length;
-      note.textContent = (count ? `${count} free slot${count === 1 ? "" : "s"} found.` : "No free slots for that search.") + excluded;
+      const urgent = data.urgent_until ? ` Urgent: only slots up to ${when(data.urgent_until)} are shown.` : "";
+      note.textContent = (count ? `${count} free slot${count === 1 ? "" : "s"} found.` : "No free slots for that search.") + excluded + urgent;
       // After "More slots", focus goes to the first slot added, so the handler carries on from there.
       if (focusAfter) added.find((item) => item.querySelector("button"))?.querySelector("button")?.focus();
     } catch (exc) {
@@ -494,6 +511,103 @@ if (root && box) {
       document.getElementById("fc-find").focus();
     } catch (exc) {
       document.getElementById("fc-book-error").textContent = exc.message;
+    }
+  });
+
+  // ---------------------------------------------------------------- partner services and signposting
+
+  const spForm = document.getElementById("fc-signpost");
+  const chosen = new Set();
+
+  function spErrors(problems) {
+    spForm.querySelectorAll("[data-sp-error-for]").forEach((slot) => { slot.textContent = ""; });
+    for (const problem of problems) {
+      const field = problem.field.split(".")[0];
+      const slot = spForm.querySelector(`[data-sp-error-for="${field}"]`);
+      if (slot) slot.textContent = problem.problem;
+      else if (field in form.elements) showErrors([problem]);
+      else document.getElementById("fc-sp-error").textContent = problem.problem;
+    }
+  }
+
+  async function findServices() {
+    const params = new URLSearchParams();
+    if (spForm.elements.q.value.trim()) params.set("q", spForm.elements.q.value.trim());
+    if (spForm.elements.topic.value) params.set("topic", spForm.elements.topic.value);
+    const note = document.getElementById("fc-sp-note");
+    try {
+      const data = await api("GET", `/api/partner-services?${params}`);
+      const list = document.getElementById("fc-sp-list");
+      list.replaceChildren(...data.services.map((service) => {
+        const li = document.createElement("li");
+        const label = document.createElement("label");
+        label.className = "inline";
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.value = service.code;
+        box.checked = chosen.has(service.code);
+        box.addEventListener("change", () => (box.checked ? chosen.add(service.code) : chosen.delete(service.code)));
+        const name = document.createElement("strong");
+        name.textContent = service.name;
+        label.append(box, " ", name);
+        const facts = document.createElement("p");
+        facts.className = "muted";
+        facts.textContent = [service.phone, service.web, service.hours].filter(Boolean).join(" · ");
+        const about = document.createElement("p");
+        about.textContent = service.about;
+        li.append(label, about, facts);
+        return li;
+      }));
+      note.textContent = data.services.length ? `${data.services.length} service${data.services.length === 1 ? "" : "s"} found.` : "No service matches that search.";
+    } catch (exc) {
+      note.textContent = exc.message;
+    }
+  }
+
+  async function loadTopics() {
+    const { topics } = await api("GET", "/api/partner-services");
+    for (const [code, words] of Object.entries(topics)) spForm.elements.topic.add(new Option(words, code));
+  }
+  loadTopics().catch(() => {});
+
+  spForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    findServices();
+  });
+  document.getElementById("fc-sp-send").addEventListener("click", async () => {
+    const error = document.getElementById("fc-sp-error");
+    const sent = document.getElementById("fc-sp-sent");
+    error.textContent = "";
+    sent.textContent = "";
+    spErrors([]);
+    if (!chosen.size) {
+      spErrors([{ field: "services", problem: "Choose at least one service from the directory." }]);
+      spForm.querySelector("#fc-sp-list input, #fc-sp-q").focus();
+      return;
+    }
+    await save();  // the mobile number the handler has just typed
+    try {
+      const reply = await api("POST", `/api/calls/${callId}/signposts`, {
+        services: [...chosen], consent: spForm.elements.consent.checked,
+        name_the_service: spForm.elements.name_the_service.checked,
+      });
+      if (reply.result === "sent") {
+        signposted = true;
+        sent.textContent = `Sent by text: ${reply.services.length} service${reply.services.length === 1 ? "" : "s"}.`;
+      } else {
+        sent.textContent = "The text could not be sent: read the details to the caller now.";
+      }
+      suggestOutcome();
+      sent.focus();
+    } catch (exc) {
+      if (exc.status === 400 && Array.isArray(exc.detail)) {
+        spErrors(exc.detail);
+        const first = exc.detail[0].field.split(".")[0];
+        (first === "consent" ? spForm.elements.consent : first === "phone" ? form.elements.phone : error).focus();
+      } else {
+        error.textContent = typeof exc.detail === "string" ? exc.detail : exc.message;
+        error.focus();
+      }
     }
   });
 

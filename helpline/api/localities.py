@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal, Optional, TypeVar
 
-from flask import Response, jsonify, request
+from flask import Response, current_app, jsonify, request
 from flask_login import current_user
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import select
@@ -162,7 +162,8 @@ def list_clinicians() -> Response:
 
 
 @bp.get("/clinicians/slots")
-@documented(responses={200: "{slots: [{id, start, end, modality, locality, site, clinician}], excluded_workplace_locality, next_after, from, to}"},
+@documented(responses={200: "{slots: [{id, start, end, modality, locality, site, clinician}], excluded_workplace_locality, next_after, "
+                            "urgent_until, from, to}"},
             roles=("handler", "supervisor"), query={
                 "from": "first date (YYYY-MM-DD, Europe/London; default today)",
                 "to": "last date, inclusive (default from + 13 days; at most 62 days in all)",
@@ -171,8 +172,8 @@ def list_clinicians() -> Response:
                 "workplace_locality": "the caller's workplace locality: its sites are left out",
                 "include_workplace": "1 to include sites in the workplace locality", "limit": "page size, 1 to 500 (default 50)",
                 "after": "next_after of the previous page",
-                "call_id": "the handler's call: its record's workplace locality (unless the caller agreed to it) and "
-                           "declared conflicts apply too, without being shown"})
+                "call_id": "the handler's call: its record's workplace locality (unless the caller agreed to it), "
+                           "declared conflicts (never shown) and an urgent triage's time limit apply too"})
 @roles_required("handler", "supervisor")
 def find_slots() -> Response:
     """Free slots in start order. Sites in the caller's workplace locality, and clinicians based there, are
@@ -184,7 +185,8 @@ def find_slots() -> Response:
         modality=params.modality, profession=params.profession, workplace_locality=params.workplace_locality,
         include_workplace=params.include_workplace, limit=params.limit, after=params.after)
     if params.call_id is not None:
-        query = slots_service.for_caller(query, caller_fields(params.call_id))
+        urgent = dt.timedelta(hours=current_app.config["HELPLINE"].triage.urgent_within_hours)
+        query = slots_service.for_caller(query, caller_fields(params.call_id), urgent_within=urgent)
     try:
         page = slots_service.search(db.session, query)
     except slots_service.SlotNotFound:
@@ -193,6 +195,7 @@ def find_slots() -> Response:
         "slots": slots_service.slots_json(page.slots),
         "excluded_workplace_locality": page.excluded_workplace_locality,
         "next_after": page.next_after,
+        "urgent_until": slots_service.iso_local(query.latest_start) if query.latest_start else None,
         "from": params.start_date.isoformat() if params.start_date else None,
         "to": params.end_date.isoformat() if params.end_date else None,
     })
