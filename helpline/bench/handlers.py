@@ -2,7 +2,7 @@
 and a softphone identity registered in the emulator that answers by itself.
 
 Each handler works like a person at the console: when an `offer` arrives it accepts the call, talks
-for a few seconds (sometimes booking an appointment while the caller is on the line), hangs up,
+for a few seconds (sometimes booking an appointment while the caller is on the line), ends the call,
 waits for the service to put it in wrap-up, records an outcome after a short pause and is available
 again. Socket.IO events are read on the client's own thread and handed to a worker thread, so that a
 handler busy on a call never holds up its event stream.
@@ -28,7 +28,7 @@ import socketio
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from ..emulator.client import EmulatorClient, EmulatorError
+from ..emulator.client import EmulatorClient
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class Handler:
         if self.pace.book_every and self.rng.random() < 1 / self.pace.book_every:
             booked = self._book(call_id)
         time.sleep(max(0.0, talk_until - time.time()))
-        self._hang_up()
+        self._hang_up(call_id)
         self._await_wrap_up(call_id)
         time.sleep(self.rng.uniform(*self.pace.wrap_up_s))
         stamp = time.time()
@@ -226,16 +226,15 @@ class Handler:
             self.log.errors.append(f"wrap-up {call_id} -> {done.status_code} {done.text[:200]}")
             self._go_available()
 
-    def _hang_up(self) -> None:
-        """The handler ends the call from the softphone (the conference ends with them)."""
-        for _ in range(20):
-            try:
-                self.emulator.hangup_client(self.identity)
-                return
-            except EmulatorError:
-                # The softphone is still ringing (it answers by itself in a moment): try again.
-                time.sleep(0.25)
-        self.log.errors.append("could not hang up the softphone")
+    def _hang_up(self, call_id: int) -> None:
+        """The handler presses End call, as the console does: the service ends every leg and starts
+        wrap-up. (A softphone that simply drops is a lost handler: the service holds the caller and
+        rings again.) A 409 means the caller hung up first, which ends the call too."""
+        ended = self._post(f"/api/calls/{call_id}/hangup")
+        if ended.status_code == 200:
+            self.presence = ended.json().get("presence", "wrap_up")
+        elif ended.status_code != 409:
+            self.log.errors.append(f"end call {call_id} -> {ended.status_code} {ended.text[:200]}")
 
     def _await_wrap_up(self, call_id: int, timeout: float = 30) -> None:
         """Wait for the service to say the call is over (presence `wrap_up`), handling other events meanwhile."""
