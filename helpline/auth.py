@@ -1,8 +1,9 @@
 """Logging in, the second factor, the account page's changes, CSRF, and the role check every console
 route and API call goes through.
 
-A log-in is a username and password (security.authenticate: throttles, pauses, audit), then, when the
-second factor is required (`security.require_mfa`) or the user has one, a TOTP or recovery code
+A log-in is a username and password (security.authenticate: throttles, pauses, audit), or a sign-in
+through the organisation's OpenID Connect provider (oidc.py), then, when the second factor is required
+(`security.require_mfa`) or the user has one, and the provider did not do one, a TOTP or recovery code
 (mfa.py), with enrolment at the first log-in; only then does a session start (staff_sessions.py), from
 an empty cookie session with a new CSRF token. Flask-Login keeps who is logged in, Flask-WTF the CSRF
 token (a hidden `csrf_token` field in forms, the `X-CSRFToken` header from the console's own
@@ -144,10 +145,7 @@ def login() -> Response | str:
         if outcome.user is not None:
             user = outcome.user
             if mfa.enrolled(user) or _settings().security.require_mfa:
-                # Not logged in yet: the session holds only who passed the first step, and when.
-                session.clear()
-                g.pop("csrf_token", None)
-                session[PENDING] = {"u": user.id, "at": int(security.now()), "next": _safe_next()}
+                begin_second_step(user, "password", _safe_next())
                 db.session.commit()
                 return redirect(url_for("auth.verify" if mfa.enrolled(user) else "auth.enrol"))
             response = finish_login(user, "password", _safe_next())
@@ -165,19 +163,36 @@ def login() -> Response | str:
         minutes = _settings().security.session_idle_minutes
         message = (f"Your session has ended: it was unused for {minutes} minutes, or you logged out elsewhere. "
                    "Please log in again.")
-    return render_template("login.html", form=form, message=message), status  # type: ignore[return-value]
+    from .oidc import provider_name
+
+    return render_template("login.html", form=form, message=message, provider=provider_name()), status  # type: ignore[return-value]
 
 
-def finish_login(user: User, method: str, next_url: str | None) -> Response:
+def begin_second_step(user: User, first: str, next_url: str | None) -> None:
+    """The first factor has passed (`first`: "password", or "oidc" for a provider that did not do a
+    second factor): not logged in yet, the session holds only who passed it, how, and when."""
+    session.clear()
+    g.pop("csrf_token", None)
+    session[PENDING] = {"u": user.id, "at": int(security.now()), "next": next_url, "first": first}
+
+
+def _first_step() -> str:
+    """How the pending log-in's first step was passed ("password" or "oidc")."""
+    first = session.get(PENDING, {}).get("first")
+    return first if first in ("password", "oidc") else "password"
+
+
+def finish_login(user: User, method: str, next_url: str | None, **detail: Any) -> Response:
     """Every factor has passed: start a fresh session (a new cookie session and CSRF token, a new
-    server-side record), audit the log-in, and mark this browser as one the user logs in from."""
+    server-side record), audit the log-in (with `detail`), and mark this browser as one the user logs
+    in from."""
     from . import audit, staff_sessions
 
     user.failed_logins = 0
     user.locked_until = None
     staff_sessions.start(db.session, user, method)
     audit.record(db.session, audit.Actor(user.id, user.role), "auth.login", "user", user.id,
-                 address=security.client_address(), method=method)
+                 address=security.client_address(), method=method, **detail)
     response = redirect(next_url or url_for(HOME.get(user.role, "auth.login")))
     return security.remember_device(response, user.id)
 
@@ -228,13 +243,13 @@ def verify() -> Response | str:
         vault = current_app.extensions["helpline.vault"]
         next_url = session[PENDING].get("next")
         if mfa.verify_totp(db.session, user, code, vault, security.now()):
-            response = finish_login(user, "password+totp", next_url)
+            response = finish_login(user, f"{_first_step()}+totp", next_url)
             db.session.commit()
             return response
         if mfa.use_recovery_code(db.session, user, code):
             audit.record(db.session, audit.Actor(user.id, user.role), "auth.recovery_code_used", "user", user.id,
                          left=mfa.recovery_codes_left(db.session, user))
-            response = finish_login(user, "password+recovery_code", next_url)
+            response = finish_login(user, f"{_first_step()}+recovery_code", next_url)
             db.session.commit()
             return response
         message, status = _second_factor_failed(user, "code")
@@ -267,7 +282,7 @@ def enrol() -> Response | str:
                 db.session.commit()
                 return render_template("recovery_codes.html", codes=codes, next_url=url_for("console.account"))
             next_url = session[PENDING].get("next") or url_for(HOME.get(user.role, "auth.login"))
-            response = finish_login(user, "password+totp", next_url)
+            response = finish_login(user, f"{_first_step()}+totp", next_url)
             db.session.commit()
             # The codes are shown once, on this page, before going on to the console.
             page = render_template("recovery_codes.html", codes=codes, next_url=next_url)
@@ -400,6 +415,9 @@ def init_app(app: Flask) -> None:
     login_manager.init_app(app)
     csrf.init_app(app)
     app.register_blueprint(bp)
+    from . import oidc
+
+    oidc.init_app(app)  # sign-in through an identity provider: its routes, and its client when configured
 
     @app.errorhandler(CSRFError)
     def _csrf_failed(exc: CSRFError) -> Response:

@@ -54,6 +54,9 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "TWILIO_SIGNALLING_HOST": ("twilio", "signalling_host"),
     "TWILIO_CALLBACK_CALLER_ID": ("twilio", "callback_caller_id"),
     "HELPLINE_REQUIRE_MFA": ("security", "require_mfa"),
+    "HELPLINE_OIDC_ISSUER": ("oidc", "issuer"),
+    "HELPLINE_OIDC_CLIENT_ID": ("oidc", "client_id"),
+    "HELPLINE_OIDC_CLIENT_SECRET": ("oidc", "client_secret"),
 }
 #: Environment variables that hold a yes or no, and the words each may be.
 BOOLEAN_VARIABLES = {"HELPLINE_REQUIRE_MFA"}
@@ -246,6 +249,61 @@ class SecuritySettings(_Strict):
     proxy_hops: int = Field(default=0, strict=True, ge=0, le=5)
 
 
+class OidcSettings(_Strict):
+    """Sign-in through an OpenID Connect provider (oidc.py), beside passwords; off while `issuer` is unset."""
+
+    #: The provider's issuer, exactly as its discovery document says it (its metadata is read from
+    #: `<issuer>/.well-known/openid-configuration`).
+    issuer: str | None = None
+    client_id: str | None = None
+    #: Best given in the environment (HELPLINE_OIDC_CLIENT_SECRET), never in a file under version control.
+    client_secret: str | None = None
+    #: The log-in page's button says "Sign in with <provider_name>".
+    provider_name: str = Field(default="your organisation's account", min_length=1, max_length=60)
+    #: The claim (from the ID token, else the userinfo endpoint) whose value is a helpline username.
+    username_claim: str = Field(default="preferred_username", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    #: When set, the claim must end in "@<username_domain>", which is taken off (jo.bloggs@nhs.net ->
+    #: jo.bloggs); a value from any other domain matches nobody.
+    username_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+    scopes: str = Field(default="openid profile email", min_length=6, max_length=500)
+    #: `acr` values that mean the provider used a second factor (amr mfa, otp or hwk always do).
+    mfa_acr_values: list[str] = []
+    #: Seconds to wait for the provider's server (discovery, keys, the token exchange).
+    timeout_s: int = Field(default=10, strict=True, ge=1, le=60)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = re.match(r"^(https?)://([^\s/?#:]+)(:\d+)?(/[^\s?#]*)?$", value)
+        if not parts:
+            raise ValueError("must be the provider's issuer URL, such as https://login.example.org/tenant/v2.0")
+        if parts.group(1) == "http" and parts.group(2) not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("must be https (http only for a provider on this machine)")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: str) -> str:
+        if "openid" not in value.split():
+            raise ValueError("must include openid")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> "OidcSettings":
+        if self.issuer and not (self.client_id and self.client_secret):
+            raise ValueError("issuer needs client_id and client_secret (HELPLINE_OIDC_CLIENT_ID, HELPLINE_OIDC_CLIENT_SECRET)")
+        if not self.issuer and (self.client_id or self.client_secret):
+            raise ValueError("client_id and client_secret need an issuer (HELPLINE_OIDC_ISSUER)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether staff may sign in through the provider."""
+        return bool(self.issuer)
+
+
 class RetentionSettings(_Strict):
     """How long each kind of record is kept before the scheduler's purge removes or anonymises it."""
 
@@ -277,6 +335,7 @@ class Settings(_Strict):
     routing: RoutingSettings
     server: ServerSettings
     security: SecuritySettings = SecuritySettings()
+    oidc: OidcSettings = OidcSettings()
     retention: RetentionSettings = RetentionSettings()
     triage: TriageSettings = TriageSettings()
     scheduler: SchedulerSettings

@@ -80,6 +80,9 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("auth.verify", "POST"): EVERYONE,
     ("auth.enrol", "GET"): EVERYONE,
     ("auth.enrol", "POST"): EVERYONE,
+    # sign-in through the organisation's identity provider (404 where none is configured)
+    ("oidc.start", "GET"): EVERYONE,
+    ("oidc.callback", "GET"): EVERYONE,
     ("auth.change_password", "POST"): _all(*ROLES, scope=SELF),
     ("auth.renew_recovery_codes", "POST"): _all(*ROLES, scope=SELF),
     ("auth.end_other_sessions", "POST"): _all(*ROLES, scope=SELF),

@@ -77,6 +77,7 @@ class User(Base):
     """Someone who logs in to the console: a call handler, supervisor, clinician or administrator."""
 
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_users_oidc_identity"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -94,6 +95,11 @@ class User(Base):
     totp_confirmed_at: Mapped[Optional[dt.datetime]]
     #: The last TOTP time step accepted, so that a code seen over a shoulder cannot be used again.
     totp_last_step: Mapped[Optional[int]]
+    #: The identity provider's issuer and subject (`sub`) of the person who first signed in to this
+    #: account through it (oidc.py): a later sign-in with the same username but another subject (a
+    #: name or address given to someone else) is refused.
+    oidc_issuer: Mapped[Optional[str]] = mapped_column(String(255))
+    oidc_subject: Mapped[Optional[str]] = mapped_column(String(255))
 
     handler: Mapped[Optional["Handler"]] = relationship(back_populates="user", uselist=False)
 
