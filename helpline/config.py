@@ -54,12 +54,13 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "TWILIO_SIGNALLING_HOST": ("twilio", "signalling_host"),
     "TWILIO_CALLBACK_CALLER_ID": ("twilio", "callback_caller_id"),
     "HELPLINE_REQUIRE_MFA": ("security", "require_mfa"),
+    "HELPLINE_ALWAYS_OPEN": ("opening_hours", "always_open"),
     "HELPLINE_OIDC_ISSUER": ("oidc", "issuer"),
     "HELPLINE_OIDC_CLIENT_ID": ("oidc", "client_id"),
     "HELPLINE_OIDC_CLIENT_SECRET": ("oidc", "client_secret"),
 }
 #: Environment variables that hold a yes or no, and the words each may be.
-BOOLEAN_VARIABLES = {"HELPLINE_REQUIRE_MFA"}
+BOOLEAN_VARIABLES = {"HELPLINE_REQUIRE_MFA", "HELPLINE_ALWAYS_OPEN"}
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -163,6 +164,8 @@ class OpeningHoursSettings(_Strict):
     timezone: str
     weekly: dict[str, list[str]]
     closed_dates: list[dt.date] = []
+    #: Answer around the clock whatever `weekly` says (the demo; HELPLINE_ALWAYS_OPEN).
+    always_open: bool = False
 
     @field_validator("timezone")
     @classmethod
@@ -310,7 +313,9 @@ class RetentionSettings(_Strict):
     third_party_days: int = Field(default=30, strict=True, ge=1, le=36_500)
     ineligible_days: int = Field(default=30, strict=True, ge=1, le=36_500)
     abandoned_days: int = Field(default=30, strict=True, ge=1, le=36_500)
-    discharged_record_days: int = Field(default=2920, strict=True, ge=1, le=36_500)
+    #: First-contact records, counted from the episode's discharge (episodes.py). 20 years: the NHS
+    #: Records Management Code keeps mental-health records 20 years after treatment ends.
+    discharged_record_days: int = Field(default=7305, strict=True, ge=1, le=36_500)
     webhook_replies_days: int = Field(default=2, strict=True, ge=1, le=365)
 
 

@@ -26,10 +26,13 @@ class OpeningHours:
     @classmethod
     def from_settings(cls, settings: OpeningHoursSettings) -> "OpeningHours":
         """Build from validated configuration."""
+        zone = zoneinfo.ZoneInfo(settings.timezone)
+        if settings.always_open:
+            return cls(zone, tuple(((0, 24 * 60),) for _day in DAYS), frozenset())
         weekly = tuple(
             tuple(sorted(parse_span(span) for span in settings.weekly.get(day, []))) for day in DAYS
         )
-        return cls(zoneinfo.ZoneInfo(settings.timezone), weekly, frozenset(settings.closed_dates))
+        return cls(zone, weekly, frozenset(settings.closed_dates))
 
     def local(self, instant: dt.datetime) -> dt.datetime:
         """The wall-clock time at the helpline for an aware instant."""

@@ -75,3 +75,13 @@ def test_the_spoken_summary_groups_days():
 def test_a_naive_instant_is_refused():
     with pytest.raises(ValueError):
         hours().is_open(dt.datetime(2026, 1, 1, 12, 0))
+
+
+def test_always_open_answers_around_the_clock_and_is_one_setting_away():
+    """The demo's HELPLINE_ALWAYS_OPEN: open on a Sunday night and on Christmas Day; false keeps the hours."""
+    settings = load_settings(None, environ={"HELPLINE_ALWAYS_OPEN": "true"}).opening_hours
+    always = OpeningHours.from_settings(settings)
+    for instant in (dt.datetime(2026, 11, 29, 23, 30, tzinfo=UTC), dt.datetime(2026, 12, 25, 3, 0, tzinfo=UTC)):
+        assert always.is_open(instant)
+    closed = OpeningHours.from_settings(load_settings(None, environ={"HELPLINE_ALWAYS_OPEN": "false"}).opening_hours)
+    assert not closed.is_open(dt.datetime(2026, 11, 29, 23, 30, tzinfo=UTC))
