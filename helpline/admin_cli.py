@@ -158,12 +158,15 @@ def rotate_key(batch_size: int) -> None:
 
 
 @click.command("purge")
-def purge_command() -> None:
+@click.option("--dry-run", is_flag=True, help="Say what would be removed or anonymised now, and change nothing.")
+def purge_command(dry_run: bool) -> None:
     """Apply the retention periods now (the scheduler does this daily)."""
     from .retention import purge_job
 
     with _service() as app:
-        counts = purge_job(app)
+        counts = purge_job(app, dry_run=dry_run)
+    if dry_run:
+        click.echo("dry run: nothing was changed; a purge now would remove or anonymise")
     for name, count in counts.items():
         click.echo(f"{name}: {count}")
 

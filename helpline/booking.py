@@ -449,5 +449,5 @@ def booking_json(booking: Booking) -> dict[str, Any]:
     return {"id": booking.id, "call_id": booking.call_id, "contact_id": booking.contact_id, "status": booking.status,
             "start": iso_local(booking.starts_at), "end": iso_local(booking.ends_at), "modality": booking.modality,
             "site": site_json(booking.site), "clinician": clinician_json(booking.clinician),
-            "confirmation": booking.confirmation,
+            "confirmation": booking.confirmation, "attendance": booking.attendance,
             "reminder_at": iso_local(booking.reminder_at) if booking.reminder_at else None}

@@ -434,4 +434,5 @@ def record_json(vault: Vault, contact: Contact, declared_conflicts: bool = True)
         "fields": fields,
         "display": display_fields(fields),
         "booking": None if latest is None else {"id": latest.id, **(booking_summary(latest) or {})},
+        "discharged_on": contact.discharged_on.isoformat() if contact.discharged_on else None,
     }

@@ -133,6 +133,10 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("api.reschedule_booking", "POST"): _all("handler", "clinician", scope=OWN_BOOKING),
     ("api.booking_calendar", "GET"): {"clinician": OWN_PATIENTS},
     ("api.clinician_bookings", "GET"): {"clinician": OWN_PATIENTS},
+    # -- the clinician's side: their patients, attendance, discharge
+    ("api.clinician_patients", "GET"): {"clinician": OWN_PATIENTS},
+    ("api.booking_attendance", "PUT"): {"clinician": OWN_PATIENTS},
+    ("api.discharge_contact", "PUT"): {"clinician": OWN_PATIENTS},
     # -- supervisors: call flow and figures, never the caller
     ("api.wallboard", "GET"): {"supervisor": ANY},
     ("api.move_up", "POST"): {"supervisor": ANY},

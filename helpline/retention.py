@@ -8,9 +8,12 @@ their own rules where their models live:
 
     @retention_rule("discharged_contacts")
     def _purge_discharged(session, now, settings):
-        cutoff = now - dt.timedelta(days=settings.retention.discharged_record_days)
+        cutoff = local_date(now) - dt.timedelta(days=settings.retention.discharged_record_days)
         ...
         return count
+
+(That one is episodes.py's: first-contact records go `discharged_record_days` after discharge.)
+`helpline purge --dry-run` runs every rule and rolls each back, to say what a purge would touch.
 
 Anonymised calls keep what statistics need (when, how long, the outcome, where in the menu it was
 settled, the need) and lose what could lead back to the caller: the number and its keyed hash, the
@@ -161,11 +164,13 @@ def purge(session: Session, now: dt.datetime | None = None, settings: Settings |
     return counts
 
 
-def purge_job(app: Flask | None = None) -> dict[str, int]:
+def purge_job(app: Flask | None = None, dry_run: bool = False) -> dict[str, int]:
     """The scheduler's daily job: each rule in its own short transaction, so webhooks never wait long.
 
     Uses the current app, or `app`, or builds one from the configuration (a separate scheduler
-    process); building the app is also what registers every area's rules.
+    process); building the app is also what registers every area's rules. With `dry_run`, each
+    rule's transaction is rolled back: the counts say what the purge would remove or anonymise now,
+    and nothing changes (nor is anything audited).
     """
     if app is None and has_app_context():
         app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -182,6 +187,8 @@ def purge_job(app: Flask | None = None) -> dict[str, int]:
         for rule in rules():
             with db.transaction() as session:
                 totals.update(purge(session, now, settings, only=[rule.name]))
+                if dry_run:
+                    session.rollback()
         touched = {name: count for name, count in totals.items() if count}
-        log.info("retention purge: %s", touched or "nothing past its time")
+        log.info("retention purge%s: %s", " (dry run, nothing changed)" if dry_run else "", touched or "nothing past its time")
         return totals

@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from helpline.calendar import escape, fold
+from helpline.models import utcnow
 from helpline.scheduler import shutdown
 from tests.booking_support import accepted_call, log_in, ready_contact, seed_services
 
@@ -116,6 +117,104 @@ def test_the_clinician_page(app, world):
     page = world["mine"].get("/clinician")
     assert page.status_code == 200 and "clinician.js" in page.get_data(as_text=True)
     assert world["handler"].get("/clinician").status_code == 403
+
+
+# -- the clinician's side: patients, attendance, discharge ---------------------------------------------
+
+
+def begun(app, booking_id: int, days_ago: int = 1) -> None:  # type: ignore[no-untyped-def]
+    """Move a booking's appointment into the past, as if it had happened."""
+    from helpline.db import db
+    from helpline.models import Booking
+
+    with app.app_context():
+        booking = db.session.get(Booking, booking_id)
+        length = booking.ends_at - booking.starts_at
+        booking.starts_at = utcnow() - dt.timedelta(days=days_ago)
+        booking.ends_at = booking.starts_at + length
+        booking.held_start = booking.starts_at
+        db.session.commit()
+
+
+def audited(app, action: str) -> list[tuple[int | None, str | None]]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from helpline.db import db
+    from helpline.models import AuditEntry
+
+    with app.app_context():
+        return [(entry.actor_id, entry.object_id) for entry in
+                db.session.scalars(select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.seq))]
+
+
+def test_a_clinician_lists_their_patients_with_localities_in_words(app, world):
+    mine = world["bookings"]["mine"]
+    world["handler"].put(f"/api/calls/{mine['call_id']}/contact", {"home_locality": "QOP", "work_locality": "QWO"})
+    listed = world["mine"].get("/api/clinician/patients")
+    assert listed.status_code == 200
+    [patient] = listed.get_json()["patients"]
+    assert patient["contact_id"] == mine["contact_id"] and patient["name"] == "Caller mine"
+    assert patient["home_locality"] == {"code": "QOP", "name": "NHS Greater Manchester ICB"}
+    assert patient["work_locality"] == {"code": "QWO", "name": "NHS West Yorkshire ICB"}
+    assert patient["next_appointment"] and patient["discharged_on"] is None and patient["appointments"] == 1
+    assert "note for" not in listed.get_data(as_text=True)
+    assert audited(app, "contact.name_read") == [(world["mine"].user_id, str(mine["contact_id"]))]
+    # The record itself names the localities in words too.
+    record = world["mine"].get(f"/api/contacts/{mine['contact_id']}").get_json()
+    assert record["display"]["work_locality"] == "NHS West Yorkshire ICB"
+
+
+def test_attendance_is_recorded_once_the_appointment_has_begun(app, world):
+    mine = world["bookings"]["mine"]
+    path = f"/api/bookings/{mine['id']}/attendance"
+    early = world["mine"].put(path, {"attendance": "attended"})
+    assert early.status_code == 409 and early.get_json()["error"] == "not_yet"
+    begun(app, mine["id"])
+    for bad in ({"attendance": "maybe"}, {}, {"attendance": "attended", "extra": 1}):
+        assert world["mine"].put(path, bad).status_code == 400
+    done = world["mine"].put(path, {"attendance": "did_not_attend"})
+    assert done.status_code == 200 and done.get_json()["attendance"] == "did_not_attend"
+    assert world["mine"].get("/api/clinician/patients").get_json()["patients"][0]["did_not_attend"] == 1
+    assert audited(app, "booking.attendance") == [(world["mine"].user_id, str(mine["id"]))]
+    # Nobody else records it: another clinician, or the handler.
+    theirs = world["bookings"]["theirs"]
+    begun(app, theirs["id"])
+    assert world["mine"].put(f"/api/bookings/{theirs['id']}/attendance", {"attendance": "attended"}).status_code == 403
+    assert world["handler"].put(path, {"attendance": "attended"}).status_code == 403
+
+
+def test_a_clinician_records_a_discharge_and_its_date(app, world):
+    mine = world["bookings"]["mine"]
+    path = f"/api/contacts/{mine['contact_id']}/discharge"
+    tomorrow = (dt.date.today() + dt.timedelta(days=2)).isoformat()
+    future = world["mine"].put(path, {"discharged_on": tomorrow})
+    assert future.status_code == 400
+    assert future.get_json()["detail"] == [{"field": "discharged_on", "problem": "the discharge date cannot be in the future"}]
+    before = world["mine"].put(path, {"discharged_on": "2020-01-01"})
+    assert before.status_code == 400 and "before the first contact" in before.get_json()["detail"][0]["problem"]
+    assert world["mine"].put(path, {"discharged_on": "not a date"}).status_code == 400
+    assert world["mine"].get("/api/clinician/patients").get_json()["patients"][0]["discharged_on"] is None
+
+    today = dt.date.today()
+    done = world["mine"].put(path, {"discharged_on": today.isoformat()})
+    assert done.status_code == 200, done.get_json()
+    assert done.get_json() == {"contact_id": mine["contact_id"], "discharged_on": today.isoformat(),
+                               "keep_until": (today + dt.timedelta(days=7305)).isoformat()}
+    [patient] = world["mine"].get("/api/clinician/patients").get_json()["patients"]
+    assert patient["discharged_on"] == today.isoformat()
+    assert world["mine"].get(f"/api/contacts/{mine['contact_id']}").get_json()["discharged_on"] == today.isoformat()
+    assert world["mine"].put(path, {"discharged_on": None}).get_json()["discharged_on"] is None
+    assert audited(app, "contact.discharge") == [(world["mine"].user_id, str(mine["contact_id"]))]
+    assert audited(app, "contact.reopen") == [(world["mine"].user_id, str(mine["contact_id"]))]
+    # Another clinician's patient is refused, with nothing said about it.
+    theirs = world["bookings"]["theirs"]
+    refused = world["mine"].put(f"/api/contacts/{theirs['contact_id']}/discharge", {"discharged_on": today.isoformat()})
+    assert refused.status_code == 403 and "Caller theirs" not in refused.get_data(as_text=True)
+
+
+def test_the_clinician_page_names_the_clinician(world):
+    page = world["mine"].get("/clinician").get_data(as_text=True)
+    assert "Dr Test Psychiatrist" in page and "NHS West Yorkshire ICB" in page
 
 
 @pytest.mark.parametrize("text, escaped", [

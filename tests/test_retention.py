@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 from helpline import retention
 from helpline.config import ConfigError, load_settings
 from helpline.db import db
-from helpline.models import AuditEntry, Call, CallEvent, LoginFailure, QueueEntry, WebhookReply
+from helpline.models import (AuditEntry, Booking, Call, CallEvent, Clinician, Contact, Locality, LoginFailure, QueueEntry,
+                             RiskScreen, WebhookReply)
 
 from . import conftest
 from .conftest import new_call_sid
@@ -141,7 +142,7 @@ def test_other_modules_add_rules(app, monkeypatch):
 
     monkeypatch.setitem(retention._RULES, "discharged_contacts", retention.PurgeRule("discharged_contacts", purge_discharged))
     counts = run_purge(app)
-    assert counts["discharged_contacts"] == 2 and seen == [(NOW, 2920)]
+    assert counts["discharged_contacts"] == 2 and seen == [(NOW, 7305)]
 
 
 def test_the_job_runs_every_rule_in_its_own_transaction(app, monkeypatch):
@@ -174,4 +175,87 @@ def test_bad_retention_settings_stop_start_up_naming_the_key(tmp_path, key, valu
 def test_defaults_are_sensible():
     settings = load_settings(environ={}).retention
     assert settings.webhook_replies_days <= 7 and settings.third_party_days <= 90
-    assert settings.discharged_record_days >= 365 * 8
+    # The NHS Records Management Code keeps mental-health records 20 years after treatment ends.
+    assert settings.discharged_record_days >= 365 * 20
+
+
+# -- first-contact records, from their discharge ----------------------------------------------------------
+
+
+def make_record(app, discharged_days_ago: int | None, now: dt.datetime = NOW) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """An answered call with its record, a booking and a risk screen, discharged `discharged_days_ago`
+    days before `now` (None: still open). Returns (call id, contact id)."""
+    call_id = make_call(app, "answered", (NOW - now).days + (discharged_days_ago or 0) + 60)
+    vault = app.extensions["helpline.vault"]
+    with db.transaction() as session:
+        if session.get(Locality, "QWO") is None:
+            session.add(Locality(code="QWO", name="NHS West Yorkshire ICB", region="North East and Yorkshire"))
+            session.flush()
+            session.add(Clinician(code="retention-clinician", display_name="Dr Kept", profession="psychiatrist", locality_code="QWO"))
+            session.flush()
+        clinician_id = session.scalar(select(Clinician.id).where(Clinician.code == "retention-clinician"))
+        call = session.get(Call, call_id)
+        contact = Contact(call_id=call_id, person_hash=call.caller_hash, about_self=True, disposition="booked",
+                          created_at=call.started_at, updated_at=call.started_at,
+                          details_enc=vault.encrypt('{"name": "Dr Someone"}'))
+        if discharged_days_ago is not None:
+            contact.discharged_on = (now - dt.timedelta(days=discharged_days_ago)).date()
+            contact.discharged_at = now - dt.timedelta(days=discharged_days_ago)
+        session.add(contact)
+        session.flush()
+        start = call.started_at + dt.timedelta(days=7)
+        session.add(Booking(call_id=call_id, contact_id=contact.id, clinician_id=clinician_id, modality="video",
+                            starts_at=start, ends_at=start + dt.timedelta(minutes=50), held_start=start, attendance="attended"))
+        session.add(RiskScreen(call_id=call_id, handler_user_id=None, level="none", answers_enc=vault.encrypt("{}")))
+        return call_id, contact.id
+
+
+def record_left(call_id: int, contact_id: int) -> dict[str, int]:
+    """How many of the record's rows are left."""
+    with db.transaction() as session:
+        def count(model, column, value):  # type: ignore[no-untyped-def]
+            return session.scalar(select(func.count()).select_from(model).where(column == value))
+        return {"contact": count(Contact, Contact.id, contact_id), "bookings": count(Booking, Booking.contact_id, contact_id),
+                "risk": count(RiskScreen, RiskScreen.call_id, call_id)}
+
+
+def test_records_are_removed_twenty_years_after_discharge_and_their_calls_anonymised(app):
+    old = make_record(app, 7306)
+    recent = make_record(app, 7304)
+    still_open = make_record(app, None)
+    counts = run_purge(app)
+    assert counts["discharged_contacts"] == 1
+    assert record_left(*old) == {"contact": 0, "bookings": 0, "risk": 0}
+    assert_anonymised(the_call(old[0]))
+    for kept in (recent, still_open):
+        assert record_left(*kept) == {"contact": 1, "bookings": 1, "risk": 1}
+        assert the_call(kept[0]).caller_hash is not None
+    # The open episode is never purged, however old its call: the period runs from discharge.
+    assert run_purge(app)["discharged_contacts"] == 0
+
+
+def test_the_period_after_discharge_is_configurable(app_factory):
+    app = app_factory(retention={"discharged_record_days": 365})
+    gone, kept = make_record(app, 366), make_record(app, 300)
+    assert run_purge(app)["discharged_contacts"] == 1
+    assert record_left(*gone)["contact"] == 0 and record_left(*kept)["contact"] == 1
+
+
+def test_a_dry_run_says_what_would_go_and_changes_nothing(app, database_url, tmp_path):
+    from click.testing import CliRunner
+
+    from helpline.admin_cli import purge_command
+
+    from .test_audit import cli_env
+
+    now = dt.datetime.now(dt.timezone.utc)
+    record = make_record(app, 7400, now=now)
+    dry = CliRunner().invoke(purge_command, ["--dry-run"], env=cli_env(database_url, tmp_path))
+    assert dry.exit_code == 0, dry.output
+    assert "nothing was changed" in dry.output and "discharged_contacts: 1" in dry.output
+    assert record_left(*record) == {"contact": 1, "bookings": 1, "risk": 1}
+    with db.transaction() as session:
+        assert not session.scalars(select(AuditEntry).where(AuditEntry.action == "retention.purge")).all()
+    done = CliRunner().invoke(purge_command, [], env=cli_env(database_url, tmp_path))
+    assert done.exit_code == 0 and "discharged_contacts: 1" in done.output
+    assert record_left(*record)["contact"] == 0

@@ -12,7 +12,7 @@ from flask import Response, current_app, jsonify, request
 from flask_login import current_user
 from sqlalchemy.exc import IntegrityError
 
-from .. import audit, contacts, permissions, risk
+from .. import audit, contacts, episodes, permissions, risk
 from ..auth import roles_required
 from ..crypto import Vault
 from ..db import db
@@ -38,8 +38,12 @@ def call_or_404(call_id: int) -> Call:
 def contact_json(contact: Contact) -> dict[str, Any]:
     """The whole record with the call's latest risk screen, for those allowed to see it. The caller's
     declared conflicts (people and places to avoid) go only to the handler who recorded them."""
-    return {**contacts.record_json(vault(), contact, declared_conflicts=current_user.role == "handler"),
-            "risk": risk.latest(db.session, vault(), contact.call_id)}
+    record = contacts.record_json(vault(), contact, declared_conflicts=current_user.role == "handler")
+    # Localities in words (NHS West Yorkshire ICB), beside their codes.
+    codes = {name: record["fields"].get(name) for name in ("home_locality", "work_locality")}
+    names = episodes.locality_names(db.session, {code for code in codes.values() if isinstance(code, str)})
+    record["display"].update({name: names[code] for name, code in codes.items() if code in names})
+    return {**record, "risk": risk.latest(db.session, vault(), contact.call_id)}
 
 
 @bp.get("/calls/<int:call_id>/contact")

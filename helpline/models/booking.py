@@ -28,7 +28,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from .core import Base, Call, User, utcnow
 
 __all__ = [
-    "PROFESSIONS", "MODALITIES", "EXCEPTION_KINDS", "CONTACT_DISPOSITIONS", "BOOKING_STATUSES", "RISK_LEVELS",
+    "PROFESSIONS", "MODALITIES", "EXCEPTION_KINDS", "CONTACT_DISPOSITIONS", "BOOKING_STATUSES", "ATTENDANCE",
+    "RISK_LEVELS",
     "Locality", "Site", "Clinician", "AvailabilityRule", "AvailabilityException", "Contact", "RiskScreen",
     "Booking", "apscheduler_jobs",
 ]
@@ -38,6 +39,8 @@ MODALITIES = ("face_to_face", "video")
 EXCEPTION_KINDS = ("leave", "closure", "training")
 CONTACT_DISPOSITIONS = ("in_progress", "third_party", "booked")
 BOOKING_STATUSES = ("booked", "cancelled")
+#: Whether the caller came to an appointment, as its clinician records it once it has begun.
+ATTENDANCE = ("attended", "did_not_attend")
 RISK_LEVELS = ("none", "low", "moderate", "immediate")
 
 
@@ -174,6 +177,12 @@ class Contact(Base):
     about_self: Mapped[Optional[bool]]
     disposition: Mapped[str] = mapped_column(String(16), default="in_progress")
     details_enc: Mapped[Optional[str]] = mapped_column(Text)
+    #: The episode's end, as the clinician treating the caller records it (Europe/London date): the
+    #: record is kept `retention.discharged_record_days` from then, and removed by the purge after.
+    discharged_on: Mapped[Optional[dt.date]] = mapped_column(index=True)
+    #: When, and by whom, the discharge was recorded.
+    discharged_at: Mapped[Optional[dt.datetime]]
+    discharged_by_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
     call: Mapped[Call] = relationship()
     bookings: Mapped[list["Booking"]] = relationship(back_populates="contact", order_by="Booking.id")
@@ -206,6 +215,7 @@ class Booking(Base):
         UniqueConstraint("clinician_id", "held_start", name="uq_bookings_clinician_id_held_start"),
         CheckConstraint(f"status IN {BOOKING_STATUSES!r}", name="status"),
         CheckConstraint(f"modality IN {MODALITIES!r}", name="modality"),
+        CheckConstraint(f"attendance IN {ATTENDANCE!r}", name="attendance"),
         CheckConstraint("starts_at < ends_at", name="times"),
         Index("ix_bookings_clinician_starts", "clinician_id", "starts_at"),
     )
@@ -228,6 +238,9 @@ class Booking(Base):
     #: not_agreed, no_mobile, held (waiting for the caller's safe hours), sent or failed: the latest text.
     confirmation: Mapped[Optional[str]] = mapped_column(String(16))
     reminder_at: Mapped[Optional[dt.datetime]]
+    #: attended or did_not_attend, recorded by the clinician once the appointment has begun; None until then.
+    attendance: Mapped[Optional[str]] = mapped_column(String(16))
+    attendance_at: Mapped[Optional[dt.datetime]]
 
     contact: Mapped[Contact] = relationship(back_populates="bookings")
     clinician: Mapped[Clinician] = relationship()

@@ -1,0 +1,160 @@
+"""A caller's episode of care as their clinician sees it: attendance at each appointment, the episode's
+end (discharge), and how long the record is kept after it.
+
+A first-contact record is one episode. The clinician treating the caller records whether they came
+to each appointment (once it has begun) and, when treatment ends, the discharge date. From that date
+the record is kept `retention.discharged_record_days` (20 years by default: the NHS Records
+Management Code keeps mental-health records 20 years after treatment ends) and then removed by the
+purge rule below: the record, its bookings, its risk screens go, and its call is
+anonymised (what statistics need stays, see retention.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from .booking import local_date
+from .config import Settings
+from .models import Booking, Clinician, Contact, Locality, RiskScreen, utcnow
+from .retention import anonymise_calls, retention_rule
+
+
+class AttendanceUpdate(BaseModel):
+    """PUT /api/bookings/<id>/attendance: whether the caller came (null: not recorded)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attendance: Optional[Literal["attended", "did_not_attend"]] = Field(...)
+
+
+class DischargeUpdate(BaseModel):
+    """PUT /api/contacts/<id>/discharge: the date treatment ended (null: the episode is open again)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    discharged_on: Optional[dt.date] = Field(...)
+
+
+class EpisodeProblem(Exception):
+    """A change the episode's state refuses: an error code, the field, and a message for the clinician."""
+
+    def __init__(self, status: int, code: str, field: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.field = field
+        self.message = message
+
+
+def record_attendance(booking: Booking, attendance: Optional[str], now: Optional[dt.datetime] = None) -> None:
+    """Record whether the caller came; only for a booking that holds its slot and has begun."""
+    now = now or utcnow()
+    if booking.status != "booked":
+        raise EpisodeProblem(409, "cancelled", "attendance", "this appointment was cancelled: there is no attendance to record")
+    if booking.starts_at > now:
+        raise EpisodeProblem(409, "not_yet", "attendance",
+                             "attendance can be recorded once the appointment has begun")
+    booking.attendance = attendance
+    booking.attendance_at = now if attendance is not None else None
+
+
+def discharge(contact: Contact, on: Optional[dt.date], user_id: int, now: Optional[dt.datetime] = None) -> None:
+    """Record the episode's end on `on` (a Europe/London date), or reopen it with None."""
+    now = now or utcnow()
+    if on is not None:
+        if on > local_date(now):
+            raise EpisodeProblem(400, "invalid", "discharged_on", "the discharge date cannot be in the future")
+        if on < local_date(contact.created_at):
+            raise EpisodeProblem(400, "invalid", "discharged_on",
+                                 f"the discharge date cannot be before the first contact, "
+                                 f"{local_date(contact.created_at):%-d %B %Y}")
+    contact.discharged_on = on
+    contact.discharged_at = now if on is not None else None
+    contact.discharged_by_id = user_id if on is not None else None
+
+
+def keep_until(contact: Contact, settings: Settings) -> Optional[dt.date]:
+    """The last day the record is kept, once discharged."""
+    if contact.discharged_on is None:
+        return None
+    return contact.discharged_on + dt.timedelta(days=settings.retention.discharged_record_days)
+
+
+def locality_names(session: Session, codes: set[str]) -> dict[str, str]:
+    """Each known locality code's name (NHS West Yorkshire ICB for QWO)."""
+    codes = {code for code in codes if code}
+    if not codes:
+        return {}
+    return dict(session.execute(select(Locality.code, Locality.name).where(Locality.code.in_(sorted(codes)))).all())
+
+
+def clinicians_patients(session: Session, user_id: int) -> list[tuple[Contact, list[Booking]]]:
+    """The records with a live booking with this clinician, and all their bookings with them, oldest first."""
+    rows = session.scalars(
+        select(Booking).join(Clinician, Clinician.id == Booking.clinician_id)
+        .where(Clinician.user_id == user_id)
+        .order_by(Booking.starts_at)
+    ).all()
+    by_contact: dict[int, list[Booking]] = {}
+    for booking in rows:
+        by_contact.setdefault(booking.contact_id, []).append(booking)
+    patients = []
+    for bookings in by_contact.values():
+        if any(booking.status == "booked" for booking in bookings):
+            patients.append((bookings[0].contact, bookings))
+    return patients
+
+
+def patient_json(contact: Contact, bookings: list[Booking], fields: dict[str, Any], names: dict[str, str],
+                 settings: Settings, now: dt.datetime) -> dict[str, Any]:
+    """One of the clinician's patients: who, where they live and work (in words), their appointments."""
+    live = [booking for booking in bookings if booking.status == "booked"]
+    upcoming = [booking for booking in live if booking.ends_at > now]
+    past = [booking for booking in live if booking.starts_at <= now]
+    until = keep_until(contact, settings)
+
+    def locality(name: str) -> Optional[dict[str, str]]:
+        code = fields.get(name)
+        return {"code": code, "name": names.get(code, code)} if code else None
+
+    return {
+        "contact_id": contact.id,
+        "name": fields.get("name"),
+        "preferred_name": fields.get("preferred_name"),
+        "home_locality": locality("home_locality"),
+        "work_locality": locality("work_locality"),
+        "first_contact": local_date(contact.created_at).isoformat(),
+        "next_appointment": upcoming[0].starts_at.isoformat() if upcoming else None,
+        "last_appointment": past[-1].starts_at.isoformat() if past else None,
+        "appointments": len(live),
+        "attended": sum(1 for booking in live if booking.attendance == "attended"),
+        "did_not_attend": sum(1 for booking in live if booking.attendance == "did_not_attend"),
+        "discharged_on": contact.discharged_on.isoformat() if contact.discharged_on else None,
+        "keep_until": until.isoformat() if until else None,
+    }
+
+
+@retention_rule("discharged_contacts")
+def _purge_discharged(session: Session, now: dt.datetime, settings: Settings) -> int:
+    """Records whose episode ended more than `discharged_record_days` ago: removed, their calls anonymised."""
+    cutoff = local_date(now) - dt.timedelta(days=settings.retention.discharged_record_days)
+    rows = session.execute(select(Contact.id, Contact.call_id).where(Contact.discharged_on < cutoff)).all()
+    if not rows:
+        return 0
+    contact_ids = [contact_id for contact_id, _ in rows]
+    call_ids = [call_id for _, call_id in rows]
+    for table_delete in episode_rows(contact_ids, call_ids):
+        session.execute(table_delete.execution_options(synchronize_session=False))
+    session.execute(delete(Contact).where(Contact.id.in_(contact_ids)).execution_options(synchronize_session=False))
+    anonymise_calls(session, call_ids)
+    return len(contact_ids)
+
+
+def episode_rows(contact_ids: list[int], call_ids: list[int]) -> list[Any]:
+    """DELETE statements for what hangs off the records: their bookings and risk screens."""
+    return [delete(Booking).where(Booking.contact_id.in_(contact_ids)), delete(RiskScreen).where(RiskScreen.call_id.in_(call_ids))]
