@@ -82,7 +82,9 @@ class OpeningHours:
         if not parts:
             return "The line is not open at present."
         closed = ", and closed on public holidays" if self.closed else ""
-        return "We are open " + "; ".join(parts) + closed + "."
+        sentence = "We are open " + "; ".join(parts) + closed
+        # "8 p.m." already ends the sentence: no second full stop.
+        return sentence if sentence.endswith(".") else sentence + "."
 
 
 def _clock(minutes: int) -> str:

@@ -85,3 +85,14 @@ def test_always_open_answers_around_the_clock_and_is_one_setting_away():
         assert always.is_open(instant)
     closed = OpeningHours.from_settings(load_settings(None, environ={"HELPLINE_ALWAYS_OPEN": "false"}).opening_hours)
     assert not closed.is_open(dt.datetime(2026, 11, 29, 23, 30, tzinfo=UTC))
+
+
+def test_a_time_that_ends_a_sentence_has_one_full_stop(app_factory):
+    # With no public holidays the summary ends on a time: "8 p.m." is the sentence's end, not "8 p.m..".
+    assert hours(closed_dates=[]).spoken_summary().endswith("8 a.m. to 2 p.m.")
+    app = app_factory(opening_hours={"weekly": {"mon": ["08:00-20:00"], "sat": ["08:00-14:00"]}, "closed_dates": []})
+    interpreter = app.extensions["helpline.ivr"]
+    sunday_evening = dt.datetime(2026, 6, 7, 21, 0, tzinfo=UTC)
+    spoken = interpreter.render("We will call you back after we open, {next_opening}. {opening_hours}", sunday_evening)
+    assert spoken == ("We will call you back after we open, tomorrow at 8 a.m. "
+                      "We are open Monday to Friday, 8 a.m. to 8 p.m.; Saturday, 8 a.m. to 2 p.m.")

@@ -7,6 +7,7 @@ It knows step *types*, never step names: what the caller hears and where each ke
 from __future__ import annotations
 
 import datetime as dt
+import re
 import string
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -31,6 +32,8 @@ APOLOGY = "We are sorry, something went wrong on our side. Please stay on the li
 #: What a caller held through an outage hears before the flow's emergency advice (`texts.emergency`).
 HELD = ("We are sorry, we cannot take your answers just now. Please stay on the line: you are in the queue "
         "and we will put you through to one of our team as soon as we can.")
+#: "a.m." or "p.m." followed by a sentence's own full stop.
+_DOUBLED_STOP = re.compile(r"\b([ap])\.m\.\.")
 
 
 @dataclass
@@ -62,7 +65,9 @@ class Interpreter:
         }
         for name, snippet in self.flow.texts.items():
             known[name] = string.Formatter().vformat(snippet, (), _Blank(known))
-        return " ".join(string.Formatter().vformat(text, (), known).split())
+        spoken = " ".join(string.Formatter().vformat(text, (), known).split())
+        # A time that ends a sentence ("tomorrow at 8 a.m.") keeps one full stop, not two.
+        return _DOUBLED_STOP.sub(r"\1.m.", spoken)
 
     def spoken_callback_number(self) -> str:
         """The number callbacks come from (twilio.callback_caller_id, else the helpline's own), as it
