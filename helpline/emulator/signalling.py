@@ -169,6 +169,9 @@ class SignallingHub:
         self.media = media
         self.sessions: set[Session] = set()
         self.rings: dict[str, Ring] = {}
+        # Calls that ended lately, by the identity they rang: an SDK's hangup for one of its own that
+        # crossed our hangup on the wire is nothing to complain about.
+        self.ended: dict[str, str] = {}
         self.log: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ from the engine's threads
@@ -225,6 +228,9 @@ class SignallingHub:
     async def _ended(self, sid: str) -> None:
         ring = self.rings.pop(sid, None)
         if ring is not None:
+            self.ended[sid] = ring.identity
+            while len(self.ended) > 500:
+                self.ended.pop(next(iter(self.ended)))
             if ring.grace is not None:
                 ring.grace.cancel()
             kind = "hangup" if ring.answered_by is not None else "cancel"
@@ -370,7 +376,13 @@ class SignallingHub:
         ring.invited = {session}
         self._note("answer", callsid=ring.leg.sid, identity=ring.identity)
 
+    def _already_over(self, session: Session, payload: dict[str, Any]) -> bool:
+        """True for a call of this identity that has just ended: a frame about it crossed ours."""
+        return self.ended.get(payload.get("callsid")) == session.identity  # type: ignore[arg-type]
+
     async def _reject(self, session: Session, payload: dict[str, Any]) -> None:
+        if self._already_over(session, payload):
+            return
         ring = self._ring_for(session, payload)
         if ring is None or ring.answered_by is not None:
             await session.refuse(NOT_FOUND, "No such ringing call for this identity", payload.get("callsid"))
@@ -379,6 +391,8 @@ class SignallingHub:
         ring.leg.request_hangup("rejected", final_status="busy")
 
     async def _hangup(self, session: Session, payload: dict[str, Any]) -> None:
+        if self._already_over(session, payload):
+            return
         ring = self._ring_for(session, payload)
         if ring is None:
             await session.refuse(NOT_FOUND, "No such call for this identity", payload.get("callsid"))

@@ -231,3 +231,30 @@ def test_the_certificate_page_is_served_over_tls(address):
                 assert plain.status == 400 and (await plain.json())["error"] == "websocket_required"
 
     run(scenario())
+
+
+def test_a_hangup_that_crosses_ours_is_not_an_error(address, twilio):
+    """The service ends the call while the softphone hangs up too: Twilio says nothing of it."""
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            sdk, other = await connect(session, address), await connect(session, address)
+            await sdk.register(token("ines"))
+            await other.register(token("jon"))
+            sid = await asyncio.to_thread(ring, twilio, "ines")
+            invite = await sdk.read("invite")
+            pc, answer = await browser_answer(invite["payload"]["sdp"])
+            try:
+                await sdk.send("answer", {"callsid": sid, "sdp": answer})
+                await sdk.read("answer")
+                await asyncio.to_thread(twilio.calls(sid).update, status="completed")
+                assert (await sdk.read("hangup"))["payload"]["callsid"] == sid
+                await sdk.send("hangup", {"callsid": sid})
+                await sdk.send("register", {"media": {"audio": True}})
+                assert (await sdk.read())["type"] == "ready"  # no error came first
+                # Another identity's frame about it is still refused.
+                await other.send("hangup", {"callsid": sid})
+                assert (await other.read("error"))["payload"]["error"]["code"] == 31404
+            finally:
+                await pc.close()
+
+    run(scenario())
