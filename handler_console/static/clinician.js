@@ -241,8 +241,10 @@ if (page) {
   $("discharge").addEventListener("submit", (event) => {
     event.preventDefault();
     const value = $("discharged-on").value;
-    if (!value) {
-      fieldError("Give the date treatment ended");
+    // Said here, before asking the server (which checks it too).
+    const problem = !value ? "Give the date treatment ended" : value > today() ? "the discharge date cannot be in the future" : "";
+    if (problem) {
+      fieldError(problem);
       $("discharged-on").focus();
       return;
     }
