@@ -197,9 +197,17 @@ def message_json(message: Message) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- calls
 
+#: The values Twilio accepts for the Status filter of a list of Calls.
+CALL_LIST_STATUSES = ("queued", "ringing", "in-progress", "canceled", "completed", "failed", "busy", "no-answer")
+
+
 @bp.get("/Calls.json")
 def list_calls(account_sid: str) -> Response:
-    """List calls (filters: Status, To, From, ParentCallSid)."""
+    """List calls (filters: Status, To, From, ParentCallSid). A Status Twilio does not know is its
+    400 (20001), not an empty list that would read as "no calls"."""
+    status = request.args.get("Status")
+    if status and status not in CALL_LIST_STATUSES:
+        return twilio_error(400, 20001, f"Invalid Status: {status} is not one of {', '.join(CALL_LIST_STATUSES)}")
     calls = emulator().list_calls(status=request.args.get("Status"), to=request.args.get("To"),
                                   from_=request.args.get("From"), parent_call_sid=request.args.get("ParentCallSid"))
     return page(calls, "calls", call_json)

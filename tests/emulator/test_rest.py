@@ -6,7 +6,8 @@ import re
 from email.utils import parsedate_to_datetime
 
 import pytest
-from twilio.base.exceptions import TwilioRestException
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -119,6 +120,20 @@ def test_errors_use_twilios_shape(twilio, emulator_url, account):
     finally:
         intruder.http_client.session.close()
     assert (denied.value.status, denied.value.code) == (401, 20003)
+
+
+def test_a_list_of_calls_with_a_status_twilio_does_not_know_is_its_400(twilio, emulator_url, account):
+    listed = requests.get(f"{emulator_url}/2010-04-01/Accounts/{account['sid']}/Calls.json", params={"Status": "live"},
+                          auth=(account["sid"], account["token"]), timeout=10)
+    assert listed.status_code == 400
+    body = listed.json()
+    assert (body["status"], body["code"]) == (400, 20001) and "Status" in body["message"]
+    assert body["more_info"] == "https://www.twilio.com/docs/errors/20001"
+    # The twilio library reports it as a page it could not fetch, as it does Twilio's own.
+    with pytest.raises(TwilioException, match="20001"):
+        twilio.calls.list(status="live")
+    for status in ("queued", "ringing", "in-progress", "completed", "no-answer"):
+        assert isinstance(twilio.calls.list(status=status, limit=1), list)
 
 
 def test_messages_go_to_the_outbox_with_status_callbacks(emu, scenario, twilio, account):
