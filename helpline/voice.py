@@ -104,6 +104,11 @@ def step(name: str, call_sid: str) -> str:
     if name not in interpreter().flow.steps:
         # A step removed from the flow while this call was in it: go on from where the call is.
         name = call.step if call.step in interpreter().flow.steps else interpreter().flow.start
+    elif not interpreter().may_redirect(call, name):
+        # A redirect the call's own step did not send (a late or replayed one, from a step the call
+        # has left): like a key, it only counts where the caller is. They hear where they are.
+        log.info("ignored a redirect to step %s: the call is at %s", name, call.step)
+        return str(interpreter().current(call))
     return str(interpreter().enter(db.session, call, name, request.form))
 
 

@@ -1,7 +1,7 @@
 """Callers held while the database cannot be written: they hear the emergency advice, wait in
 Twilio's queue with a waitUrl, and are put in line, in the order they were held and with the key
-they had pressed, by that waitUrl once the database answers. A key for a step the call has left
-changes nothing."""
+they had pressed, by that waitUrl once the database answers. A key, or a redirect, for a step the
+call has left changes nothing."""
 
 from __future__ import annotations
 
@@ -136,6 +136,35 @@ def test_a_key_for_a_step_the_call_has_left_changes_nothing(app, twilio):
     # The same request again is answered the same way (a retry), and the call goes on from where it is.
     assert walker.request(about_whom, Digits="2").find("Gather").get("action") == gather.get("action")  # type: ignore[union-attr]
     walker.press("1")
+    with app.app_context():
+        assert the_call(walker.sid).answers == {"about": "self", "eligible": "yes"}
+
+
+def test_a_redirect_to_a_step_the_call_has_left_changes_nothing(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    greeting_next = walker.xml.find("Redirect").text  # type: ignore[union-attr]  # the greeting's, to the opening check
+    walker.press("1")  # own health: on to eligibility
+    with app.app_context():
+        before = the_call(walker.sid)
+        path, answers, step = list(before.ivr_path), dict(before.answers), before.step
+        events = db.session.scalar(select(func.count(CallEvent.id)).where(CallEvent.call_id == before.id))
+    assert step == "eligibility"
+    # The greeting's redirect again, late (another request: it carries another parameter), and a
+    # redirect to a step the call never reached from here: each answers where the caller is.
+    for late in (greeting_next + "&late=1", "/voice/step/third_party?n=1", "/voice/step/need?n=99"):
+        answer = walker.request(late)
+        assert answer.find("Hangup") is None
+        gather = answer.find("Gather")
+        assert gather is not None and "/voice/step/eligibility/keys" in gather.get("action", ""), late
+    with app.app_context():
+        after = the_call(walker.sid)
+        assert (after.step, after.answers, after.ivr_path, after.outcome) == (step, answers, path, None)
+        assert db.session.scalar(select(func.count(CallEvent.id)).where(CallEvent.call_id == after.id)) == events
+    # The call goes on from where it is.
+    walker.press("1")  # eligible
+    walker.press("1")  # mental health: into the queue
+    assert walker.enqueue() is not None
     with app.app_context():
         assert the_call(walker.sid).answers == {"about": "self", "eligible": "yes"}
 

@@ -209,6 +209,15 @@ class Interpreter:
                              url_for("voice.queue_wait", n=len(call.ivr_path)),
                              url_for("voice.queue_left", n=len(call.ivr_path)))
 
+    def may_redirect(self, call: Call, name: str) -> bool:
+        """Whether a Redirect to step `name` is one the call's current step sends: to a say step's
+        `next`, or to the step itself (a webhook retried after a fault, a caller sent back to the
+        queue). A call not yet at a known step may go anywhere."""
+        if call.step is None or call.step not in self.flow.steps or name == call.step:
+            return True
+        step = self.flow.step(call.step)
+        return step.type == "say" and step.next == name
+
     def _act(self, session: Session, call: Call, action: Action, form: Mapping[str, str]) -> VoiceResponse:
         self._record(call, action)
         return self.enter(session, call, action.goto, form)
