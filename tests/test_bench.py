@@ -93,3 +93,32 @@ def test_emulated_consoles_skip_the_pure_python_utf8_check():
 
     handler = Handler("bench001", "password", "http://127.0.0.1:9", None, Pace(), random.Random(1))  # type: ignore[arg-type]
     assert handler.socket.eio.websocket_extra_options == {"skip_utf8_validation": True}
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.skipif(os.environ.get("HELPLINE_TEST_DISRUPT") != "1",
+                    reason="starts and kills a Redis of its own: set HELPLINE_TEST_DISRUPT=1")
+def test_a_fault_run_kills_its_own_redis_and_leaves_no_caller_behind(tmp_path):
+    """`--fault redis` on servers the run started itself: the calls all end and are recorded, none is
+    held by Twilio unknown to the service, and every handler is back in service."""
+    output = tmp_path / "fault"
+    result = run_cli(["bench", "--fault", "redis", "--fault-at", "3", "--fault-for", "5", "--processes", "2",
+                      "--callers", "12", "--handlers", "3", "--time-scale", "0.05", "--talk", "0.5,1", "--ramp", "8",
+                      "--book-every", "0", "--decision-calls", "0", "--output", str(output)], {}, timeout=420)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fault redis (the run's own Redis killed)" in result.stdout
+    figures = json.loads((output / "bench.json").read_text())
+    fault = figures["fault"]
+    assert fault["error"] is None and fault["began_s"] is not None and fault["ended_s"] is not None
+    assert (fault["lost"], fault["unfinished"], fault["duplicated"], fault["held_unknown"], fault["still_going"]) == (0, 0, 0, 0, 0), fault
+    assert fault["handlers_back_in_service"], fault
+    assert fault["ok"] and figures["verdicts"]["fault_left_no_caller_behind"] is True
+    assert figures["calls"]["placed"] == 12 and figures["calls"]["ok"]
+
+
+def test_a_fault_run_refuses_the_machines_own_servers(tmp_path):
+    result = run_cli(["bench", "--fault", "postgresql", "--redis", "redis://127.0.0.1:6379/0", "--output", str(tmp_path)], {})
+    assert result.returncode != 0 and "of its own" in result.stderr
+    result = run_cli(["bench", "--fault", "kill", "--output", str(tmp_path)], {})
+    assert result.returncode != 0 and "--processes 2" in result.stderr

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
@@ -47,10 +48,62 @@ def _setup_line(database: str, redis_url: str | None, processes: int) -> str:
               help="Folder for bench.json and bench.png.")
 @click.option("--keep", is_flag=True, help="Keep the run's folder (logs, SQLite file) and PostgreSQL database.")
 @click.option("--seed", default=8, show_default=True, type=int)
+@click.option("--fault", type=click.Choice(["redis", "postgresql", "kill"]), default=None,
+              help="Inject a fault mid-run: kill the run's own Redis, stop its own PostgreSQL, or SIGKILL a serving "
+                   "process (webhooks then go through a failover proxy). The run starts a PostgreSQL and a Redis of "
+                   "its own for it, never using the machine's.")
+@click.option("--fault-at", "fault_at_s", default=10.0, show_default=True, type=click.FloatRange(0.0),
+              help="Seconds after the first caller rings that the fault begins.")
+@click.option("--fault-for", "fault_for_s", default=15.0, show_default=True, type=click.FloatRange(0.0),
+              help="Seconds the fault lasts before the server or process is started again.")
 def bench_command(mode: str, callers: int, handlers: int, database: str, postgres_url: str | None, redis_url: str | None,
                   processes: int, time_scale: float, ramp_s: float | None, talk_s: str, book_every: int, saturated_s: float,
-                  decision_calls: int, output_dir: str, keep: bool, seed: int) -> None:
+                  decision_calls: int, output_dir: str, keep: bool, seed: int, fault: str | None, fault_at_s: float,
+                  fault_for_s: float) -> None:
     """Benchmark the helpline: the service, the Twilio emulator and emulated callers and handlers, all started here."""
+    if fault is not None:
+        if mode != "paced":
+            raise click.UsageError("--fault needs --mode paced (callers and handlers to judge it by)")
+        if postgres_url or redis_url:
+            raise click.UsageError("--fault starts a PostgreSQL and a Redis of its own: leave out --postgres-url and --redis")
+        if fault == "kill" and processes < 2:
+            raise click.UsageError("--fault kill needs --processes 2 or more (a live process to fail over to)")
+        with _own_servers() as (postgres, redis_server):
+            _run(mode, callers, handlers, "postgresql", postgres.url, redis_server.url, processes, time_scale, ramp_s,
+                 talk_s, book_every, saturated_s, decision_calls, output_dir, keep, seed,
+                 (fault, fault_at_s, fault_for_s, postgres, redis_server))
+        return
+    _run(mode, callers, handlers, database, postgres_url, redis_url, processes, time_scale, ramp_s, talk_s, book_every,
+         saturated_s, decision_calls, output_dir, keep, seed, None)
+
+
+@contextlib.contextmanager
+def _own_servers() -> Iterator[tuple[Any, Any]]:
+    """A PostgreSQL and a Redis started for this run alone (servers.py), removed afterwards."""
+    from .servers import OwnPostgres, OwnRedis, ServerMissing
+
+    click.echo("starting a PostgreSQL and a Redis of the run's own ...", err=True)
+    try:
+        postgres = OwnPostgres().create()
+    except ServerMissing as exc:
+        raise click.ClickException(str(exc)) from None
+    folder = Path(tempfile.mkdtemp(prefix="helpline-bench-redis-"))
+    redis_server = OwnRedis(folder)
+    try:
+        try:
+            redis_server.start()
+        except ServerMissing as exc:
+            raise click.ClickException(str(exc)) from None
+        yield postgres, redis_server
+    finally:
+        redis_server.destroy()
+        shutil.rmtree(folder, ignore_errors=True)
+        postgres.destroy()
+
+
+def _run(mode: str, callers: int, handlers: int, database: str, postgres_url: str | None, redis_url: str | None,
+         processes: int, time_scale: float, ramp_s: float | None, talk_s: str, book_every: int, saturated_s: float,
+         decision_calls: int, output_dir: str, keep: bool, seed: int, fault: tuple[Any, ...] | None) -> None:
     from . import report
 
     if processes > 1 and database == "sqlite":
@@ -71,11 +124,14 @@ def bench_command(mode: str, callers: int, handlers: int, database: str, postgre
                                "machine": report.machine(),
                                "options": {"callers": callers, "handlers": handlers, "database": database, "processes": processes,
                                            "redis": bool(redis_url), "time_scale": time_scale, "talk_s": [low, high],
-                                           "book_every": book_every, "seed": seed}}
+                                           "book_every": book_every, "seed": seed,
+                                           "fault": None if fault is None else {"kind": fault[0], "at_s": fault[1],
+                                                                                "for_s": fault[2]}}}
     try:
         options = StackOptions(workdir=workdir, database=database, postgres_url=postgres_url, redis_url=redis_url,
                                processes=processes, time_scale=time_scale, keep_database=keep,
-                               consoles_per_process=-(-handlers // processes) if mode == "paced" else 0)
+                               consoles_per_process=-(-handlers // processes) if mode == "paced" else 0,
+                               proxy=fault is not None and fault[0] == "kill")
         if mode == "paced":
             # Imported here: the emulated consoles need the `bench` extra (Socket.IO client, WebSocket).
             from .handlers import Pace
@@ -86,7 +142,14 @@ def bench_command(mode: str, callers: int, handlers: int, database: str, postgre
                 click.echo(f"running {callers} callers and {handlers} handlers ...", err=True)
                 paced = PacedOptions(callers=callers, handlers=handlers, ramp_s=ramp_s, seed=seed,
                                      pace=Pace(talk_s=(low, high), book_every=book_every))
-                results.update(run_paced(stack, paced))
+                planned = None
+                if fault is not None:
+                    from .faults import FaultPlan, FaultServers
+
+                    kind, at_s, for_s, postgres, redis_server = fault
+                    planned = (FaultPlan(kind, at_s, for_s), FaultServers(postgres, redis_server))
+                    click.echo(f"fault: {kind} at {at_s:g}s for {for_s:g}s", err=True)
+                results.update(run_paced(stack, paced, planned))
                 if stack.scheduler_note:
                     results.setdefault("notes", []).append(stack.scheduler_note)
         else:

@@ -33,8 +33,9 @@ from ..emulator.client import EmulatorClient
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/console"
-#: Fields a booking needs on the caller's first-contact record (no real person's details).
-CONTACT = {"about_self": True, "consent_to_keep": True, "name": "Bench Caller"}
+#: Fields a booking needs on the caller's first-contact record, with a way to reach them (no real
+#: person's details: an address in a domain kept for examples).
+CONTACT = {"about_self": True, "consent_to_keep": True, "name": "Bench Caller", "email": "bench.caller@example.org"}
 
 
 @dataclass
@@ -71,10 +72,13 @@ class Handler:
     """One emulated handler; `start()` logs in and connects, `stop()` disconnects."""
 
     def __init__(self, username: str, password: str, base_url: str, emulator: EmulatorClient, pace: Pace,
-                 rng: random.Random):
+                 rng: random.Random, api_url: str | None = None):
+        """`base_url`: the process the console's socket stays with; `api_url`: where its HTTP requests
+        go (a proxy in front of every process, which would send them to another one), if not there."""
         self.username = username
         self.password = password
         self.base_url = base_url.rstrip("/")
+        self.api_url = (api_url or base_url).rstrip("/")
         self.emulator = emulator
         self.pace = pace
         self.rng = rng
@@ -120,21 +124,21 @@ class Handler:
 
     def log_in(self) -> None:
         """Log in through the form, as a browser does, and learn the handler's id and softphone."""
-        page = self.http.get(f"{self.base_url}/login", timeout=30).text
+        page = self.http.get(f"{self.api_url}/login", timeout=30).text
         match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(r'value="([^"]+)"[^>]*name="csrf_token"', page)
         if match is None:
             raise RuntimeError("the log-in page has no CSRF token")
         self.csrf = match.group(1)
-        answer = self.http.post(f"{self.base_url}/login", data={"username": self.username, "password": self.password,
+        answer = self.http.post(f"{self.api_url}/login", data={"username": self.username, "password": self.password,
                                                                   "csrf_token": self.csrf}, allow_redirects=False, timeout=30)
         if answer.status_code != 302:
             raise RuntimeError(f"log-in of {self.username} failed: HTTP {answer.status_code}")
         # A log-in starts a new session with a new CSRF token: the console's pages carry it.
-        fresh = re.search(r'<meta name="csrf-token" content="([^"]+)"', self.http.get(f"{self.base_url}/account", timeout=30).text)
+        fresh = re.search(r'<meta name="csrf-token" content="([^"]+)"', self.http.get(f"{self.api_url}/account", timeout=30).text)
         if fresh is None:
             raise RuntimeError("the account page has no CSRF token")
         self.csrf = fresh.group(1)
-        me = self.http.get(f"{self.base_url}/api/me", timeout=30).json()
+        me = self.http.get(f"{self.api_url}/api/me", timeout=30).json()
         self.handler_id = int(me["handler_id"])
         self.identity = f"client:{me['softphone']}"
 
@@ -160,12 +164,27 @@ class Handler:
     # -- the console's API ------------------------------------------------------------------------
 
     def _post(self, path: str, payload: dict[str, Any] | None = None, method: str = "POST") -> requests.Response:
-        return self.http.request(method, f"{self.base_url}{path}", json=payload or {}, headers={"X-CSRFToken": self.csrf},
+        return self.http.request(method, f"{self.api_url}{path}", json=payload or {}, headers={"X-CSRFToken": self.csrf},
                                  timeout=60)
+
+    def _post_until_served(self, path: str, payload: dict[str, Any] | None = None, patience_s: float = 60) -> requests.Response:
+        """POST as a person would press the button again: while the service cannot be reached or
+        answers 5xx (a database outage, a process restarting), try again every second, for a while."""
+        deadline = time.time() + patience_s
+        while True:
+            try:
+                answer = self._post(path, payload)
+            except requests.ConnectionError:
+                if time.time() > deadline or self._stop.is_set():
+                    raise
+            else:
+                if answer.status_code < 500 or time.time() > deadline or self._stop.is_set():
+                    return answer
+            time.sleep(1)
 
     def _go_available(self) -> None:
         stamp = time.time()
-        answer = self._post("/api/me/status", {"status": "available"})
+        answer = self._post_until_served("/api/me/status", {"status": "available"})
         if answer.status_code == 200:
             self.log.free_at.append(stamp)
             self.presence = answer.json().get("presence", "available")
@@ -193,6 +212,10 @@ class Handler:
                 # An offer timed out (the service puts the handler on a break): a person would come back.
                 self.log.missed_offers += 1
                 self._go_available()
+            elif self.presence == "offline" and not self._stop.is_set():
+                # The console lost its process (it crashed) and the service took the handler off the
+                # line; the console, connected again, says so: a person would make themselves available.
+                self._go_available()
         elif name == "offer":
             call_id = int(data["call_id"])
             if call_id not in self.log.offers:
@@ -218,7 +241,7 @@ class Handler:
         self._await_wrap_up(call_id)
         time.sleep(self.rng.uniform(*self.pace.wrap_up_s))
         stamp = time.time()
-        done = self._post(f"/api/calls/{call_id}/wrap-up", {"outcome": "booked" if booked else "advice_given"})
+        done = self._post_until_served(f"/api/calls/{call_id}/wrap-up", {"outcome": "booked" if booked else "advice_given"})
         if done.status_code == 200:
             self.presence = done.json().get("presence", "available")
             self.log.free_at.append(stamp)
@@ -229,8 +252,9 @@ class Handler:
     def _hang_up(self, call_id: int) -> None:
         """The handler presses End call, as the console does: the service ends every leg and starts
         wrap-up. (A softphone that simply drops is a lost handler: the service holds the caller and
-        rings again.) A 409 means the caller hung up first, which ends the call too."""
-        ended = self._post(f"/api/calls/{call_id}/hangup")
+        rings again.) A 409 means the caller hung up first, which ends the call too. Pressed again
+        while the service cannot act on it."""
+        ended = self._post_until_served(f"/api/calls/{call_id}/hangup")
         if ended.status_code == 200:
             self.presence = ended.json().get("presence", "wrap_up")
         elif ended.status_code != 409:
@@ -258,7 +282,7 @@ class Handler:
         if contact.status_code != 200:
             self.log.errors.append(f"contact {call_id} -> {contact.status_code} {contact.text[:200]}")
             return False
-        slots = self.http.get(f"{self.base_url}/api/clinicians/slots", params={"limit": 50}, timeout=60)
+        slots = self.http.get(f"{self.api_url}/api/clinicians/slots", params={"limit": 50}, timeout=60)
         choices = slots.json().get("slots", []) if slots.status_code == 200 else []
         if not choices:
             self.log.errors.append(f"no slots to book ({slots.status_code})")

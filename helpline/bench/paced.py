@@ -34,7 +34,8 @@ from sqlalchemy import select
 
 from ..emulator.client import EmulatorClient
 from ..models import Call, QueueEntry
-from .checks import audit_calls
+from .checks import audit_calls, held_unknown
+from .faults import RECONCILE_WAIT_S, FaultInjector, FaultPlan, FaultServers, Verdict, handlers_not_back
 from .handlers import Handler, Pace
 from .report import is_service_process, summary
 from .stack import Stack
@@ -114,7 +115,7 @@ def start_handlers(stack: Stack, usernames: list[str], emulator: EmulatorClient,
                    password: str = PASSWORD) -> list[Handler]:
     """Log every handler in (spread over the serving processes, as a sticky proxy would) and make them available."""
     handlers = [Handler(name, password, stack.service_url(index % len(stack.ports)), emulator, pace,
-                        random.Random(rng.random())) for index, name in enumerate(usernames)]
+                        random.Random(rng.random()), api_url=stack.proxy_url) for index, name in enumerate(usernames)]
     # Two log-ins at a time: each password check (Argon2) briefly takes tens of MB in the server.
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda handler: handler.start(), handlers))
@@ -140,7 +141,7 @@ def place_calls(stack: Stack, emulator: EmulatorClient, count: int, ramp_s: floa
     for index in range(count):
         due = started + ramp_s * index / max(1, count)
         time.sleep(max(0.0, due - time.monotonic()))
-        service = stack.service_url(index % len(stack.ports))
+        service = stack.webhook_url(index % len(stack.ports))
         sids.append(emulator.place_call(caller_number(index), url=f"{service}/voice/incoming", keys=choose_script(rng),
                                         status_callback=f"{service}/voice/status"))
     return sids
@@ -349,8 +350,24 @@ class RssSampler:
         return {key: round(kb / 1024, 1) for key, kb in sorted(self.peaks.items())}
 
 
-def run_paced(stack: Stack, options: PacedOptions) -> dict[str, Any]:
-    """Run the paced load against a started stack and return the figures."""
+def judge_fault(stack: Stack, emulator: EmulatorClient, sids: list[str], handlers: list[Handler]) -> Verdict:
+    """What the fault left once the load drained and reconciliation had its turn."""
+    wait_until_recorded(stack, sids, timeout=RECONCILE_WAIT_S)
+    engine = stack.sql_engine()
+    try:
+        audit = audit_calls(engine, sids)
+        unknown = held_unknown(emulator, engine)
+    finally:
+        engine.dispose()
+    live = {call["sid"] for call in emulator.calls(live=True)}
+    return Verdict(lost=len(audit.lost), unfinished=len(audit.unfinished), duplicated=len(audit.duplicated),
+                   held_unknown=unknown, still_going=sorted(set(sids) & live),
+                   not_back=handlers_not_back(stack, handlers))
+
+
+def run_paced(stack: Stack, options: PacedOptions, fault: tuple[FaultPlan, FaultServers] | None = None) -> dict[str, Any]:
+    """Run the paced load against a started stack and return the figures; with `fault`, inject it
+    (counting from the first caller) and judge what it left."""
     rng = random.Random(options.seed)
     emulator = EmulatorClient(stack.emulator_url, timeout=30)
     handlers: list[Handler] = []
@@ -362,16 +379,25 @@ def run_paced(stack: Stack, options: PacedOptions) -> dict[str, Any]:
         ramp_s = options.ramp_s if options.ramp_s is not None else default_ramp_s(options)
         notes.append(f"{options.callers} callers rang in over {ramp_s:.1f}s")
         sampler = RssSampler(stack).start()
+        injector = FaultInjector(fault[0], stack, fault[1]) if fault else None
         try:
+            if injector is not None:
+                injector.start()
             sids = place_calls(stack, emulator, options.callers, ramp_s, rng)
+            if injector is not None:
+                injector.wait()
             still_going = wait_until_ended(emulator, sids, options.drain_timeout_s)
         finally:
             sampler.stop()
         if still_going:
             notes.append(f"{len(still_going)} calls were still going {options.drain_timeout_s:g}s after the last caller rang")
+        verdict = judge_fault(stack, emulator, sids, handlers) if injector is not None else None
         wait_until_recorded(stack, sids)
         memory = stack.memory()
         results = measure(stack, emulator, sids, handlers)
+        if injector is not None and verdict is not None:
+            results["fault"] = {**injector.summary(), **verdict.as_dict()}
+            results["fault"]["ok"] = verdict.ok and injector.error is None
         results["memory"] = memory
         results["rss_under_load_mb"] = sampler.peaks_mb()
         results["notes"] = notes

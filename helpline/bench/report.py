@@ -101,7 +101,10 @@ def verdicts(results: Mapping[str, Any]) -> dict[str, bool | None]:
     peaks = list((results.get("rss_under_load_mb") or results.get("peak_rss_mb") or {}).values())
     decision = (results.get("routing_decision") or {}).get("ms_p50")
     audit = results.get("calls") or {}
+    fault = results.get("fault")
+    judged = {"fault_left_no_caller_behind": fault.get("ok")} if fault else {}
     return {
+        **judged,
         "no_lost_or_duplicated_call": audit.get("ok") if audit else None,
         "ivr_webhook_p99_under_25ms": None if ivr is None else ivr < TARGETS["ivr_webhook_p99_ms"],
         "queue_to_offer_p99_under_100ms": None if offer is None else offer < TARGETS["queue_to_offer_p99_ms"],
@@ -122,6 +125,14 @@ def table(results: Mapping[str, Any]) -> list[str]:
         lines.append(f"calls placed {audit['placed']}: lost {audit['lost']}, duplicated {audit['duplicated']}, "
                      f"unfinished {audit['unfinished']}, taken twice {audit['double_taken']}, "
                      f"stranded in line {audit['stranded']}; outcomes {audit['outcomes']}")
+    fault = results.get("fault")
+    if fault:
+        lines.append(f"fault {fault['kind']} ({fault['what']}) at {fault['began_s']}s, over at {fault['ended_s']}s"
+                     + (f", FAILED: {fault['error']}" if fault.get("error") else ""))
+        lines.append(f"after the fault and a reconcile: lost {fault['lost']}, unfinished {fault['unfinished']}, "
+                     f"duplicated {fault['duplicated']}, held by Twilio unknown to the service {fault['held_unknown']}, "
+                     f"still going {fault['still_going']}, handlers all back in service "
+                     f"{'yes' if fault['handlers_back_in_service'] else 'no: ' + ', '.join(fault['handlers_not_back'])}")
     for key in ("peak_concurrent_calls", "calls_per_s", "webhooks_per_s", "duration_s"):
         if key in results:
             lines.append(f"{key.replace('_', ' ')}: {results[key]}")

@@ -11,6 +11,10 @@ name one process, as a proxy spreads requests over them); each handler's console
 process and keeps its Socket.IO connection there, as a sticky proxy would keep it. The emulator's
 configured status callback names the first process, for calls placed without one of their own: any
 process can apply any call's status, because the state lives in the shared database.
+
+With `proxy` (the benchmark's `--fault kill`), Twilio's webhooks and the consoles' API requests go
+through a failover proxy instead (failover.py), which every process takes as its public URL, as
+processes behind nginx do; the consoles' Socket.IO connections still go to one process each.
 """
 
 from __future__ import annotations
@@ -183,6 +187,8 @@ class StackOptions:
     keep_database: bool = False
     #: Consoles each serving process will hold: each open WebSocket keeps one of gunicorn's threads.
     consoles_per_process: int = 0
+    #: Put a failover proxy in front of the serving processes for webhooks and API requests.
+    proxy: bool = False
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -212,8 +218,10 @@ class Stack:
         self._dropper: Any = None
         self.ports = [free_port() for _ in range(options.processes)]
         self.emulator_url = f"http://127.0.0.1:{free_port()}"
+        self.proxy_url = f"http://127.0.0.1:{free_port()}" if options.proxy else None
         self.services: list[Child | None] = [None] * options.processes
         self.emulator: Child | None = None
+        self.proxy: Child | None = None
         self.scheduler: Child | None = None
         self.scheduler_note = ""
         self.base_env: dict[str, str] = {}
@@ -249,7 +257,7 @@ class Stack:
             # Shared by every process: a session cookie from one is good at the others.
             "HELPLINE_SECRET_KEY": secrets.token_urlsafe(32),
             "HELPLINE_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-            "HELPLINE_PUBLIC_URL": self.service_url(0),
+            "HELPLINE_PUBLIC_URL": self.webhook_url(0),
             "TWILIO_ACCOUNT_SID": "AC" + secrets.token_hex(16),
             "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
             "TWILIO_API_BASE_URL": self.emulator_url,
@@ -275,6 +283,8 @@ class Stack:
             self._start_emulator()
             for index in range(self.options.processes):
                 self.start_service(index)
+            if self.proxy_url is not None:
+                self._start_proxy()
             if self.options.processes > 1:
                 self._start_scheduler()
         except BaseException:
@@ -292,7 +302,7 @@ class Stack:
             "emulator",
             [sys.executable, "-m", "helpline.emulator", "--port", port, "--signal-port", "-1",
              "--time-scale", str(self.options.time_scale),
-             "--voice-url", f"{self.service_url(0)}/voice/incoming", "--status-callback", f"{self.service_url(0)}/voice/status",
+             "--voice-url", f"{self.webhook_url(0)}/voice/incoming", "--status-callback", f"{self.webhook_url(0)}/voice/status",
              "--phone-number", env["TWILIO_PHONE_NUMBER"], "--account-sid", env["TWILIO_ACCOUNT_SID"],
              "--auth-token", env["TWILIO_AUTH_TOKEN"], *events],
             env, self.logs / "emulator.log", self.emulator_url)
@@ -302,9 +312,22 @@ class Stack:
         """The address of serving process `index`."""
         return f"http://127.0.0.1:{self.ports[index]}"
 
+    def webhook_url(self, index: int) -> str:
+        """Where Twilio's webhooks for serving process `index` go: the process itself, or the proxy."""
+        return self.proxy_url or self.service_url(index)
+
     def service_env(self, index: int) -> dict[str, str]:
-        """Serving process `index`'s environment: its own address is the public URL its webhooks are signed for."""
-        return {**self.base_env, "HELPLINE_PUBLIC_URL": self.service_url(index)}
+        """Serving process `index`'s environment: the public URL its webhooks are signed for is its own
+        address, or the proxy's."""
+        return {**self.base_env, "HELPLINE_PUBLIC_URL": self.webhook_url(index)}
+
+    def _start_proxy(self) -> None:
+        assert self.proxy_url is not None
+        port = self.proxy_url.rsplit(":", 1)[1]
+        self.proxy = Child("proxy", [sys.executable, "-m", "helpline.bench.failover", "--port", port,
+                                     *(self.service_url(index) for index in range(self.options.processes))],
+                           self.base_env, self.logs / "proxy.log", self.proxy_url)
+        self.proxy.wait_ready("/healthz")
 
     def start_service(self, index: int) -> Child:
         """Start (or restart) serving process `index` on its port, and wait until it answers."""
@@ -367,7 +390,7 @@ class Stack:
         if self._emulator_client is not None:
             self._emulator_client.close()
             self._emulator_client = None
-        for child in [*self.services, self.scheduler, self.emulator]:
+        for child in [self.proxy, *self.services, self.scheduler, self.emulator]:
             if child is not None:
                 child.stop()
         if self._dropper is not None and not self.options.keep_database:
