@@ -255,7 +255,10 @@ def verify() -> Response | str:
         message, status = _second_factor_failed(user, "code")
     elif request.method == "POST":
         message, status = "Please type the code.", 400
-    return render_template("verify.html", form=form, message=message), status  # type: ignore[return-value]
+    from .security_keys import keys_of
+
+    return render_template("verify.html", form=form, message=message,  # type: ignore[return-value]
+                           has_key=bool(keys_of(user.id))), status
 
 
 @bp.route("/login/enrol", methods=["GET", "POST"])
@@ -314,13 +317,14 @@ def logout() -> Response:
 
 def _account_page(password_form: PasswordChangeForm | None = None, message: str | None = None,
                   notice: str | None = None, status: int = 200) -> tuple[str, int]:
-    from . import staff_sessions
+    from . import security_keys, staff_sessions
 
     user = db.session.get(User, current_user.id)
     return render_template("account.html", password_form=password_form or PasswordChangeForm(), message=message,
                            notice=notice, enrolled=mfa.enrolled(user),
                            codes_left=mfa.recovery_codes_left(db.session, user) if mfa.enrolled(user) else 0,
                            sessions=staff_sessions.open_sessions(db.session, user.id),
+                           security_keys=security_keys.keys_of(user.id),
                            require_mfa=_settings().security.require_mfa), status
 
 
@@ -418,6 +422,9 @@ def init_app(app: Flask) -> None:
     from . import oidc
 
     oidc.init_app(app)  # sign-in through an identity provider: its routes, and its client when configured
+    from . import security_keys
+
+    security_keys.init_app(app)  # security keys as the second factor (its API routes go on the API blueprint)
 
     @app.errorhandler(CSRFError)
     def _csrf_failed(exc: CSRFError) -> Response:

@@ -21,7 +21,7 @@ import pyotp
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from .models import RecoveryCode, User, utcnow
+from .models import RecoveryCode, SecurityKey, User, utcnow
 
 #: How many recovery codes a user holds.
 RECOVERY_CODES = 10
@@ -124,9 +124,10 @@ def recovery_codes_left(session: Session, user: User) -> int:
 
 
 def reset(session: Session, user: User) -> None:
-    """Remove the user's second factor and recovery codes: they enrol again at their next log-in.
-    The caller revokes their sessions, audits and commits."""
+    """Remove the user's second factor, recovery codes and security keys: they enrol again at their
+    next log-in. The caller revokes their sessions, audits and commits."""
     user.totp_secret_enc = None
     user.totp_confirmed_at = None
     user.totp_last_step = None
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    session.execute(delete(SecurityKey).where(SecurityKey.user_id == user.id))

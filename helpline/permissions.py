@@ -83,6 +83,10 @@ ROUTES: dict[tuple[str, str], Access] = {
     # sign-in through the organisation's identity provider (404 where none is configured)
     ("oidc.start", "GET"): EVERYONE,
     ("oidc.callback", "GET"): EVERYONE,
+    # a security key instead of a code, at the second step of a log-in (the pending user's own keys)
+    ("security_keys.login_options", "POST"): EVERYONE,
+    ("security_keys.log_in_with_key", "POST"): EVERYONE,
+    ("security_keys.remove_key", "POST"): _all(*ROLES, scope=SELF),
     ("auth.change_password", "POST"): _all(*ROLES, scope=SELF),
     ("auth.renew_recovery_codes", "POST"): _all(*ROLES, scope=SELF),
     ("auth.end_other_sessions", "POST"): _all(*ROLES, scope=SELF),
@@ -100,6 +104,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     # -- who am I, and reference data nothing personal is in
     ("api.openapi", "GET"): EVERYONE,
     ("api.me", "GET"): CONSOLE_USERS,
+    ("api.enrol_options", "POST"): _all(*ROLES, scope=SELF),
+    ("api.add_key", "POST"): _all(*ROLES, scope=SELF),
     ("api.set_status", "POST"): {"handler": SELF},
     ("api.voice_token", "GET"): {"handler": SELF, "supervisor": SELF},
     ("api.list_localities", "GET"): CONSOLE_USERS,

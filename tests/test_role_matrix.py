@@ -112,7 +112,9 @@ def world(app: Flask) -> World:
 #: Path parameters that are not objects: a real value of each.
 FIXED_PARAMETERS = {"name": "greeting", "filename": "common.js",
                     # nobody's: an admin's "sign out everywhere" answers 404 and leaves the shared sessions be
-                    "user_id": 999_999}
+                    "user_id": 999_999,
+                    # nobody's security key: removing it answers 404 and removes nothing
+                    "key_id": 999_999}
 #: Where a static file is named, the one to ask for.
 STATIC_FILES = {"static": "hold-music.wav", "console.static": "common.js"}
 #: Valid bodies for the object-level checks, so that a refusal comes from the object rule, not validation.

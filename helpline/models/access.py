@@ -1,4 +1,5 @@
-"""Staff access: the server-side record of every log-in session, and second-factor recovery codes.
+"""Staff access: the server-side record of every log-in session, second-factor recovery codes, and
+security keys (WebAuthn credentials).
 
 A session's cookie carries only a random token; its record here says whose it is, when it started
 and was last used, and whether it has been revoked (log-out, a password change, an admin's "sign out
@@ -11,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Optional
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .core import Base, utcnow
 
-__all__ = ["StaffSession", "RecoveryCode"]
+__all__ = ["StaffSession", "RecoveryCode", "SecurityKey"]
 
 
 class StaffSession(Base):
@@ -51,3 +52,22 @@ class RecoveryCode(Base):
     code_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     used_at: Mapped[Optional[dt.datetime]]
+
+
+class SecurityKey(Base):
+    """A security key (a WebAuthn credential) a user may give at log-in instead of a TOTP code.
+
+    Only public material is kept: the credential's id and public key, and the authenticator's
+    signature counter (a counter that goes backwards betrays a cloned key).
+    """
+
+    __tablename__ = "security_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(default=0)
+    name: Mapped[str] = mapped_column(String(60))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[Optional[dt.datetime]]

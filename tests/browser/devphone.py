@@ -70,15 +70,19 @@ class DevPhone:
             self.context = None
 
 
-def wait_for_audio(*reads: Any, timeout: float = 15.0) -> float:
-    """Wait until every `read()` has received and sent audio; returns the seconds it took."""
+def wait_for_audio(*reads: Any, timeout: float = 15.0, explain: Any = None) -> float:
+    """Wait until every `read()` has received and sent audio; returns the seconds it took.
+
+    `explain()`, if given, adds what else a failure should show (the softphone's words, the signalling).
+    """
     started = time.monotonic()
     while True:
         seen = [read() for read in reads]
         if all(now and now["bytesReceived"] > 0 and now["bytesSent"] > 0 for now in seen):
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"audio did not flow both ways within {timeout} s: {seen}")
+            raise AssertionError(f"audio did not flow both ways within {timeout} s: {seen}"
+                                 + (f"\n{explain()}" if explain else ""))
         time.sleep(0.02)
 
 
