@@ -21,6 +21,10 @@ const state = {
   presenceAt: null, // when the server made that presence (microseconds since the epoch), to order news
   offer: null, // {call_id, need, flags, waiting_s, offered_at, deadline (epoch ms)}
   accepting: false,
+  // The last call offered in this tab, and the last accepted here: a tab that saw a call offered but
+  // did not accept it (another tab of the same handler did) never lets its softphone take it.
+  offeredHere: null,
+  acceptedHere: null,
   call: null, // the accept response, plus startedAt (epoch ms)
   held: false,
   ending: false, // End call is on its way to the server
@@ -385,6 +389,7 @@ function setOffer(payload) {
   if (expires && expires < deadline && expires > Date.now()) deadline = expires;
   if (sameOffer) deadline = Math.min(deadline, state.offer.deadline);
   state.offer = { ...payload, timeoutS, deadline };
+  state.offeredHere = payload.call_id;
   state.accepting = false;
   draw();
   if (!sameOffer) {
@@ -426,7 +431,7 @@ function drawConsult(live) {
 function startCall(details, startedAt) {
   // This tab's softphone answers the call's legs if Accept was pressed here, or if it is picking the
   // call up again after a reload; a second tab that only watched the offer go never takes it.
-  const watchedOnly = state.offer && state.offer.call_id === details.id && !state.accepting;
+  const watchedOnly = state.offeredHere === details.id && state.acceptedHere !== details.id;
   dropOffer();
   state.call = details;
   state.held = false;
@@ -524,6 +529,7 @@ async function accept() {
   const offer = state.offer;
   if (!offer || state.accepting) return;
   state.accepting = true;
+  state.acceptedHere = offer.call_id;
   voice.expecting = true;
   ringer.stop();
   draw();
