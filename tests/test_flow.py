@@ -65,6 +65,12 @@ CASES = [
     ("unknown need", lambda d: d["steps"]["need"]["keys"]["1"].update(need="sadness"), "step need: key 1: need must be one of"),
     ("unknown start", lambda d: d.update(start="hello"), "start: unknown step 'hello'"),
     ("no steps", lambda d: d.update(steps={}), "steps: the flow has no steps"),
+    ("a menu shadowing 0", lambda d: d["steps"]["eligibility"]["keys"].update({"0": {"goto": "queue"}}),
+     "step eligibility: key '0' is the speak_now key of every menu"),
+    ("a menu shadowing *", lambda d: d["steps"]["need"]["keys"].update({"*": {"goto": "queue"}}),
+     "step need: key '*' is the repeat key of every menu"),
+    ("menu keys the same", lambda d: d["menu_keys"].update(repeat="0"), "menu_keys: repeat and speak_now cannot be the same key"),
+    ("speak-now key not a key", lambda d: d["menu_keys"]["speak_now"].update(key="x"), "menu_keys: speak_now needs key"),
     ("loop", lambda d: (d["steps"]["about_service"].update(next="need"),
                         d["steps"]["need"].update(keys={"4": {"goto": "about_service"}}, no_input={"goto": "about_service"})),
      "step need: a loop with no way out"),
@@ -79,7 +85,7 @@ def test_a_bad_flow_names_the_file_the_step_and_the_problem(tmp_path, label, cha
 
 
 def test_a_duplicate_key_is_caught_not_silently_overwritten(tmp_path):
-    text = FLOW.read_text().replace('"0": {goto: queue, need: speak_now}', '"1": {goto: queue, need: speak_now}')
+    text = FLOW.read_text().replace('"4": {goto: about_service}', '"1": {goto: about_service}')
     path = tmp_path / "dup.yaml"
     path.write_text(text)
     with pytest.raises(FlowError) as caught:

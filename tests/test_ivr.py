@@ -220,3 +220,47 @@ def test_timeline_records_each_step_and_key_with_times(app, twilio):
         assert [(e.kind, e.step) for e in events][:5] == [
             ("incoming", None), ("step", "greeting"), ("step", "opening_check"), ("step", "about_whom"), ("key", "about_whom")]
         assert all(e.at.tzinfo is not None for e in events)
+
+
+@pytest.mark.parametrize("presses,flags,answers", [
+    ([], ["self_referral_unconfirmed", "eligibility_unconfirmed"], {}),   # 0 at "about whom"
+    (["1"], ["eligibility_unconfirmed"], {"about": "self"}),               # 0 at eligibility
+    (["1", "1"], [], {"about": "self", "eligible": "yes"}),               # 0 at the need menu
+])
+def test_zero_at_any_menu_reaches_a_person_flagged_with_what_is_unconfirmed(app, twilio, presses, flags, answers):
+    walker = CallWalker(twilio)
+    walker.start()
+    for key in presses:
+        walker.press(key)
+    walker.press("0")
+    assert walker.enqueue() is not None
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.flags == flags and call.answers == answers and call.need == "speak_now"
+        entry = db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call.id))
+        assert entry.state == "waiting" and entry.flags == flags
+
+
+def test_star_repeats_a_menu_without_using_up_a_try(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.until_menu()
+    for _ in range(4):
+        walker.press("*")  # more than the menu's three tries: a repeat is not a try
+    assert walker.enqueue() is None and not walker.hung_up()
+    assert walker.text.count("If you are calling about your own health") == 5
+    assert "did not catch that" not in walker.text
+    walker.press("1")
+    assert "registered with the GMC" in walker.text
+
+
+def test_zero_out_of_hours_reaches_nobody_and_is_not_taken_for_a_callback(app_factory):
+    from .conftest import Twilio
+
+    app = app_factory(opening_hours={"weekly": CLOSED, "closed_dates": []})
+    walker = CallWalker(Twilio(app.test_client()))
+    walker.start()
+    walker.press("0")
+    assert walker.enqueue() is None
+    with app.app_context():
+        assert the_call(walker.sid).outcome == "out_of_hours"

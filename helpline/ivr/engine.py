@@ -170,7 +170,22 @@ class Interpreter:
         step = self.flow.step(name)
         if step.type != "menu":
             return self.enter(session, call, call.step or self.flow.start, form)
-        action = step.keys.get(digits[:1]) if digits else None
+        key, menu_keys = digits[:1], self.flow.menu_keys
+        if key and key == menu_keys.repeat:
+            # Hear the menu again: it does not count as a try.
+            self.log(session, call, "repeat", name, attempt=attempt)
+            return self.enter(session, call, name, form, attempt=attempt)
+        speak_now = menu_keys.speak_now
+        if key and speak_now is not None and key == speak_now.key and self._reaches_queue(name):
+            self._path(call, {"step": name, "key": key})
+            self.log(session, call, "key", name, key=key, speak_now=True)
+            for answer, flag in speak_now.unconfirmed.items():
+                if answer not in call.answers and flag not in call.flags:
+                    call.flags = [*call.flags, flag]
+            if speak_now.need and call.need is None:
+                call.need = speak_now.need
+            return self.enter(session, call, self.queue_step().name, form)
+        action = step.keys.get(key) if digits else None
         if action is not None:
             self._path(call, {"step": name, "key": digits[:1]})
             self.log(session, call, "key", name, key=digits[:1])

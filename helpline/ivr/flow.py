@@ -74,14 +74,43 @@ class Step:
 
 
 @dataclass(frozen=True)
+class SpeakNow:
+    """The key that reaches a person from any menu: the caller joins the line, flagged (`unconfirmed`
+    maps an answer the menus ask for to the flag set when it has not been given) and with `need`."""
+
+    key: str
+    need: str | None = None
+    unconfirmed: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MenuKeys:
+    """Keys that mean the same at every menu: `repeat` hears it again; `speak_now` reaches a person
+    (at menus from which the line can be reached). No menu may use them for anything else."""
+
+    repeat: str | None = None
+    speak_now: SpeakNow | None = None
+
+    def reserved(self) -> dict[str, str]:
+        """The keys taken, by what they do."""
+        taken = {}
+        if self.repeat:
+            taken[self.repeat] = "repeat"
+        if self.speak_now:
+            taken[self.speak_now.key] = "speak_now"
+        return taken
+
+
+@dataclass(frozen=True)
 class Flow:
-    """A checked flow: its name, first step, shared texts and steps by name."""
+    """A checked flow: its name, first step, shared texts, steps by name and the keys of every menu."""
 
     name: str
     start: str
     texts: Mapping[str, str]
     steps: Mapping[str, Step]
     path: Path
+    menu_keys: MenuKeys = MenuKeys()
 
     def step(self, name: str) -> Step:
         """The step called `name`; KeyError if the flow has none (a stale or forged URL)."""
@@ -127,7 +156,7 @@ def parse_flow(data: Any, path: Path) -> Flow:
     problems: list[str] = []
     if not isinstance(data, dict):
         raise FlowError([f"{where}: the flow must be a mapping with flow, start, texts and steps"])
-    unknown_top = sorted(set(data) - {"flow", "start", "texts", "steps"})
+    unknown_top = sorted(set(data) - {"flow", "start", "texts", "steps", "menu_keys"})
     problems += [f"{where}: unknown top-level key {key!r}" for key in unknown_top]
     texts = data.get("texts") or {}
     if not isinstance(texts, dict) or not all(isinstance(v, str) for v in texts.values()):
@@ -140,12 +169,22 @@ def parse_flow(data: Any, path: Path) -> Flow:
     for name, value in texts.items():
         problems += _check_text(value, known_names - {name}, f"{where}: texts.{name}")
 
+    try:
+        menu_keys = _parse_menu_keys(data.get("menu_keys"))
+    except ValueError as exc:
+        problems.append(f"{where}: menu_keys: {exc}")
+        menu_keys = MenuKeys()
     steps: dict[str, Step] = {}
     for name, raw in raw_steps.items():
         try:
             steps[name] = _parse_step(str(name), raw)
         except ValueError as exc:
             problems.append(f"{where}: step {name}: {exc}")
+    for step in steps.values():
+        for key, meaning in menu_keys.reserved().items():
+            if key in step.keys:
+                problems.append(f"{where}: step {step.name}: key {key!r} is the {meaning} key of every menu "
+                                "(menu_keys); a menu may not use it for anything else")
     for step in steps.values():
         for text_field in ("say", "prompt", "retry"):
             value = getattr(step, text_field)
@@ -164,7 +203,39 @@ def parse_flow(data: Any, path: Path) -> Flow:
         problems += _check_graph(steps, str(start), where)
     if problems:
         raise FlowError(problems)
-    return Flow(str(data.get("flow") or path.stem), str(start), dict(texts), steps, path)
+    return Flow(str(data.get("flow") or path.stem), str(start), dict(texts), steps, path, menu_keys)
+
+
+def _parse_menu_keys(raw: Any) -> MenuKeys:
+    """The flow's `menu_keys`, or ValueError saying what is wrong."""
+    if raw is None:
+        return MenuKeys()
+    if not isinstance(raw, dict):
+        raise ValueError("must be a mapping with repeat and speak_now")
+    unknown = sorted(set(raw) - {"repeat", "speak_now"})
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}")
+    repeat = raw.get("repeat")
+    if repeat is not None and str(repeat) not in KEYS:
+        raise ValueError("repeat is not a keypad key")
+    speak_now = None
+    if raw.get("speak_now") is not None:
+        spec = raw["speak_now"]
+        if not isinstance(spec, dict) or str(spec.get("key")) not in KEYS:
+            raise ValueError("speak_now needs key: <a keypad key>")
+        unknown = sorted(set(spec) - {"key", "need", "unconfirmed"})
+        if unknown:
+            raise ValueError(f"speak_now: unknown key {unknown[0]!r}")
+        if spec.get("need") is not None and spec["need"] not in NEEDS:
+            raise ValueError(f"speak_now: need must be one of {', '.join(NEEDS)}")
+        unconfirmed = spec.get("unconfirmed") or {}
+        if not isinstance(unconfirmed, dict) or not all(
+                isinstance(flag, str) and flag.isidentifier() for flag in unconfirmed.values()):
+            raise ValueError("speak_now: unconfirmed must map answers to flags")
+        speak_now = SpeakNow(str(spec["key"]), spec.get("need"), {str(k): v for k, v in unconfirmed.items()})
+    if repeat is not None and speak_now is not None and str(repeat) == speak_now.key:
+        raise ValueError("repeat and speak_now cannot be the same key")
+    return MenuKeys(str(repeat) if repeat is not None else None, speak_now)
 
 
 _ALLOWED = {
