@@ -57,7 +57,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
     from .api import calls, me, openapi, queue, users  # noqa: F401 - their routes go on api.bp
     from . import risk, scheduler
     from . import health
-    from .api import bookings, clinician, contacts, localities, signposting  # noqa: F401 - first contact, booking, the clinician's side, signposting
+    from .api import bookings, clinician, contacts, localities, questionnaires, signposting  # noqa: F401 - first contact, booking, the clinician's side, questionnaires, signposting
     from . import supervision
     from .api import reports as _reports, supervisor as _supervisor  # noqa: F401 - supervisors' routes
 

@@ -5,7 +5,7 @@ A first-contact record is one episode. The clinician treating the caller records
 to each appointment (once it has begun) and, when treatment ends, the discharge date. From that date
 the record is kept `retention.discharged_record_days` (20 years by default: the NHS Records
 Management Code keeps mental-health records 20 years after treatment ends) and then removed by the
-purge rule below: the record, its bookings, its risk screens go, and its call is
+purge rule below: the record, its bookings, risk screens and questionnaires go, and its call is
 anonymised (what statistics need stays, see retention.py).
 """
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from .booking import local_date
 from .config import Settings
-from .models import Booking, Clinician, Contact, Locality, RiskScreen, utcnow
+from .models import Booking, Clinician, Contact, Locality, Questionnaire, RiskScreen, utcnow
 from .retention import anonymise_calls, retention_rule
 
 
@@ -156,5 +156,6 @@ def _purge_discharged(session: Session, now: dt.datetime, settings: Settings) ->
 
 
 def episode_rows(contact_ids: list[int], call_ids: list[int]) -> list[Any]:
-    """DELETE statements for what hangs off the records: their bookings and risk screens."""
-    return [delete(Booking).where(Booking.contact_id.in_(contact_ids)), delete(RiskScreen).where(RiskScreen.call_id.in_(call_ids))]
+    """DELETE statements for what hangs off the records: their questionnaires, bookings and risk screens."""
+    return [delete(Questionnaire).where(Questionnaire.contact_id.in_(contact_ids) | Questionnaire.call_id.in_(call_ids)),
+            delete(Booking).where(Booking.contact_id.in_(contact_ids)), delete(RiskScreen).where(RiskScreen.call_id.in_(call_ids))]

@@ -143,6 +143,12 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("api.clinician_patients", "GET"): {"clinician": OWN_PATIENTS},
     ("api.booking_attendance", "PUT"): {"clinician": OWN_PATIENTS},
     ("api.discharge_contact", "PUT"): {"clinician": OWN_PATIENTS},
+    # -- scored questionnaires: the handler on the call, the clinician treating the caller
+    ("api.questionnaire_definitions", "GET"): _all("handler", "clinician"),
+    ("api.post_call_questionnaire", "POST"): {"handler": OWN_CALL},
+    ("api.get_call_questionnaires", "GET"): {"handler": OWN_CALL},
+    ("api.post_contact_questionnaire", "POST"): {"clinician": OWN_PATIENTS},
+    ("api.get_contact_questionnaires", "GET"): {"clinician": OWN_PATIENTS},
     # -- supervisors: call flow and figures, never the caller
     ("api.wallboard", "GET"): {"supervisor": ANY},
     ("api.move_up", "POST"): {"supervisor": ANY},

@@ -37,6 +37,7 @@ from .models import (
     Clinician,
     Handler,
     Locality,
+    Questionnaire,
     QueueEntry,
     RiskScreen,
     Site,
@@ -254,16 +255,32 @@ def wallboard(session: Session, now: dt.datetime) -> dict[str, Any]:
 
 
 def alerts(session: Session, since: dt.datetime) -> list[dict[str, Any]]:
-    """Immediate-risk alerts since `since`, newest first, in the shape of the `alert` event."""
-    rows = session.execute(
-        select(RiskScreen.call_id, RiskScreen.handler_user_id, User.display_name, RiskScreen.level, RiskScreen.at)
+    """Immediate-risk alerts since `since`, newest first, in the shape of the `alert` event: from risk
+    screens, and from questionnaires that raised the risk screen (PHQ-9 item 9 above 0)."""
+    screens = session.execute(
+        select(RiskScreen.call_id, RiskScreen.handler_user_id, User.display_name, RiskScreen.level, RiskScreen.at,
+               RiskScreen.id)
         .outerjoin(User, User.id == RiskScreen.handler_user_id)
         .where(RiskScreen.level == "immediate", RiskScreen.at >= since)
         .order_by(RiskScreen.at.desc(), RiskScreen.id.desc())
         .limit(ALERTS_SHOWN)
     ).all()
-    return [{"kind": "risk", "call_id": call_id, "handler": {"id": user_id, "name": name}, "level": level,
-             "at": at.isoformat()} for call_id, user_id, name, level, at in rows]
+    answers = session.execute(
+        select(Questionnaire.call_id, Questionnaire.recorded_by_id, User.display_name, Questionnaire.kind, Questionnaire.at,
+               Questionnaire.id)
+        .outerjoin(User, User.id == Questionnaire.recorded_by_id)
+        .where(Questionnaire.risk_raised.is_(True), Questionnaire.at >= since)
+        .order_by(Questionnaire.at.desc(), Questionnaire.id.desc())
+        .limit(ALERTS_SHOWN)
+    ).all()
+    found = [(at, row_id, {"kind": "risk", "call_id": call_id, "handler": {"id": user_id, "name": name}, "level": level,
+                           "at": at.isoformat(), "source": "risk_screen"})
+             for call_id, user_id, name, level, at, row_id in screens]
+    found += [(at, row_id, {"kind": "risk", "call_id": call_id, "handler": {"id": user_id, "name": name}, "level": "immediate",
+                            "at": at.isoformat(), "source": kind})
+              for call_id, user_id, name, kind, at, row_id in answers]
+    found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    return [alert for _, _, alert in found[:ALERTS_SHOWN]]
 
 
 # -- reports over a period ----------------------------------------------------------------------------

@@ -102,10 +102,12 @@ def record(session: Session, vault: Vault, call: Call, handler_user_id: int, han
     return screen
 
 
-def alert_payload(call_id: int, handler_user_id: int, handler_name: str, level: str, at: str) -> dict[str, Any]:
-    """The supervisors' alert: which call, whose, how urgent, since when; nothing about the caller."""
+def alert_payload(call_id: int, handler_user_id: int, handler_name: str, level: str, at: str,
+                  source: str = "risk_screen") -> dict[str, Any]:
+    """The supervisors' alert: which call, whose, how urgent, since when, and what raised it (the risk
+    screen, or a questionnaire answer: "phq9"); nothing about the caller."""
     return {"kind": "risk", "call_id": call_id, "handler": {"id": handler_user_id, "name": handler_name},
-            "level": level, "at": at}
+            "level": level, "at": at, "source": source}
 
 
 def latest(session: Session, vault: Vault, call_id: int) -> Optional[dict[str, Any]]:

@@ -45,7 +45,7 @@ def test_the_wallboard_figures_for_the_known_day(app, day):
     assert board["on_calls"] == [{"handler_id": day["handlers"]["bob"], "call_id": day["calls"]["middling"], "presence": "on_call"}]
     assert board["today"] == TODAY
     [alert] = board["alerts"]
-    assert alert == {"kind": "risk", "call_id": day["calls"]["quick"], "level": "immediate", "at": at(9, 3).isoformat(),
+    assert alert == {"kind": "risk", "call_id": day["calls"]["quick"], "level": "immediate", "at": at(9, 3).isoformat(), "source": "risk_screen",
                      "handler": {"id": day["users"]["ann"], "name": alert["handler"]["name"]}}
 
 

@@ -11,7 +11,7 @@ from helpline import retention
 from helpline.config import ConfigError, load_settings
 from helpline.db import db
 from helpline.models import (AuditEntry, Booking, Call, CallEvent, Clinician, Contact, Locality, LoginFailure, QueueEntry,
-                             RiskScreen, WebhookReply)
+                             Questionnaire, RiskScreen, WebhookReply)
 
 from . import conftest
 from .conftest import new_call_sid
@@ -207,6 +207,8 @@ def make_record(app, discharged_days_ago: int | None, now: dt.datetime = NOW) ->
         session.add(Booking(call_id=call_id, contact_id=contact.id, clinician_id=clinician_id, modality="video",
                             starts_at=start, ends_at=start + dt.timedelta(minutes=50), held_start=start, attendance="attended"))
         session.add(RiskScreen(call_id=call_id, handler_user_id=None, level="none", answers_enc=vault.encrypt("{}")))
+        session.add(Questionnaire(call_id=call_id, contact_id=contact.id, kind="gad7", recorded_by_role="clinician",
+                                  result_enc=vault.encrypt("{}")))
         return call_id, contact.id
 
 
@@ -216,7 +218,8 @@ def record_left(call_id: int, contact_id: int) -> dict[str, int]:
         def count(model, column, value):  # type: ignore[no-untyped-def]
             return session.scalar(select(func.count()).select_from(model).where(column == value))
         return {"contact": count(Contact, Contact.id, contact_id), "bookings": count(Booking, Booking.contact_id, contact_id),
-                "risk": count(RiskScreen, RiskScreen.call_id, call_id)}
+                "risk": count(RiskScreen, RiskScreen.call_id, call_id),
+                "questionnaires": count(Questionnaire, Questionnaire.call_id, call_id)}
 
 
 def test_records_are_removed_twenty_years_after_discharge_and_their_calls_anonymised(app):
@@ -225,10 +228,10 @@ def test_records_are_removed_twenty_years_after_discharge_and_their_calls_anonym
     still_open = make_record(app, None)
     counts = run_purge(app)
     assert counts["discharged_contacts"] == 1
-    assert record_left(*old) == {"contact": 0, "bookings": 0, "risk": 0}
+    assert record_left(*old) == {"contact": 0, "bookings": 0, "risk": 0, "questionnaires": 0}
     assert_anonymised(the_call(old[0]))
     for kept in (recent, still_open):
-        assert record_left(*kept) == {"contact": 1, "bookings": 1, "risk": 1}
+        assert record_left(*kept) == {"contact": 1, "bookings": 1, "risk": 1, "questionnaires": 1}
         assert the_call(kept[0]).caller_hash is not None
     # The open episode is never purged, however old its call: the period runs from discharge.
     assert run_purge(app)["discharged_contacts"] == 0
@@ -253,7 +256,7 @@ def test_a_dry_run_says_what_would_go_and_changes_nothing(app, database_url, tmp
     dry = CliRunner().invoke(purge_command, ["--dry-run"], env=cli_env(database_url, tmp_path))
     assert dry.exit_code == 0, dry.output
     assert "nothing was changed" in dry.output and "discharged_contacts: 1" in dry.output
-    assert record_left(*record) == {"contact": 1, "bookings": 1, "risk": 1}
+    assert record_left(*record) == {"contact": 1, "bookings": 1, "risk": 1, "questionnaires": 1}
     with db.transaction() as session:
         assert not session.scalars(select(AuditEntry).where(AuditEntry.action == "retention.purge")).all()
     done = CliRunner().invoke(purge_command, [], env=cli_env(database_url, tmp_path))

@@ -3,6 +3,7 @@
 // has begun. Everything comes from the JSON API, which checks that the patient is theirs.
 
 import { api, humanise, needLabel, setLoginUrl } from "./common.js";
+import { questionnairePanel } from "./questionnaires.js";
 
 const page = document.getElementById("clinician");
 const $ = (id) => document.getElementById(id);
@@ -65,6 +66,7 @@ const patientName = (patient) => (patient.preferred_name && patient.preferred_na
 // ------------------------------------------------------------------ patients
 
 let openContact = null;
+const questionnaires = page ? questionnairePanel($("record-q"), "record-q") : null;
 
 async function loadPatients() {
   const status = $("patients-status");
@@ -137,6 +139,7 @@ async function openRecord(contactId) {
     ? `${RISK[record.risk.level] || humanise(record.risk.level)} (screened ${when(record.risk.at)})` : "Not screened.";
   fieldError("");
   showDischarge(record.discharged_on, null);
+  questionnaires.show(`/api/contacts/${contactId}/questionnaires`, `/api/contacts/${contactId}/questionnaires`);
   $("record").hidden = false;
   $("record-title").focus();
 }

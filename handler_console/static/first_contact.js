@@ -5,6 +5,7 @@
 // Unsaved changes live in this page's memory only, never in browser storage (personal data).
 
 import { api } from "./common.js";
+import { questionnairePanel } from "./questionnaires.js";
 
 const root = document.getElementById("first-contact");
 const box = document.getElementById("fc");
@@ -298,6 +299,11 @@ if (root && box) {
     status("");
   }
 
+  // Questionnaires: a PHQ-9 answer of thoughts of self-harm sends the handler to the risk screen.
+  const questionnaires = questionnairePanel(document.getElementById("fc-q-panel"), "fc-q", (result) => {
+    if (result.risk_raised) document.getElementById("fc-risk-title").focus();
+  });
+
   async function setCall(id) {
     id = id ? String(id) : null;
     if (id === callId) return;
@@ -306,6 +312,7 @@ if (root && box) {
     resetAll();
     box.hidden = !id;
     if (!id) return;
+    questionnaires.show(`/api/calls/${id}/questionnaires`, `/api/calls/${id}/questionnaires`);
     await localitiesReady;
     await choicesReady;
     try {

@@ -100,7 +100,9 @@ function alertKey(alert) {
 function describeAlert(alert) {
   const when = new Date(alert.at).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
   const who = alert.handler && alert.handler.name ? alert.handler.name : "a handler";
-  return `Immediate risk: call ${alert.call_id} with ${who}, ${when}`;
+  // A PHQ-9 answer of thoughts of death or self-harm raises the risk screen as an immediate risk does.
+  const what = alert.source === "phq9" ? "Thoughts of self-harm (PHQ-9)" : "Immediate risk";
+  return `${what}: call ${alert.call_id} with ${who}, ${when}`;
 }
 
 function beep() {

@@ -11,3 +11,4 @@ from .booking import *  # noqa: F401,F403
 from .audit import *  # noqa: F401,F403
 from .supervision import *  # noqa: F401,F403
 from .access import *  # noqa: F401,F403
+from .questionnaire import *  # noqa: F401,F403

@@ -1,10 +1,11 @@
 """A first contact from end to end, in headless chromium against `helpline serve` and the Twilio
 emulator, by keyboard where a handler or clinician would use one, with axe-core finding nothing on
-each page: a call comes in and is accepted; the form starts from what the phone menu learnt; the
-caller names a clinician to avoid; the search leaves out that clinician and everyone based where the
+each page: a call comes in and is accepted; the form starts from what the phone menu learnt; a PHQ-9
+is scored and its answer on self-harm sends the handler to the risk screen; the caller names a
+clinician to avoid; the search leaves out that clinician and everyone based where the
 caller works; a slot is booked and the confirmation text reaches the caller's phone; partner services
 are texted; the call is wrapped up with the outcome that followed; then the clinician sees the
-booking in words, records that the caller came, and discharges them.
+booking and the PHQ-9 in words, records that the caller came, and discharges them.
 """
 
 from __future__ import annotations
@@ -95,6 +96,27 @@ def test_a_first_contact_from_the_call_to_the_clinicians_discharge(stack, consol
     page.locator("#fc-triage-reason").focus()
     page.keyboard.type("Low mood for months; wants to talk to someone face to face")
     expect(page.locator("#fc-saved")).to_contain_text("Saved", timeout=10_000)
+
+    # -- a PHQ-9, by keyboard: a question left out is named beside it, and nothing is sent
+    page.select_option("#fc-q-kind", "phq9")
+    page.get_by_role("button", name="Start").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#fc-q-form-title")).to_be_focused()
+    for number in range(1, 9):
+        keyboard_check(page, f"#fc-q-panel input[name=q{number}][value='{1 if number < 5 else 0}']")
+    page.get_by_role("button", name="Score the PHQ-9").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#fc-q-q9-error")).to_have_text("question 9 needs an answer")
+    expect(page.locator("#fc-q-panel input[name=q9]").first).to_be_focused()
+    assert axe_violations(page) == []
+    # Thoughts of self-harm on several days: scored, supervisors alerted, and the risk screen is next.
+    page.keyboard.press("ArrowRight")  # from "Not at all" to "Several days"
+    expect(page.locator("#fc-q-panel input[name=q9][value='1']")).to_be_checked()
+    page.get_by_role("button", name="Score the PHQ-9").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#fc-q-outcome")).to_contain_text("PHQ-9: 5 of 27, Mild. Thoughts of self-harm reported")
+    expect(page.locator("#fc-risk-title")).to_be_focused()
+    expect(page.locator("#fc-q-results li")).to_have_count(1)
     assert axe_violations(page) == []
 
     # -- searching where the caller works finds nobody: everyone based there is left out
@@ -190,6 +212,7 @@ def test_a_first_contact_from_the_call_to_the_clinicians_discharge(stack, consol
     expect(record).to_contain_text("Working in England")
     expect(record).to_contain_text("NHS Greater Manchester ICB")
     expect(record).to_contain_text("Routine appointment, face to face")
+    expect(cpage.locator("#record-q-results li")).to_contain_text(re.compile(r"PHQ-9, .*: 5 of 27, Mild\. Thoughts of self-harm reported"))
     assert "QOP" not in record.inner_text() and avoided not in record.inner_text()
     tomorrow = (dt.date.today() + dt.timedelta(days=2)).isoformat()
     cpage.fill("#discharged-on", tomorrow)
