@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 from . import audit, routing
 from .contacts import latest_voicemail_choice
 from .db import commit_with, db, is_postgresql
+from .deferred import keep_for_replay
 from .ivr.engine import Interpreter
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
 from .softphone import handler_identity, supervisor_identity
@@ -688,12 +689,51 @@ def _http_error(exc: HTTPException) -> Response:
     return error(exc.code or 400, exc.name.lower().replace(" ", "_"), exc.description)
 
 
+#: The status callbacks here (Twilio never retries one).
+STATUS_CALLBACKS = ("connect.conference", "connect.handler_leg", "connect.caller_leg")
+#: Tries of the caller's join with an apology before they hear hold music between tries.
+JOIN_APOLOGIES = 3
+
+
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception) -> Response:
-    """A fault of ours: a JSON 500, which Twilio records (and retries callbacks); never a stack trace."""
+    """A fault of ours (the database away), never answered with a stack trace, nor so as to lose the call.
+
+    A status callback, which Twilio never retries, is answered 204 and kept for replay as soon as
+    the database answers (deferred.py). The caller's join is answered with TwiML that asks again:
+    an apology a few times, then hold music between tries, until the database answers; the caller
+    then goes into the conference, or back in line if their handler's leg gave up meanwhile.
+    """
     log.exception("connect webhook %s failed", request.path)
-    db.session.rollback()
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - the database is away; the answer must not need it
+        log.warning("could not roll back after a failed connect webhook")
+    if request.endpoint in STATUS_CALLBACKS:
+        keep_for_replay()
+        return Response(status=204)
+    if request.endpoint == "connect.join":
+        return Response(str(_join_later()), mimetype="text/xml")
     return error(500, "internal_error", "please retry")
+
+
+def _join_later() -> VoiceResponse:
+    """TwiML that keeps the caller on the line and fetches their join again."""
+    from urllib.parse import urlencode
+
+    from .ivr import twiml
+    from .ivr.engine import APOLOGY
+
+    tries = request.args.get("retry", "0")
+    done = int(tries) if tries.isdigit() else 0
+    url = f"{request.path}?{urlencode({**request.args, 'retry': str(done + 1)})}"
+    interpreter = _interpreter()
+    if done < JOIN_APOLOGIES:
+        return twiml.retry_later(interpreter.voice, APOLOGY, url)
+    response = VoiceResponse()
+    response.play(interpreter.music_url())
+    response.redirect(url, method="POST")
+    return response
 
 
 def init_app(app: Flask) -> None:

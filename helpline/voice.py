@@ -20,6 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.exceptions import HTTPException
 
 from .db import commit_with, db, is_postgresql
+from .deferred import keep_for_replay, received_at
 from .events import announce
 from .ivr import twiml
 from .ivr.engine import APOLOGY, Interpreter
@@ -36,8 +37,9 @@ STATUS_RANK = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "ans
 FINAL = ("completed", "busy", "failed", "no-answer", "canceled")
 #: How many times a webhook that failed on our side is retried before the caller is simply queued.
 MAX_RETRIES = 3
-#: How many times a status callback is applied before giving up (Twilio never retries it; the
-#: reconciliation with Twilio, every minute, settles a call whose end could not be recorded).
+#: How many times a status callback is applied before it is kept for replay (deferred.py): Twilio
+#: never retries it, so it is answered 204 and replayed in this process once the database answers
+#: (and reconciliation with Twilio, every minute, settles the call if this process stops first).
 STATUS_ATTEMPTS = 4
 #: Webhooks Twilio fetches from inside the queue's waitUrl, where only hold TwiML may be answered.
 WAITING = ("voice.queue_wait", "voice.queue_key")
@@ -170,7 +172,8 @@ def status() -> Response:
     """Twilio's status callback. Applied in order: a late or repeated callback changes nothing.
 
     Twilio does not retry a status callback that fails, so a passing database fault (SQLite busy,
-    a PostgreSQL connection dropped by a restart) is retried here rather than losing the call's end.
+    a PostgreSQL connection dropped by a restart) is retried here rather than losing the call's end;
+    a longer outage keeps the callback for replay (`unexpected`, deferred.py).
     """
     call_sid = request.form.get("CallSid", "")
     if not CALL_SID.match(call_sid):
@@ -242,8 +245,9 @@ def _apply_status(call_sid: str, new_status: str, sequence: int | None, duration
     if sequence is not None and sequence <= call.twilio_sequence:
         return
     # A final status outranks every other, so only a final one already there, or a later sequence
-    # number, stops it (those that do not end the call go through `_record_progress`).
-    now = utcnow()
+    # number, stops it (those that do not end the call go through `_record_progress`). A callback
+    # replayed after an outage records the end at the moment it arrived.
+    now = received_at()
     call.twilio_status = new_status
     if sequence is not None:
         call.twilio_sequence = sequence
@@ -274,8 +278,10 @@ def unexpected(exc: Exception) -> Response:
         db.session.rollback()
     except Exception:  # noqa: BLE001 - the database is away; the caller must still get an answer
         log.warning("could not roll back after a failed voice webhook")
-    if request.path.endswith("/status"):
-        return error(500, "status_not_recorded", "please retry")
+    if request.endpoint == "voice.status":
+        # Twilio never retries a status callback: keep it, replay it here once the database answers.
+        keep_for_replay()
+        return Response(status=204)
     if request.endpoint in WAITING:
         # Inside the queue's waitUrl: Twilio asks again after this, and the caller keeps their place.
         return Response(str(interpreter().hold_music_in_outage()), mimetype="text/xml")

@@ -226,3 +226,42 @@ def test_postgresql_stopped_while_callers_are_in_the_menus_strands_nobody(stack:
     finally:
         for handler in handlers:
             handler.stop()
+
+
+@pytest.mark.timeout(240)
+def test_a_call_ending_while_postgresql_is_stopped_is_recorded_within_seconds_of_its_return(
+        stack: Stack, servers: tuple[OwnPostgres, OwnRedis]):
+    """Twilio never retries a status callback: the one that ends a call while the database is away is
+    answered 204 (not an error in Twilio's debugger), kept by the process, and recorded, with the
+    moment the call ended, within seconds of the database coming back, not at the next reconciliation."""
+    postgres, _redis_server = servers
+    emulator = stack.emulator_client()
+    sid = emulator.place_call("+447700900444", url=f"{stack.service_url(0)}/voice/incoming", keys=["1", "1", "1"],
+                              status_callback=f"{stack.service_url(1)}/voice/status")
+    wait_until(lambda: scalar(stack, select(QueueEntry.state).join(Call, Call.id == QueueEntry.call_id)
+                              .where(Call.call_sid == sid)) == "waiting", 30, "the caller never joined the line")
+    postgres.stop()
+    hung_up = dt.datetime.now(dt.timezone.utc)
+    emulator.hangup(sid)
+
+    def final_callbacks() -> list[dict]:
+        return [event for event in emulator.call(sid)["events"]
+                if event["kind"] == "status_callback" and event.get("status") == "completed"]
+
+    wait_until(lambda: final_callbacks(), 30, "the final status callback was never sent")
+    assert [event["response_code"] for event in final_callbacks()] == [204]
+    time.sleep(3)  # still away a while after the call ended
+    postgres.start()
+    back = time.monotonic()
+    wait_until(lambda: scalar(stack, select(Call.ended_at).where(Call.call_sid == sid)) is not None, 30,
+               not_recovered(stack, "the call's end was never recorded"))
+    assert time.monotonic() - back < 20  # the replay, well before the reconciliation's minute
+    ended = scalar(stack, select(Call.ended_at).where(Call.call_sid == sid))
+    assert abs((ended - hung_up).total_seconds()) < 5, (ended, hung_up)  # when it ended, not when it was recorded
+    assert scalar(stack, select(Call.twilio_status).where(Call.call_sid == sid)) == "completed"
+    engine = stack.sql_engine()
+    try:
+        audit = audit_calls(engine, [sid])
+        assert audit.ok and audit.outcomes == {"abandoned": 1}, audit.as_dict()
+    finally:
+        engine.dispose()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import time
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -359,3 +361,67 @@ def test_a_passing_database_fault_does_not_lose_a_final_status(app, twilio, monk
     with app.app_context():
         call = db.session.scalar(select(Call).where(Call.call_sid == sid))
         assert call.twilio_status == "completed" and call.duration_s == 20
+
+
+def test_a_final_status_the_database_cannot_take_is_answered_204_and_recorded_once_it_can(app, twilio, monkeypatch):
+    """Twilio never retries a status callback: one that still fails after the brief retries is kept
+    and replayed by the process, with the moment it arrived, as soon as the database answers."""
+    from sqlalchemy.exc import OperationalError
+
+    from helpline import deferred, voice
+
+    monkeypatch.setattr(deferred, "RETRY_EVERY_S", 0.2)
+    monkeypatch.setattr(voice.time, "sleep", lambda seconds: None)  # the brief retries, without their pauses
+    sid = new_call_sid()
+    twilio.post("/voice/incoming", incoming_params(sid))
+    real = voice._apply_status
+    away = [True]
+
+    def outage(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if away[0]:
+            raise OperationalError("UPDATE calls", {}, Exception("connection refused"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(voice, "_apply_status", outage)
+    arrived = dt.datetime.now(dt.timezone.utc)
+    assert status(twilio, sid, "completed", 4, "20").status_code == 204
+    kept = app.extensions["helpline.deferred"]
+    assert len(kept) == 1
+    time.sleep(0.6)  # replayed while the database is still away: kept
+    assert len(kept) == 1
+    away[0] = False
+    deadline = time.monotonic() + 10
+    while len(kept) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(kept) == 0
+    with app.app_context():
+        db.session.expire_all()
+        call = db.session.scalar(select(Call).where(Call.call_sid == sid))
+        assert call.twilio_status == "completed" and call.duration_s == 20 and call.outcome == "abandoned"
+        assert abs((call.ended_at - arrived).total_seconds()) < 0.5  # when it arrived, not when it was replayed
+
+
+def test_the_connect_webhooks_keep_the_caller_and_the_callbacks_while_the_database_is_away(app, twilio, monkeypatch):
+    """The caller's join answers TwiML that asks again (an apology, then music), never an error that
+    would end the call; a leg's status callback is answered 204 and kept for replay."""
+    from sqlalchemy.exc import OperationalError
+
+    from helpline import connect, deferred
+
+    monkeypatch.setattr(deferred, "RETRY_EVERY_S", 3600)  # kept, not replayed, within this test
+
+    def away(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(connect, "_entry", away)
+    monkeypatch.setattr(connect.routing, "lock_entry", away)
+    sid = new_call_sid()
+    joined = twilio.post("/voice/connect/7", {"CallSid": sid, "CallStatus": "in-progress"})
+    assert joined.status_code == 200 and joined.mimetype == "text/xml"
+    first = ET.fromstring(joined.data)
+    assert first.find("Say") is not None and first.find("Redirect").text == "/voice/connect/7?retry=1"
+    later = ET.fromstring(twilio.post("/voice/connect/7?retry=3", {"CallSid": sid, "CallStatus": "in-progress"}).data)
+    assert later.find("Play") is not None and later.find("Redirect").text == "/voice/connect/7?retry=4"
+    leg = twilio.post("/voice/connect/7/handler", {"CallSid": new_call_sid(), "CallStatus": "no-answer"})
+    assert leg.status_code == 204
+    assert len(app.extensions["helpline.deferred"]) == 1
