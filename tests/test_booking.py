@@ -141,8 +141,9 @@ def test_slots_skip_the_hour_the_clocks_skip():
 
 
 def test_search_is_fast_with_hundreds_of_clinicians_and_months_of_bookings(app):
-    """300 clinicians, 2 months of slots, 3000 bookings: one page in well under a second."""
-    import time
+    """300 clinicians, 2 months of slots, 3000 bookings: one page in a handful of queries, however many
+    rows there are (time itself is the benchmark's to measure, side by side, not a unit test's)."""
+    from .conftest import statements_sent
 
     from helpline.models import AvailabilityRule, Clinician, Site
     from helpline.reference_data import load_localities
@@ -170,15 +171,15 @@ def test_search_is_fast_with_hundreds_of_clinicians_and_months_of_bookings(app):
                 db.session.add(Booking(call_id=call, contact_id=contact.id, clinician_id=clinician.id, modality="face_to_face",
                                        site_id=site.id, starts_at=start, ends_at=start + dt.timedelta(hours=1), held_start=start))
         db.session.commit()
-        started = time.perf_counter()
-        page = slots.search(db.session, slots.SlotQuery(start_date=dt.date(2027, 2, 1), end_date=dt.date(2027, 4, 3),
-                                                        limit=500), now=now)
-        elapsed = time.perf_counter() - started
+        with statements_sent(db.engine, transaction_control=False) as sent:
+            page = slots.search(db.session, slots.SlotQuery(start_date=dt.date(2027, 2, 1), end_date=dt.date(2027, 4, 3),
+                                                            limit=500), now=now)
         assert len(page.slots) == 500 and page.next_after
+        # A query per kind of row (rules, bookings, clinicians, sites...), never one per slot or clinician.
+        assert len(sent) <= 6, [item.head(4) for item in sent]
         later = slots.search(db.session, slots.SlotQuery(start_date=dt.date(2027, 3, 25), end_date=dt.date(2027, 4, 3),
                                                          limit=100, locality="QOP"), now=now)
         assert later.slots
-    assert elapsed < 1.0, elapsed
 
 
 def first_slot(handler, **params):
