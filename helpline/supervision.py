@@ -337,18 +337,30 @@ def stop(session: Session, supervisor: Any, call_id: int, now: dt.datetime) -> d
     handler_id = entry.handler_id if entry is not None else None
     conference_sid = (entry.conference_sid if entry is not None else None) or leg.conference_sid
     session.rollback()
-    conference_sid = conference_sid or _running_conference_sid(twilio, call_id)
-    removed: Any = MISSING
-    if conference_sid is not None:
-        removed = _rest("remove the supervisor from the call", lambda: twilio.client.conferences(conference_sid)
-                        .participants(leg.leg_sid).delete(), missing_ok=True)
-    if removed is MISSING:
-        # Not (or no longer) in the conference: end the leg itself, if it is still ringing or up.
-        if _leg_status(twilio, leg.leg_sid) in (*RINGING, "in-progress"):
-            _rest("end the supervisor's leg", lambda: twilio.client.calls(leg.leg_sid).update(status="completed"),
-                  missing_ok=True)
-    _note(session, supervisor, call_id, "supervisor_stopped", "supervision.stop", utcnow(),
-          handler_id=handler_id, mode=leg.mode, leg_sid=leg.leg_sid)
+    detail = {"handler_id": handler_id, "mode": leg.mode, "leg_sid": leg.leg_sid}
+    # The stop is on the timeline before Twilio is asked: the leg's end, reported while it is being
+    # removed, then finds it stopped rather than lost. If Twilio refuses, the line is taken back.
+    stopped = CallEvent(call_id=call_id, kind="supervisor_stopped", at=utcnow(),
+                        detail={"supervisor_id": supervisor.id, **detail})
+    session.add(stopped)
+    session.commit()
+    try:
+        conference_sid = conference_sid or _running_conference_sid(twilio, call_id)
+        removed: Any = MISSING
+        if conference_sid is not None:
+            removed = _rest("remove the supervisor from the call", lambda: twilio.client.conferences(conference_sid)
+                            .participants(leg.leg_sid).delete(), missing_ok=True)
+        if removed is MISSING:
+            # Not (or no longer) in the conference: end the leg itself, if it is still ringing or up.
+            if _leg_status(twilio, leg.leg_sid) in (*RINGING, "in-progress"):
+                _rest("end the supervisor's leg", lambda: twilio.client.calls(leg.leg_sid).update(status="completed"),
+                      missing_ok=True)
+    except SupervisionError:
+        session.rollback()
+        session.delete(session.merge(stopped))
+        session.commit()
+        raise
+    audit.record(session, supervisor, "supervision.stop", "call", call_id, **detail)
     return {"call_id": call_id, "mode": None, "identity": supervisor_identity(supervisor.id), "leg_sid": None}
 
 
