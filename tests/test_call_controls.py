@@ -430,6 +430,8 @@ def test_a_warm_hand_over_holds_the_caller_rings_the_supervisor_then_joins_or_re
         stack.emulator.register_client(supervisor_client, auto_answer=True)
         sid, call_id, _ = offered_call(stack, ann, auto_answer=True)
         assert ann.post(f"/api/calls/{call_id}/accept").status_code == 200
+        # The hand-over starts from a connected call: the caller in the room with the handler.
+        eventually(lambda: participant(stack, call_id, sid), what="the caller in the room")
 
         assert ann.post(f"/api/calls/{call_id}/consult", {"supervisor_id": 999999}).status_code == 404
         assert ann.post(f"/api/calls/{call_id}/consult", {"supervisor_id": "x"}).status_code == 400
