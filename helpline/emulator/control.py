@@ -61,11 +61,12 @@ def health() -> Response:
 @bp.get("/config")
 def config() -> Response:
     """What the dev phone needs to know (never the auth token)."""
-    cfg = emulator().config
+    engine = emulator()
+    cfg = engine.config
     return jsonify({"account_sid": cfg.account_sid, "phone_number": cfg.phone_number, "voice_url": cfg.voice_url,
                     "status_callback": cfg.status_callback, "time_scale": cfg.time_scale,
                     "webhook_timeout": cfg.webhook_timeout, "status_callback_events": list(cfg.status_callback_events),
-                    "signalling": emulator().signal_url})
+                    "signalling": engine.signal_url})
 
 
 # ---------------------------------------------------------------------- calls

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import logging
 import time
 from collections import deque
@@ -116,7 +117,7 @@ class MediaServer:
         import aiortc  # noqa: F401
         import av  # noqa: F401
 
-        _MixTrack.cls()
+        _mix_track_class()
 
     def has(self, sid: str) -> bool:
         """True when the leg `sid` has a browser behind it."""
@@ -179,7 +180,7 @@ class MediaServer:
     async def aoffer(self, sid: str) -> str:
         """A new peer for leg `sid` that offers first (the SDK answers an invite): its SDP offer."""
         leg = self._new_leg(sid)
-        leg.pc.addTransceiver(_MixTrack(self, leg), direction="sendrecv")
+        leg.pc.addTransceiver(_mix_track_class()(self, leg), direction="sendrecv")
         await leg.pc.setLocalDescription(await leg.pc.createOffer())
         return leg.pc.localDescription.sdp
 
@@ -198,7 +199,7 @@ class MediaServer:
 
         leg = self._new_leg(sid)
         await leg.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        leg.pc.addTrack(_MixTrack(self, leg))
+        leg.pc.addTrack(_mix_track_class()(self, leg))
         await leg.pc.setLocalDescription(await leg.pc.createAnswer())
         return leg.pc.localDescription.sdp
 
@@ -251,7 +252,10 @@ class MediaServer:
         return np.clip(total, -32768, 32767).astype(np.int16)
 
 
+@functools.cache
 def _mix_track_class() -> type:
+    """aiortc's track class for what one leg hears, built on first use so that importing the emulator
+    never loads aiortc."""
     from aiortc import MediaStreamTrack
 
     class MixTrack(MediaStreamTrack):
@@ -283,20 +287,3 @@ def _mix_track_class() -> type:
             return frame
 
     return MixTrack
-
-
-class _MixTrackFactory:
-    """Builds the aiortc track class on first use, so that importing the emulator never loads aiortc."""
-
-    _cls: type | None = None
-
-    def cls(self) -> type:
-        if _MixTrackFactory._cls is None:
-            _MixTrackFactory._cls = _mix_track_class()
-        return _MixTrackFactory._cls
-
-    def __call__(self, server: MediaServer, leg: _Leg) -> Any:
-        return self.cls()(server, leg)
-
-
-_MixTrack = _MixTrackFactory()
