@@ -114,7 +114,6 @@ export class Softphone {
       this.fail(`The browser softphone could not start: ${exc.message || exc}`);
       return;
     }
-    this.quietSounds();
     this.listen(this.device);
     say(this.status, "Connecting your softphone…");
     try {
@@ -128,15 +127,6 @@ export class Softphone {
     const info = await api("GET", "/api/voice/token");
     this.info = info;
     return info;
-  }
-
-  // The console rings with its own soft tone: the SDK's ringing stays off.
-  quietSounds() {
-    const audio = this.device.audio;
-    if (!audio) return;
-    for (const name of ["incoming", "outgoing"]) {
-      if (typeof audio[name] === "function") audio[name](false);
-    }
   }
 
   listen(device) {
