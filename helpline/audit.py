@@ -37,7 +37,8 @@ from sqlalchemy.orm import Session, scoped_session
 
 from . import security
 from .db import is_postgresql
-from .api.openapi import documented
+from .api import query_problems
+from .api.openapi import documented, whole_number
 from .models import AuditEntry, User, utcnow
 from .webhooks import error
 
@@ -397,11 +398,23 @@ def iter_all(session: Session, batch: int = 1000) -> Iterator[AuditEntry]:
 bp = Blueprint("audit", __name__, url_prefix="/api")
 
 
+@bp.before_request
+def _plain_query() -> Response | None:
+    """The API's rule for query strings (helpline/api): no control characters."""
+    problems = query_problems()
+    return error(400, "invalid", problems) if problems else None
+
+
 @bp.get("/audit")
 @documented(responses={200: "{entries: [{seq, at, actor, action, object, reason, request_id, detail}], next_before}"},
-            query={"user": "username or user id", "action": "an action, or a prefix ending in '.'",
-                   "from": "YYYY-MM-DD or ISO 8601 instant", "to": "YYYY-MM-DD (inclusive) or ISO 8601 instant",
-                   "object": "type or type:id", "before": "next_before of the previous page", "limit": "1 to 500 (default 100)"})
+            query={"user": "username or user id", "action": ("an action, or a prefix ending in '.'", {
+                       "type": "string", "maxLength": 64, "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\.?$"}),
+                   "from": ("YYYY-MM-DD or ISO 8601 instant", {"anyOf": [{"type": "string", "format": "date"},
+                                                                          {"type": "string", "format": "date-time"}]}),
+                   "to": ("YYYY-MM-DD (inclusive) or ISO 8601 instant", {"anyOf": [{"type": "string", "format": "date"},
+                                                                                    {"type": "string", "format": "date-time"}]}),
+                   "object": "type or type:id", "before": whole_number("next_before of the previous page", 0, 10**12 - 1),
+                   "limit": whole_number("entries, 1 to 500 (default 100)", 1, 500)})
 def api_search() -> Response:
     """Search the audit log (admins): ?user=&action=&from=&to=&object=type[:id]&before=&limit=."""
     from flask_login import current_user

@@ -39,7 +39,9 @@ MIN_NOTICE = dt.timedelta(hours=1)
 #: How many alternatives a refused booking offers.
 NEXT_SLOTS = 5
 
-_SLOT_ID = re.compile(r"^(\d{1,9})-(\d{1,9}|v)-(\d{8}T\d{4})Z$")
+#: A slot's id: clinician, site (v for video) and start in UTC, e.g. 12-3-20261208T0930Z.
+SLOT_ID_PATTERN = r"^(\d{1,9})-(\d{1,9}|v)-(\d{8}T\d{4})Z$"
+_SLOT_ID = re.compile(SLOT_ID_PATTERN)
 
 
 class SlotTaken(Exception):

@@ -68,9 +68,9 @@ def discharge(contact: Contact, on: Optional[dt.date], user_id: int, now: Option
     now = now or utcnow()
     if on is not None:
         if on > local_date(now):
-            raise EpisodeProblem(400, "invalid", "discharged_on", "the discharge date cannot be in the future")
+            raise EpisodeProblem(422, "invalid", "discharged_on", "the discharge date cannot be in the future")
         if on < local_date(contact.created_at):
-            raise EpisodeProblem(400, "invalid", "discharged_on",
+            raise EpisodeProblem(422, "invalid", "discharged_on",
                                  f"the discharge date cannot be before the first contact, "
                                  f"{local_date(contact.created_at):%-d %B %Y}")
     contact.discharged_on = on

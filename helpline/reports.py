@@ -92,11 +92,15 @@ def _within(seconds: ColumnElement[float], limit: int) -> ColumnElement[bool]:
 # -- periods ----------------------------------------------------------------------------------------
 
 class RangeError(ValueError):
-    """A date range the reports refuse; `detail` says which parameter and why."""
+    """A date range the reports refuse; `detail` says which parameter and why.
 
-    def __init__(self, detail: str):
+    `status` is 400 for a value that is not a date, 422 for two dates that make no period to report
+    (reversed, or too long): each is a date the API's document allows, but not together."""
+
+    def __init__(self, detail: str, status: int = 422):
         super().__init__(detail)
         self.detail = detail
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,7 @@ def parse_period(first: str | None, last: str | None, now: dt.datetime) -> Perio
         try:
             return dt.date.fromisoformat(text.strip())
         except ValueError:
-            raise RangeError(f"{name}: {text[:40]!r} is not a date (use YYYY-MM-DD)") from None
+            raise RangeError(f"{name}: {text[:40]!r} is not a date (use YYYY-MM-DD)", status=400) from None
 
     start, end = day("from", first), day("to", last)
     start = start or end or today(now).first

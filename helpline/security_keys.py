@@ -24,12 +24,12 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from typing import Any
+from typing import Any, Literal, Optional
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, session
 from flask_login import current_user
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from .api import body, bp as api_bp
@@ -93,11 +93,41 @@ class KeyOptions(BaseModel):
     publicKey: dict[str, Any]
 
 
+#: base64url without padding, as the browser's answer is sent (security_keys.js).
+_B64URL = r"^[A-Za-z0-9_-]*$"
+
+
+class Attestation(BaseModel):
+    """The authenticator's attestation response, each part base64url-encoded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clientDataJSON: str = Field(max_length=4096, pattern=_B64URL)
+    attestationObject: str = Field(max_length=16384, pattern=_B64URL)
+    transports: list[Literal["ble", "cable", "hybrid", "internal", "nfc", "smart-card", "usb"]] = Field(default=[], max_length=7)
+
+
+class NewCredential(BaseModel):
+    """navigator.credentials.create()'s answer as security_keys.js sends it (WebAuthn's RegistrationResponseJSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=1400, pattern=_B64URL)
+    rawId: str = Field(min_length=1, max_length=1400, pattern=_B64URL)
+    type: Literal["public-key"]
+    authenticatorAttachment: Optional[Literal["platform", "cross-platform"]] = None
+    #: Results of the extensions the options asked for: none are asked, so browsers send {}.
+    clientExtensionResults: dict[str, dict[str, bool]] = Field(default={}, max_length=8)
+    response: Attestation
+
+
 class NewKey(BaseModel):
     """A new security key: a name for it, and navigator.credentials.create()'s answer, base64url-encoded."""
 
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=60)
-    credential: dict[str, Any]
+    credential: NewCredential
 
 
 class KeyAdded(BaseModel):
@@ -163,8 +193,9 @@ def _cannot_add(user: User) -> Response | None:
 
 
 @api_bp.post("/me/security-keys")
-@documented(body=NewKey, responses={201: KeyAdded, 400: "The key's answer is not valid for this challenge",
-                                    409: "Two-step verification is not set up, or too many keys"},
+@documented(body=NewKey, responses={201: KeyAdded, 422: "invalid_key: the key's answer is not valid for this challenge",
+                                    409: "Two-step verification is not set up, too many keys, the key is registered "
+                                         "already, or no options were asked for (challenge_expired)"},
             roles=("handler", "supervisor", "clinician", "admin"))
 def add_key() -> Response | tuple[Response, int]:
     """Add the security key the browser has just created (after /options)."""
@@ -180,13 +211,13 @@ def add_key() -> Response | tuple[Response, int]:
         return refused
     challenge = _take_challenge(_ENROL, user.id)
     if challenge is None:
-        return error(400, "challenge_expired", "ask for new options and try again")
+        return error(409, "challenge_expired", "ask for new options and try again")
     rp_id, origin = relying_party()
     try:
-        verified = verify_registration_response(credential=new.credential, expected_challenge=challenge,
+        verified = verify_registration_response(credential=new.credential.model_dump(exclude_none=True), expected_challenge=challenge,
                                                 expected_rp_id=rp_id, expected_origin=origin)
     except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
-        return error(400, "invalid_key", f"the security key's answer was not accepted: {str(exc)[:200]}")
+        return error(422, "invalid_key", f"the security key's answer was not accepted: {str(exc)[:200]}")
     credential_id = _b64(verified.credential_id)
     if db.session.scalar(select(SecurityKey.id).where(SecurityKey.credential_id == credential_id)) is not None:
         return error(409, "key_exists", "that security key is already registered")

@@ -166,7 +166,7 @@ def test_a_declared_conflict_naming_nobody_changes_nothing(app, services, handle
     call_id = accepted_call(app, handler)
     ready_contact(handler, call_id, avoid=[{"kind": "site", "id": services.leeds}])
     response = handler.put(f"/api/calls/{call_id}/contact", {"avoid": [{"kind": "clinician", "id": 987654}]})
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.get_json()["detail"] == [{"field": "avoid.0", "problem": "no clinician with that id: choose one from the list"}]
     fields = handler.get(f"/api/calls/{call_id}/contact").get_json()["contact"]["fields"]
     assert fields["avoid"] == [{"kind": "site", "id": services.leeds}]

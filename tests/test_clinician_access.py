@@ -188,10 +188,10 @@ def test_a_clinician_records_a_discharge_and_its_date(app, world):
     path = f"/api/contacts/{mine['contact_id']}/discharge"
     tomorrow = (dt.date.today() + dt.timedelta(days=2)).isoformat()
     future = world["mine"].put(path, {"discharged_on": tomorrow})
-    assert future.status_code == 400
+    assert future.status_code == 422
     assert future.get_json()["detail"] == [{"field": "discharged_on", "problem": "the discharge date cannot be in the future"}]
     before = world["mine"].put(path, {"discharged_on": "2020-01-01"})
-    assert before.status_code == 400 and "before the first contact" in before.get_json()["detail"][0]["problem"]
+    assert before.status_code == 422 and "before the first contact" in before.get_json()["detail"][0]["problem"]
     assert world["mine"].put(path, {"discharged_on": "not a date"}).status_code == 400
     assert world["mine"].get("/api/clinician/patients").get_json()["patients"][0]["discharged_on"] is None
 

@@ -94,7 +94,7 @@ def test_no_text_without_consent_or_without_a_mobile(texting_app, emulator):
     handler = log_in(texting_app, "handler")
     call_id = accepted_call(texting_app, handler, number="+442079460958")
     response = handler.put(f"/api/calls/{call_id}/contact", {"phone": "020 7946 0958", "ok_to_text": True})
-    assert response.status_code == 400
+    assert response.status_code == 422
     [problem] = response.get_json()["detail"]
     assert problem["field"] == "ok_to_text" and "mobile" in problem["problem"]
     _handler, landline = book(texting_app, "+442079460958", phone="020 7946 0958")

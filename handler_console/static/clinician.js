@@ -233,7 +233,7 @@ async function loadBookings(event) {
     $("bookings").replaceChildren(...rows);
     status.textContent = rows.length ? "" : `No bookings ${span}.`;
   } catch (exc) {
-    if (exc.status === 400 && Array.isArray(exc.detail)) rangeError(exc.detail.map((item) => item.problem).join("; "));
+    if ((exc.status === 400 || exc.status === 422) && Array.isArray(exc.detail)) rangeError(exc.detail.map((item) => item.problem).join("; "));
     else status.textContent = exc.message;
   }
 }

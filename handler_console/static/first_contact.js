@@ -144,7 +144,7 @@ if (root && box) {
           suggestOutcome();
         }
       } catch (exc) {
-        if (exc.status === 400 && Array.isArray(exc.detail)) {
+        if ((exc.status === 400 || exc.status === 422) && Array.isArray(exc.detail)) {
           // Bad input changed nothing: show why; the field is sent again once it is edited.
           showErrors(exc.detail);
           const good = Object.fromEntries(Object.entries(sending).filter(([name]) => !exc.detail.some((p) => p.field.split(".")[0] === name)));
@@ -607,7 +607,7 @@ if (root && box) {
       suggestOutcome();
       sent.focus();
     } catch (exc) {
-      if (exc.status === 400 && Array.isArray(exc.detail)) {
+      if ((exc.status === 400 || exc.status === 422) && Array.isArray(exc.detail)) {
         spErrors(exc.detail);
         const first = exc.detail[0].field.split(".")[0];
         (first === "consent" ? spForm.elements.consent : first === "phone" ? form.elements.phone : error).focus();

@@ -138,7 +138,7 @@ export function questionnairePanel(root, prefix, onResult = () => {}) {
       onResult(result);
       if (!result.risk_raised) outcome.focus();
     } catch (exc) {
-      if (exc.status === 400 && Array.isArray(exc.detail)) problems(exc.detail);
+      if ((exc.status === 400 || exc.status === 422) && Array.isArray(exc.detail)) problems(exc.detail);
       else {
         form.formError.textContent = exc.message;
         form.formError.focus?.();

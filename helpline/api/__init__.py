@@ -1,7 +1,13 @@
 """The console's JSON API (the console's own browser code uses it too).
 
 Each area adds its routes in a module of this package, on this blueprint. Bodies are validated with
-pydantic; every error is JSON `{"error", "detail"}` with a 4xx status, never a stack trace.
+pydantic; every error is JSON `{"error", "detail"}` with a 4xx status, never a stack trace:
+
+- 400: the request breaks the OpenAPI document (/api/openapi.json): not JSON, a wrong type, too long,
+  not one of the listed values, a field it does not have.
+- 422: it keeps to the document, but a value is refused on grounds the document cannot state: a phone
+  number that is not one, a locality or id that does not exist, a period that ends before it starts.
+- 403 / 404 / 409: not yours, not there, or not now (the record's state forbids it).
 """
 
 from __future__ import annotations
@@ -9,10 +15,11 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import TypeVar
+from typing import Any, TypeVar, get_args
 
 from flask import Blueprint, Response, request
 from pydantic import BaseModel, ValidationError
+from pydantic_core.core_schema import ErrorType
 from werkzeug.exceptions import HTTPException
 
 from ..webhooks import error
@@ -36,12 +43,23 @@ class BadRequest(Exception):
 
 #: Characters no field of any body may hold: C0 controls other than tab and line breaks, DEL, C1
 #: controls, zero-width characters and bidirectional overrides (they disguise what a name or note says).
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+CONTROL_CHARACTERS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+
+
+def _any_case(word: str) -> str:
+    """`word` as a pattern matching it in any case, written out so that JSON Schema (which has no flags) can use it."""
+    return "".join(f"[{char.lower()}{char.upper()}]" if char.isalpha() else char for char in word)
+
+
 #: Markup: an HTML tag, or the start of a script or a javascript: URL. Pages show text as text, but
 #: what is stored may one day be pasted, mailed or exported somewhere that does not.
 #: ("x<y and y>z" is text: a tag is a bare <name>, </name> or <name/>, or a name with an attribute.)
-_MARKUP = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9-]*\s*/?\s*>|<\s*[a-zA-Z][a-zA-Z0-9-]*\s+[^<>]*=|"
-                     r"<\s*(script|iframe|object|embed|svg|img|style|link|meta)\b|javascript\s*:", re.IGNORECASE)
+#: Written without flags, so that the OpenAPI document (api/openapi.py) states the very same rule.
+MARKUP = (r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9-]*\s*/?\s*>|<\s*[a-zA-Z][a-zA-Z0-9-]*\s+[^<>]*=|<\s*("
+          + "|".join(_any_case(tag) for tag in ("script", "iframe", "object", "embed", "svg", "img", "style", "link", "meta"))
+          + r")\b|" + _any_case("javascript") + r"\s*:")
+_MARKUP = re.compile(MARKUP)
 #: Deepest nesting any body needs (the contact form's lists are one level down).
 MAX_DEPTH = 6
 #: The largest number any body holds: ids are PostgreSQL `integer`s, and a bigger one would fail in
@@ -70,6 +88,30 @@ def _hostile(value: object, where: str, depth: int = 0) -> list[dict[str, str]]:
     return []
 
 
+#: pydantic's own error types: a request that breaks the document's schema. The rest come from the
+#: service's validators (a phone number, a time of day), whose rules a JSON Schema cannot state.
+_SCHEMA_ERRORS = frozenset(get_args(ErrorType)) - {"value_error", "assertion_error"}
+
+
+def refusal(exc: ValidationError) -> BadRequest:
+    """A pydantic refusal as the API's: 400 when the schema was broken, 422 when only our own rules were."""
+    problems = exc.errors()
+    detail = [{"field": ".".join(str(part) for part in problem["loc"]) or "body", "problem": problem["msg"]} for problem in problems]
+    status = 400 if any(problem["type"] in _SCHEMA_ERRORS for problem in problems) else 422
+    return BadRequest("invalid", detail, status=status)
+
+
+def _whole(value: Any) -> Any:
+    """`value` with floats that are whole numbers (JSON Schema's integers, such as 3.0) as ints."""
+    if isinstance(value, dict):
+        return {key: _whole(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def body(model: type[M]) -> M:
     """The request's JSON body, validated against `model`; raises BadRequest saying what is wrong.
 
@@ -87,10 +129,26 @@ def body(model: type[M]) -> M:
     if problems:
         raise BadRequest("invalid", problems[:20])
     try:
-        return model.model_validate(data)
+        return model.model_validate(_whole(data))
     except ValidationError as exc:
-        detail = [{"field": ".".join(str(part) for part in problem["loc"]), "problem": problem["msg"]} for problem in exc.errors()]
-        raise BadRequest("invalid", detail) from None
+        raise refusal(exc) from None
+
+
+def query_problems() -> list[dict[str, str]]:
+    """Query parameters holding control characters (NUL among them, which PostgreSQL's text refuses):
+    the rule every body's strings keep to, for the parameters too."""
+    return [{"field": key[:40], "problem": "contains control or invisible formatting characters"}
+            for key, value in request.args.items(multi=True) if _CONTROL.search(key) or _CONTROL.search(value)][:20]
+
+
+def plain_query() -> None:
+    """Refuse a query string with control characters before any view reads it."""
+    problems = query_problems()
+    if problems:
+        raise BadRequest("invalid", problems)
+
+
+bp.before_request(plain_query)
 
 
 @bp.errorhandler(BadRequest)

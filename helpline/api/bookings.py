@@ -28,7 +28,7 @@ from ..webhooks import error
 from . import BadRequest, body, bp
 from .contacts import call_or_404, vault
 from .localities import query_args
-from .openapi import documented
+from .openapi import date, documented
 
 
 class NewBooking(BaseModel):
@@ -211,7 +211,7 @@ def booking_calendar(booking_id: int) -> Response:
 @bp.get("/clinician/bookings")
 @documented(responses={200: "{bookings: [booking + patient {name, preferred_name}, or null once cancelled], from, to}"},
             roles=("clinician",),
-            query={"from": "first date (default today)", "to": "last date, inclusive (default from + 61 days)"})
+            query={"from": date("first date (default today)"), "to": date("last date, inclusive (default from + 61 days)")})
 @roles_required("clinician")
 def clinician_bookings() -> Response:
     """The logged-in clinician's bookings in a date range, with each patient's name and record id.
@@ -224,7 +224,7 @@ def clinician_bookings() -> Response:
     start = params.start_date or today
     end = params.end_date or start + dt.timedelta(days=booking_service.MAX_RANGE_DAYS - 1)
     if end < start or (end - start).days >= 366:
-        raise BadRequest("invalid", [{"field": "to", "problem": "must be on or after `from`, and within a year of it"}])
+        raise BadRequest("invalid", [{"field": "to", "problem": "must be on or after `from`, and within a year of it"}], status=422)
     first, last = booking_service.wall_clock(start, 0), booking_service.wall_clock(end + dt.timedelta(days=1), 0)
     rows = db.session.scalars(
         select(Booking).join(Clinician, Clinician.id == Booking.clinician_id)

@@ -39,10 +39,10 @@ def own_patient_or_403(contact_id: int) -> Contact:
 
 
 def problem(exc: episodes.EpisodeProblem) -> Response:
-    """An episode's refusal as the API's error: 400 with the field, or 409 with the message."""
+    """An episode's refusal as the API's error: 400 or 422 with the field, or 409 with the message."""
     db.session.rollback()
-    if exc.status == 400:
-        return error(400, exc.code, [{"field": exc.field, "problem": exc.message}])
+    if exc.status in (400, 422):
+        return error(exc.status, exc.code, [{"field": exc.field, "problem": exc.message}])
     return error(exc.status, exc.code, exc.message)
 
 
@@ -67,7 +67,7 @@ def booking_attendance(booking_id: int) -> Response:
 @bp.put("/contacts/<int:contact_id>/discharge")
 @documented(body=episodes.DischargeUpdate, roles=("clinician",), responses={
     200: "{contact_id, discharged_on, keep_until}: the record is kept until keep_until, then removed",
-    400: "invalid [{field, problem}]: a date in the future or before the first contact"})
+    422: "invalid [{field, problem}]: a date in the future or before the first contact"})
 @roles_required("clinician")
 def discharge_contact(contact_id: int) -> Response:
     """Record the end of an episode of care (its date), or reopen it with null."""

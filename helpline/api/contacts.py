@@ -18,8 +18,8 @@ from ..crypto import Vault
 from ..db import db
 from ..models import Call, Contact
 from ..webhooks import error
-from . import BadRequest, body, bp
-from .openapi import documented
+from . import CONTROL_CHARACTERS, BadRequest, body, bp
+from .openapi import documented, text
 
 
 def vault() -> Vault:
@@ -69,7 +69,9 @@ def get_call_contact(call_id: int) -> Response:
 @bp.put("/calls/<int:call_id>/contact")
 @documented(body=contacts.ContactUpdate, roles=("handler",), responses={
     200: "{contact, earlier_contacts}: the record as saved", 404: "No such call",
-    400: "invalid [{field, problem}]: a bad value, an unknown locality or conflict, texts with no mobile number",
+    400: "invalid [{field, problem}]: a value the document does not allow",
+    422: "invalid [{field, problem}]: a phone number, email or registration number that is not one, an unknown "
+         "locality or conflict, texts with no mobile number, a safe time that ends before it starts",
     409: "third_party (the call is about someone else) or booked (cancel the booking first)"})
 @roles_required("handler")
 def put_call_contact(call_id: int) -> Response:
@@ -77,7 +79,7 @@ def put_call_contact(call_id: int) -> Response:
     update = body(contacts.ContactUpdate)
     problems = contacts.unknown_localities(db.session, update) + contacts.unknown_avoided(db.session, update)
     if problems:
-        raise BadRequest("invalid", problems)
+        raise BadRequest("invalid", problems, status=422)
     for attempt in (1, 2):
         call = call_or_404(call_id)
         if not contacts.may_write(db.session, call, contacts.contact_for_call(db.session, call.id), current_user.id):
@@ -95,7 +97,7 @@ def put_call_contact(call_id: int) -> Response:
             return error(409, exc.code, exc.message)
         except contacts.FieldProblems as exc:
             db.session.rollback()
-            raise BadRequest("invalid", exc.problems) from None
+            raise BadRequest("invalid", exc.problems, status=422) from None
         except IntegrityError:
             # Two first saves for the same call raced to create the record; the second now finds it.
             db.session.rollback()
@@ -108,8 +110,9 @@ def put_call_contact(call_id: int) -> Response:
 @documented(responses={200: "{id, call_id, about_self, disposition, fields, booking, risk, ...}",
                        403: "forbidden: not the handler who took it nor a clinician treating the caller; "
                             "reason_required: a supervisor who gave no reason"},
-            query={"reason": f"supervisors: why you need this person's details ({permissions.MIN_REASON} to "
-                             f"{permissions.MAX_REASON} characters; or the {permissions.REASON_HEADER} header); audited"})
+            query={"reason": text(f"supervisors: why you need this person's details ({permissions.MIN_REASON} to "
+                                  f"{permissions.MAX_REASON} characters; or the {permissions.REASON_HEADER} header); audited",
+                                  max_length=permissions.MAX_REASON, pattern=f"^[^\t\n\r{CONTROL_CHARACTERS}]*$")})
 @roles_required("handler", "supervisor", "clinician")
 def get_contact(contact_id: int) -> Response:
     """A first-contact record: to the handler who took it, the clinicians treating the caller, and a

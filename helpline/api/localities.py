@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any, Literal, Optional, TypeVar
 
 from flask import Response, current_app, jsonify, request
@@ -16,9 +17,9 @@ from .. import contacts
 from ..auth import roles_required
 from ..db import db
 from ..models import PROFESSIONS, AvailabilityException, Call, Clinician, Locality, Site
-from . import BadRequest, bp
+from . import BadRequest, bp, refusal
 from .contacts import vault
-from .openapi import documented
+from .openapi import date, documented, one_of, whole_number
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,18 +29,27 @@ def query_args(model: type[M]) -> M:
     try:
         return model.model_validate(request.args.to_dict())
     except ValidationError as exc:
-        detail = [{"field": ".".join(str(part) for part in problem["loc"]) or "query", "problem": problem["msg"]}
-                  for problem in exc.errors()]
-        raise BadRequest("invalid", detail) from None
+        raise refusal(exc) from None
+
+
+#: An ICB code as England's reference data writes them (QWO, QOP, ...).
+_CODE = re.compile(r"^[A-Z0-9]{2,8}$")
+
+
+def locality_codes() -> dict[str, Any]:
+    """The schema of a locality parameter: one of England's ICB codes, as GET /api/localities lists them."""
+    return {"type": "string", "enum": sorted(db.session.scalars(select(Locality.code)))}
 
 
 def check_localities(**codes: Optional[str]) -> None:
-    """400 naming each parameter whose locality code is not one of England's."""
+    """422 naming each parameter whose locality code is not one of England's."""
     given = {name: code for name, code in codes.items() if code}
-    known = set(db.session.scalars(select(Locality.code).where(Locality.code.in_(set(given.values())))))
+    # Only a well-formed code is looked up: PostgreSQL refuses text holding NUL, for one.
+    wanted = {code for code in given.values() if _CODE.match(code)}
+    known = set(db.session.scalars(select(Locality.code).where(Locality.code.in_(wanted)))) if wanted else set()
     problems = [{"field": name, "problem": f"unknown locality {code}"} for name, code in given.items() if code not in known]
     if problems:
-        raise BadRequest("invalid", problems)
+        raise BadRequest("invalid", problems, status=422)
 
 
 class SlotParams(BaseModel):
@@ -69,21 +79,21 @@ class SlotParams(BaseModel):
                 return value
         return value
 
-    @field_validator("locality", "workplace_locality", mode="before")
-    @classmethod
-    def _code(cls, value: Any) -> Any:
-        return value.strip().upper() or None if isinstance(value, str) else value
-
     @model_validator(mode="after")
-    def _range(self) -> "SlotParams":
+    def _defaults(self) -> "SlotParams":
         today = slots_service.local_date(dt.datetime.now(dt.timezone.utc))
         self.start_date = self.start_date or today
         self.end_date = self.end_date or self.start_date + dt.timedelta(days=slots_service.DEFAULT_RANGE_DAYS - 1)
-        if self.end_date < self.start_date:
-            raise ValueError("`to` is before `from`")
-        if (self.end_date - self.start_date).days + 1 > slots_service.MAX_RANGE_DAYS:
-            raise ValueError(f"search at most {slots_service.MAX_RANGE_DAYS} days at a time")
         return self
+
+    def check_range(self) -> None:
+        """422 for two dates that make no search: each is a date, but not a period of at most MAX_RANGE_DAYS."""
+        assert self.start_date is not None and self.end_date is not None
+        if self.end_date < self.start_date:
+            raise BadRequest("invalid", [{"field": "to", "problem": "`to` is before `from`"}], status=422)
+        if (self.end_date - self.start_date).days + 1 > slots_service.MAX_RANGE_DAYS:
+            raise BadRequest("invalid", [{"field": "to", "problem": f"search at most {slots_service.MAX_RANGE_DAYS} days at a time"}],
+                             status=422)
 
 
 def caller_fields(call_id: int) -> dict[str, Any]:
@@ -107,11 +117,11 @@ def list_localities() -> Response:
 
 @bp.get("/sites")
 @documented(responses={200: "{sites: [{id, code, name, address, town, locality}]}"}, roles=("handler", "supervisor", "admin"),
-            query={"locality": "an ICB code, to list one locality's sites"})
+            query={"locality": ("an ICB code, to list one locality's sites", locality_codes)})
 @roles_required("handler", "supervisor", "admin")
 def list_sites() -> Response:
     """Sites with their addresses, optionally in one locality."""
-    locality = (request.args.get("locality") or "").strip().upper() or None
+    locality = request.args.get("locality") or None
     check_localities(locality=locality)
     query = select(Site).where(Site.active.is_(True)).order_by(Site.locality_code, Site.name)
     if locality:
@@ -126,11 +136,11 @@ def _hhmm(minute: int) -> str:
 @bp.get("/clinicians")
 @documented(responses={200: "{clinicians: [{id, name, profession, locality, sites, availability, exceptions}]}"},
             roles=("handler", "supervisor", "admin"),
-            query={"locality": "the clinician's base locality", "profession": "psychiatrist, psychologist, addiction_specialist or therapist"})
+            query={"locality": ("the clinician's base locality", locality_codes), "profession": one_of("what they do", PROFESSIONS)})
 @roles_required("handler", "supervisor", "admin")
 def list_clinicians() -> Response:
     """Clinicians with their sites, profession, weekly availability and coming exceptions."""
-    locality = (request.args.get("locality") or "").strip().upper() or None
+    locality = request.args.get("locality") or None
     profession = request.args.get("profession") or None
     if profession and profession not in PROFESSIONS:
         raise BadRequest("invalid", [{"field": "profession", "problem": f"one of {', '.join(PROFESSIONS)}"}])
@@ -165,20 +175,24 @@ def list_clinicians() -> Response:
 @documented(responses={200: "{slots: [{id, start, end, modality, locality, site, clinician}], excluded_workplace_locality, next_after, "
                             "urgent_until, from, to}"},
             roles=("handler", "supervisor"), query={
-                "from": "first date (YYYY-MM-DD, Europe/London; default today)",
-                "to": "last date, inclusive (default from + 13 days; at most 62 days in all)",
-                "locality": "ICB code of the site (face to face) or of the clinician (video)",
-                "modality": "face_to_face or video", "profession": "psychiatrist, psychologist, addiction_specialist or therapist",
-                "workplace_locality": "the caller's workplace locality: its sites are left out",
-                "include_workplace": "1 to include sites in the workplace locality", "limit": "page size, 1 to 500 (default 50)",
-                "after": "next_after of the previous page",
-                "call_id": "the handler's call: its record's workplace locality (unless the caller agreed to it), "
-                           "declared conflicts (never shown) and an urgent triage's time limit apply too"})
+                "from": date("first date (Europe/London; default today)"),
+                "to": date(f"last date, inclusive (default from + {slots_service.DEFAULT_RANGE_DAYS - 1} days; at most "
+                           f"{slots_service.MAX_RANGE_DAYS} days in all)"),
+                "locality": ("ICB code of the site (face to face) or of the clinician (video)", locality_codes),
+                "modality": one_of("how the appointment is held", ("face_to_face", "video")),
+                "profession": one_of("what the clinician does", PROFESSIONS),
+                "workplace_locality": ("the caller's workplace locality: its sites are left out", locality_codes),
+                "include_workplace": ("include sites in the workplace locality", {"type": "boolean"}),
+                "limit": whole_number("page size", 1, slots_service.MAX_LIMIT),
+                "after": ("next_after of the previous page", {"type": "string", "pattern": slots_service.SLOT_ID_PATTERN}),
+                "call_id": whole_number("the handler's call: its record's workplace locality (unless the caller agreed to "
+                                        "it), declared conflicts (never shown) and an urgent triage's time limit apply too")})
 @roles_required("handler", "supervisor")
 def find_slots() -> Response:
     """Free slots in start order. Sites in the caller's workplace locality, and clinicians based there, are
     left out unless include_workplace; with call_id, so are the clinicians and sites the caller asked to avoid."""
     params = query_args(SlotParams)
+    params.check_range()
     check_localities(locality=params.locality, workplace_locality=params.workplace_locality)
     query = slots_service.SlotQuery(
         start_date=params.start_date, end_date=params.end_date, locality=params.locality,  # type: ignore[arg-type]
@@ -190,7 +204,7 @@ def find_slots() -> Response:
     try:
         page = slots_service.search(db.session, query)
     except slots_service.SlotNotFound:
-        raise BadRequest("invalid", [{"field": "after", "problem": "not a slot id from an earlier page"}]) from None
+        raise BadRequest("invalid", [{"field": "after", "problem": "not a slot id from an earlier page"}], status=422) from None
     return jsonify({
         "slots": slots_service.slots_json(page.slots),
         "excluded_workplace_locality": page.excluded_workplace_locality,

@@ -19,10 +19,10 @@ from ..auth import roles_required
 from ..db import db
 from ..models import utcnow
 from . import bp
-from .openapi import documented
+from .openapi import date, documented
 from .supervisor import period
 
-RANGE = {"from": "first day, YYYY-MM-DD (Europe/London; default today)", "to": "last day, inclusive (default from)"}
+RANGE = {"from": date("first day (Europe/London; default today)"), "to": date("last day, inclusive (default from)")}
 
 
 class ReportSummary(BaseModel):

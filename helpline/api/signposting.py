@@ -20,7 +20,7 @@ from ..twilio_rest import TwilioUnavailable, gateway
 from ..webhooks import error
 from . import BadRequest, body, bp
 from .contacts import call_or_404, vault
-from .openapi import documented
+from .openapi import documented, one_of
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Signpost(BaseModel):
 @documented(responses={200: "{services: [{code, name, phone, web, hours, helps_with, for, about}], topics: {code: words}}"},
             roles=("handler", "supervisor", "clinician"),
             query={"q": "words that must all appear in the name, description or topics",
-                   "topic": "one of the topics", "for": "doctors or dentists"})
+                   "topic": one_of("one of the topics", partners.TOPICS), "for": one_of("whom it serves", ("doctors", "dentists"))})
 @roles_required("handler", "supervisor", "clinician")
 def partner_services() -> Response:
     """The partner services callers may be signposted to, searched by words, topic and audience."""

@@ -25,7 +25,7 @@ from ..db import db
 from ..models import utcnow
 from ..routing import SETTABLE
 from . import BadRequest, bp, body
-from .openapi import documented
+from .openapi import date, documented, whole_number
 
 #: Calls per page of review, by default and at most.
 PER_PAGE = 50
@@ -246,15 +246,15 @@ def period() -> reports.Period:
     try:
         return reports.parse_period(request.args.get("from"), request.args.get("to"), utcnow())
     except reports.RangeError as exc:
-        raise BadRequest("bad_range", exc.detail) from None
+        raise BadRequest("bad_range", exc.detail, status=exc.status) from None
 
 
 @bp.get("/calls")
 @documented(responses={200: CallList}, roles=("supervisor",),
-            query={"from": "first day, YYYY-MM-DD (Europe/London; default today)", "to": "last day, inclusive (default from)",
+            query={"from": date("first day (Europe/London; default today)"), "to": date("last day, inclusive (default from)"),
                    "outcome": "an outcome code, or in_progress", "need": "a need code, or not_given",
-                   "handler": "the id of the handler who answered", "page": "1, 2, ...",
-                   "per_page": f"calls per page, at most {MAX_PER_PAGE}"})
+                   "handler": whole_number("the id of the handler who answered"), "page": whole_number("1, 2, ..."),
+                   "per_page": whole_number("calls per page", maximum=MAX_PER_PAGE)})
 @roles_required("supervisor")
 def calls() -> Response:
     """Every call in the period for review, newest first, filtered by outcome, need and answering handler."""
