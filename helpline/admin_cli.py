@@ -291,10 +291,34 @@ def reset_mfa(name: str) -> None:
     click.echo(f"{name}: second factor removed; they will set it up again at their next log-in")
 
 
+@click.command("unlink-sign-in")
+@click.argument("name")
+def unlink_sign_in(name: str) -> None:
+    """Forget which identity-provider account signs in as user NAME (the account was given to someone
+    else at the provider, or NAME moved to a new one): the next sign-in through the provider as NAME
+    links afresh. Their sessions end."""
+    from . import audit, staff_sessions
+    from .db import db
+
+    with _service():
+        with db.transaction() as session:
+            user = _user_named(session, name)
+            if user.oidc_subject is None:
+                click.echo(f"{name}: no sign-in through an identity provider is linked")
+                return
+            issuer = user.oidc_issuer
+            user.oidc_issuer = user.oidc_subject = None
+            staff_sessions.revoke_all(session, user.id, "oidc_unlinked", actor=audit.Actor.operator())
+            # The issuer, never the subject: the audit log names accounts here, not people elsewhere.
+            audit.record(session, audit.Actor.operator(), "auth.oidc_unlinked", "user", user.id, issuer=issuer)
+    click.echo(f"{name}: unlinked from {issuer}; their next sign-in there links afresh")
+
+
 #: What `helpline.cli` registers.
 COMMANDS = {
     "sign-out-everywhere": sign_out_everywhere,
     "reset-mfa": reset_mfa,
+    "unlink-sign-in": unlink_sign_in,
     "audit": audit_group,
     "rotate-key": rotate_key,
     "purge": purge_command,

@@ -32,7 +32,7 @@ class _Commands(click.Group):
         "twilio": (".twilio_setup", "twilio_group"),  # setup and check a real Twilio account
         # audit, rotate-key, purge, export-/erase-subject
         **{name: (".admin_cli", "COMMANDS") for name in ("audit", "rotate-key", "purge", "export-subject", "erase-subject",
-                                                              "sign-out-everywhere", "reset-mfa")},
+                                                              "sign-out-everywhere", "reset-mfa", "unlink-sign-in")},
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -7,7 +7,7 @@ the cookie with it, on:
 
 - log-out (`logout`), a password change (`password_changed`), an admin's "sign out everywhere"
   (`signed_out_everywhere`), the user's own "sign out my other sessions" (`signed_out_elsewhere`), a
-  second factor reset (`mfa_reset`);
+  second factor reset (`mfa_reset`), an identity-provider sign-in unlinked (`oidc_unlinked`);
 - `security.session_idle_minutes` without a request (`idle`), and `security.session_absolute_hours`
   after log-in however busy (`expired`).
 
@@ -43,7 +43,7 @@ TOUCH_EVERY_S = 60
 LOGOUT_CAUSES = {"logout": "user", "idle": "idle", "expired": "expired"}
 #: Why a session ended, as audited and stored.
 REASONS = ("logout", "idle", "expired", "password_changed", "signed_out_everywhere", "signed_out_elsewhere",
-           "mfa_reset", "deactivated")
+           "mfa_reset", "deactivated", "oidc_unlinked")
 
 
 def token_hash(token: str) -> str:

@@ -293,6 +293,29 @@ def test_a_username_given_to_someone_else_at_the_provider_is_refused(serve: Any)
     assert entry.detail["cause"] == "subject_mismatch" and entry.object_type == "user"
 
 
+def test_an_administrator_unlinks_a_sign_in_so_the_next_one_links_afresh(serve: Any) -> None:
+    from .processes import run_cli
+
+    base = serve()
+    app = app_of(serve)
+    make_user(app, "jo")
+    first = requests.Session()
+    assert sign_in(first, base, "jo", sub="old-account").url == base + "/console"
+    env = {"HELPLINE_DATABASE_URL": app.config["HELPLINE"].resolved_database_url, "HELPLINE_INSTANCE_PATH": app.instance_path}
+    done = run_cli(["unlink-sign-in", "jo"], env)
+    assert done.returncode == 0 and "unlinked" in done.stdout, done.stderr
+    # The old account's session ended with the link, and the new account now signs in as jo.
+    assert first.get(base + "/api/me", timeout=10).status_code == 401
+    second = requests.Session()
+    assert sign_in(second, base, "jo", sub="new-account").url == base + "/console"
+    with app.app_context():
+        assert db.session.scalar(select(User.oidc_subject).where(User.username == "jo")) == "new-account"
+    [entry] = audited(app, "auth.oidc_unlinked")
+    assert entry.object_type == "user" and "old-account" not in str(entry.detail)
+    # Asked again with nothing linked, or for nobody, it says so and changes nothing.
+    assert run_cli(["unlink-sign-in", "nobody"], env).returncode != 0
+
+
 def with_query(url: str, **changes: str) -> str:
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
