@@ -81,6 +81,12 @@ def accept(handler: Handler, call_id: int) -> QueueEntry:
     commit_with(session)
     call = session.get(Call, call_id)
     assert call is not None
+    if entry.kind == "email":
+        # A web request to be answered by email: there is nobody to ring; the handler has it in hand
+        # and replies from the console (mail.py).
+        routing.connected(session, entry, handler, utcnow())
+        commit_with(session)
+        return entry
     try:
         legs = _ring(gateway(), entry, call, handler)
     except TwilioUnavailable as exc:
@@ -240,6 +246,8 @@ def end_call(handler: Handler, call_id: int) -> None:
     session.add(CallEvent(call_id=call_id, kind="ended_by_handler", detail={"handler_id": handler.id}))
     routing.start_wrap_up(session, handler, utcnow())
     commit_with(session)
+    if entry.kind == "email":
+        return  # no call at Twilio to end
     try:
         _complete(gateway(), entry)
     except TwilioUnavailable as exc:

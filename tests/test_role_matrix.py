@@ -114,9 +114,11 @@ FIXED_PARAMETERS = {"name": "greeting", "filename": "common.js",
                     # nobody's: an admin's "sign out everywhere" answers 404 and leaves the shared sessions be
                     "user_id": 999_999,
                     # nobody's security key: removing it answers 404 and removes nothing
-                    "key_id": 999_999}
+                    "key_id": 999_999,
+                    # a question of the public self-referral form
+                    "step": "need"}
 #: Where a static file is named, the one to ask for.
-STATIC_FILES = {"static": "hold-music.wav", "console.static": "common.js"}
+STATIC_FILES = {"static": "hold-music.wav", "console.static": "common.js", "public.static": "public.css"}
 #: Valid bodies for the object-level checks, so that a refusal comes from the object rule, not validation.
 VALID_BODIES: dict[str, Any] = {
     "api.hold": {"hold": True},
