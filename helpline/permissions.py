@@ -113,6 +113,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("public.check_answers", "POST"): EVERYONE,
     ("public.confirmation", "GET"): EVERYONE,
     ("api.self_referrals", "POST"): EVERYONE,
+    ("api.email_reply", "POST"): {"handler": OWN_CALL},
     ("console.static", "GET"): EVERYONE,
     ("static", "GET"): EVERYONE,
     ("health.healthz", "GET"): EVERYONE,

@@ -129,6 +129,7 @@ VALID_BODIES: dict[str, Any] = {
                       "intoxicated_now": False, "recent_self_harm": False, "protective_factors": True},
     "api.reschedule_booking": {"slot_id": "no-such-slot"},
     "api.send_signposts": {"services": ["samaritans"], "consent": True},
+    "api.email_reply": {"body": "Thank you for getting in touch."},
 }
 #: Scopes that say "theirs only": another person's object must be refused.
 OWN_SCOPES = {permissions.OWN_CALL, permissions.OFFERED, permissions.OFFERED_OR_WAITING, permissions.OWN_CONTACT,

@@ -6,13 +6,16 @@ No log-in: the CSRF token of the page it came from (its `<meta name="csrf-token"
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 from flask import Response, jsonify
-from pydantic import BaseModel
+from flask_login import current_user
+from pydantic import BaseModel, ConfigDict, Field
 
+from .. import audit
+from ..auth import roles_required
 from ..db import commit_with, db
-from ..models import utcnow
+from ..models import Call, CallEvent, utcnow
 from ..public import referrals
 from ..security import client_address
 from ..webhooks import error
@@ -68,3 +71,54 @@ def self_referrals() -> Response | tuple[Response, int]:
     taken = ReferralTaken(reference=outcome.reference, at_risk=outcome.at_risk,
                           message=referrals.gate_text("emergency", now) if outcome.at_risk else None)
     return jsonify(taken.model_dump(exclude_none=True)), 201
+
+
+class EmailReply(BaseModel):
+    """POST /api/calls/<id>/email: the handler's reply to a web request that asked for email."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body: Annotated[str, Field(min_length=1, max_length=5000)]
+
+
+class EmailSent(BaseModel):
+    """The reply went to the mail server."""
+
+    sent: bool
+    message_id: str
+
+
+#: Said after every reply, so that the person always has the emergency advice.
+REPLY_FOOTER = ("\n\n--\nPlease do not reply to this email with anything urgent. If you need help now, call 999, "
+                "or Samaritans free on 116 123 at any hour.\nReference {reference}")
+
+
+@bp.post("/calls/<int:call_id>/email")
+@documented(body=EmailReply, responses={200: EmailSent, 403: "Not your call", 404: "No such call",
+                                        409: "Not a web request with an email address", 502: "The mail server did not take it"},
+            roles=("handler",))
+@roles_required("handler")
+def email_reply(call_id: int) -> Response | tuple[Response, int]:
+    """Answer a web request by email, from the call you hold (on it or wrapping up)."""
+    from .. import mail
+    from .me import current_handler
+
+    handler = current_handler()
+    call = db.session.get(Call, call_id)
+    if call is None:
+        return error(404, "not_found", "no such call")
+    if handler.current_call_id != call_id or handler.presence not in ("on_call", "wrap_up"):
+        return error(403, "forbidden", "you can only reply to the request you are working on")
+    details = referrals.request_details(call)
+    if not details or not details.get("email"):
+        return error(409, "no_email", "this request did not give an email address to reply to")
+    reply = body(EmailReply)
+    try:
+        message_id = mail.send(details["email"], f"Your request {details.get('reference', '')}".strip(),
+                               reply.body.strip() + REPLY_FOOTER.format(reference=details.get("reference", "")))
+    except mail.MailUnavailable as exc:
+        return error(502, "mail_failed", str(exc))
+    db.session.add(CallEvent(call_id=call_id, kind="email_sent", detail={"handler_id": handler.id}))
+    audit.record(db.session, current_user, "call.email_sent", "call", call_id)
+    commit_with(db.session)
+    return jsonify(EmailSent(sent=True, message_id=message_id).model_dump())

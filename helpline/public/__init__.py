@@ -72,6 +72,24 @@ def service_facts(now: dt.datetime | None = None) -> dict[str, Any]:
     }
 
 
+#: The public pages' policy: this origin only, for everything. Stricter than the console's, which
+#: names Twilio's (or the emulator's) origins for the softphone; nothing here talks to anyone else.
+PUBLIC_POLICY = "; ".join((
+    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:", "connect-src 'self'",
+    "font-src 'self'", "media-src 'none'", "object-src 'none'", "frame-ancestors 'none'", "base-uri 'none'",
+    "form-action 'self'", "manifest-src 'self'", "worker-src 'self'",
+))
+
+
+@bp.after_request
+def _public_policy(response: Response) -> Response:
+    """No third-party scripts, styles, fonts or analytics on any public page: the policy says so."""
+    response.headers["Content-Security-Policy"] = PUBLIC_POLICY
+    # No microphone or camera on the public side at all.
+    response.headers["Permissions-Policy"] = "microphone=(), camera=(), geolocation=(), payment=(), usb=(), display-capture=()"
+    return response
+
+
 @bp.app_context_processor
 def _facts() -> dict[str, Any]:
     return {"public": service_facts}
