@@ -101,6 +101,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("public.manifest", "GET"): EVERYONE,
     ("public.service_worker", "GET"): EVERYONE,
     ("public.design_system_image", "GET"): EVERYONE,
+    ("public.design_system_css", "GET"): EVERYONE,
     ("public.static", "GET"): EVERYONE,
     ("public.start", "GET"): EVERYONE,
     ("public.start", "POST"): EVERYONE,

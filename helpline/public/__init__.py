@@ -10,6 +10,7 @@ carries the emergency advice. The same pages install as an app (manifest and ser
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,25 @@ def service_worker() -> Response:
     response = send_from_directory(HERE / "static", "service-worker.js", mimetype="text/javascript", max_age=0)
     response.headers["Service-Worker-Allowed"] = "/"
     return response
+
+
+#: An @font-face whose files are on another site (the NHS's Frutiger, licensed to be served from there).
+_REMOTE_FONT = re.compile(r"@font-face\{[^}]*url\(https?://[^}]*\}")
+_stylesheet: dict[str, bytes] = {}
+
+
+@bp.get("/public/design-system.css")
+def design_system_css() -> Response:
+    """The vendored NHS stylesheet, less its @font-face rules that fetch fonts from assets.nhs.uk.
+
+    These pages load nothing from another site (their policy blocks it); unremoved, the browser still
+    tries, and logs the refusal. The file itself stays byte for byte as vendored (scripts/vendor
+    --check); the design system falls back to Arial, as it does wherever Frutiger is not licensed.
+    """
+    if "css" not in _stylesheet:
+        text = (HERE / "static" / "vendor" / "nhsuk-frontend.min.css").read_text(encoding="utf-8")
+        _stylesheet["css"] = _REMOTE_FONT.sub("", text).encode()
+    return current_app.response_class(_stylesheet["css"], mimetype="text/css")
 
 
 @bp.get("/assets/images/<name>")

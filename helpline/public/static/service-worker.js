@@ -4,7 +4,7 @@
 const CACHE = "helpline-public-v1";
 const PAGES = ["/", "/what-we-offer", "/confidentiality", "/self-help", "/contact-us", "/offline"];
 const FILES = [
-  "/public/static/vendor/nhsuk-frontend.min.css",
+  "/public/design-system.css",
   "/public/static/vendor/nhsuk-frontend.min.js",
   "/public/static/public.css",
   "/public/static/public.js",
