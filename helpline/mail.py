@@ -52,7 +52,7 @@ def parse_smtp_url(url: str) -> Server:
     """`smtp://[user:pass@]host[:port]` or `smtps://...` as a Server; ValueError naming the problem."""
     parts = urlsplit(url)
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-        raise ValueError("HELPLINE_SMTP_URL must look like smtp://user:password@host:587 or smtps://host:465")
+        raise ValueError("must look like smtp://user:password@host:587 or smtps://host:465")
     tls = parts.scheme == "smtps"
     return Server(parts.hostname, parts.port or (465 if tls else 587 if parts.username else 25), tls,
                   unquote(parts.username) if parts.username else None,
@@ -83,11 +83,26 @@ def _emulator_catcher() -> str | None:
     return found
 
 
+def check_configuration() -> None:
+    """Refuse to start with a HELPLINE_SMTP_URL that cannot be used (one clear line, as for any setting)."""
+    from .config import ConfigError
+
+    url = os.environ.get("HELPLINE_SMTP_URL", "").strip()
+    if url:
+        try:
+            parse_smtp_url(url)
+        except ValueError as exc:
+            raise ConfigError([f"config: HELPLINE_SMTP_URL: {exc}"]) from None
+
+
 def server() -> Server | None:
     """Where mail goes: HELPLINE_SMTP_URL, else the emulator's catcher, else None."""
     url = os.environ.get("HELPLINE_SMTP_URL", "").strip()
     if url:
-        return parse_smtp_url(url)
+        try:
+            return parse_smtp_url(url)
+        except ValueError as exc:
+            raise MailUnavailable(str(exc)) from None
     catcher = _emulator_catcher()
     if catcher:
         host, _, port = catcher.rpartition(":")

@@ -559,5 +559,13 @@ def test_the_smtp_url_is_read(url: str, expected: mail.Server) -> None:
 
 
 def test_a_bad_smtp_url_is_refused() -> None:
-    with pytest.raises(ValueError, match="HELPLINE_SMTP_URL"):
+    with pytest.raises(ValueError, match="must look like smtp://"):
         mail.parse_smtp_url("http://mail.example.org")
+
+
+def test_a_bad_smtp_url_stops_start_up_with_one_line(app_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpline.config import ConfigError
+
+    monkeypatch.setenv("HELPLINE_SMTP_URL", "mail.example.org")
+    with pytest.raises(ConfigError, match="^config: HELPLINE_SMTP_URL: must look like"):
+        app_factory()

@@ -196,7 +196,9 @@ def design_system_image(name: str) -> Response:
 
 def init_app(app: Flask) -> None:
     """Register the public pages and the form; check the self-help file now rather than on a visit."""
+    from .. import mail
     from . import forms  # noqa: F401 - the form's routes go on bp
 
+    mail.check_configuration()
     app.extensions["helpline.self_help"] = load_self_help()
     app.register_blueprint(bp)
