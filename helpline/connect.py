@@ -75,6 +75,14 @@ def _entry(call_id: int) -> QueueEntry | None:
 def accept(handler: Handler, call_id: int) -> QueueEntry:
     """Claim the call for the handler and connect them; raises routing.RoutingError when it cannot be done."""
     session = db.session
+    from .public.referrals import hold_until_safe
+
+    held = hold_until_safe(session, handler, call_id, utcnow())
+    if held is not None:
+        # A web request is rung only inside the times the person said are safe.
+        commit_with(session)
+        raise routing.RoutingError("outside_safe_times", "this person asked to be called only at certain times; "
+                                   f"their request waits until {held.isoformat()}")
     entry = routing.claim(session, handler, call_id, utcnow())
     # Commit before talking to Twilio: the claim is what makes this handler the only winner, and no
     # lock may be held while we wait on the network.

@@ -481,6 +481,31 @@ def test_a_web_call_back_is_rung_through_the_callback_path(app_factory: Any, twi
     assert bob.get(f"/api/calls/{item['id']}/contact").status_code == 403
 
 
+def test_a_web_call_back_is_never_rung_outside_its_safe_times(app_factory: Any, twilio_api: Recorder,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    app = service(app_factory, twilio_api.url)
+    # A window that does not hold the present moment, as if the request was made inside it earlier
+    # and nobody was free before it closed.
+    hour = dt.datetime.now(LONDON).hour
+    window = f"{(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00" if hour < 21 else "01:00-02:00"
+    first_safe = referrals.first_safe_moment
+    monkeypatch.setattr(referrals, "first_safe_moment", lambda hours, spans, now: None)
+    Visitor(app).api(valid_request(contact={"phone": NUMBER, "safe_times": window}))
+    monkeypatch.setattr(referrals, "first_safe_moment", first_safe)
+    ann = Console(app, "ann")
+    ann.post("/api/me/status", {"status": "available"})  # offered at once: it is in line
+    [item] = ann.get("/api/queue").get_json()["calls"]
+    refused = ann.post(f"/api/calls/{item['id']}/accept")
+    assert refused.status_code == 409 and refused.get_json()["error"] == "outside_safe_times"
+    assert not [request for request in twilio_api.find("/Calls.json") if request.method == "POST"]
+    entry, _ = state(app, item["id"])
+    assert entry.state == "waiting" and entry.not_before is not None
+    assert dt.datetime.now(LONDON) < entry.not_before.astimezone(LONDON)
+    assert entry.not_before.astimezone(LONDON).hour == int(window[:2])
+    assert presence_of(app, ann.handler_id) == "available"
+    assert ann.get("/api/queue").get_json()["calls"] == []
+
+
 @pytest.fixture
 def smtp_catcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     """A real SMTP server (the emulator's catcher) that HELPLINE_SMTP_URL points at."""

@@ -279,3 +279,34 @@ def request_details(call: Call) -> dict[str, Any] | None:
         return None
     vault = current_app.extensions["helpline.vault"]
     return json.loads(vault.decrypt(call.request_enc) or "{}")
+
+
+def hold_until_safe(session: Session, handler: Any, call_id: int, now: dt.datetime) -> Optional[dt.datetime]:
+    """Keep a web call-back inside the times the person said are safe, at the moment it would be rung.
+
+    A request waits out of line until its first safe moment (`not_before`), but it may still be in
+    line when that window closes (nobody was free). Accepted then, it is not rung: an offer of it is
+    withdrawn, it waits for the next safe moment, and the time returned says until when. None when
+    the call may be rung now (a phone call, no windows given, or inside one).
+    """
+    from .. import routing
+
+    call = session.get(Call, call_id)
+    if call is None or call.channel != "web" or not call.request_enc:
+        return None
+    entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+    if entry is None or entry.kind != "callback" or entry.state not in ("waiting", "offered"):
+        return None
+    details = request_details(call) or {}
+    spans = [(int(start), int(end)) for start, end in details.get("windows") or []]
+    hours = current_app.extensions["helpline.ivr"].hours
+    if not spans or in_window(hours.local(now), spans):
+        return None
+    later = first_safe_moment(hours, spans, now) or hours.next_opening(now) or now + _HORIZON
+    if handler.presence == "offered" and handler.current_call_id == call_id:
+        routing.withdraw(session, handler, "outside_safe_times", now)
+        routing.set_presence(session, handler, "available", now)
+    entry.not_before = later
+    session.add(CallEvent(call_id=call_id, at=now, kind="held_until_safe", detail={"not_before": later.isoformat()}))
+    announce(session, "queue_changed")
+    return later
