@@ -267,7 +267,7 @@ def submit(session: Session, referral: Referral, now: dt.datetime) -> Outcome:
         from ..risk import ALERT_TOPIC
 
         session.add(CallEvent(call_id=call.id, at=now, kind="risk", detail={"level": "immediate", "source": "web_form"}))
-        announce(session, ALERT_TOPIC, kind="risk", call_id=call.id, handler={"id": None, "name": "Web request (no handler yet)"},
+        announce(session, ALERT_TOPIC, kind="risk", call_id=call.id, handler={"id": None, "name": "nobody yet (a web request)"},
                  level="immediate", at=now.isoformat(), source="web_form")
     announce(session, "queue_changed")
     return Outcome("requested", reference=reference, at_risk=at_risk)
