@@ -418,6 +418,23 @@ def test_one_address_may_send_only_so_many_requests(app: Flask) -> None:
         assert all("198.51" not in mark for mark in marks)
 
 
+def test_retention_forgets_what_a_web_request_said_and_the_address_marks(app: Flask) -> None:
+    from helpline import retention
+
+    Visitor(app).api(valid_request())
+    with app.app_context():
+        with db.transaction() as session:
+            call = session.scalar(select(Call))
+            assert call.request_enc and call.caller_number_enc
+            retention.anonymise_calls(session, [call.id])
+        with db.transaction() as session:
+            call = session.scalar(select(Call))
+            assert call.request_enc is None and call.caller_number_enc is None and not call.call_sid.startswith("web-")
+            later = utcnow() + dt.timedelta(days=2)
+            assert retention.purge(session, now=later, only=["public_submissions"])["public_submissions"] == 1
+            assert session.scalar(select(func.count()).select_from(PublicSubmission)) == 0
+
+
 # -- safe times ------------------------------------------------------------------------------------------
 
 LONDON = zoneinfo.ZoneInfo("Europe/London")
