@@ -530,7 +530,8 @@ async function accept() {
   if (!offer || state.accepting) return;
   state.accepting = true;
   state.acceptedHere = offer.call_id;
-  voice.expecting = true;
+  voice.expecting = offer.kind !== "email"; // an email request rings nobody
+
   ringer.stop();
   draw();
   try {

@@ -10,6 +10,7 @@ from typing import Any, Iterator
 import pytest
 
 from .console import DESKTOP, axe_violations
+from .devphone import DevPhone
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -169,3 +170,45 @@ def test_a_web_request_reaches_a_handler_and_rings_the_person_back(visitors: Any
     stack.emulator.phone_wait_for(CALLER, "incoming", timeout=20)
     expect(tab.page.locator("#fc-web-message")).to_have_text("Drinking more since the complaint.", timeout=15_000)
     expect(tab.page.locator("#fc-web-name")).to_have_text("Quinn")
+
+
+def test_an_email_request_is_confirmed_and_answered_from_the_console(visitors: Any, console: Any, make_user: Any,
+                                                                      stack: Any, browser: Any) -> None:
+    """With no HELPLINE_SMTP_URL, the service's mail goes to the emulator's catcher: the dev phone shows it."""
+    import re
+
+    from playwright.sync_api import expect
+    from sqlalchemy import text
+
+    with stack.engine.begin() as connection:
+        connection.execute(text("update queue_entries set state = 'closed' where state = 'waiting'"))
+    make_user("ash", display_name="Ash Moor")
+    tab = console(DESKTOP)
+    tab.log_in("ash")
+    tab.softphone_ready()
+
+    visitor = visitors(PHONE)
+    visitor.fill_form(contact_by="email")
+    visitor.next("Send request")
+    reference = visitor.page.locator("#reference").inner_text()
+    confirmation = stack.emulator.wait_for_mail(lambda event: reference in event.get("subject", ""), 20)
+    assert confirmation["to"] == ["quinn@example.org"] and "Drinking" not in confirmation["body"]
+
+    tab.page.click("button[data-status=available]")
+    expect(tab.page.locator("#offer-announce")).to_contain_text("Email request to answer", timeout=20_000)
+    tab.page.click("#accept")
+    expect(tab.page.locator("#fc-web-message")).to_have_text("Drinking more since the complaint.", timeout=15_000)
+    tab.page.fill("#fc-web-reply-body", "Hello Quinn, we can talk on Thursday at 6pm.")
+    tab.page.get_by_role("button", name="Send email").click()
+    expect(tab.page.locator("#fc-web-reply-status")).to_have_text("Sent.")
+    reply = stack.emulator.wait_for_mail(lambda event: "Thursday at 6pm" in event.get("body", ""), 20)
+    assert reply["to"] == ["quinn@example.org"] and re.search(reference, reply["body"])
+
+    # The dev phone lists both.
+    devphone = DevPhone(browser, stack.emulator.base_url)
+    try:
+        expect(devphone.page.locator("#mailbox")).to_contain_text("Thursday at 6pm", timeout=15_000)
+        expect(devphone.page.locator("#mailbox")).to_contain_text(f"Your request {reference}")
+        assert not devphone.errors, devphone.errors
+    finally:
+        devphone.close()
