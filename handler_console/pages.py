@@ -35,9 +35,9 @@ def page_for(*roles: str) -> Callable[[F], F]:
     return role_gate(roles, lambda: (render_template("forbidden.html", home=home_url()), 403))
 
 
-@bp.get("/")
+@bp.get("/staff")
 def index() -> Response:
-    """Send people to their own page, or to log in."""
+    """Send staff to their own page, or to log in. (`/` is the public home page.)"""
     if not current_user.is_authenticated:
         return redirect(url_for("auth.login"))
     from helpline.auth import home_url

@@ -60,6 +60,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
     from .api import bookings, clinician, contacts, localities, questionnaires, signposting  # noqa: F401 - first contact, booking, the clinician's side, questionnaires, signposting
     from . import supervision
     from .api import reports as _reports, supervisor as _supervisor  # noqa: F401 - supervisors' routes
+    from .api import self_referrals as _self_referrals  # noqa: F401 - the public pages' JSON request
+    from . import public
 
     twilio_rest.init_app(app)
     app.register_blueprint(voice.bp)
@@ -82,4 +84,5 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
     scheduler.init_scheduler(app)
     health.init_app(app)
     handler_console.init_app(app)
+    public.init_app(app)  # the public pages, and `/`
     return app

@@ -75,12 +75,26 @@ def _entry(call_id: int) -> QueueEntry | None:
 def accept(handler: Handler, call_id: int) -> QueueEntry:
     """Claim the call for the handler and connect them; raises routing.RoutingError when it cannot be done."""
     session = db.session
+    from .public.referrals import hold_until_safe
+
+    held = hold_until_safe(session, handler, call_id, utcnow())
+    if held is not None:
+        # A web request is rung only inside the times the person said are safe.
+        commit_with(session)
+        raise routing.RoutingError("outside_safe_times", "this person asked to be called only at certain times; "
+                                   f"their request waits until {held.isoformat()}")
     entry = routing.claim(session, handler, call_id, utcnow())
     # Commit before talking to Twilio: the claim is what makes this handler the only winner, and no
     # lock may be held while we wait on the network.
     commit_with(session)
     call = session.get(Call, call_id)
     assert call is not None
+    if entry.kind == "email":
+        # A web request to be answered by email: there is nobody to ring; the handler has it in hand
+        # and replies from the console (mail.py).
+        routing.connected(session, entry, handler, utcnow())
+        commit_with(session)
+        return entry
     try:
         legs = _ring(gateway(), entry, call, handler)
     except TwilioUnavailable as exc:
@@ -240,6 +254,8 @@ def end_call(handler: Handler, call_id: int) -> None:
     session.add(CallEvent(call_id=call_id, kind="ended_by_handler", detail={"handler_id": handler.id}))
     routing.start_wrap_up(session, handler, utcnow())
     commit_with(session)
+    if entry.kind == "email":
+        return  # no call at Twilio to end
     try:
         _complete(gateway(), entry)
     except TwilioUnavailable as exc:

@@ -372,6 +372,14 @@ def suggestions(vault: Vault, call: Call) -> dict[str, Any]:
             found[name] = answers[answer]
     if found.get("ok_to_text") and not is_textable(found.get("phone")):
         del found["ok_to_text"]
+    if call.channel == "web" and call.request_enc:
+        # A request from the website also said how to reach them and when, in their own words.
+        written = json.loads(vault.decrypt(call.request_enc) or "{}")
+        for name in ("email", "preferred_name"):
+            if written.get(name):
+                found[name] = written[name]
+        if written.get("safe_times"):
+            found["contact_times"] = written["safe_times"]
     return found
 
 

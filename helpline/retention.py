@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
 from .config import Settings
-from .models import Call, CallEvent, LoginFailure, QueueEntry, WebhookReply, utcnow
+from .models import Call, CallEvent, LoginFailure, PublicSubmission, QueueEntry, WebhookReply, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def anonymise_calls(session: Session, call_ids: Iterable[int], keep_timeline: bo
         values: dict[str, Any] = {
             "caller_number_enc": None,
             "caller_hash": None,
+            "request_enc": None,  # what a web request said (email, name, message)
             "call_sid": literal(PURGED_PREFIX) + cast(Call.id, String),
         }
         if not keep_timeline:
@@ -105,7 +106,8 @@ def anonymise_calls(session: Session, call_ids: Iterable[int], keep_timeline: bo
 
 
 def _not_yet_anonymised() -> ColumnElement[bool]:
-    return or_(~Call.call_sid.startswith(PURGED_PREFIX), Call.caller_number_enc.is_not(None), Call.caller_hash.is_not(None))
+    return or_(~Call.call_sid.startswith(PURGED_PREFIX), Call.caller_number_enc.is_not(None), Call.caller_hash.is_not(None),
+               Call.request_enc.is_not(None))
 
 
 def _old_calls(session: Session, outcome: str, cutoff: dt.datetime) -> list[int]:
@@ -141,6 +143,12 @@ def _login_failures(session: Session, now: dt.datetime, settings: Settings) -> i
     # They only count within the lockout window; a day's margin keeps them useful to look back on.
     cutoff = now - max(dt.timedelta(minutes=settings.security.lockout_minutes), dt.timedelta(days=1))
     return session.execute(delete(LoginFailure).where(LoginFailure.at < cutoff)).rowcount or 0
+
+
+@retention_rule("public_submissions")
+def _public_submissions(session: Session, now: dt.datetime, settings: Settings) -> int:
+    # The web form's per-address marks count only within the rate limit's hour (public/referrals.py).
+    return session.execute(delete(PublicSubmission).where(PublicSubmission.at < now - dt.timedelta(days=1))).rowcount or 0
 
 
 # -- running the rules ------------------------------------------------------------------------------

@@ -837,14 +837,15 @@ def finish_wrap_up(session: Session, handler: Handler, call_id: int, outcome: st
 def queue_view(session: Session, now: dt.datetime) -> dict[str, Any]:
     """The body of GET /api/queue and of the `queue` event: the line and the handlers, no personal data."""
     rows = session.execute(
-        select(QueueEntry.call_id, QueueEntry.placed_at, QueueEntry.need, QueueEntry.flags)
+        select(QueueEntry.call_id, QueueEntry.placed_at, QueueEntry.need, QueueEntry.flags, Call.channel)
+        .join(Call, Call.id == QueueEntry.call_id)
         .where(due(now))
         .order_by(QueueEntry.priority, QueueEntry.placed_at, QueueEntry.id)
     ).all()
     calls = [
         {"id": call_id, "position": place, "waiting_s": max(0, int((now - placed_at).total_seconds())),
-         "need": need, "flags": list(flags or ())}
-        for place, (call_id, placed_at, need, flags) in enumerate(rows, start=1)
+         "need": need, "flags": list(flags or ()), "channel": channel}
+        for place, (call_id, placed_at, need, flags, channel) in enumerate(rows, start=1)
     ]
     people = session.execute(
         select(Handler.id, User.display_name, Handler.presence, Handler.presence_since, Handler.skills)

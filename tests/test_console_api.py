@@ -117,7 +117,7 @@ def test_the_queue_lists_calls_and_handlers_without_personal_data(app):
     body = supervisor.get("/api/queue").get_json()
     assert set(body) == {"calls", "handlers"}
     [call] = body["calls"]
-    assert set(call) == {"id", "position", "waiting_s", "need", "flags"}
+    assert set(call) == {"id", "position", "waiting_s", "need", "flags", "channel"}
     assert call["position"] == 1 and call["need"] == "mental_health" and call["flags"] == []
     [handler] = body["handlers"]
     assert handler["id"] == ann.handler_id and handler["name"] == "ann" and handler["presence"] == "offline"

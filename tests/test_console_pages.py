@@ -33,7 +33,7 @@ def served(client, path: str) -> bool:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(("role", "home"), [("handler", "/console"), ("supervisor", "/supervisor")])
 def test_logging_in_lands_on_the_roles_own_page(app, client, role, home):
     log_in(app, client, role)
-    assert client.get("/").headers["Location"].endswith(home)
+    assert client.get("/staff").headers["Location"].endswith(home)
 
 
 @pytest.mark.parametrize(("path", "role"), [("/console", "handler"), ("/supervisor", "supervisor")])

@@ -63,7 +63,7 @@ def assert_all_under(key: str, app) -> None:  # type: ignore[no-untyped-def]
 
 def test_the_models_say_which_columns_are_encrypted():
     by_table = {item.table.name: item for item in keys.plan()}
-    assert [column.name for column in by_table["calls"].encrypted] == ["caller_number_enc"]
+    assert [column.name for column in by_table["calls"].encrypted] == ["caller_number_enc", "request_enc"]
     assert [(h.name, s.name) for h, s in by_table["calls"].same_row_hashes] == [("caller_hash", "caller_number_enc")]
     assert [column.name for column in by_table["handlers"].encrypted] == ["phone_number_enc"]
     # The second factor's secret is encrypted, so a key rotation moves it too; password hashes are not.

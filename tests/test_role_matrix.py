@@ -114,9 +114,11 @@ FIXED_PARAMETERS = {"name": "greeting", "filename": "common.js",
                     # nobody's: an admin's "sign out everywhere" answers 404 and leaves the shared sessions be
                     "user_id": 999_999,
                     # nobody's security key: removing it answers 404 and removes nothing
-                    "key_id": 999_999}
+                    "key_id": 999_999,
+                    # a question of the public self-referral form
+                    "step": "need"}
 #: Where a static file is named, the one to ask for.
-STATIC_FILES = {"static": "hold-music.wav", "console.static": "common.js"}
+STATIC_FILES = {"static": "hold-music.wav", "console.static": "common.js", "public.static": "public.css"}
 #: Valid bodies for the object-level checks, so that a refusal comes from the object rule, not validation.
 VALID_BODIES: dict[str, Any] = {
     "api.hold": {"hold": True},
@@ -127,6 +129,7 @@ VALID_BODIES: dict[str, Any] = {
                       "intoxicated_now": False, "recent_self_harm": False, "protective_factors": True},
     "api.reschedule_booking": {"slot_id": "no-such-slot"},
     "api.send_signposts": {"services": ["samaritans"], "consent": True},
+    "api.email_reply": {"body": "Thank you for getting in touch."},
 }
 #: Scopes that say "theirs only": another person's object must be refused.
 OWN_SCOPES = {permissions.OWN_CALL, permissions.OFFERED, permissions.OFFERED_OR_WAITING, permissions.OWN_CONTACT,

@@ -15,6 +15,7 @@ const NEEDS = {
 
 const FLAGS = {
   self_referral_unconfirmed: "Self-referral not confirmed",
+  not_safe_now: "Said on the website they are not safe now",
   eligibility_unconfirmed: "Eligibility not confirmed",
 };
 
@@ -256,7 +257,8 @@ export function renderQueue(tbody, summary, calls) {
     row.append(element("td", "num", String(call.position ?? "")));
     const wait = element("td", "timer");
     tickFrom(wait, now - (Number(call.waiting_s) || 0) * 1000);
-    row.append(wait, element("td", "", needLabel(call.need)));
+    // A request from the website is marked so: it is rung back (or emailed), not waiting on the line.
+    row.append(wait, element("td", "", needLabel(call.need) + (call.channel === "web" ? " (web request)" : "")));
     const flags = element("td");
     const list = element("ul", "flags");
     flagBadges(list, call.flags);

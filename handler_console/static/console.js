@@ -395,7 +395,7 @@ function setOffer(payload) {
   if (!sameOffer) {
     tickFrom($("offer-waited"), Date.now() - (Number(payload.waiting_s) || 0) * 1000);
     const flags = (payload.flags || []).map(flagLabel).join(", ");
-    const what = payload.kind === "callback" ? "Callback to make" : "Incoming call";
+    const what = { callback: "Callback to make", email: "Email request to answer" }[payload.kind] || "Incoming call";
     $("offer-announce").textContent = `${what}: ${needLabel(payload.need)}.${flags ? " " + flags + "." : ""} Press A to accept or D to decline.`;
     ringer.start();
     // Put the Accept button under the handler's hand, unless they are typing somewhere.
@@ -530,7 +530,8 @@ async function accept() {
   if (!offer || state.accepting) return;
   state.accepting = true;
   state.acceptedHere = offer.call_id;
-  voice.expecting = true;
+  voice.expecting = offer.kind !== "email"; // an email request rings nobody
+
   ringer.stop();
   draw();
   try {

@@ -283,6 +283,9 @@ if (root && box) {
     document.getElementById("fc-sp-list").replaceChildren();
     for (const id of ["fc-sp-note", "fc-sp-error", "fc-sp-sent"]) document.getElementById(id).textContent = "";
     document.getElementById("fc-prefilled").hidden = true;
+    document.getElementById("fc-web").hidden = true;
+    document.getElementById("fc-web-reply").reset();
+    document.getElementById("fc-web-reply-status").textContent = "";
     form.reset();
     document.getElementById("fc-risk").reset();
     document.getElementById("fc-risk-result").hidden = true;
@@ -302,6 +305,39 @@ if (root && box) {
   // Questionnaires: a PHQ-9 answer of thoughts of self-harm sends the handler to the risk screen.
   const questionnaires = questionnairePanel(document.getElementById("fc-q-panel"), "fc-q", (result) => {
     if (result.risk_raised) document.getElementById("fc-risk-title").focus();
+  });
+
+  // A request made on the public website: what the person wrote, shown as text, and (when they asked
+  // for an email) the reply form, which sends through the service's mail (POST .../email).
+  function showWebRequest(request) {
+    const section = document.getElementById("fc-web");
+    section.hidden = !request;
+    if (!request) return;
+    const windows = { morning: "mornings", afternoon: "afternoons", evening: "evenings" };
+    document.getElementById("fc-web-ref").textContent = request.reference || "";
+    document.getElementById("fc-web-contact-by").textContent = request.contact_by === "email" ? "Email" : "Phone call";
+    document.getElementById("fc-web-times").textContent =
+      (request.safe_times || "").split(/,\s*/).filter(Boolean).map((w) => windows[w] || w).join(", ") || "Any time we are open";
+    document.getElementById("fc-web-name").textContent = request.preferred_name || "Not given";
+    document.getElementById("fc-web-message").textContent = request.message || "Nothing written";
+    const reply = document.getElementById("fc-web-reply");
+    reply.hidden = !request.email;
+    document.getElementById("fc-web-email").textContent = request.email || "";
+  }
+
+  document.getElementById("fc-web-reply").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const note = document.getElementById("fc-web-reply-status");
+    const body = document.getElementById("fc-web-reply-body").value.trim();
+    if (!body || !callId) return;
+    note.textContent = "Sending…";
+    try {
+      await api("POST", `/api/calls/${callId}/email`, { body });
+      note.textContent = "Sent.";
+      document.getElementById("fc-web-reply").reset();
+    } catch (exc) {
+      note.textContent = exc.message;
+    }
   });
 
   async function setCall(id) {
@@ -334,6 +370,7 @@ if (root && box) {
         document.getElementById("fc-prefilled").hidden = false;
         save();
       }
+      showWebRequest(data.web_request);
       suggestOutcome();
       const bookForm = document.getElementById("fc-book");
       bookForm.elements.locality.value = data.contact?.fields?.home_locality || "";

@@ -46,6 +46,14 @@ def contact_json(contact: Contact) -> dict[str, Any]:
     return {**record, "risk": risk.latest(db.session, vault(), contact.call_id)}
 
 
+def web_request_details(call: Any) -> dict[str, Any] | None:
+    """What a request from the public website said (its reference, how and when to contact them, their
+    words), for the handler who holds the call; None for a phone call."""
+    from ..public.referrals import request_details
+
+    return request_details(call)
+
+
 @bp.get("/calls/<int:call_id>/contact")
 @documented(responses={200: "{contact: record or null, earlier_contacts: [{date, disposition, booking}], ivr: {answers, need, "
                             "flags}, suggested: the record's fields as the phone menu learnt them (before the first save)}"},
@@ -59,7 +67,8 @@ def get_call_contact(call_id: int) -> Response:
         return error(403, "forbidden", "only the handler who took this call can see its record")
     view = {"contact": contact_json(contact) if contact else None, "earlier_contacts": contacts.earlier_contacts(db.session, call),
             "ivr": {"answers": dict(call.answers or {}), "need": call.need, "flags": list(call.flags or [])},
-            "suggested": contacts.suggestions(vault(), call) if contact is None else {}}
+            "suggested": contacts.suggestions(vault(), call) if contact is None else {},
+            "web_request": web_request_details(call)}
     if contact is not None:
         audit.record(db.session, current_user, "contact.read", "contact", contact.id)
         db.session.commit()

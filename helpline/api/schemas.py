@@ -24,6 +24,8 @@ class QueuedCall(BaseModel):
     waiting_s: int
     need: Optional[str]
     flags: list[str]
+    #: "phone" for a call to the line, "web" for a call-back request from the public pages.
+    channel: str = "phone"
 
 
 class HandlerState(BaseModel):
@@ -49,7 +51,7 @@ class OfferView(BaseModel):
     call_id: int
     need: Optional[str]
     flags: list[str]
-    kind: Literal["live", "callback"]
+    kind: Literal["live", "callback", "email"]
     waiting_s: int
     offered_at: str
     expires_at: str
@@ -90,7 +92,7 @@ class Accepted(BaseModel):
     """The call the handler now has, and what the caller said in the IVR."""
 
     call_id: int
-    kind: Literal["live", "callback"]
+    kind: Literal["live", "callback", "email"]
     conference: str
     ivr: "IvrView"
 

@@ -47,11 +47,15 @@ def default_emulator_url() -> str:
                    "any free port when --port is 0; -1 turns it off].")
 @click.option("--tls-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the signalling's self-signed certificate [default: $HELPLINE_INSTANCE_PATH or ./instance].")
+@click.option("--smtp-port", type=int, default=0, show_default=True,
+              help="Port of the mail catcher, the SMTP server that keeps the service's email for the dev phone "
+                   "(0 = any free port; -1 turns it off).")
 @click.option("--verbose", is_flag=True, help="Log every HTTP request.")
 def emulator(host: str, port: int, voice_url: str | None, voice_method: str, status_callback: str | None,
              status_events: tuple[str, ...], phone_number: str | None, account_sid: str | None,
              auth_token: str | None, time_scale: float, webhook_timeout: float, clip_seconds: float,
-             auto_answer: tuple[str, ...], signal_port: int | None, tls_dir: str | None, verbose: bool) -> None:
+             auto_answer: tuple[str, ...], signal_port: int | None, tls_dir: str | None, smtp_port: int,
+             verbose: bool) -> None:
     """Run the local Twilio emulator and dev phone.
 
     Besides Twilio's REST API and the dev phone (http://HOST:PORT/), it speaks the Voice JavaScript
@@ -76,7 +80,7 @@ def emulator(host: str, port: int, voice_url: str | None, voice_method: str, sta
         raise click.BadParameter("must be a port number, 0 for any free port, or -1 for none", param_hint="--signal-port")
     try:
         running = build_server(config, host, port, signal_port=None if signal_port == -1 else signal_port,
-                               tls_dir=tls_dir)
+                               tls_dir=tls_dir, smtp_port=None if smtp_port == -1 else smtp_port)
     except OSError as exc:
         raise click.ClickException(f"Cannot listen on {host}:{port} (signalling {signal_port}): {exc}")
     click.echo(f"Twilio emulator listening on {running.url}", err=True)
@@ -87,6 +91,8 @@ def emulator(host: str, port: int, voice_url: str | None, voice_method: str, sta
     if running.emulator.signal_url:
         click.echo(f"  Voice SDK signalling: wss://{running.emulator.signal_url}/signal "
                    f"(self-signed: open https://{running.emulator.signal_url}/ once to trust it)", err=True)
+    if running.emulator.mail_catcher is not None:
+        click.echo(f"  mail catcher (SMTP):  {running.emulator.mail_catcher.address} (shown on the dev phone)", err=True)
     click.echo(f"  time scale {config.time_scale:g}, webhook timeout {config.webhook_timeout:g} s", err=True)
     sys.stderr.flush()
     run_until_interrupted(running)

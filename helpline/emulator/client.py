@@ -287,6 +287,11 @@ class EmulatorClient:
         return self._wait_for("/emulator/messages", predicate or (lambda e: True), timeout, after, fields,
                               key="messages")
 
+    def wait_for_mail(self, predicate: Callable[[Event], bool] | None = None, timeout: float = 10.0, *,
+                      after: int = 0) -> Event:
+        """Wait for an email the mail catcher caught (each with to, from, subject, body)."""
+        return self._wait_for("/emulator/mail", predicate or (lambda e: True), timeout, after, {}, key="mail")
+
     def alerts(self, after: int = 0, wait: float = 0, call_sid: str | None = None) -> list[Event]:
         """Debugger alerts (code, message, detail, level, call_sid, url...)."""
         params: dict[str, Any] = {"after": after, "wait": wait}

@@ -55,7 +55,8 @@ def poll_args() -> tuple[int, float]:
 def health() -> Response:
     """Liveness plus a few counts."""
     engine = emulator()
-    return jsonify({"status": "ok", **engine.snapshot(), "signalling": engine.signal_url})
+    return jsonify({"status": "ok", **engine.snapshot(), "signalling": engine.signal_url,
+                    "smtp": engine.mail_catcher.address if engine.mail_catcher is not None else None})
 
 
 @bp.get("/config")
@@ -347,6 +348,14 @@ def messages() -> Response:
         statuses = {sid: m.status for sid, m in engine.messages.items()}
     items = [{**e, "status": statuses.get(e["sid"], "unknown")} for e in events]
     return jsonify({"messages": items, "last_seq": items[-1]["seq"] if items else after})
+
+
+@bp.get("/mail")
+def mail() -> Response:
+    """Email the service sent, as the mail catcher caught it (see mailbox.py)."""
+    after, wait = poll_args()
+    items = emulator().mailbox.since(after, wait)
+    return jsonify({"mail": items, "last_seq": items[-1]["seq"] if items else after})
 
 
 @bp.get("/alerts")

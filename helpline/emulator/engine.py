@@ -57,6 +57,9 @@ class Emulator:
         self.messages: dict[str, Message] = {}
         self.alerts = EventLog(limit=2000)
         self.outbox = EventLog(limit=2000)
+        #: Email the service sent, caught by the local SMTP server (mailbox.py), when one is started.
+        self.mailbox = EventLog(limit=500)
+        self.mail_catcher: Any = None
         self.started_at = time.time()
         self.closed = False
         # Real time: the Voice SDK's signalling and the calls' audio, on one asyncio loop started on first use.
@@ -89,6 +92,15 @@ class Emulator:
             except Exception:  # closing down anyway
                 pass
         self.realtime.stop()
+        if self.mail_catcher is not None:
+            self.mail_catcher.stop()
+
+    def start_mail_catcher(self, host: str, port: int = 0) -> str:
+        """Catch the service's email on an SMTP server at host:port (0 = any free port); returns host:port."""
+        from .mailbox import MailCatcher
+
+        self.mail_catcher = MailCatcher(self.mailbox, host, port)
+        return self.mail_catcher.address
 
     def start_signalling(self, host: str, port: int, cert: str, key: str) -> str:
         """Speak the Voice SDK's signalling on wss://host:port/signal; returns that host:port."""

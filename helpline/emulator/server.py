@@ -48,7 +48,7 @@ def default_tls_dir() -> Path:
 
 
 def build_server(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 5050, signal_port: int | None = None,
-                 tls_dir: str | os.PathLike[str] | None = None) -> EmulatorServer:
+                 tls_dir: str | os.PathLike[str] | None = None, smtp_port: int | None = None) -> EmulatorServer:
     """Create (but do not start) a threaded server; port 0 picks a free port.
 
     With `signal_port` (0 = any free port) the Voice SDK's signalling is served over TLS there too,
@@ -64,6 +64,13 @@ def build_server(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 50
         cert, key = ensure_certificate(tls_dir or default_tls_dir())
         try:
             emulator.start_signalling(host, signal_port, str(cert), str(key))
+        except Exception:
+            server.server_close()
+            emulator.close()
+            raise
+    if smtp_port is not None:
+        try:
+            emulator.start_mail_catcher(host, smtp_port)
         except Exception:
             server.server_close()
             emulator.close()

@@ -167,6 +167,12 @@ class Call(Base):
     outcome_step: Mapped[Optional[str]] = mapped_column(String(64))
     queued_at: Mapped[Optional[dt.datetime]]
     dequeued_at: Mapped[Optional[dt.datetime]]
+    #: The door the person came in by: "phone" (a call to the line) or "web" (a call-back request made
+    #: on the public pages, which has no Twilio call of its own until it is rung back).
+    channel: Mapped[str] = mapped_column(String(16), default="phone", server_default="phone")
+    #: What a web request said that has no column of its own (email, preferred name, their message,
+    #: safe times, how to contact them), encrypted together as JSON; None for phone calls.
+    request_enc: Mapped[Optional[str]] = mapped_column(Text)
 
     events: WriteOnlyMapped["CallEvent"] = relationship(
         back_populates="call", cascade="all, delete-orphan", passive_deletes=True, order_by="CallEvent.id"

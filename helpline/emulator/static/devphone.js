@@ -313,6 +313,14 @@ async function followList(path, key, list, render) {
 followList("/emulator/messages", "messages", $("outbox"), (li, m) => {
   li.textContent = `To ${m.to} from ${m.from}: ${m.body}`;
 });
+followList("/emulator/mail", "mail", $("mailbox"), (li, m) => {
+  const head = document.createElement("strong");
+  head.textContent = `To ${m.to.join(", ")}: ${m.subject}`;
+  const text = document.createElement("pre");
+  text.className = "mail-body";
+  text.textContent = m.body;
+  li.append(head, text);
+});
 followList("/emulator/alerts", "alerts", $("alerts"), (li, a) => {
   li.textContent = `${a.code} ${a.message}: ${a.detail}` + (a.call_sid ? ` [${a.call_sid.slice(0, 10)}…]` : "");
   li.className = "level-" + a.level;
