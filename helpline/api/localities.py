@@ -37,8 +37,9 @@ _CODE = re.compile(r"^[A-Z0-9]{2,8}$")
 
 
 def locality_codes() -> dict[str, Any]:
-    """The schema of a locality parameter: one of England's ICB codes, as GET /api/localities lists them."""
-    return {"type": "string", "enum": sorted(db.session.scalars(select(Locality.code)))}
+    """The schema of a locality parameter: one of England's ICB codes, as GET /api/localities lists them
+    (or empty, which is the same as leaving it out)."""
+    return {"type": "string", "enum": ["", *sorted(db.session.scalars(select(Locality.code)))]}
 
 
 def check_localities(**codes: Optional[str]) -> None:

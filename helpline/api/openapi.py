@@ -193,6 +193,8 @@ def describe(app: Any) -> dict[str, Any]:
             roles = permissions.roles_for(rule.endpoint, method)
             if roles:
                 operation["x-roles"] = list(roles)
+            if permissions.ANONYMOUS in (permissions.access_for(rule.endpoint, method) or {}):
+                operation["security"] = []  # open to anyone (the public pages' own API; this document)
             if method not in ("GET",):
                 operation["parameters"] = operation.get("parameters", []) + [
                     {"name": "X-CSRFToken", "in": "header", "required": True, "schema": {"type": "string"},

@@ -16,10 +16,10 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from flask import current_app
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -51,13 +51,20 @@ AT_RISK_FLAG = "not_safe_now"
 AT_RISK_PRIORITY = 0
 
 
+#: What the OpenAPI document says of a phone number and an email address here: one (`format: phone` is
+#: a number phonenumbers takes as valid for its country, UK by default), or blank, or null.
+_BLANK = {"type": "string", "pattern": r"^\s*$", "maxLength": 32}
+PHONE_SCHEMA = {"anyOf": [{"type": "string", "format": "phone", "maxLength": 32}, _BLANK, {"type": "null"}]}
+EMAIL_SCHEMA = {"anyOf": [{"type": "string", "format": "email", "maxLength": 254}, _BLANK, {"type": "null"}]}
+
+
 class Contact(BaseModel):
     """How and when it is safe to contact them."""
 
     model_config = ConfigDict(extra="forbid")
 
-    phone: Optional[str] = Field(default=None, max_length=32)
-    email: Optional[str] = Field(default=None, max_length=254)
+    phone: Annotated[Optional[str], WithJsonSchema(PHONE_SCHEMA)] = Field(default=None, max_length=32)
+    email: Annotated[Optional[str], WithJsonSchema(EMAIL_SCHEMA)] = Field(default=None, max_length=254)
     safe_to_text: StrictBool = False
     safe_for_voicemail: StrictBool = False
     #: Named windows ("morning, evening"), "HH:MM-HH:MM" spans, or words for the handler to read.
@@ -71,10 +78,34 @@ class Contact(BaseModel):
         return None if isinstance(value, str) and not value.strip() else value
 
 
+#: The three requests the service answers, as the OpenAPI document states them (`validate` is the rule
+#: in code): about someone else; about themselves but not eligible; or a request that joins the line,
+#: which needs every answer, a way to reach them that they chose, and their consent.
+_TAKEN_CONTACT = {"type": "object", "anyOf": [
+    # a call back on a phone number (the default when one is given)
+    {"required": ["phone"], "properties": {"phone": {"type": "string", "format": "phone"},
+                                           "contact_by": {"enum": ["phone", None]}}},
+    # an email reply, asked for
+    {"required": ["email", "contact_by"], "properties": {"email": {"type": "string", "format": "email"},
+                                                         "contact_by": {"const": "email"}}},
+    # an email address and no phone number
+    {"required": ["email"], "properties": {"email": {"type": "string", "format": "email"},
+                                           "phone": {"anyOf": [_BLANK, {"type": "null"}]},
+                                           "contact_by": {"type": "null"}}},
+]}
+REFERRAL_CASES = {"anyOf": [
+    {"required": ["about"], "properties": {"about": {"const": "someone_else"}}},
+    {"required": ["about", "eligible"], "properties": {"about": {"const": "self"}, "eligible": {"const": False}}},
+    {"required": ["about", "eligible", "need", "contact", "consent"],
+     "properties": {"about": {"const": "self"}, "eligible": {"const": True}, "need": {"type": "string"},
+                    "contact": _TAKEN_CONTACT, "consent": {"const": True}}},
+]}
+
+
 class Referral(BaseModel):
     """POST /api/self-referrals (and the web form's answers, gathered page by page)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=REFERRAL_CASES)
 
     about: Literal["self", "someone_else"]
     eligible: Optional[StrictBool] = None
