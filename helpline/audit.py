@@ -39,7 +39,7 @@ from . import security
 from .db import is_postgresql
 from .api.openapi import documented
 from .models import AuditEntry, User, utcnow
-from .webhooks import error
+from .errors import error
 
 #: The hash before the first entry.
 GENESIS = "0" * 64

@@ -27,7 +27,7 @@ from wtforms.validators import DataRequired, Length
 from . import mfa, security
 from .db import db
 from .models import User, utcnow
-from .webhooks import error
+from .errors import error
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()

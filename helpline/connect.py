@@ -24,7 +24,6 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, request, url_for
 from sqlalchemy import case, literal, select, update
 from twilio.twiml.voice_response import Conference, Dial, VoiceResponse
-from werkzeug.exceptions import HTTPException
 
 from . import audit, routing
 from .contacts import latest_voicemail_choice
@@ -34,7 +33,8 @@ from .ivr.engine import Interpreter
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
 from .softphone import handler_identity, supervisor_identity
 from .twilio_rest import NOT_FOUND, TwilioGateway, TwilioUnavailable, gateway
-from .webhooks import CALL_SID, check_twilio_request, error, idempotent_twiml
+from .errors import error, register_webhook_errors
+from .webhooks import CALL_SID, check_twilio_request, idempotent_twiml
 
 log = logging.getLogger(__name__)
 
@@ -684,18 +684,12 @@ def caller_leg(call_id: int) -> Response:
     return Response(status=204)
 
 
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    return error(exc.code or 400, exc.name.lower().replace(" ", "_"), exc.description)
-
-
 #: The status callbacks here (Twilio never retries one).
 STATUS_CALLBACKS = ("connect.conference", "connect.handler_leg", "connect.caller_leg")
 #: Tries of the caller's join with an apology before they hear hold music between tries.
 JOIN_APOLOGIES = 3
 
 
-@bp.errorhandler(Exception)
 def _unexpected(exc: Exception) -> Response:
     """A fault of ours (the database away), never answered with a stack trace, nor so as to lose the call.
 
@@ -715,6 +709,9 @@ def _unexpected(exc: Exception) -> Response:
     if request.endpoint == "connect.join":
         return Response(str(_join_later()), mimetype="text/xml")
     return error(500, "internal_error", "please retry")
+
+
+register_webhook_errors(bp, _unexpected)
 
 
 def _join_later() -> VoiceResponse:

@@ -25,7 +25,7 @@ from typing import Mapping
 from flask import Flask, Response, render_template, request
 from flask_login import current_user
 
-from .webhooks import error
+from .errors import error
 
 log = logging.getLogger(__name__)
 

@@ -449,10 +449,10 @@ def _json_errors_for_machines(exc: Any) -> Response | Any:
     """4xx under /voice/, /sms/ and /api/ in the service's JSON error shape, not Flask's HTML page."""
     from werkzeug.exceptions import HTTPException
 
-    from .webhooks import error
+    from .errors import http_error
 
     if isinstance(exc, HTTPException) and request.path.startswith((*TWILIO_PREFIXES, "/api/")):
-        response = error(exc.code or 400, (exc.name or "error").lower().replace(" ", "_"), exc.description)
+        response = http_error(exc)
         allowed = getattr(exc, "valid_methods", None)
         if allowed:
             # RFC 9110: a 405 says which methods the resource does take.

@@ -36,7 +36,7 @@ from .api import body, bp as api_bp
 from .api.openapi import documented
 from .db import db
 from .models import SecurityKey, User, utcnow
-from .webhooks import error
+from .errors import error
 
 bp = Blueprint("security_keys", __name__)
 

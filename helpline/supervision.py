@@ -38,7 +38,8 @@ from .events import announce
 from .models import Booking, Call, CallEvent, Clinician, Handler, QueueEntry, Site, User, utcnow
 from .softphone import supervisor_identity
 from .twilio_rest import TwilioGateway, TwilioUnavailable, gateway
-from .webhooks import CALL_SID, check_twilio_request, error
+from .errors import error
+from .webhooks import CALL_SID, check_twilio_request
 
 log = logging.getLogger(__name__)
 

@@ -6,32 +6,22 @@ pydantic; every error is JSON `{"error", "detail"}` with a 4xx status, never a s
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from typing import TypeVar
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import HTTPException
 
-from ..webhooks import error
-
-log = logging.getLogger(__name__)
+from ..errors import ServiceError, register_api_errors
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class BadRequest(Exception):
-    """A request the API refuses; becomes a 4xx JSON error."""
-
-    def __init__(self, message: str, detail: object = None, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-        self.status = status
+class BadRequest(ServiceError):
+    """A request the API refuses; becomes a 4xx JSON error (errors.py renders it)."""
 
 
 #: Characters no field of any body may hold: C0 controls other than tab and line breaks, DEL, C1
@@ -93,17 +83,4 @@ def body(model: type[M]) -> M:
         raise BadRequest("invalid", detail) from None
 
 
-@bp.errorhandler(BadRequest)
-def _bad_request(exc: BadRequest) -> Response:
-    return error(exc.status, exc.message, exc.detail)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    return error(exc.code or 400, exc.name.lower().replace(" ", "_"), exc.description)
-
-
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception) -> Response:
-    log.exception("API %s %s failed", request.method, request.path)
-    return error(500, "internal_error", "something went wrong on our side; nothing was changed")
+register_api_errors(bp)

@@ -24,7 +24,7 @@ from ..auth import roles_required
 from ..calendar import booking_ics
 from ..db import db
 from ..models import Booking, CallEvent, Clinician, Contact, utcnow
-from ..webhooks import error
+from ..errors import error
 from . import BadRequest, body, bp
 from .contacts import call_or_404, vault
 from .localities import query_args

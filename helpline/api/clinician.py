@@ -15,7 +15,7 @@ from .. import audit, contacts, episodes
 from ..auth import roles_required
 from ..db import db
 from ..models import Booking, Contact, utcnow
-from ..webhooks import error
+from ..errors import error
 from . import BadRequest, body, bp
 from .bookings import response
 from .contacts import vault

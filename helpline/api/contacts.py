@@ -17,7 +17,7 @@ from ..auth import roles_required
 from ..crypto import Vault
 from ..db import db
 from ..models import Call, Contact
-from ..webhooks import error
+from ..errors import error
 from . import BadRequest, body, bp
 from .openapi import documented
 

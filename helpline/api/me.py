@@ -9,7 +9,7 @@ from .. import routing, softphone
 from ..auth import roles_required
 from ..db import db
 from ..models import Handler, utcnow
-from ..webhooks import error
+from ..errors import error
 from . import BadRequest, bp, body
 from .openapi import documented
 from .schemas import Me, OfferView, Presence, StatusChange, VoiceToken

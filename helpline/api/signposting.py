@@ -17,7 +17,7 @@ from ..auth import roles_required
 from ..db import db
 from ..models import CallEvent, utcnow
 from ..twilio_rest import TwilioUnavailable, gateway
-from ..webhooks import error
+from ..errors import error
 from . import BadRequest, body, bp
 from .contacts import call_or_404, vault
 from .openapi import documented

@@ -11,7 +11,7 @@ from .. import staff_sessions
 from ..auth import roles_required
 from ..db import db
 from ..models import User
-from ..webhooks import error
+from ..errors import error
 from . import bp
 from .openapi import documented
 
