@@ -54,7 +54,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
 
     from . import api, auth, connect, realtime, routing, twilio_rest, voice
     from . import audit, permissions, security
-    from .api import calls, me, openapi, queue, users  # noqa: F401 - their routes go on api.bp
+    from .api import audit as _audit, calls, me, openapi, queue, users  # noqa: F401 - their routes go on api.bp
     from . import risk, scheduler
     from . import health
     from .api import bookings, clinician, contacts, localities, questionnaires, signposting  # noqa: F401 - first contact, booking, the clinician's side, questionnaires, signposting
@@ -72,7 +72,6 @@ def create_app(overrides: Mapping[str, Any] | None = None, settings: Settings | 
     auth.csrf.exempt(voice.bp)  # Twilio signs its requests instead
     from . import voice_client  # POST /voice/client, the Voice URL of the softphones' TwiML App
     voice_client.init_app(app)
-    audit.init_app(app)
     connect.init_app(app)
     app.register_blueprint(api.bp)
     routing.init_app(app)

@@ -162,7 +162,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("api.summary", "GET"): {"supervisor": ANY},
     ("api.calls_csv", "GET"): {"supervisor": "any period (the export is audited)"},
     # -- admins: the audit log (users and keys are managed with the `helpline` command on the server)
-    ("audit.api_search", "GET"): {"admin": "the search itself is audited"},
+    ("api.audit_search", "GET"): {"admin": "the search itself is audited"},
     ("api.end_user_sessions", "POST"): {"admin": "any user (audited)"},
     # -- Twilio's webhooks: signed, never a console user
     ("voice.incoming", "POST"): WEBHOOK,

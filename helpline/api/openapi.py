@@ -69,7 +69,7 @@ def describe(app: Any) -> dict[str, Any]:
     components: dict[str, Any] = {"Error": ERROR_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda item: item.rule):
-        # Every route under /api/, whichever blueprint holds it (the admins' audit search has its own).
+        # Every route under /api/, whichever blueprint holds it.
         if not rule.rule.startswith(bp.url_prefix or "/api"):
             continue
         view = app.view_functions[rule.endpoint]
