@@ -35,8 +35,8 @@ from flask import g, has_request_context
 from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session, scoped_session
 
-from . import security
 from .db import is_postgresql
+from .masking import mask_personal
 from .models import AuditEntry, User, utcnow
 
 #: The hash before the first entry.
@@ -137,7 +137,7 @@ def _clean_detail(value: Any) -> Any:
         return repr(value)
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
-    return security.mask_personal(str(value))
+    return mask_personal(str(value))
 
 
 def record(
@@ -162,7 +162,7 @@ def record(
     if reason is None and action in _REASON_REQUIRED:
         raise AuditError(f"{action} needs a reason")
     if reason is not None:
-        reason = security.mask_personal(reason[:MAX_REASON])
+        reason = mask_personal(reason[:MAX_REASON])
     if isinstance(session, scoped_session):
         session = session()
     if not session.in_transaction():

@@ -25,6 +25,8 @@ from typing import Mapping
 from flask import Flask, Response, render_template, request
 from flask_login import current_user
 
+from . import audit
+from .auth import home_url, login_manager
 from .errors import error
 
 log = logging.getLogger(__name__)
@@ -222,8 +224,6 @@ def _forbidden(detail: str) -> Response | tuple[str, int]:
     """403 in the form the asker reads: JSON for the API, the "not your page" page for a browser."""
     if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
         return error(403, "forbidden", detail)
-    from .auth import home_url
-
     return render_template("forbidden.html", home=home_url()), 403
 
 
@@ -239,8 +239,6 @@ def gate() -> Response | tuple[str, int] | None:
     if TWILIO in access or ANONYMOUS in access:
         return None  # open to all, or signed by Twilio (the webhook blueprints check the signature)
     if not current_user.is_authenticated:
-        from .auth import login_manager
-
         return login_manager.unauthorized()
     if current_user.role not in access:
         return _forbidden(f"this needs the role {' or '.join(role for role in ROLES if role in access)}")
@@ -288,7 +286,5 @@ def _routes() -> list[tuple[str, str, str]]:
 def init_app(app: Flask) -> None:
     """Put the matrix's gate in front of every view (after the session check, so an ended session is
     nobody, and before the CSRF check, so nobody gets 401 whatever their token)."""
-    from . import audit
-
     audit.require_reason(READ_WITH_REASON)
     app.before_request(gate)

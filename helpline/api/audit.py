@@ -15,14 +15,16 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..auth import roles_required
 from ..db import db
-from . import BadRequest, bp
+from . import BadRequest, Routes
 from .openapi import documented
+
+routes = Routes()
 
 #: The query parameters the search takes.
 PARAMETERS = ("user", "action", "from", "to", "object", "before", "limit")
 
 
-@bp.get("/audit")
+@routes.get("/audit")
 @documented(responses={200: "{entries: [{seq, at, actor, action, object, reason, request_id, detail}], next_before}"},
             query={"user": "username or user id", "action": "an action, or a prefix ending in '.'",
                    "from": "YYYY-MM-DD or ISO 8601 instant", "to": "YYYY-MM-DD (inclusive) or ISO 8601 instant",

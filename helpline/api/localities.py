@@ -16,9 +16,11 @@ from .. import contacts
 from ..auth import roles_required
 from ..db import db
 from ..models import PROFESSIONS, AvailabilityException, Call, Clinician, Locality, Site
-from . import BadRequest, bp
+from . import BadRequest, Routes
 from .contacts import vault
 from .openapi import documented
+
+routes = Routes()
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -95,7 +97,7 @@ def caller_fields(call_id: int) -> dict[str, Any]:
     return contacts.details(vault(), contact) if contact else {}
 
 
-@bp.get("/localities")
+@routes.get("/localities")
 @documented(responses={200: "{localities: [{code, name}]}: England's 42 ICB areas, by name"},
             roles=("handler", "supervisor", "clinician", "admin"))
 @roles_required("handler", "supervisor", "clinician", "admin")
@@ -105,7 +107,7 @@ def list_localities() -> Response:
     return jsonify({"localities": [{"code": row.code, "name": row.name} for row in rows]})
 
 
-@bp.get("/sites")
+@routes.get("/sites")
 @documented(responses={200: "{sites: [{id, code, name, address, town, locality}]}"}, roles=("handler", "supervisor", "admin"),
             query={"locality": "an ICB code, to list one locality's sites"})
 @roles_required("handler", "supervisor", "admin")
@@ -123,7 +125,7 @@ def _hhmm(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
-@bp.get("/clinicians")
+@routes.get("/clinicians")
 @documented(responses={200: "{clinicians: [{id, name, profession, locality, sites, availability, exceptions}]}"},
             roles=("handler", "supervisor", "admin"),
             query={"locality": "the clinician's base locality", "profession": "psychiatrist, psychologist, addiction_specialist or therapist"})
@@ -161,7 +163,7 @@ def list_clinicians() -> Response:
     return jsonify({"clinicians": result})
 
 
-@bp.get("/clinicians/slots")
+@routes.get("/clinicians/slots")
 @documented(responses={200: "{slots: [{id, start, end, modality, locality, site, clinician}], excluded_workplace_locality, next_after, "
                             "urgent_until, from, to}"},
             roles=("handler", "supervisor"), query={

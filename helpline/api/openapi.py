@@ -15,7 +15,9 @@ from flask import Response, current_app, jsonify
 from pydantic import BaseModel
 
 from .. import permissions
-from . import bp
+from . import URL_PREFIX, Routes
+
+routes = Routes()
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -70,7 +72,7 @@ def describe(app: Any) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda item: item.rule):
         # Every route under /api/, whichever blueprint holds it.
-        if not rule.rule.startswith(bp.url_prefix or "/api"):
+        if not rule.rule.startswith(URL_PREFIX):
             continue
         view = app.view_functions[rule.endpoint]
         info = getattr(view, "openapi", None) or {}
@@ -126,7 +128,7 @@ def describe(app: Any) -> dict[str, Any]:
     }
 
 
-@bp.get("/openapi.json")
+@routes.get("/openapi.json")
 @documented(responses={200: "The OpenAPI document"})
 def openapi() -> Response:
     """This description of the console's JSON API (OpenAPI 3.1)."""
