@@ -14,8 +14,8 @@ Twilio signs its requests instead.
 from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, current_app
-from twilio.twiml.voice_response import VoiceResponse
 
+from .ivr import twiml
 from .webhooks import check_twilio_request
 
 bp = Blueprint("voice_client", __name__, url_prefix="/voice")
@@ -29,9 +29,7 @@ NOT_FROM_THE_CONSOLE = "The helpline console cannot place calls. Goodbye."
 def client() -> Response:
     """An outgoing call from a softphone: say that the console cannot place calls, and hang up."""
     twilio = current_app.config["HELPLINE"].twilio
-    response = VoiceResponse()
-    response.say(NOT_FROM_THE_CONSOLE, voice=twilio.voice, language=twilio.language)
-    response.hangup()
+    response = twiml.speak_and_hang_up(twiml.Voice(twilio.voice, twilio.language), NOT_FROM_THE_CONSOLE)
     return Response(str(response), mimetype="text/xml")
 
 
