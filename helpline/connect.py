@@ -36,6 +36,7 @@ from .softphone import handler_identity, supervisor_identity
 from .twilio_rest import NOT_FOUND, TwilioGateway, TwilioUnavailable, gateway
 from .errors import error, register_webhook_errors
 from .webhooks import CALL_SID, check_twilio_request, idempotent_twiml
+from .auth import csrf
 
 log = logging.getLogger(__name__)
 
@@ -717,8 +718,6 @@ def _join_later() -> VoiceResponse:
 
 def init_app(app: Flask) -> None:
     """Register the connect webhooks (signed by Twilio, so exempt from the console's CSRF check)."""
-    from .auth import csrf
-
     app.register_blueprint(bp)
     csrf.exempt(bp)
 

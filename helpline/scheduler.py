@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import lease
 from .db import make_engine
 from .models import utcnow
+from . import periodic
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,6 @@ class AppScheduler(BackgroundScheduler):
             return
 
         def gained() -> None:
-            from . import periodic
-
             self.resume()
             periodic.sync(self)
             # Reconcile with Twilio at once rather than a minute from now: what happened while no

@@ -17,6 +17,8 @@ from flask import Blueprint, Flask, Response, current_app
 
 from .ivr import twiml
 from .webhooks import check_twilio_request
+from . import permissions
+from .auth import csrf
 
 bp = Blueprint("voice_client", __name__, url_prefix="/voice")
 bp.before_request(check_twilio_request)
@@ -39,9 +41,6 @@ def init_app(app: Flask) -> None:
     The role matrix refuses any endpoint it does not list (fail closed); this route's line is added
     here, beside the route, as Twilio's (signed, no console user), the same access every webhook has.
     """
-    from . import permissions
-    from .auth import csrf
-
     app.register_blueprint(bp)
     csrf.exempt(bp)
     permissions.ROUTES.setdefault((f"{bp.name}.client", "POST"), permissions.WEBHOOK)
