@@ -63,12 +63,6 @@ def redirect_uri() -> str:
     return current_app.config["HELPLINE"].public_url + url_for("oidc.callback")
 
 
-def provider_name() -> str | None:
-    """The provider's name for the log-in page's button, or None when there is none configured."""
-    settings = current_app.config["HELPLINE"].oidc
-    return settings.provider_name if settings.enabled else None
-
-
 class Refused(Exception):
     """A sign-in through the provider that cannot go on: `cause` is audited, `message` shown."""
 

@@ -33,23 +33,22 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, has_request_context, request, session
+from flask import Flask, Response, current_app, g, has_request_context, request
 from sqlalchemy import func, select, update
 from werkzeug.routing import IntegerConverter
 from sqlalchemy.orm import Session
 
-from . import softphone
-from .models import LoginFailure, User, utcnow
-from . import audit
+from . import audit, softphone
 from .db import db
 from .errors import http_error
 from .masking import mask_personal
+from .models import LoginFailure, User, utcnow
 from .users import hash_password, password_matches
 from .webhooks import check_twilio_request
 
 log = logging.getLogger(__name__)
 
-# -- masking personal data in text -----------------------------------------------------------------
+# -- masking personal data in logs -----------------------------------------------------------------
 
 def _mask_record(record: logging.LogRecord) -> None:
     try:
