@@ -14,15 +14,17 @@ from typing import Iterator
 import click
 from flask import Flask
 
+from . import audit, create_app, keys, mfa, staff_sessions, subjects
+from .audit import Actor
 from .config import load_settings
+from .db import db, is_current
+from .models import User
+from .retention import purge_job
 
 
 @contextmanager
 def _service() -> Iterator[Flask]:
     """The app, in an app context, on an up-to-date database."""
-    from . import create_app
-    from .db import db, is_current
-
     settings = load_settings()
     if not is_current(settings.resolved_database_url):
         raise click.ClickException("the database is not up to date: run `helpline db upgrade` first")
@@ -45,9 +47,6 @@ def audit_group() -> None:
 @audit_group.command("verify")
 def audit_verify() -> None:
     """Check every entry's hash chain; name the first entry that does not fit (exit status 1)."""
-    from . import audit
-    from .db import db
-
     with _service():
         with db.transaction() as session:
             result = audit.verify(session)
@@ -69,9 +68,6 @@ def audit_verify() -> None:
 def audit_search(user: str | None, action: str | None, since: str | None, until: str | None,
                  object_: str | None, limit: int, as_json: bool) -> None:
     """Search the audit log, newest first."""
-    from . import audit
-    from .db import db
-
     with _service():
         with db.transaction() as session:
             user_id = None
@@ -122,9 +118,6 @@ def rotate_key(batch_size: int) -> None:
     Safe while the service runs and safe to run again; when it reports that every field opens with
     the newest key alone, the old key can be removed.
     """
-    from . import audit, keys
-    from .db import db
-
     with _service() as app:
         key_text = keys.resolve_keys(app.config["HELPLINE"])
         if len(keys.split_keys(key_text)) < 2:
@@ -161,8 +154,6 @@ def rotate_key(batch_size: int) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would be removed or anonymised now, and change nothing.")
 def purge_command(dry_run: bool) -> None:
     """Apply the retention periods now (the scheduler does this daily)."""
-    from .retention import purge_job
-
     with _service() as app:
         counts = purge_job(app, dry_run=dry_run)
     if dry_run:
@@ -187,8 +178,6 @@ def _with_who(command):  # type: ignore[no-untyped-def]
 
 
 def _find(session, key_text: str, numbers: tuple[str, ...], contact_ids: tuple[int, ...], reason: str):  # type: ignore[no-untyped-def]
-    from . import subjects
-
     if not numbers and not contact_ids:
         raise click.UsageError("name the person with --caller-number or --contact-id")
     if not reason.strip():
@@ -205,9 +194,6 @@ def _find(session, key_text: str, numbers: tuple[str, ...], contact_ids: tuple[i
 @_with_who
 def export_subject(numbers: tuple[str, ...], contact_ids: tuple[int, ...], reason: str) -> None:
     """Print, as JSON, everything held about a person (decrypted). Audited with the reason."""
-    from . import audit, keys, subjects
-    from .db import db
-
     with _service() as app:
         key_text = keys.resolve_keys(app.config["HELPLINE"])
         with db.transaction() as session:
@@ -223,9 +209,6 @@ def export_subject(numbers: tuple[str, ...], contact_ids: tuple[int, ...], reaso
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def erase_subject(numbers: tuple[str, ...], contact_ids: tuple[int, ...], reason: str, yes: bool) -> None:
     """Erase a person's personal data everywhere, keeping anonymous statistics. Audited with the reason."""
-    from . import audit, keys, subjects
-    from .db import db
-
     with _service() as app:
         key_text = keys.resolve_keys(app.config["HELPLINE"])
         with db.transaction() as session:
@@ -251,8 +234,6 @@ def erase_subject(numbers: tuple[str, ...], contact_ids: tuple[int, ...], reason
 def _user_named(session, name: str):  # type: ignore[no-untyped-def]
     from sqlalchemy import select
 
-    from .models import User
-
     user = session.scalar(select(User).where(User.username == name.strip().lower()))
     if user is None:
         raise click.ClickException(f"no user named {name!r}")
@@ -263,10 +244,6 @@ def _user_named(session, name: str):  # type: ignore[no-untyped-def]
 @click.argument("name")
 def sign_out_everywhere(name: str) -> None:
     """End every session of user NAME (a lost laptop, someone leaving); their consoles close too."""
-    from . import staff_sessions
-    from .audit import Actor
-    from .db import db
-
     with _service():
         with db.transaction() as session:
             user = _user_named(session, name)
@@ -279,9 +256,6 @@ def sign_out_everywhere(name: str) -> None:
 def reset_mfa(name: str) -> None:
     """Remove user NAME's second factor and recovery codes (a lost phone and lost codes): they set it
     up again at their next log-in. Their sessions end."""
-    from . import audit, mfa, staff_sessions
-    from .db import db
-
     with _service():
         with db.transaction() as session:
             user = _user_named(session, name)

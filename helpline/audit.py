@@ -31,16 +31,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from flask import Blueprint, Flask, Response, g, has_request_context, jsonify, request
+from flask import g, has_request_context
 from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session, scoped_session
 
-from . import security
 from .db import is_postgresql
-from .api import query_problems
-from .api.openapi import documented, whole_number
+from .masking import mask_personal
 from .models import AuditEntry, User, utcnow
-from .webhooks import error
 
 #: The hash before the first entry.
 GENESIS = "0" * 64
@@ -140,7 +137,7 @@ def _clean_detail(value: Any) -> Any:
         return repr(value)
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
-    return security.mask_personal(str(value))
+    return mask_personal(str(value))
 
 
 def record(
@@ -165,7 +162,7 @@ def record(
     if reason is None and action in _REASON_REQUIRED:
         raise AuditError(f"{action} needs a reason")
     if reason is not None:
-        reason = security.mask_personal(reason[:MAX_REASON])
+        reason = mask_personal(reason[:MAX_REASON])
     if isinstance(session, scoped_session):
         session = session()
     if not session.in_transaction():
@@ -391,95 +388,3 @@ def iter_all(session: Session, batch: int = 1000) -> Iterator[AuditEntry]:
             return
         yield from rows
         after = rows[-1].seq
-
-
-# -- the admins' API --------------------------------------------------------------------------------
-
-bp = Blueprint("audit", __name__, url_prefix="/api")
-
-
-@bp.before_request
-def _plain_query() -> Response | None:
-    """The API's rule for query strings (helpline/api): no control characters."""
-    problems = query_problems()
-    return error(400, "invalid", problems) if problems else None
-
-
-@bp.get("/audit")
-@documented(responses={200: "{entries: [{seq, at, actor, action, object, reason, request_id, detail}], next_before}"},
-            query={"user": "username or user id", "action": ("an action, or a prefix ending in '.'", {
-                       "type": "string", "maxLength": 64, "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\.?$"}),
-                   "from": ("YYYY-MM-DD or ISO 8601 instant", {"anyOf": [{"type": "string", "format": "date"},
-                                                                          {"type": "string", "format": "date-time"}]}),
-                   "to": ("YYYY-MM-DD (inclusive) or ISO 8601 instant", {"anyOf": [{"type": "string", "format": "date"},
-                                                                                    {"type": "string", "format": "date-time"}]}),
-                   "object": "type or type:id", "before": whole_number("next_before of the previous page", 0, 10**12 - 1),
-                   "limit": whole_number("entries, 1 to 500 (default 100)", 1, 500)})
-def api_search() -> Response:
-    """Search the audit log (admins): ?user=&action=&from=&to=&object=type[:id]&before=&limit=."""
-    from flask_login import current_user
-
-    from .auth import login_manager
-    from .db import db
-
-    if not current_user.is_authenticated:
-        return login_manager.unauthorized()
-    if current_user.role != "admin":
-        return error(403, "forbidden", "this needs the role admin")
-    args = request.args
-    try:
-        filters = _filters_from(db.session, args)
-    except ValueError as exc:
-        return error(400, "invalid", str(exc))
-    entries = search(db.session, filters)
-    record(db.session, current_user, "audit.search", filters={key: args[key][:64] for key in sorted(args)})
-    db.session.commit()
-    next_before = entries[-1].seq if len(entries) == filters.limit else None
-    return jsonify({"entries": [as_dict(entry) for entry in entries], "next_before": next_before})
-
-
-def _filters_from(session: Session, args: Any) -> Filters:
-    """Parse the API's query string into Filters; ValueError says what is wrong."""
-    known = {"user", "action", "from", "to", "object", "before", "limit"}
-    unknown = sorted(set(args) - known)
-    if unknown:
-        raise ValueError(f"unknown parameter {unknown[0][:40]!r}")
-    user_id = None
-    if args.get("user"):
-        user_id = user_id_for(session, args["user"][:64])
-        if user_id is None:
-            user_id = -1  # no such user: matches nothing, and says nothing about who exists
-    action = args.get("action") or None
-    if action is not None and (len(action) > 64 or not ACTION.match(action.rstrip("."))):
-        raise ValueError("action must be dotted lower-case words (end with '.' to match a prefix)")
-    object_type = object_id = None
-    if args.get("object"):
-        object_type, _, object_id = args["object"][:100].partition(":")
-        object_id = object_id or None
-    limit = _int(args.get("limit"), "limit", 100)
-    if not 1 <= limit <= 500:
-        raise ValueError("limit must be between 1 and 500")
-    before = _int(args.get("before"), "before", None) if args.get("before") else None
-    return Filters(
-        user_id=user_id,
-        action=action,
-        since=parse_when(args["from"]) if args.get("from") else None,
-        until=parse_when(args["to"], end_of_day=True) if args.get("to") else None,
-        object_type=object_type or None,
-        object_id=object_id,
-        before_seq=before,
-        limit=limit,
-    )
-
-
-def _int(value: str | None, name: str, default: int | None) -> Any:
-    if value is None or value == "":
-        return default
-    if not value.isdigit() or len(value) > 12:
-        raise ValueError(f"{name} must be a whole number")
-    return int(value)
-
-
-def init_app(app: Flask) -> None:
-    """The admins' search API."""
-    app.register_blueprint(bp)

@@ -24,10 +24,12 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from . import mfa, security
+from . import audit, mfa, security, staff_sessions
 from .db import db
+from .errors import error
 from .models import User, utcnow
-from .webhooks import error
+from .staff_sessions import SessionUser
+from .users import UserError, password_matches, set_password
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
@@ -37,23 +39,6 @@ csrf = CSRFProtect()
 HOME = {"handler": "console.handler", "supervisor": "console.supervisor", "clinician": "console.clinician", "admin": "console.account"}
 
 F = TypeVar("F", bound=Callable[..., object])
-
-
-class SessionUser:
-    """The logged-in user as Flask-Login sees them: an id and a role, nothing personal."""
-
-    def __init__(self, user: User):
-        self.id = user.id
-        self.username = user.username
-        self.display_name = user.display_name
-        self.role = user.role
-        self.is_active = user.active
-        self.is_authenticated = True
-        self.is_anonymous = False
-
-    def get_id(self) -> str:
-        """The session key for this user."""
-        return str(self.id)
 
 
 @login_manager.user_loader
@@ -163,9 +148,9 @@ def login() -> Response | str:
         minutes = _settings().security.session_idle_minutes
         message = (f"Your session has ended: it was unused for {minutes} minutes, or you logged out elsewhere. "
                    "Please log in again.")
-    from .oidc import provider_name
-
-    return render_template("login.html", form=form, message=message, provider=provider_name()), status  # type: ignore[return-value]
+    oidc = _settings().oidc  # the identity provider's button, when one is configured (oidc.py)
+    provider = oidc.provider_name if oidc.enabled else None
+    return render_template("login.html", form=form, message=message, provider=provider), status  # type: ignore[return-value]
 
 
 def begin_second_step(user: User, first: str, next_url: str | None) -> None:
@@ -186,8 +171,6 @@ def finish_login(user: User, method: str, next_url: str | None, **detail: Any) -
     """Every factor has passed: start a fresh session (a new cookie session and CSRF token, a new
     server-side record), audit the log-in (with `detail`), and mark this browser as one the user logs
     in from."""
-    from . import audit, staff_sessions
-
     user.failed_logins = 0
     user.locked_until = None
     staff_sessions.start(db.session, user, method)
@@ -215,8 +198,6 @@ def _pending_user() -> User | None:
 def _second_factor_failed(user: User, cause: str) -> tuple[str, int]:
     """A wrong code counts as a failed log-in of the account (so codes cannot be guessed faster than
     passwords), and is audited. Returns the message and status to show."""
-    from . import audit
-
     actor = audit.Actor(user.id, user.role)
     security.count_failure(db.session, user, actor)
     audit.record(db.session, actor, "auth.mfa_failed", "user", user.id, cause=cause, address=security.client_address())
@@ -229,8 +210,6 @@ def _second_factor_failed(user: User, cause: str) -> tuple[str, int]:
 @bp.route("/login/verify", methods=["GET", "POST"])
 def verify() -> Response | str:
     """The second step of a log-in: a code from the authenticator app, or a recovery code."""
-    from . import audit
-
     user = _pending_user()
     if user is None:
         return redirect(url_for("auth.login"))
@@ -255,18 +234,14 @@ def verify() -> Response | str:
         message, status = _second_factor_failed(user, "code")
     elif request.method == "POST":
         message, status = "Please type the code.", 400
-    from .security_keys import keys_of
-
     return render_template("verify.html", form=form, message=message,  # type: ignore[return-value]
-                           has_key=bool(keys_of(user.id))), status
+                           has_key=bool(mfa.keys_of(user.id))), status
 
 
 @bp.route("/login/enrol", methods=["GET", "POST"])
 def enrol() -> Response | str:
     """Set up the second factor: at the first log-in (the password has passed, the code is next),
     or from the account page of someone logged in without one."""
-    from . import audit
-
     user = db.session.get(User, current_user.id) if current_user.is_authenticated else _pending_user()
     if user is None:
         return redirect(url_for("auth.login"))
@@ -305,8 +280,6 @@ def enrol() -> Response | str:
 @bp.post("/logout")
 def logout() -> Response:
     """End the session: its server-side record too, so that no copy of the cookie works afterwards."""
-    from . import staff_sessions
-
     if current_user.is_authenticated:
         staff_sessions.logout(db.session)
         db.session.commit()
@@ -317,14 +290,12 @@ def logout() -> Response:
 
 def _account_page(password_form: PasswordChangeForm | None = None, message: str | None = None,
                   notice: str | None = None, status: int = 200) -> tuple[str, int]:
-    from . import security_keys, staff_sessions
-
     user = db.session.get(User, current_user.id)
     return render_template("account.html", password_form=password_form or PasswordChangeForm(), message=message,
                            notice=notice, enrolled=mfa.enrolled(user),
                            codes_left=mfa.recovery_codes_left(db.session, user) if mfa.enrolled(user) else 0,
                            sessions=staff_sessions.open_sessions(db.session, user.id),
-                           security_keys=security_keys.keys_of(user.id),
+                           security_keys=mfa.keys_of(user.id),
                            require_mfa=_settings().security.require_mfa), status
 
 
@@ -338,9 +309,6 @@ def account_page() -> tuple[str, int]:
 def change_password() -> Response | tuple[str, int]:
     """Change your own password: the current one first; every other session of yours ends, and this
     one starts afresh."""
-    from . import audit, staff_sessions
-    from .users import UserError, password_matches, set_password
-
     form = PasswordChangeForm()
     if not form.validate_on_submit():
         return _account_page(form, "Please fill in all three password fields.", status=400)
@@ -371,8 +339,6 @@ def change_password() -> Response | tuple[str, int]:
 @login_required_page
 def renew_recovery_codes() -> Response | tuple[str, int]:
     """New recovery codes (the old ones stop working), on a current code from the authenticator app."""
-    from . import audit
-
     user = db.session.get(User, current_user.id)
     form = CodeForm()
     if not mfa.enrolled(user):
@@ -391,8 +357,6 @@ def renew_recovery_codes() -> Response | tuple[str, int]:
 @login_required_page
 def end_other_sessions() -> Response | tuple[str, int]:
     """End every session of yours but this one (a browser left logged in somewhere else)."""
-    from . import staff_sessions
-
     record = staff_sessions.current_record(db.session, session)
     ended = staff_sessions.revoke_all(db.session, current_user.id, "signed_out_elsewhere", keep=record)
     db.session.commit()
@@ -419,12 +383,6 @@ def init_app(app: Flask) -> None:
     login_manager.init_app(app)
     csrf.init_app(app)
     app.register_blueprint(bp)
-    from . import oidc
-
-    oidc.init_app(app)  # sign-in through an identity provider: its routes, and its client when configured
-    from . import security_keys
-
-    security_keys.init_app(app)  # security keys as the second factor (its API routes go on the API blueprint)
 
     @app.errorhandler(CSRFError)
     def _csrf_failed(exc: CSRFError) -> Response:

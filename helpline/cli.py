@@ -27,7 +27,6 @@ class _Commands(click.Group):
     LAZY = {
         "emulator": (".emulator.cli", "emulator"),
         "simulate-call": (".emulator.cli", "simulate_call"),
-        "scheduler": (".scheduler", "scheduler_command"),
         "bench": (".bench.cli", "bench_command"),
         "twilio": (".twilio_setup", "twilio_group"),  # setup and check a real Twilio account
         # audit, rotate-key, purge, export-/erase-subject
@@ -171,6 +170,35 @@ def create_user_command(name: str, role: str, password_stdin: bool, display_name
     finally:
         database.dispose()
     click.echo(f"created {role} {name.strip().lower()}")
+
+
+@cli.command("scheduler")
+def scheduler_command() -> None:
+    """Run the reminder scheduler in the foreground (with several `serve` processes, run exactly one)."""
+    import signal
+    import time
+
+    # Here, not at the top: `helpline serve`'s gunicorn master imports this module and should not
+    # carry the app or the scheduler (see _Commands).
+    from . import create_app
+    from .db import is_current
+    from .scheduler import shutdown, start
+
+    settings = load_settings()
+    if not is_current(settings.resolved_database_url):
+        raise click.ClickException("the database is not up to date: run `helpline db upgrade` first")
+    app = create_app(settings=settings)
+    # A service manager stops us with SIGTERM: leave through `finally`, letting a running job finish.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
+    start(app)
+    click.echo("helpline scheduler running; press Ctrl+C to stop")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shutdown(app)
 
 
 @cli.command("seed-demo")

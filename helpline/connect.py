@@ -23,18 +23,20 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, url_for
 from sqlalchemy import case, literal, select, update
-from twilio.twiml.voice_response import Conference, Dial, VoiceResponse
-from werkzeug.exceptions import HTTPException
+from twilio.twiml.voice_response import VoiceResponse
 
 from . import audit, routing
 from .contacts import latest_voicemail_choice
 from .db import commit_with, db, is_postgresql
 from .deferred import keep_for_replay
-from .ivr.engine import Interpreter
+from .ivr import twiml
+from .ivr.engine import APOLOGY, Interpreter
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
 from .softphone import handler_identity, supervisor_identity
 from .twilio_rest import NOT_FOUND, TwilioGateway, TwilioUnavailable, gateway
-from .webhooks import CALL_SID, check_twilio_request, error, idempotent_twiml
+from .errors import error, register_webhook_errors
+from .webhooks import CALL_SID, check_twilio_request, idempotent_twiml
+from .auth import csrf
 
 log = logging.getLogger(__name__)
 
@@ -405,35 +407,23 @@ def join(call_id: int, call_sid: str) -> str:
     """
     entry = _entry(call_id)
     call = db.session.get(Call, call_id)
-    response = VoiceResponse()
     interpreter = _interpreter()
     voice = interpreter.voice
     if entry is None or call is None or (entry.kind == "live" and call_sid != call.call_sid):
-        response.hangup()
-        return str(response)
+        return str(twiml.hang_up())
     if entry.state not in ("connecting", "answered"):
         if entry.kind == "live" and entry.state in routing.IN_LINE:
             step = interpreter.queue_step().name
-            response.redirect(url_for("voice.step", name=step, n=len(call.ivr_path), requeued=call_sid), method="POST")
-        else:
-            voice.say(response, "Sorry, we could not connect this call. Goodbye.")
-            response.hangup()
-        return str(response)
+            return str(twiml.redirect(url_for("voice.step", name=step, n=len(call.ivr_path), requeued=call_sid)))
+        return str(twiml.speak_and_hang_up(voice, "Sorry, we could not connect this call. Goodbye."))
+    greeting = None
     if entry.kind == "callback":
         if request.form.get("AnsweredBy", "") in NOT_A_PERSON:
-            _reached_voicemail(entry, call, response)
-            return str(response)
-        voice.say(response, f"This is {interpreter.settings.service.name}, returning your call. Connecting you now.")
-    dial = Dial()
-    room = Conference(
-        conference_name(call_id), start_conference_on_enter=False, end_conference_on_exit=True, beep=False,
-        wait_url=interpreter.music_url(), wait_method="GET",
-        status_callback=url_for("connect.conference", call_id=call_id), status_callback_method="POST",
-        status_callback_event="start end join leave",
-    )
-    dial.append(room)
-    response.append(dial)
-    return str(response)
+            message = _reached_voicemail(entry, call)
+            return str(twiml.speak_and_hang_up(voice, message) if message else twiml.hang_up())
+        greeting = f"This is {interpreter.settings.service.name}, returning your call. Connecting you now."
+    return str(twiml.join_conference(voice, greeting, conference_name(call_id), interpreter.music_url(),
+                                     url_for("connect.conference", call_id=call_id)))
 
 
 def voicemail_safe(call: Call) -> bool:
@@ -448,22 +438,21 @@ def voicemail_safe(call: Call) -> bool:
     return (call.answers or {}).get("safe_for_voicemail") is True
 
 
-def _reached_voicemail(entry: QueueEntry, call: Call, response: VoiceResponse) -> None:
-    """A callback reached a machine: end it (with a short message only if the caller said that is safe),
-    free the handler, and leave the callback in line for a later try."""
+def _reached_voicemail(entry: QueueEntry, call: Call) -> str | None:
+    """A callback reached a machine: free the handler and leave the callback in line for a later try.
+    Returns the short message to leave before hanging up, only if the caller said that is safe."""
     session = db.session
     locked = routing.lock_entry(session, entry.call_id)
     handler_leg = locked.handler_leg_sid if locked is not None else None
     if locked is not None and locked.state in ("connecting", "answered"):
         session.add(CallEvent(call_id=entry.call_id, kind="callback_voicemail", detail={"message_left": voicemail_safe(call)}))
         routing.callback_unanswered(session, locked, _holder(locked), "machine", utcnow())
+    message = None
     if voicemail_safe(call):
-        interpreter = _interpreter()
-        interpreter.voice.say(response, f"This is {interpreter.settings.service.name}, returning your call. "
-                                        "We will try again later.")
-    response.hangup()
+        message = f"This is {_interpreter().settings.service.name}, returning your call. We will try again later."
     commit_with(session)
     _hang_up_quietly(gateway(), handler_leg)
+    return message
 
 
 def _status_sid() -> str | Response:
@@ -700,18 +689,12 @@ def caller_leg(call_id: int) -> Response:
     return Response(status=204)
 
 
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    return error(exc.code or 400, exc.name.lower().replace(" ", "_"), exc.description)
-
-
 #: The status callbacks here (Twilio never retries one).
 STATUS_CALLBACKS = ("connect.conference", "connect.handler_leg", "connect.caller_leg")
 #: Tries of the caller's join with an apology before they hear hold music between tries.
 JOIN_APOLOGIES = 3
 
 
-@bp.errorhandler(Exception)
 def _unexpected(exc: Exception) -> Response:
     """A fault of ours (the database away), never answered with a stack trace, nor so as to lose the call.
 
@@ -733,12 +716,12 @@ def _unexpected(exc: Exception) -> Response:
     return error(500, "internal_error", "please retry")
 
 
+register_webhook_errors(bp, _unexpected)
+
+
 def _join_later() -> VoiceResponse:
     """TwiML that keeps the caller on the line and fetches their join again."""
     from urllib.parse import urlencode
-
-    from .ivr import twiml
-    from .ivr.engine import APOLOGY
 
     tries = request.args.get("retry", "0")
     done = int(tries) if tries.isdigit() else 0
@@ -746,16 +729,11 @@ def _join_later() -> VoiceResponse:
     interpreter = _interpreter()
     if done < JOIN_APOLOGIES:
         return twiml.retry_later(interpreter.voice, APOLOGY, url)
-    response = VoiceResponse()
-    response.play(interpreter.music_url())
-    response.redirect(url, method="POST")
-    return response
+    return twiml.music_then_redirect(interpreter.music_url(), url)
 
 
 def init_app(app: Flask) -> None:
     """Register the connect webhooks (signed by Twilio, so exempt from the console's CSRF check)."""
-    from .auth import csrf
-
     app.register_blueprint(bp)
     csrf.exempt(bp)
 

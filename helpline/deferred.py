@@ -28,6 +28,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .models import utcnow
+from .db import db
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,6 @@ class Deferred:
     def replay(self, item: Pending) -> bool:
         """Run the callback's view again; True when it went through (or failed for another reason than
         the database, which a replay would not mend), False while the database is still away."""
-        from .db import db
-
         view = self.app.view_functions.get(item.endpoint)
         if view is None:
             return True

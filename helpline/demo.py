@@ -17,6 +17,7 @@ from .config import Settings
 from .db import Database
 from .reference_data import load_demo_services
 from .users import create_user
+from .models import User
 
 DEMO_USERS = (
     ("handler", "handler", "Alex (handler)"),
@@ -29,8 +30,6 @@ DEMO_USERS = (
 
 def seed_demo(settings: Settings) -> list[str]:
     """Seed an empty database; either way, return lines describing the demo log-ins."""
-    from .models import User
-
     logins_file = Path(settings.instance_path) / "demo-logins.json"
     database = Database()
     database.configure(settings.resolved_database_url)

@@ -21,6 +21,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from sqlalchemy import text
 
 from .db import db
+from .realtime import subscription_state
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ def healthz() -> tuple[Response, int]:
     checks: dict[str, Any] = {"database": _database()}
     redis_url = current_app.config["HELPLINE"].redis_url
     if redis_url:
-        from .realtime import subscription_state
-
         # The live subscription once this process listens (`helpline serve` does from start-up).
         checks["redis"] = subscription_state() or _redis(redis_url)
     healthy = all(value == "ok" for value in checks.values())

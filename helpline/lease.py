@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from .db import is_postgresql
 from .models import JobRun, SchedulerLease, utcnow
 from .retention import retention_rule
+from .db import db
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,6 @@ def run_claimed(transaction: Callable[[], contextlib.AbstractContextManager[Sess
     events = run_job(job, jobstore_alias, mine, logger_name)
     # End the job's own session first: on SQLite an open transaction of it would hold the write
     # lock that recording the run needs, in this same thread.
-    from .db import db
-
     db.session.remove()
     for event in events:
         with transaction() as session:

@@ -21,6 +21,7 @@ import pyotp
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from .db import db
 from .models import RecoveryCode, SecurityKey, User, utcnow
 
 #: How many recovery codes a user holds.
@@ -131,3 +132,8 @@ def reset(session: Session, user: User) -> None:
     user.totp_last_step = None
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     session.execute(delete(SecurityKey).where(SecurityKey.user_id == user.id))
+
+
+def keys_of(user_id: int) -> list[SecurityKey]:
+    """A user's security keys, oldest first (security_keys.py registers and checks them)."""
+    return list(db.session.scalars(select(SecurityKey).where(SecurityKey.user_id == user_id).order_by(SecurityKey.id)))

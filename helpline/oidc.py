@@ -31,6 +31,8 @@ from flask import Blueprint, Flask, Response, current_app, redirect, render_temp
 from flask_login import current_user
 from sqlalchemy import select
 
+from . import audit, auth, mfa, security
+from .auth import _safe_next, home_url
 from .db import db
 from .models import User, utcnow
 
@@ -61,12 +63,6 @@ def redirect_uri() -> str:
     return current_app.config["HELPLINE"].public_url + url_for("oidc.callback")
 
 
-def provider_name() -> str | None:
-    """The provider's name for the log-in page's button, or None when there is none configured."""
-    settings = current_app.config["HELPLINE"].oidc
-    return settings.provider_name if settings.enabled else None
-
-
 class Refused(Exception):
     """A sign-in through the provider that cannot go on: `cause` is audited, `message` shown."""
 
@@ -82,11 +78,7 @@ def start() -> Response | tuple[str, int]:
     if client is None:
         return render_template("oidc_refused.html", message="Signing in through an identity provider is not set up here."), 404
     if current_user.is_authenticated:
-        from .auth import home_url
-
         return redirect(home_url())
-    from .auth import _safe_next
-
     next_url = _safe_next()
     if next_url:
         session[NEXT_KEY] = next_url
@@ -105,8 +97,6 @@ def start() -> Response | tuple[str, int]:
 def callback() -> Response | tuple[str, int]:
     """The provider sent the browser back: check everything, then log in (or ask for the helpline's
     second factor, or refuse with a page that says why)."""
-    from . import audit, security
-
     client = _client()
     if client is None:
         return render_template("oidc_refused.html", message="Signing in through an identity provider is not set up here."), 404
@@ -236,8 +226,6 @@ def provider_second_factor(claims: dict[str, Any]) -> bool:
 
 def _log_in(user: User, claims: dict[str, Any], next_url: str | None) -> Response:
     """Bind the subject, then log in, or go on to the helpline's own second factor."""
-    from . import audit, auth, mfa
-
     settings = _settings()
     if user.oidc_subject is None or user.oidc_issuer != settings.issuer:
         user.oidc_issuer, user.oidc_subject = settings.issuer, str(claims["sub"])[:255]

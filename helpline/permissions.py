@@ -25,7 +25,9 @@ from typing import Mapping
 from flask import Flask, Response, render_template, request
 from flask_login import current_user
 
-from .webhooks import error
+from . import audit
+from .auth import home_url, login_manager
+from .errors import error
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +188,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("api.summary", "GET"): {"supervisor": ANY},
     ("api.calls_csv", "GET"): {"supervisor": "any period (the export is audited)"},
     # -- admins: the audit log (users and keys are managed with the `helpline` command on the server)
-    ("audit.api_search", "GET"): {"admin": "the search itself is audited"},
+    ("api.audit_search", "GET"): {"admin": "the search itself is audited"},
     ("api.end_user_sessions", "POST"): {"admin": "any user (audited)"},
     # -- Twilio's webhooks: signed, never a console user
     ("voice.incoming", "POST"): WEBHOOK,
@@ -246,8 +248,6 @@ def _forbidden(detail: str) -> Response | tuple[str, int]:
     """403 in the form the asker reads: JSON for the API, the "not your page" page for a browser."""
     if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
         return error(403, "forbidden", detail)
-    from .auth import home_url
-
     return render_template("forbidden.html", home=home_url()), 403
 
 
@@ -263,8 +263,6 @@ def gate() -> Response | tuple[str, int] | None:
     if TWILIO in access or ANONYMOUS in access:
         return None  # open to all, or signed by Twilio (the webhook blueprints check the signature)
     if not current_user.is_authenticated:
-        from .auth import login_manager
-
         return login_manager.unauthorized()
     if current_user.role not in access:
         return _forbidden(f"this needs the role {' or '.join(role for role in ROLES if role in access)}")
@@ -312,7 +310,5 @@ def _routes() -> list[tuple[str, str, str]]:
 def init_app(app: Flask) -> None:
     """Put the matrix's gate in front of every view (after the session check, so an ended session is
     nobody, and before the CSRF check, so nobody gets 401 whatever their token)."""
-    from . import audit
-
     audit.require_reason(READ_WITH_REASON)
     app.before_request(gate)

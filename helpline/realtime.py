@@ -46,7 +46,7 @@ import socketio as python_socketio
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from . import presence, routing, security
+from . import presence, routing, security, staff_sessions
 from .db import db
 from .events import Coalescer
 from .models import Handler, utcnow
@@ -154,8 +154,6 @@ def expire_idle_sockets(app: Flask) -> list[str]:
 def close_ended_sessions(app: Flask) -> list[str]:
     """Close this process's connections whose log-in session has ended (revoked, idle or past its
     absolute limit) since they were opened; returns their ids. One query for all of them."""
-    from . import staff_sessions
-
     leases: SocketLeases = app.extensions[LEASES]
     held = leases.sessions()
     if not held:
@@ -170,8 +168,6 @@ def close_ended_sessions(app: Flask) -> list[str]:
 
 
 def _session_hash() -> str:
-    from . import staff_sessions
-
     token = login_session.get(staff_sessions.TOKEN_KEY)
     return staff_sessions.token_hash(token) if isinstance(token, str) else ""
 
@@ -183,9 +179,7 @@ class ConsoleNamespace(Namespace):
         """Refuse strangers and idle sessions; join the rooms; send the current state back (so a reconnect restores it)."""
         if not current_user.is_authenticated or current_user.role not in ROLES:
             raise ConnectionRefusedError("login_required")
-        # The handshake does not pass through the HTTP session check (security.py), so it is made here.
-        from . import staff_sessions
-
+        # The handshake does not pass through the HTTP session check (staff_sessions.py), so it is made here.
         record, _ended = staff_sessions.check(db.session, login_session, touch=False)
         db.session.commit()
         if record is None:
@@ -218,8 +212,6 @@ class ConsoleNamespace(Namespace):
 
     def on_heartbeat(self, data: Any = None) -> dict[str, bool]:
         """The console is in use (a handler on duty): renew the connection's lease, or end it if it ran out."""
-        from . import staff_sessions
-
         sid: str = request.sid  # type: ignore[attr-defined]
         hashed = _session_hash()
         with db.transaction() as session:

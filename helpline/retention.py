@@ -27,12 +27,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app
 from sqlalchemy import String, cast, delete, literal, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
+from . import audit
 from .config import Settings
+from .db import db
 from .models import Call, CallEvent, LoginFailure, PublicSubmission, QueueEntry, WebhookReply, utcnow
 
 log = logging.getLogger(__name__)
@@ -157,8 +159,6 @@ def _public_submissions(session: Session, now: dt.datetime, settings: Settings) 
 def purge(session: Session, now: dt.datetime | None = None, settings: Settings | None = None,
           only: Iterable[str] | None = None) -> dict[str, int]:
     """Apply every rule (or those named in `only`) in `session`; the caller commits. Returns counts by rule."""
-    from . import audit
-
     now = now or utcnow()
     settings = settings or current_app.config["HELPLINE"]
     wanted = set(only) if only is not None else None
@@ -175,19 +175,13 @@ def purge(session: Session, now: dt.datetime | None = None, settings: Settings |
 def purge_job(app: Flask | None = None, dry_run: bool = False) -> dict[str, int]:
     """The scheduler's daily job: each rule in its own short transaction, so webhooks never wait long.
 
-    Uses the current app, or `app`, or builds one from the configuration (a separate scheduler
-    process); building the app is also what registers every area's rules. With `dry_run`, each
+    Uses `app`, or the current app (the scheduler runs every job inside its app's context): an app
+    built by `create_app`, which is also what registers every area's rules. With `dry_run`, each
     rule's transaction is rolled back: the counts say what the purge would remove or anonymise now,
     and nothing changes (nor is anything audited).
     """
-    if app is None and has_app_context():
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
     if app is None:
-        from . import create_app
-
-        app = create_app()
-    from .db import db
-
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
     with app.app_context():
         settings = app.config["HELPLINE"]
         totals: dict[str, int] = {}

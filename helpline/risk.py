@@ -21,6 +21,7 @@ from .crypto import Vault
 from .db import db
 from .events import announce
 from .models import RISK_LEVELS, Call, CallEvent, RiskScreen, utcnow
+from .realtime import socketio
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,6 @@ def latest(session: Session, vault: Vault, call_id: int) -> Optional[dict[str, A
 
 
 def _emit_alert(**alert: Any) -> None:
-    from .realtime import socketio
-
     socketio.emit("alert", alert, to="supervisors", namespace="/console")
 
 

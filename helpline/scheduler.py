@@ -23,14 +23,10 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import logging
-import signal
-import sys
 import threading
-import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-import click
 from apscheduler.executors.base import run_job
 from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -44,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import lease
 from .db import make_engine
 from .models import utcnow
+from . import periodic
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +114,6 @@ class AppScheduler(BackgroundScheduler):
             return
 
         def gained() -> None:
-            from . import periodic
-
             self.resume()
             periodic.sync(self)
             # Reconcile with Twilio at once rather than a minute from now: what happened while no
@@ -208,27 +203,3 @@ def shutdown(app: Flask, wait: bool = True) -> None:
     with _lock:
         if instance.state in (STATE_RUNNING, STATE_PAUSED):
             instance.shutdown(wait=wait)
-
-
-@click.command("scheduler")
-def scheduler_command() -> None:
-    """Run the reminder scheduler in the foreground (with several `serve` processes, run exactly one)."""
-    from . import create_app
-    from .config import load_settings
-    from .db import is_current
-
-    settings = load_settings()
-    if not is_current(settings.resolved_database_url):
-        raise click.ClickException("the database is not up to date: run `helpline db upgrade` first")
-    app = create_app(settings=settings)
-    # A service manager stops us with SIGTERM: leave through `finally`, letting a running job finish.
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
-    start(app)
-    click.echo("helpline scheduler running; press Ctrl+C to stop")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        shutdown(app)

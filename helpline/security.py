@@ -33,45 +33,22 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, has_request_context, request, session
+from flask import Flask, Response, current_app, g, has_request_context, request
 from sqlalchemy import func, select, update
 from werkzeug.routing import IntegerConverter
 from sqlalchemy.orm import Session
 
-from . import softphone
+from . import audit, softphone
+from .db import db
+from .errors import http_error
+from .masking import mask_personal
 from .models import LoginFailure, User, utcnow
-from .phone import mask
+from .users import hash_password, password_matches
+from .webhooks import check_twilio_request
 
 log = logging.getLogger(__name__)
 
-# -- masking personal data in text -----------------------------------------------------------------
-
-#: 9 to 15 digits, optionally after + (or its URL encoding), with up to two separators between digits:
-#: +44 7911 123456, 07911-123-456, (020) 7946 0958, %2B447911123456. Not inside a longer word, so call
-#: SIDs and other hex identifiers are left alone.
-_PHONE = re.compile(r"(?<![\w+%])(?:\+|%2[Bb])?\(?\d(?:[\s().-]{0,2}\d){8,14}(?!\w)")
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-#: Digit runs that are not phone numbers and are worth keeping legible in logs.
-_NOT_A_NUMBER = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2})?|\d{1,3}(?:\.\d{1,3}){3}")
-
-
-def _mask_phone(match: re.Match[str]) -> str:
-    text = match.group(0)
-    if _NOT_A_NUMBER.fullmatch(text):
-        return text
-    return mask("+" + re.sub(r"\D", "", text))
-
-
-def mask_personal(text: str) -> str:
-    """`text` with anything that looks like a phone number or email address masked.
-
-    Errs towards masking: a date-time or a long id masked in a log line costs nothing, a caller's
-    number left in one is a breach.
-    """
-    if not text:
-        return text
-    return _PHONE.sub(_mask_phone, _EMAIL.sub("•••@•••", text))
-
+# -- masking personal data in logs -----------------------------------------------------------------
 
 def _mask_record(record: logging.LogRecord) -> None:
     try:
@@ -222,34 +199,12 @@ def _start_request() -> Response | None:
     offered = request.headers.get("X-Request-ID", "")
     # Trust a proxy's request id only when a proxy is configured; otherwise it is the client's word.
     g.request_id = offered if settings.security.proxy_hops and REQUEST_ID.match(offered) else uuid.uuid4().hex
-    if "_user_id" not in session:
-        # Nobody is logged in: leave the session alone, so webhooks and static files set no cookie.
-        return None
-    _check_staff_session()
     return None
 
 
 def idle_limit_s() -> int:
     """Seconds a console session may go unused before it must log in again."""
     return current_app.config["HELPLINE"].security.session_idle_minutes * 60
-
-
-def _check_staff_session() -> None:
-    """Let the request go on as its user only while the session's server-side record is open and
-    within its limits (staff_sessions.py); otherwise it goes on as nobody (401, or the log-in page)."""
-    from flask_login import logout_user
-
-    from . import staff_sessions
-    from .db import db
-
-    session.permanent = True
-    record, ended = staff_sessions.check(db.session, session)
-    if db.session.new or db.session.dirty or db.session.info.get("audit_pending"):
-        db.session.commit()  # the last-use mark, or the audited end of a session that ran out
-    if record is None:
-        logout_user()
-        session.clear()
-        g.session_ended = ended
 
 
 # -- log-in lockout and throttle --------------------------------------------------------------------
@@ -282,8 +237,6 @@ def _spend_time_like_a_password_check(password: str) -> None:
     global _dummy_hash
     from argon2 import PasswordHasher
     from argon2.exceptions import VerificationError
-
-    from .users import hash_password
 
     if _dummy_hash is None:
         _dummy_hash = hash_password(secrets.token_urlsafe(16))
@@ -352,8 +305,6 @@ def trusted_device(user: User | None) -> str | None:
 
 
 def current_session() -> Session:
-    from .db import db
-
     return db.session  # type: ignore[return-value]
 
 
@@ -372,9 +323,6 @@ def authenticate(session_: Session, username: str, password: str) -> LoginOutcom
     Changes (failure counts, pauses, audit entries) are left in `session_` for the caller to commit,
     whatever the outcome. Every refusal but the throttle gets the same 401 and the same words.
     """
-    from . import audit
-    from .users import password_matches
-
     settings = current_app.config["HELPLINE"].security
     moment = utcnow()
     window = dt.timedelta(minutes=settings.lockout_minutes)
@@ -419,8 +367,6 @@ def authenticate(session_: Session, username: str, password: str) -> LoginOutcom
 def count_failure(session_: Session, user: User, actor: Any) -> None:
     """One more failure in a row for the account (a wrong password or second-factor code); pause it
     at `max_failed_logins`. One UPDATE, so that concurrent wrong guesses are all counted."""
-    from . import audit
-
     settings = current_app.config["HELPLINE"].security
     session_.execute(update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1))
     session_.refresh(user, ["failed_logins"])
@@ -439,8 +385,6 @@ def _guard_unrouted_twilio_paths() -> Response | None:
     """Under /voice/ and /sms/ every request must be signed, even one for a path with no route: an
     unsigned probe gets 403 like any other, never a hint of which paths exist."""
     if request.url_rule is None and request.path.startswith(TWILIO_PREFIXES):
-        from .webhooks import check_twilio_request
-
         return check_twilio_request()
     return None
 
@@ -449,10 +393,8 @@ def _json_errors_for_machines(exc: Any) -> Response | Any:
     """4xx under /voice/, /sms/ and /api/ in the service's JSON error shape, not Flask's HTML page."""
     from werkzeug.exceptions import HTTPException
 
-    from .webhooks import error
-
     if isinstance(exc, HTTPException) and request.path.startswith((*TWILIO_PREFIXES, "/api/")):
-        response = error(exc.code or 400, (exc.name or "error").lower().replace(" ", "_"), exc.description)
+        response = http_error(exc)
         allowed = getattr(exc, "valid_methods", None)
         if allowed:
             # RFC 9110: a 405 says which methods the resource does take.

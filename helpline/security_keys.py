@@ -32,13 +32,18 @@ from flask_login import current_user
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from .api import body, bp as api_bp
+from . import audit, mfa, security
+from .api import Routes, body
+from .auth import PENDING, _account_page, _first_step, _pending_user, _second_factor_failed, finish_login
 from .api.openapi import documented
 from .db import db
+from .mfa import keys_of
 from .models import SecurityKey, User, utcnow
-from .webhooks import error
+from .errors import error
 
 bp = Blueprint("security_keys", __name__)
+#: Enrolling a key, on /api/me/security-keys (create_app puts them on the API blueprint).
+api_routes = Routes()
 
 #: Seconds a challenge stays good.
 CHALLENGE_S = 300
@@ -57,14 +62,7 @@ def relying_party() -> tuple[str, str]:
     return public.hostname or "localhost", f"{public.scheme}://{public.netloc}"
 
 
-def keys_of(user_id: int) -> list[SecurityKey]:
-    """A user's security keys, oldest first."""
-    return list(db.session.scalars(select(SecurityKey).where(SecurityKey.user_id == user_id).order_by(SecurityKey.id)))
-
-
 def _new_challenge(key: str, user_id: int) -> bytes:
-    from . import security
-
     challenge = secrets.token_bytes(32)
     session[key] = {"c": _b64(challenge), "u": user_id, "at": int(security.now())}
     return challenge
@@ -73,8 +71,6 @@ def _new_challenge(key: str, user_id: int) -> bytes:
 def _take_challenge(key: str, user_id: int) -> bytes | None:
     """The challenge this browser was given for `user_id`, once, within CHALLENGE_S; else None."""
     from webauthn import base64url_to_bytes
-
-    from . import security
 
     held = session.pop(key, None)
     if not isinstance(held, dict) or held.get("u") != user_id or not isinstance(held.get("c"), str):
@@ -137,7 +133,7 @@ class KeyAdded(BaseModel):
     name: str
 
 
-@api_bp.post("/me/security-keys/options")
+@api_routes.post("/me/security-keys/options")
 @documented(responses={200: KeyOptions, 409: "Set up two-step verification (an authenticator app) first, or too many keys"},
             roles=("handler", "supervisor", "clinician", "admin"))
 def enrol_options() -> Response | tuple[Response, int]:
@@ -179,8 +175,6 @@ def _is_address(host: str) -> bool:
 
 
 def _cannot_add(user: User) -> Response | None:
-    from . import mfa
-
     if not mfa.enrolled(user):
         return error(409, "mfa_not_set_up", "set up two-step verification with an authenticator app first: "
                      "a security key is an alternative to its codes, which stay the way back in")
@@ -192,7 +186,7 @@ def _cannot_add(user: User) -> Response | None:
     return None
 
 
-@api_bp.post("/me/security-keys")
+@api_routes.post("/me/security-keys")
 @documented(body=NewKey, responses={201: KeyAdded, 422: "invalid_key: the key's answer is not valid for this challenge",
                                     409: "Two-step verification is not set up, too many keys, the key is registered "
                                          "already, or no options were asked for (challenge_expired)"},
@@ -201,8 +195,6 @@ def add_key() -> Response | tuple[Response, int]:
     """Add the security key the browser has just created (after /options)."""
     from webauthn import verify_registration_response
     from webauthn.helpers.exceptions import WebAuthnException
-
-    from . import audit
 
     user = db.session.get(User, current_user.id)
     new = body(NewKey)
@@ -234,9 +226,6 @@ def add_key() -> Response | tuple[Response, int]:
 @bp.post("/account/security-keys/<int:key_id>/remove")
 def remove_key(key_id: int) -> Response | tuple[str, int]:
     """Remove one of your security keys (the account page's form)."""
-    from . import audit
-    from .auth import _account_page
-
     key = db.session.get(SecurityKey, key_id)
     if key is None or key.user_id != current_user.id:
         return _account_page(message="There is no such security key on your account.", status=404)
@@ -254,8 +243,6 @@ def login_options() -> Response | tuple[Response, int]:
     """Options for the pending log-in's security key: the user's keys and a new challenge."""
     from webauthn import generate_authentication_options, options_to_json
     from webauthn.helpers.structs import PublicKeyCredentialDescriptor, UserVerificationRequirement
-
-    from .auth import _pending_user
 
     user = _pending_user()
     if user is None:
@@ -278,9 +265,6 @@ def log_in_with_key() -> Response | tuple[Response, int]:
     from flask import request
     from webauthn import verify_authentication_response
     from webauthn.helpers.exceptions import WebAuthnException
-
-    from . import audit
-    from .auth import PENDING, _first_step, _pending_user, _second_factor_failed, finish_login
 
     user = _pending_user()
     if user is None:
@@ -323,5 +307,5 @@ def log_in_with_key() -> Response | tuple[Response, int]:
 
 
 def init_app(app: Flask) -> None:
-    """The log-in and account routes (the API's are on the API blueprint)."""
+    """The log-in and account routes (the API's, `api_routes`, go on the API blueprint)."""
     app.register_blueprint(bp)

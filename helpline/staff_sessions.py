@@ -29,10 +29,13 @@ import hashlib
 import secrets
 from typing import Any, Iterable
 
-from flask import current_app, g, session
+from flask import Flask, current_app, g, session
+from flask_login import login_user, logout_user
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from . import audit, security
+from .db import db
 from .models import StaffSession, User
 
 #: Key of the session token in Flask's session cookie.
@@ -46,6 +49,23 @@ REASONS = ("logout", "idle", "expired", "password_changed", "signed_out_everywhe
            "mfa_reset", "deactivated", "oidc_unlinked")
 
 
+class SessionUser:
+    """The logged-in user as Flask-Login sees them: an id and a role, nothing personal."""
+
+    def __init__(self, user: User):
+        self.id = user.id
+        self.username = user.username
+        self.display_name = user.display_name
+        self.role = user.role
+        self.is_active = user.active
+        self.is_authenticated = True
+        self.is_anonymous = False
+
+    def get_id(self) -> str:
+        """The session key for this user."""
+        return str(self.id)
+
+
 def token_hash(token: str) -> str:
     """What is stored of a session token."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -53,8 +73,6 @@ def token_hash(token: str) -> str:
 
 def moment() -> dt.datetime:
     """Now, from `security.now` (which tests move) so that the idle and absolute limits can be tested."""
-    from . import security
-
     return dt.datetime.fromtimestamp(security.now(), dt.timezone.utc)
 
 
@@ -78,10 +96,6 @@ def start(db_session: Session, user: User, method: str) -> None:
     """Begin a fresh session for `user` in this request: empty the cookie session (dropping the
     anonymous CSRF token and anything else it held), log the user in with Flask-Login and store a new
     record. The caller commits."""
-    from flask_login import login_user
-
-    from .auth import SessionUser
-
     session.clear()
     # Flask-WTF caches the request's token on g: a form rendered after this gets a new one.
     g.pop("csrf_token", None)
@@ -125,8 +139,6 @@ def check(db_session: Session, data: Any, touch: bool = True) -> tuple[StaffSess
 
 def revoke(db_session: Session, record: StaffSession, reason: str, actor: Any = None) -> None:
     """End one session (idempotent) and audit it; `actor` is who ended it (default: its own user)."""
-    from . import audit
-
     if record.revoked_at is not None:
         return
     if reason not in REASONS:
@@ -191,3 +203,25 @@ def open_sessions(db_session: Session, user_id: int) -> list[StaffSession]:
 def _role_of(db_session: Session, user_id: int) -> str:
     role = db_session.scalar(select(User.role).where(User.id == user_id))
     return role or "unknown"
+
+
+def check_request() -> None:
+    """Let the request go on as its user only while the session's server-side record is open and
+    within its limits; otherwise it goes on as nobody (401, or the log-in page)."""
+    if "_user_id" not in session:
+        # Nobody is logged in: leave the session alone, so webhooks and static files set no cookie.
+        return
+    session.permanent = True
+    record, ended = check(db.session, session)
+    if db.session.new or db.session.dirty or db.session.info.get("audit_pending"):
+        db.session.commit()  # the last-use mark, or the audited end of a session that ran out
+    if record is None:
+        logout_user()
+        session.clear()
+        g.session_ended = ended
+
+
+def init_app(app: Flask) -> None:
+    """Check every request's session against its record (after security.py has given the request its id,
+    and before the role matrix's gate, so that an ended session is nobody)."""
+    app.before_request(check_request)

@@ -38,7 +38,11 @@ from .events import announce
 from .models import Booking, Call, CallEvent, Clinician, Handler, QueueEntry, Site, User, utcnow
 from .softphone import supervisor_identity
 from .twilio_rest import TwilioGateway, TwilioUnavailable, gateway
-from .webhooks import CALL_SID, check_twilio_request, error
+from .auth import csrf
+from .errors import error
+from .realtime import emit_local, has_local_clients
+from .risk import ALERT_TOPIC
+from .webhooks import CALL_SID, check_twilio_request
 
 log = logging.getLogger(__name__)
 
@@ -488,8 +492,6 @@ def push_wallboard(app: Flask) -> None:
     Uses a session of its own (it may run inside another session's commit, see events.py). `app` is
     the app whose database and Socket.IO server are meant (one per process in service).
     """
-    from .realtime import emit_local, has_local_clients
-
     # Each process pushes to the supervisors connected to it (see realtime.py), and to none if it has none.
     if not has_local_clients(SUPERVISORS):
         return
@@ -573,9 +575,6 @@ def init_app(app: Flask) -> None:
     """Register the supervisor legs' status callback (signed by Twilio, so exempt from the console's
     CSRF check), and push the wallboard after every committed change to the queue, to presence, and
     after a risk alert."""
-    from .auth import csrf
-    from .risk import ALERT_TOPIC
-
     app.register_blueprint(bp)
     csrf.exempt(bp)
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import click
 
 from .config import Settings, load_settings
+from .twilio_rest import TIMEOUT_S, TwilioGateway
 
 #: How the TwiML App for the console softphones is named at Twilio; `setup` finds it again by this name.
 FRIENDLY_NAME = "Helpline console softphones"
@@ -63,8 +64,6 @@ def _is_real_twilio(settings: Settings) -> bool:
 
 def _client(settings: Settings) -> Any:
     """The service's own Twilio REST client (same base URL, same timeout)."""
-    from .twilio_rest import TwilioGateway
-
     return TwilioGateway(settings).client
 
 
@@ -268,8 +267,6 @@ def _check_api_key(settings: Settings, client: Any | None) -> Finding:
         return Finding("API key", None, f"{twilio.api_key_sid} is set; not looked up until the credentials work")
     from twilio.http.http_client import TwilioHttpClient
     from twilio.rest import Client
-
-    from .twilio_rest import TIMEOUT_S
 
     # Authenticating with the key itself shows both that it exists and that the secret is its own.
     as_key = Client(twilio.api_key_sid, twilio.api_key_secret, twilio.account_sid,

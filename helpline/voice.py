@@ -17,7 +17,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
-from werkzeug.exceptions import HTTPException
 
 from .db import commit_with, db, is_postgresql
 from .deferred import keep_for_replay, received_at
@@ -25,7 +24,8 @@ from .events import announce
 from .ivr import twiml
 from .ivr.engine import APOLOGY, Interpreter
 from .models import Call, CallEvent, utcnow
-from .webhooks import CALL_SID, check_twilio_request, error, idempotent_twiml
+from .errors import error, register_webhook_errors
+from .webhooks import CALL_SID, check_twilio_request, idempotent_twiml
 
 log = logging.getLogger(__name__)
 
@@ -260,13 +260,6 @@ def _apply_status(call_sid: str, new_status: str, sequence: int | None, duration
     commit_with(session)
 
 
-@bp.errorhandler(HTTPException)
-def http_error(exc: HTTPException) -> Response:
-    """Client mistakes get the service's JSON error shape, never an HTML page."""
-    return error(exc.code or 400, exc.name.lower().replace(" ", "_"), exc.description)
-
-
-@bp.errorhandler(Exception)
 def unexpected(exc: Exception) -> Response:
     """Something failed on our side: keep the caller on the line and ask Twilio to try again.
 
@@ -298,3 +291,6 @@ def unexpected(exc: Exception) -> Response:
         args["digits"] = _digits()[:1]
     body = twiml.retry_later(interpreter().voice, APOLOGY, f"{request.path}?{urlencode(args)}")
     return Response(str(body), mimetype="text/xml")
+
+
+register_webhook_errors(bp, unexpected)

@@ -14,9 +14,11 @@ Twilio signs its requests instead.
 from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, current_app
-from twilio.twiml.voice_response import VoiceResponse
 
+from .ivr import twiml
 from .webhooks import check_twilio_request
+from . import permissions
+from .auth import csrf
 
 bp = Blueprint("voice_client", __name__, url_prefix="/voice")
 bp.before_request(check_twilio_request)
@@ -29,9 +31,7 @@ NOT_FROM_THE_CONSOLE = "The helpline console cannot place calls. Goodbye."
 def client() -> Response:
     """An outgoing call from a softphone: say that the console cannot place calls, and hang up."""
     twilio = current_app.config["HELPLINE"].twilio
-    response = VoiceResponse()
-    response.say(NOT_FROM_THE_CONSOLE, voice=twilio.voice, language=twilio.language)
-    response.hangup()
+    response = twiml.speak_and_hang_up(twiml.Voice(twilio.voice, twilio.language), NOT_FROM_THE_CONSOLE)
     return Response(str(response), mimetype="text/xml")
 
 
@@ -41,9 +41,6 @@ def init_app(app: Flask) -> None:
     The role matrix refuses any endpoint it does not list (fail closed); this route's line is added
     here, beside the route, as Twilio's (signed, no console user), the same access every webhook has.
     """
-    from . import permissions
-    from .auth import csrf
-
     app.register_blueprint(bp)
     csrf.exempt(bp)
     permissions.ROUTES.setdefault((f"{bp.name}.client", "POST"), permissions.WEBHOOK)

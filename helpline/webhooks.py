@@ -15,11 +15,12 @@ import logging
 import re
 from typing import Callable
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, request
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from .db import commit_with, db
+from .errors import error
 from .models import WebhookReply
 
 log = logging.getLogger(__name__)
@@ -27,13 +28,6 @@ log = logging.getLogger(__name__)
 CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 #: Twilio's own limit on parameter values is far below this; anything longer is not from Twilio.
 MAX_VALUE_LENGTH = 4096
-
-
-def error(status: int, message: str, detail: object = None) -> Response:
-    """A JSON error body, the one shape every 4xx of the service takes."""
-    response = jsonify({"error": message, "detail": detail})
-    response.status_code = status
-    return response
 
 
 def public_request_url() -> str:

@@ -108,3 +108,58 @@ def test_a_bad_flow_stops_the_service_starting(tmp_path, app_factory):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(FlowError):
         app_factory(service={"flow": str(path)})
+
+
+#: Every other check, each with the line it gives (the flow's shape is pydantic models; these lines are
+#: what the author reads instead of pydantic's wording).
+MORE_CASES = [
+    ("step not a mapping", lambda d: d["steps"].update(orphan="hangup"), "step orphan: must be a mapping"),
+    ("no type", lambda d: d["steps"]["greeting"].pop("type"), "step greeting: type must be one of say, hours, menu, hangup, callback, queue (got None)"),
+    ("unknown step key", lambda d: d["steps"]["need"].update(colour="red"), "step need: unknown key 'colour' for a menu step"),
+    ("text not text", lambda d: d["steps"]["about_service"].update(next=3), "step about_service: next must be text"),
+    ("attempts", lambda d: d["steps"]["need"].update(attempts=9), "step need: attempts must be a whole number from 1 to 5"),
+    ("attempts not a number", lambda d: d["steps"]["need"].update(attempts="3"), "step need: attempts must be a whole number from 1 to 5"),
+    ("keys not a mapping", lambda d: d["steps"]["need"].update(keys=["1"]), "step need: keys must map keypad keys to actions"),
+    ("no keys", lambda d: d["steps"]["need"].update(keys={}), "step need: missing keys"),
+    ("action without goto", lambda d: d["steps"]["need"]["keys"].update({"5": {"need": "addiction"}}), "step need: key 5: an action needs goto: <step>"),
+    ("action not a mapping", lambda d: d["steps"]["need"]["keys"].update({"5": "queue"}), "step need: key 5: an action needs goto: <step>"),
+    ("unknown action key", lambda d: d["steps"]["need"]["keys"]["1"].update(colour="red"), "step need: key 1: unknown key 'colour'"),
+    ("answer not text", lambda d: d["steps"]["need"]["keys"]["1"].update(answer={"need": 1}), "step need: key 1: answer must map names to text"),
+    ("flag not a word", lambda d: d["steps"]["need"]["keys"]["1"].update(flag="not a word"), "step need: key 1: flag must be a word such as"),
+    ("no_input's need", lambda d: d["steps"]["need"]["no_input"].update(need="sadness"), "step need: no_input: need must be one of"),
+    ("no position prompt", lambda d: d["steps"]["queue"]["announce"].pop("position"), "step queue: announce must have a position prompt"),
+    ("announce not text", lambda d: d["steps"]["queue"]["announce"].update(position=5), "step queue: announce prompts must be text"),
+    ("callback without key", lambda d: d["steps"]["queue"].pop("callback_key"), "step queue: callback_key and callback go together"),
+    ("callback key not a key", lambda d: d["steps"]["queue"].update(callback_key="x"), "step queue: callback_key is not a keypad key"),
+    ("no callback offer", lambda d: d["steps"]["queue"]["announce"].pop("callback_offer"),
+     "step queue: announce needs a callback_offer prompt when callback_key is set"),
+    ("flag not true or false", lambda d: d["steps"]["closed_no_number"].update(forget_caller="yes"), "step closed_no_number: forget_caller must be true or false"),
+    ("menu_keys not a mapping", lambda d: d.update(menu_keys="*"), "menu_keys: must be a mapping with repeat and speak_now"),
+    ("unknown menu_keys key", lambda d: d["menu_keys"].update(back="#"), "menu_keys: unknown key 'back'"),
+    ("repeat not a key", lambda d: d["menu_keys"].update(repeat="x"), "menu_keys: repeat is not a keypad key"),
+    ("unknown speak_now key", lambda d: d["menu_keys"]["speak_now"].update(colour="red"), "menu_keys: speak_now: unknown key 'colour'"),
+    ("speak_now's need", lambda d: d["menu_keys"]["speak_now"].update(need="sadness"), "menu_keys: speak_now: need must be one of"),
+    ("unconfirmed not flags", lambda d: d["menu_keys"]["speak_now"].update(unconfirmed={"eligible": "not a flag"}),
+     "menu_keys: speak_now: unconfirmed must map answers to flags"),
+    ("texts not text", lambda d: d.update(texts={"emergency": 5}), "texts: must map names to text"),
+    ("unknown top-level key", lambda d: d.update(colour="red"), "unknown top-level key 'colour'"),
+]
+
+
+@pytest.mark.parametrize("label,change,expected", MORE_CASES, ids=[case[0] for case in MORE_CASES])
+def test_every_check_says_what_is_wrong_on_one_line(tmp_path, label, change, expected):
+    problems = problems_of(break_flow(change), tmp_path)
+    assert any(expected in line for line in problems), problems
+    assert all("\n" not in line and line.startswith(str(tmp_path / "flow.yaml")) for line in problems)
+
+
+def test_keypad_keys_written_as_numbers_are_keys(tmp_path):
+    data = shipped()
+    data["steps"]["need"]["keys"] = {int(key) if key.isdigit() else key: action for key, action in data["steps"]["need"]["keys"].items()}
+    data["steps"]["queue"]["callback_key"] = 2
+    path = tmp_path / "numbers.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    flow = load_flow(path)
+    assert set(flow.step("need").keys) == set(load_flow(FLOW).step("need").keys)
+    assert flow.step("queue").callback_key == "2"
+    assert flow.menu_keys.speak_now is not None and flow.menu_keys.speak_now.key == "0" and flow.menu_keys.repeat == "*"

@@ -1,7 +1,9 @@
 """The console's JSON API (the console's own browser code uses it too).
 
-Each area adds its routes in a module of this package, on this blueprint. Bodies are validated with
-pydantic; every error is JSON `{"error", "detail"}` with a 4xx status, never a stack trace:
+Each area declares its routes in a module of this package, on its own `Routes`; importing a module
+adds nothing anywhere. `blueprint(...)` puts the areas create_app names on one blueprint, under
+/api/. Bodies are validated with pydantic; every error is JSON `{"error", "detail"}` with a 4xx
+status, never a stack trace (errors.py):
 
 - 400: the request breaks the OpenAPI document (/api/openapi.json): not JSON, a wrong type, too long,
   not one of the listed values, a field it does not have.
@@ -12,33 +14,77 @@ pydantic; every error is JSON `{"error", "detail"}` with a 4xx status, never a s
 
 from __future__ import annotations
 
-import logging
 import math
 import re
-from typing import Any, TypeVar, get_args
+from typing import Any, Callable, TypeVar, get_args
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
 from pydantic_core.core_schema import ErrorType
-from werkzeug.exceptions import HTTPException
 
-from ..webhooks import error
+from ..errors import ServiceError, register_api_errors
 
-log = logging.getLogger(__name__)
-
-bp = Blueprint("api", __name__, url_prefix="/api")
+#: Where every API route lives.
+URL_PREFIX = "/api"
 
 M = TypeVar("M", bound=BaseModel)
+V = TypeVar("V", bound=Callable[..., Any])
 
 
-class BadRequest(Exception):
-    """A request the API refuses; becomes a 4xx JSON error."""
+class Routes:
+    """One area's API views and error handlers, declared as on a Blueprint and added by `blueprint()`.
 
-    def __init__(self, message: str, detail: object = None, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-        self.status = status
+    Kept apart from the blueprint so that an area is part of the API because create_app says so,
+    not because some module happened to import it; and so that each app gets a blueprint of its own.
+    """
+
+    def __init__(self) -> None:
+        self.rules: list[tuple[str, Callable[..., Any], dict[str, Any]]] = []
+        self.error_handlers: list[tuple[type[Exception], Callable[..., Any]]] = []
+
+    def route(self, rule: str, **options: Any) -> Callable[[V], V]:
+        """Declare `rule` (relative to /api) for the decorated view, with Flask's route options."""
+
+        def add(view: V) -> V:
+            self.rules.append((rule, view, options))
+            return view
+
+        return add
+
+    def get(self, rule: str, **options: Any) -> Callable[[V], V]:
+        return self.route(rule, methods=["GET"], **options)
+
+    def post(self, rule: str, **options: Any) -> Callable[[V], V]:
+        return self.route(rule, methods=["POST"], **options)
+
+    def put(self, rule: str, **options: Any) -> Callable[[V], V]:
+        return self.route(rule, methods=["PUT"], **options)
+
+    def patch(self, rule: str, **options: Any) -> Callable[[V], V]:
+        return self.route(rule, methods=["PATCH"], **options)
+
+    def delete(self, rule: str, **options: Any) -> Callable[[V], V]:
+        return self.route(rule, methods=["DELETE"], **options)
+
+    def errorhandler(self, exc: type[Exception]) -> Callable[[V], V]:
+        """Answer `exc` raised by any API view with the decorated function."""
+
+        def add(handler: V) -> V:
+            self.error_handlers.append((exc, handler))
+            return handler
+
+        return add
+
+    def add_to(self, bp: Blueprint) -> None:
+        """Put this area's views and error handlers on `bp`."""
+        for rule, view, options in self.rules:
+            bp.add_url_rule(rule, view_func=view, **options)
+        for exc, handler in self.error_handlers:
+            bp.register_error_handler(exc, handler)
+
+
+class BadRequest(ServiceError):
+    """A request the API refuses; becomes a 4xx JSON error (errors.py renders it)."""
 
 
 #: Characters no field of any body may hold: C0 controls other than tab and line breaks, DEL, C1
@@ -148,20 +194,12 @@ def plain_query() -> None:
         raise BadRequest("invalid", problems)
 
 
-bp.before_request(plain_query)
 
-
-@bp.errorhandler(BadRequest)
-def _bad_request(exc: BadRequest) -> Response:
-    return error(exc.status, exc.message, exc.detail)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    return error(exc.code or 400, exc.name.lower().replace(" ", "_"), exc.description)
-
-
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception) -> Response:
-    log.exception("API %s %s failed", request.method, request.path)
-    return error(500, "internal_error", "something went wrong on our side; nothing was changed")
+def blueprint(*areas: Routes) -> Blueprint:
+    """The API for one app: `areas`' routes under /api/, every error rendered as JSON."""
+    bp = Blueprint("api", __name__, url_prefix=URL_PREFIX)
+    register_api_errors(bp)
+    bp.before_request(plain_query)
+    for area in areas:
+        area.add_to(bp)
+    return bp

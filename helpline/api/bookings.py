@@ -24,11 +24,13 @@ from ..auth import roles_required
 from ..calendar import booking_ics
 from ..db import db
 from ..models import Booking, CallEvent, Clinician, Contact, utcnow
-from ..webhooks import error
-from . import BadRequest, body, bp
+from ..errors import error
+from . import BadRequest, Routes, body
 from .contacts import call_or_404, vault
 from .localities import query_args
 from .openapi import date, documented
+
+routes = Routes()
 
 
 class NewBooking(BaseModel):
@@ -108,7 +110,7 @@ def response(booking: Booking, status: int = 200) -> tuple[Response, int]:
     return jsonify({**booking_service.booking_json(booking), "sms": booking.confirmation}), status
 
 
-@bp.post("/bookings")
+@routes.post("/bookings")
 @documented(body=NewBooking, roles=("handler",), responses={
     201: "The booking: {id, call_id, contact_id, status, start, end, modality, site, clinician, sms, reminder_at}",
     404: "slot_not_found: the clinician does not offer that slot",
@@ -143,7 +145,7 @@ def create_booking() -> tuple[Response, int] | Response:
     return response(follow_up(booking.id, "booked"), 201)
 
 
-@bp.get("/bookings/<int:booking_id>")
+@routes.get("/bookings/<int:booking_id>")
 @documented(responses={200: "The booking"}, roles=("handler", "clinician"))
 @roles_required("handler", "clinician")
 def get_booking(booking_id: int) -> tuple[Response, int]:
@@ -151,7 +153,7 @@ def get_booking(booking_id: int) -> tuple[Response, int]:
     return response(booking_or_403(booking_id))
 
 
-@bp.delete("/bookings/<int:booking_id>")
+@routes.delete("/bookings/<int:booking_id>")
 @documented(responses={200: "The booking, cancelled"}, roles=("handler", "clinician"))
 @roles_required("handler", "clinician")
 def cancel_booking(booking_id: int) -> tuple[Response, int]:
@@ -167,8 +169,8 @@ def cancel_booking(booking_id: int) -> tuple[Response, int]:
     return response(follow_up(booking.id, "cancelled"))
 
 
-@bp.post("/bookings/<int:booking_id>/reschedule")
-@bp.patch("/bookings/<int:booking_id>")
+@routes.post("/bookings/<int:booking_id>/reschedule")
+@routes.patch("/bookings/<int:booking_id>")
 @documented(body=Move, roles=("handler", "clinician"), responses={
     200: "The booking, moved", 404: "slot_not_found",
     409: "slot_taken {next_slots} (the booking kept its slot), avoided (a declared conflict), or cancelled"})
@@ -195,7 +197,7 @@ def reschedule_booking(booking_id: int) -> tuple[Response, int] | Response:
     return response(follow_up(booking.id, "moved"))
 
 
-@bp.get("/bookings/<int:booking_id>.ics")
+@routes.get("/bookings/<int:booking_id>.ics")
 @documented(responses={200: "text/calendar: the booking as an iCalendar (RFC 5545) event"}, roles=("clinician",))
 @roles_required("clinician")
 def booking_calendar(booking_id: int) -> Response:
@@ -208,7 +210,7 @@ def booking_calendar(booking_id: int) -> Response:
         "Content-Disposition": f'attachment; filename="booking-{booking.id}.ics"', "Cache-Control": "no-store"})
 
 
-@bp.get("/clinician/bookings")
+@routes.get("/clinician/bookings")
 @documented(responses={200: "{bookings: [booking + patient {name, preferred_name}, or null once cancelled], from, to}"},
             roles=("clinician",),
             query={"from": date("first date (default today)"), "to": date("last date, inclusive (default from + 61 days)")})

@@ -12,11 +12,13 @@ from ..db import commit_with, db
 from flask_login import current_user
 
 from ..models import Call, QueueEntry, utcnow
-from . import BadRequest, bp, body
+from . import BadRequest, Routes, body
 from .me import current_handler
 from .openapi import documented
 from .schemas import (Accepted, Consult, ConsultStarted, Done, Hold, IvrView, Presence, SupervisorOnDuty, Supervisors,
                       WrapUp)
+
+routes = Routes()
 
 
 def ivr_view(call: Call) -> IvrView:
@@ -28,7 +30,7 @@ def ivr_view(call: Call) -> IvrView:
                    path=list(call.ivr_path), waited_s=waited, number_status=call.caller_number_status)
 
 
-@bp.post("/calls/<int:call_id>/accept")
+@routes.post("/calls/<int:call_id>/accept")
 @documented(responses={200: Accepted, 409: "Taken by someone else, not free, or Twilio could not connect (connect_failed)"},
             roles=("handler",))
 @roles_required("handler")
@@ -45,7 +47,7 @@ def accept(call_id: int) -> Response:
     return jsonify(view.model_dump(mode="json"))
 
 
-@bp.post("/calls/<int:call_id>/decline")
+@routes.post("/calls/<int:call_id>/decline")
 @documented(responses={200: Presence, 409: "The call is not offered to you"}, roles=("handler",))
 @roles_required("handler")
 def decline(call_id: int) -> Response:
@@ -56,7 +58,7 @@ def decline(call_id: int) -> Response:
     return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
 
 
-@bp.post("/calls/<int:call_id>/hold")
+@routes.post("/calls/<int:call_id>/hold")
 @documented(body=Hold, responses={200: Done, 409: "Not your call, not connected yet, or Twilio failed"}, roles=("handler",))
 @roles_required("handler")
 def hold(call_id: int) -> Response:
@@ -66,7 +68,7 @@ def hold(call_id: int) -> Response:
     return jsonify(Done().model_dump())
 
 
-@bp.post("/calls/<int:call_id>/hangup")
+@routes.post("/calls/<int:call_id>/hangup")
 @documented(responses={200: Presence, 409: "Not connected to you (not_connected), or Twilio could not end it (twilio_failed)"},
             roles=("handler",))
 @roles_required("handler")
@@ -77,7 +79,7 @@ def hangup(call_id: int) -> Response:
     return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
 
 
-@bp.post("/calls/<int:call_id>/wrap-up")
+@routes.post("/calls/<int:call_id>/wrap-up")
 @documented(body=WrapUp, responses={200: Presence, 409: "You are not on or wrapping up this call, or Twilio could not end it"},
             roles=("handler",))
 @roles_required("handler")
@@ -98,7 +100,7 @@ def wrap_up(call_id: int) -> Response:
     return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
 
 
-@bp.get("/supervisors/available")
+@routes.get("/supervisors/available")
 @documented(responses={200: Supervisors}, roles=("handler",))
 @roles_required("handler")
 def available_supervisors() -> Response:
@@ -107,7 +109,7 @@ def available_supervisors() -> Response:
     return jsonify(Supervisors(supervisors=people).model_dump())
 
 
-@bp.post("/calls/<int:call_id>/consult")
+@routes.post("/calls/<int:call_id>/consult")
 @documented(body=Consult, responses={200: ConsultStarted, 404: "No such supervisor",
                                      409: "Not connected to you, a consult already open, or Twilio failed"},
             roles=("handler",))
@@ -119,7 +121,7 @@ def consult(call_id: int) -> Response:
     return jsonify(ConsultStarted(**started).model_dump())
 
 
-@bp.post("/calls/<int:call_id>/consult/join")
+@routes.post("/calls/<int:call_id>/consult/join")
 @documented(responses={200: Done, 409: "Not connected to you, no consult open, or Twilio failed"}, roles=("handler",))
 @roles_required("handler")
 def consult_join(call_id: int) -> Response:
@@ -128,7 +130,7 @@ def consult_join(call_id: int) -> Response:
     return jsonify(Done().model_dump())
 
 
-@bp.post("/calls/<int:call_id>/consult/return")
+@routes.post("/calls/<int:call_id>/consult/return")
 @documented(responses={200: Done, 409: "Not connected to you, no consult open, or Twilio failed"}, roles=("handler",))
 @roles_required("handler")
 def consult_return(call_id: int) -> Response:
@@ -137,7 +139,7 @@ def consult_return(call_id: int) -> Response:
     return jsonify(Done().model_dump())
 
 
-@bp.get("/calls/<int:call_id>/ivr")
+@routes.get("/calls/<int:call_id>/ivr")
 @documented(responses={200: IvrView}, roles=("handler",))
 @roles_required("handler")
 def ivr(call_id: int) -> Response:

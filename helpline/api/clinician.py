@@ -15,11 +15,13 @@ from .. import audit, contacts, episodes
 from ..auth import roles_required
 from ..db import db
 from ..models import Booking, Contact, utcnow
-from ..webhooks import error
-from . import BadRequest, body, bp
+from ..errors import error
+from . import BadRequest, Routes, body
 from .bookings import response
 from .contacts import vault
 from .openapi import documented
+
+routes = Routes()
 
 
 def own_booking_or_403(booking_id: int) -> Booking:
@@ -46,7 +48,7 @@ def problem(exc: episodes.EpisodeProblem) -> Response:
     return error(exc.status, exc.code, exc.message)
 
 
-@bp.put("/bookings/<int:booking_id>/attendance")
+@routes.put("/bookings/<int:booking_id>/attendance")
 @documented(body=episodes.AttendanceUpdate, roles=("clinician",), responses={
     200: "The booking, with attendance (attended, did_not_attend or null)",
     409: "not_yet (the appointment has not begun) or cancelled"})
@@ -64,7 +66,7 @@ def booking_attendance(booking_id: int) -> Response:
     return response(booking)[0]
 
 
-@bp.put("/contacts/<int:contact_id>/discharge")
+@routes.put("/contacts/<int:contact_id>/discharge")
 @documented(body=episodes.DischargeUpdate, roles=("clinician",), responses={
     200: "{contact_id, discharged_on, keep_until}: the record is kept until keep_until, then removed",
     422: "invalid [{field, problem}]: a date in the future or before the first contact"})
@@ -85,7 +87,7 @@ def discharge_contact(contact_id: int) -> Response:
                     "keep_until": until.isoformat() if until else None})
 
 
-@bp.get("/clinician/patients")
+@routes.get("/clinician/patients")
 @documented(roles=("clinician",), responses={
     200: "{patients: [{contact_id, name, preferred_name, home_locality {code, name}, work_locality, first_contact, "
          "next_appointment, last_appointment, appointments, attended, did_not_attend, discharged_on, keep_until}]}"})

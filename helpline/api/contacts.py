@@ -17,9 +17,11 @@ from ..auth import roles_required
 from ..crypto import Vault
 from ..db import db
 from ..models import Call, Contact
-from ..webhooks import error
-from . import CONTROL_CHARACTERS, BadRequest, body, bp
+from ..errors import error
+from . import CONTROL_CHARACTERS, BadRequest, Routes, body
 from .openapi import documented, text
+
+routes = Routes()
 
 
 def vault() -> Vault:
@@ -54,7 +56,7 @@ def web_request_details(call: Any) -> dict[str, Any] | None:
     return request_details(call)
 
 
-@bp.get("/calls/<int:call_id>/contact")
+@routes.get("/calls/<int:call_id>/contact")
 @documented(responses={200: "{contact: record or null, earlier_contacts: [{date, disposition, booking}], ivr: {answers, need, "
                             "flags}, suggested: the record's fields as the phone menu learnt them (before the first save)}"},
             roles=("handler",))
@@ -75,7 +77,7 @@ def get_call_contact(call_id: int) -> Response:
     return jsonify(view)
 
 
-@bp.put("/calls/<int:call_id>/contact")
+@routes.put("/calls/<int:call_id>/contact")
 @documented(body=contacts.ContactUpdate, roles=("handler",), responses={
     200: "{contact, earlier_contacts}: the record as saved", 404: "No such call",
     400: "invalid [{field, problem}]: a value the document does not allow",
@@ -115,7 +117,7 @@ def put_call_contact(call_id: int) -> Response:
     return jsonify({"contact": contact_json(contact), "earlier_contacts": contacts.earlier_contacts(db.session, call)})
 
 
-@bp.get("/contacts/<int:contact_id>")
+@routes.get("/contacts/<int:contact_id>")
 @documented(responses={200: "{id, call_id, about_self, disposition, fields, booking, risk, ...}",
                        403: "forbidden: not the handler who took it nor a clinician treating the caller; "
                             "reason_required: a supervisor who gave no reason"},
@@ -158,7 +160,7 @@ def access_reason() -> str:
     return reason
 
 
-@bp.post("/calls/<int:call_id>/risk")
+@routes.post("/calls/<int:call_id>/risk")
 @documented(body=risk.RiskAnswers, roles=("handler", "supervisor"),
             responses={201: "{id, level, escalation, supervisors_alerted, at}", 404: "No such call"})
 @roles_required("handler", "supervisor")

@@ -17,9 +17,11 @@ from .. import contacts
 from ..auth import roles_required
 from ..db import db
 from ..models import PROFESSIONS, AvailabilityException, Call, Clinician, Locality, Site
-from . import BadRequest, bp, refusal
+from . import BadRequest, Routes, refusal
 from .contacts import vault
 from .openapi import date, documented, one_of, whole_number
+
+routes = Routes()
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -106,7 +108,7 @@ def caller_fields(call_id: int) -> dict[str, Any]:
     return contacts.details(vault(), contact) if contact else {}
 
 
-@bp.get("/localities")
+@routes.get("/localities")
 @documented(responses={200: "{localities: [{code, name}]}: England's 42 ICB areas, by name"},
             roles=("handler", "supervisor", "clinician", "admin"))
 @roles_required("handler", "supervisor", "clinician", "admin")
@@ -116,7 +118,7 @@ def list_localities() -> Response:
     return jsonify({"localities": [{"code": row.code, "name": row.name} for row in rows]})
 
 
-@bp.get("/sites")
+@routes.get("/sites")
 @documented(responses={200: "{sites: [{id, code, name, address, town, locality}]}"}, roles=("handler", "supervisor", "admin"),
             query={"locality": ("an ICB code, to list one locality's sites", locality_codes)})
 @roles_required("handler", "supervisor", "admin")
@@ -134,7 +136,7 @@ def _hhmm(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
-@bp.get("/clinicians")
+@routes.get("/clinicians")
 @documented(responses={200: "{clinicians: [{id, name, profession, locality, sites, availability, exceptions}]}"},
             roles=("handler", "supervisor", "admin"),
             query={"locality": ("the clinician's base locality", locality_codes), "profession": one_of("what they do", PROFESSIONS)})
@@ -172,7 +174,7 @@ def list_clinicians() -> Response:
     return jsonify({"clinicians": result})
 
 
-@bp.get("/clinicians/slots")
+@routes.get("/clinicians/slots")
 @documented(responses={200: "{slots: [{id, start, end, modality, locality, site, clinician}], excluded_workplace_locality, next_after, "
                             "urgent_until, from, to}"},
             roles=("handler", "supervisor"), query={

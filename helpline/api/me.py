@@ -9,10 +9,13 @@ from .. import routing, softphone
 from ..auth import roles_required
 from ..db import db
 from ..models import Handler, utcnow
-from ..webhooks import error
-from . import BadRequest, bp, body
+from ..errors import error
+from . import BadRequest, Routes, body
 from .openapi import documented
 from .schemas import Me, OfferView, Presence, StatusChange, VoiceToken
+
+routes = Routes()
+
 
 def current_handler() -> Handler:
     """The logged-in handler's routing record; a 403 BadRequest for anyone without one."""
@@ -22,13 +25,13 @@ def current_handler() -> Handler:
     return handler
 
 
-@bp.errorhandler(routing.RoutingError)
+@routes.errorhandler(routing.RoutingError)
 def _routing_error(exc: routing.RoutingError) -> Response:
     db.session.rollback()
     return error(exc.status, exc.message, exc.detail)
 
 
-@bp.get("/me")
+@routes.get("/me")
 @documented(responses={200: Me}, roles=("handler", "supervisor", "clinician", "admin"))
 @roles_required("handler", "supervisor", "clinician", "admin")
 def me() -> Response:
@@ -50,7 +53,7 @@ def me() -> Response:
     return jsonify(view.model_dump(mode="json"))
 
 
-@bp.post("/me/status")
+@routes.post("/me/status")
 @documented(body=StatusChange, responses={200: Presence, 409: "On a call or in wrap-up"}, roles=("handler",))
 @roles_required("handler")
 def set_status() -> Response:
@@ -62,7 +65,7 @@ def set_status() -> Response:
     return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
 
 
-@bp.get("/voice/token")
+@routes.get("/voice/token")
 @documented(responses={200: VoiceToken}, roles=("handler", "supervisor"))
 @roles_required("handler", "supervisor")
 def voice_token() -> Response:

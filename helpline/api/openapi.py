@@ -15,7 +15,9 @@ from flask import Response, current_app, jsonify
 from pydantic import BaseModel
 
 from .. import permissions
-from . import CONTROL_CHARACTERS, MARKUP, MAX_INT, bp
+from . import CONTROL_CHARACTERS, MARKUP, MAX_INT, URL_PREFIX, Routes
+
+routes = Routes()
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -149,8 +151,8 @@ def describe(app: Any) -> dict[str, Any]:
     components: dict[str, Any] = {"Error": ERROR_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda item: item.rule):
-        # Every route under /api/, whichever blueprint holds it (the admins' audit search has its own).
-        if not rule.rule.startswith(bp.url_prefix or "/api"):
+        # Every route under /api/, whichever blueprint holds it.
+        if not rule.rule.startswith(URL_PREFIX):
             continue
         view = app.view_functions[rule.endpoint]
         info = getattr(view, "openapi", None) or {}
@@ -212,7 +214,7 @@ def describe(app: Any) -> dict[str, Any]:
     }
 
 
-@bp.get("/openapi.json")
+@routes.get("/openapi.json")
 @documented(responses={200: "The OpenAPI document"})
 def openapi() -> Response:
     """This description of the console's JSON API (OpenAPI 3.1)."""

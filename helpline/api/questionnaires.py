@@ -13,10 +13,12 @@ from .. import audit, contacts, questionnaires
 from ..auth import roles_required
 from ..db import db
 from ..models import Call, Handler, Questionnaire
-from . import BadRequest, body, bp
+from . import BadRequest, Routes, body
 from .clinician import own_patient_or_403
 from .contacts import call_or_404, vault
 from .openapi import documented
+
+routes = Routes()
 
 RESULT = "{id, kind, name, at, recorded_by_role, score, max_score, band, band_label, answers, risk_raised}"
 
@@ -42,7 +44,7 @@ def recorded(call: Call, contact_id: int | None, submitted: questionnaires.Quest
     return jsonify(questionnaires.as_json(row, vault())), 201
 
 
-@bp.get("/questionnaires")
+@routes.get("/questionnaires")
 @documented(roles=("handler", "clinician"),
             responses={200: "{questionnaires: [{code, name, about, preamble, max_score, items: [{name, text, options: "
                             "[{value, label}]}], bands: [{low, high, code, label}]}]}"})
@@ -52,7 +54,7 @@ def questionnaire_definitions() -> Response:
     return jsonify({"questionnaires": [definition.json() for definition in questionnaires.DEFINITIONS.values()]})
 
 
-@bp.post("/calls/<int:call_id>/questionnaires")
+@routes.post("/calls/<int:call_id>/questionnaires")
 @documented(body=questionnaires.QuestionnaireAnswers, roles=("handler",), responses={
     201: RESULT + "; risk_raised: PHQ-9 item 9 above 0, supervisors alerted: run the risk screen now",
     400: "invalid [{field, problem}]: a missing item, an unknown one, or an answer out of range; nothing is kept"})
@@ -65,7 +67,7 @@ def post_call_questionnaire(call_id: int) -> tuple[Response, int]:
     return recorded(call, contact.id if contact else None, submitted)
 
 
-@bp.get("/calls/<int:call_id>/questionnaires")
+@routes.get("/calls/<int:call_id>/questionnaires")
 @documented(roles=("handler",), responses={200: "{questionnaires: [" + RESULT + "]}: those you recorded on this call"})
 @roles_required("handler")
 def get_call_questionnaires(call_id: int) -> Response:
@@ -79,7 +81,7 @@ def get_call_questionnaires(call_id: int) -> Response:
     return jsonify({"questionnaires": found})
 
 
-@bp.post("/contacts/<int:contact_id>/questionnaires")
+@routes.post("/contacts/<int:contact_id>/questionnaires")
 @documented(body=questionnaires.QuestionnaireAnswers, roles=("clinician",), responses={
     201: RESULT, 400: "invalid [{field, problem}]: a missing item, an unknown one, or an answer out of range"})
 @roles_required("clinician")
@@ -90,7 +92,7 @@ def post_contact_questionnaire(contact_id: int) -> tuple[Response, int]:
     return recorded(contact.call, contact.id, submitted)
 
 
-@bp.get("/contacts/<int:contact_id>/questionnaires")
+@routes.get("/contacts/<int:contact_id>/questionnaires")
 @documented(roles=("clinician",), responses={200: "{questionnaires: [" + RESULT + "]}: the record's, by anyone"})
 @roles_required("clinician")
 def get_contact_questionnaires(contact_id: int) -> Response:

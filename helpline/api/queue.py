@@ -8,12 +8,14 @@ from .. import routing
 from ..auth import roles_required
 from ..db import db
 from ..models import utcnow
-from . import bp
+from . import Routes
 from .openapi import documented
 from .schemas import QueueView
 
+routes = Routes()
 
-@bp.get("/queue")
+
+@routes.get("/queue")
 @documented(responses={200: QueueView}, roles=("handler", "supervisor"))
 @roles_required("handler", "supervisor")
 def queue() -> Response:

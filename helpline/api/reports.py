@@ -18,9 +18,11 @@ from .. import audit, reports
 from ..auth import roles_required
 from ..db import db
 from ..models import utcnow
-from . import bp
+from . import Routes
 from .openapi import date, documented
 from .supervisor import period
+
+routes = Routes()
 
 RANGE = {"from": date("first day (Europe/London; default today)"), "to": date("last day, inclusive (default from)")}
 
@@ -41,7 +43,7 @@ class ReportSummary(BaseModel):
     bookings: dict[str, Any]
 
 
-@bp.get("/reports/summary")
+@routes.get("/reports/summary")
 @documented(responses={200: ReportSummary}, roles=("supervisor",), query=RANGE)
 @roles_required("supervisor")
 def summary() -> Response:
@@ -49,7 +51,7 @@ def summary() -> Response:
     return jsonify(reports.summary(db.session, period(), utcnow()))
 
 
-@bp.get("/reports/calls.csv")
+@routes.get("/reports/calls.csv")
 @documented(responses={200: "text/csv: one row per call (no personal data)"}, roles=("supervisor",), query=RANGE)
 @roles_required("supervisor")
 def calls_csv() -> Response:

@@ -18,9 +18,11 @@ from ..db import commit_with, db
 from ..models import Call, CallEvent, utcnow
 from ..public import referrals
 from ..security import client_address
-from ..webhooks import error
-from . import body, bp
+from ..errors import error
+from . import Routes, body
 from .openapi import documented
+
+routes = Routes()
 
 
 class ReferralAnswer(BaseModel):
@@ -38,7 +40,7 @@ class ReferralTaken(BaseModel):
     message: Optional[str] = None
 
 
-@bp.post("/self-referrals")
+@routes.post("/self-referrals")
 @documented(body=referrals.Referral, responses={
     200: ReferralAnswer, 201: ReferralTaken, 400: "Not a request we can take (each problem by field)",
     429: "Too many requests from this address; call the line instead"})
@@ -93,7 +95,7 @@ REPLY_FOOTER = ("\n\n--\nPlease do not reply to this email with anything urgent.
                 "or Samaritans free on 116 123 at any hour.\nReference {reference}")
 
 
-@bp.post("/calls/<int:call_id>/email")
+@routes.post("/calls/<int:call_id>/email")
 @documented(body=EmailReply, responses={200: EmailSent, 403: "Not your call", 404: "No such call",
                                         409: "Not a web request with an email address", 502: "The mail server did not take it"},
             roles=("handler",))

@@ -17,10 +17,12 @@ from ..auth import roles_required
 from ..db import db
 from ..models import CallEvent, utcnow
 from ..twilio_rest import TwilioUnavailable, gateway
-from ..webhooks import error
-from . import BadRequest, body, bp
+from ..errors import error
+from . import BadRequest, Routes, body
 from .contacts import call_or_404, vault
 from .openapi import documented, one_of
+
+routes = Routes()
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ class Signpost(BaseModel):
     name_the_service: StrictBool = False
 
 
-@bp.get("/partner-services")
+@routes.get("/partner-services")
 @documented(responses={200: "{services: [{code, name, phone, web, hours, helps_with, for, about}], topics: {code: words}}"},
             roles=("handler", "supervisor", "clinician"),
             query={"q": "words that must all appear in the name, description or topics",
@@ -60,7 +62,7 @@ def partner_services() -> Response:
     return jsonify({"services": [service.json() for service in found], "topics": partners.TOPICS})
 
 
-@bp.post("/calls/<int:call_id>/signposts")
+@routes.post("/calls/<int:call_id>/signposts")
 @documented(body=Signpost, roles=("handler",), responses={
     201: "{result: sent|failed, services: [codes]}: what was sent (recorded on the caller's record)",
     400: "invalid: unknown services, no consent, or no mobile number to text",

@@ -24,8 +24,10 @@ from ..auth import roles_required
 from ..db import db
 from ..models import utcnow
 from ..routing import SETTABLE
-from . import BadRequest, bp, body
+from . import BadRequest, Routes, body
 from .openapi import date, documented, whole_number
+
+routes = Routes()
 
 #: Calls per page of review, by default and at most.
 PER_PAGE = 50
@@ -149,7 +151,7 @@ class CallTimeline(BaseModel):
     handler: Optional[dict[str, Any]]
 
 
-@bp.get("/supervisor/wallboard")
+@routes.get("/supervisor/wallboard")
 @documented(responses={200: Wallboard}, roles=("supervisor",))
 @roles_required("supervisor")
 def wallboard() -> Response:
@@ -158,7 +160,7 @@ def wallboard() -> Response:
     return jsonify(reports.wallboard(db.session, utcnow()))
 
 
-@bp.post("/calls/<int:call_id>/move-up")
+@routes.post("/calls/<int:call_id>/move-up")
 @documented(responses={200: Moved, 404: "Not in the queue", 409: "No longer waiting"}, roles=("supervisor",))
 @roles_required("supervisor")
 def move_up(call_id: int) -> Response:
@@ -168,7 +170,7 @@ def move_up(call_id: int) -> Response:
     return jsonify(Moved(call_id=call_id, position=place).model_dump())
 
 
-@bp.post("/calls/<int:call_id>/offer")
+@routes.post("/calls/<int:call_id>/offer")
 @documented(body=OfferTo, responses={200: Offered, 404: "No such call or handler",
                                      409: "The call is not waiting, or the handler is not available and connected"},
             roles=("supervisor",))
@@ -182,7 +184,7 @@ def offer(call_id: int) -> Response:
     return jsonify(Offered(call_id=call_id, handler_id=made.handler_id, expires_at=payload["expires_at"]).model_dump())
 
 
-@bp.post("/handlers/<int:handler_id>/presence")
+@routes.post("/handlers/<int:handler_id>/presence")
 @documented(body=SetPresence, responses={200: HandlerPresence, 404: "No such handler", 409: "On a call or in wrap-up"},
             roles=("supervisor",))
 @roles_required("supervisor")
@@ -195,7 +197,7 @@ def handler_presence(handler_id: int) -> Response:
                                    since=handler.presence_since.isoformat()).model_dump())
 
 
-@bp.post("/calls/<int:call_id>/listen")
+@routes.post("/calls/<int:call_id>/listen")
 @documented(body=Listen, responses={200: Listening, 404: "No such call",
                                     409: "Twilio not configured, the call not connected, your softphone still ringing, "
                                          "or Twilio failed"},
@@ -211,7 +213,7 @@ def listen(call_id: int) -> Response:
     return jsonify(Listening(**joined).model_dump())
 
 
-@bp.get("/calls/<int:call_id>/listen")
+@routes.get("/calls/<int:call_id>/listen")
 @documented(responses={200: ListeningState, 404: "No such call"}, roles=("supervisor",))
 @roles_required("supervisor")
 def listening(call_id: int) -> Response:
@@ -219,7 +221,7 @@ def listening(call_id: int) -> Response:
     return jsonify(ListeningState(**supervision.state(db.session, current_user, call_id, utcnow())).model_dump())
 
 
-@bp.delete("/calls/<int:call_id>/listen")
+@routes.delete("/calls/<int:call_id>/listen")
 @documented(responses={200: Stopped, 404: "No such call",
                        409: "You are not on the call, your softphone is still being rung, or Twilio failed"},
             roles=("supervisor",))
@@ -249,7 +251,7 @@ def period() -> reports.Period:
         raise BadRequest("bad_range", exc.detail, status=exc.status) from None
 
 
-@bp.get("/calls")
+@routes.get("/calls")
 @documented(responses={200: CallList}, roles=("supervisor",),
             query={"from": date("first day (Europe/London; default today)"), "to": date("last day, inclusive (default from)"),
                    "outcome": "an outcome code, or in_progress", "need": "a need code, or not_given",
@@ -268,7 +270,7 @@ def calls() -> Response:
     return jsonify(result)
 
 
-@bp.get("/calls/<int:call_id>")
+@routes.get("/calls/<int:call_id>")
 @documented(responses={200: CallTimeline, 404: "No such call"}, roles=("supervisor",))
 @roles_required("supervisor")
 def call_timeline(call_id: int) -> Response:

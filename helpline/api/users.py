@@ -11,9 +11,11 @@ from .. import staff_sessions
 from ..auth import roles_required
 from ..db import db
 from ..models import User
-from ..webhooks import error
-from . import bp
+from ..errors import error
+from . import Routes
 from .openapi import documented
+
+routes = Routes()
 
 
 class SessionsEnded(BaseModel):
@@ -23,7 +25,7 @@ class SessionsEnded(BaseModel):
     ended: int
 
 
-@bp.post("/users/<int:user_id>/sessions/revoke")
+@routes.post("/users/<int:user_id>/sessions/revoke")
 @documented(responses={200: SessionsEnded, 404: "No such user"}, roles=("admin",))
 @roles_required("admin")
 def end_user_sessions(user_id: int) -> Response | tuple[Response, int]:

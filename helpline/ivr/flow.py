@@ -1,8 +1,10 @@
 """The IVR flow as data: load `ivr_flows/*.yaml`, check it thoroughly, and hand back typed steps.
 
-A flow that names an unknown step, has a step nobody can reach, lacks a prompt, repeats a key, uses
-an unknown placeholder, or has a loop a caller could never leave stops start-up with one line naming
-the file, the step and the problem.
+Each step's shape (its type, the keys it may and must have, keypad keys, needs, flags) is declared
+as pydantic models, the same way as the configuration (config.py); what no one step can say (a step
+that names an unknown step, one nobody can reach, a key a menu may not use, a placeholder the
+service cannot fill, a loop a caller could never leave) is checked across the flow here. Any of it
+stops start-up with one line naming the file, the step and the problem.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping, Union
 
 import yaml
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr,
+                      TypeAdapter, ValidationError, model_validator)
 
 STEP_TYPES = ("say", "hours", "menu", "hangup", "callback", "queue")
 #: Steps at which a call leaves the IVR: a way out of any loop.
@@ -156,10 +160,14 @@ def parse_flow(data: Any, path: Path) -> Flow:
     problems: list[str] = []
     if not isinstance(data, dict):
         raise FlowError([f"{where}: the flow must be a mapping with flow, start, texts and steps"])
-    unknown_top = sorted(set(data) - {"flow", "start", "texts", "steps", "menu_keys"})
-    problems += [f"{where}: unknown top-level key {key!r}" for key in unknown_top]
-    texts = data.get("texts") or {}
-    if not isinstance(texts, dict) or not all(isinstance(v, str) for v in texts.values()):
+    try:
+        _FlowFile.model_validate(data)
+    except ValidationError as exc:
+        unknown_top = sorted(str(error["loc"][0]) for error in exc.errors() if error["type"] == "extra_forbidden")
+        problems += [f"{where}: unknown top-level key {key!r}" for key in unknown_top]
+    try:
+        texts = dict(_TEXTS.validate_python(data.get("texts")) or {})
+    except ValidationError:
         problems.append(f"{where}: texts: must map names to text")
         texts = {}
     raw_steps = data.get("steps")
@@ -206,46 +214,135 @@ def parse_flow(data: Any, path: Path) -> Flow:
     return Flow(str(data.get("flow") or path.stem), str(start), dict(texts), steps, path, menu_keys)
 
 
-def _parse_menu_keys(raw: Any) -> MenuKeys:
-    """The flow's `menu_keys`, or ValueError saying what is wrong."""
-    if raw is None:
-        return MenuKeys()
-    if not isinstance(raw, dict):
-        raise ValueError("must be a mapping with repeat and speak_now")
-    unknown = sorted(set(raw) - {"repeat", "speak_now"})
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r}")
-    repeat = raw.get("repeat")
-    if repeat is not None and str(repeat) not in KEYS:
-        raise ValueError("repeat is not a keypad key")
-    speak_now = None
-    if raw.get("speak_now") is not None:
-        spec = raw["speak_now"]
-        if not isinstance(spec, dict) or str(spec.get("key")) not in KEYS:
-            raise ValueError("speak_now needs key: <a keypad key>")
-        unknown = sorted(set(spec) - {"key", "need", "unconfirmed"})
-        if unknown:
-            raise ValueError(f"speak_now: unknown key {unknown[0]!r}")
-        if spec.get("need") is not None and spec["need"] not in NEEDS:
-            raise ValueError(f"speak_now: need must be one of {', '.join(NEEDS)}")
-        unconfirmed = spec.get("unconfirmed") or {}
-        if not isinstance(unconfirmed, dict) or not all(
-                isinstance(flag, str) and flag.isidentifier() for flag in unconfirmed.values()):
-            raise ValueError("speak_now: unconfirmed must map answers to flags")
-        speak_now = SpeakNow(str(spec["key"]), spec.get("need"), {str(k): v for k, v in unconfirmed.items()})
-    if repeat is not None and speak_now is not None and str(repeat) == speak_now.key:
-        raise ValueError("repeat and speak_now cannot be the same key")
-    return MenuKeys(str(repeat) if repeat is not None else None, speak_now)
+# -- the flow file's shape, as pydantic models --------------------------------------------------------
+#
+# The models say what a flow file may hold; `_problem` turns the first of pydantic's errors for a part
+# into the one line the flow's author reads (pydantic's own wording names types, not flow steps).
 
 
-_ALLOWED = {
-    "say": {"say", "next"},
-    "hours": {"open", "closed"},
-    "menu": {"prompt", "retry", "attempts", "keys", "no_input"},
-    "hangup": {"say", "outcome", "forget_caller"},
-    "callback": {"say", "outcome", "keep_place", "no_number"},
-    "queue": {"say", "announce", "callback_key", "callback"},
-}
+def _as_text_key(value: Any) -> Any:
+    """YAML reads the key 1 as a number: a keypad key (or a mapping's keys) is its text."""
+    if isinstance(value, dict):
+        return {str(key): item for key, item in value.items()}
+    return value if value is None else str(value)
+
+
+def _word(value: str) -> str:
+    if not value.isidentifier():
+        raise ValueError("not a word")
+    return value
+
+
+Keypad = Annotated[Literal[KEYS], BeforeValidator(_as_text_key)]  # type: ignore[valid-type]
+Need = Literal[NEEDS]  # type: ignore[valid-type]
+Word = Annotated[StrictStr, AfterValidator(_word)]
+#: Text a step cannot do without: present, and not empty.
+Prompt = Annotated[StrictStr, Field(min_length=1)]
+TextMap = Annotated[dict[str, StrictStr], BeforeValidator(_as_text_key)]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Action(_Part):
+    goto: StrictStr
+    need: Need | None = None
+    flag: Word | None = None
+    answer: TextMap | None = None
+
+
+class _Say(_Part):
+    type: Literal["say"]
+    say: Prompt
+    next: Prompt
+
+
+class _Hours(_Part):
+    type: Literal["hours"]
+    open: Prompt
+    closed: Prompt
+
+
+class _Menu(_Part):
+    type: Literal["menu"]
+    prompt: Prompt
+    retry: StrictStr = None  # type: ignore[assignment] - may be left out, but not given as null
+    attempts: Annotated[StrictInt, Field(ge=1, le=5)] = 3
+    keys: Annotated[dict[Keypad, _Action], Field(min_length=1), BeforeValidator(_as_text_key)]
+    no_input: _Action
+
+
+class _Hangup(_Part):
+    type: Literal["hangup"]
+    say: Prompt
+    outcome: Prompt
+    forget_caller: StrictBool = False
+
+
+class _Callback(_Part):
+    type: Literal["callback"]
+    say: Prompt
+    outcome: Prompt
+    keep_place: StrictBool = False
+    no_number: Prompt
+
+
+class _Queue(_Part):
+    type: Literal["queue"]
+    say: Prompt
+    announce: Annotated[TextMap, Field(min_length=1)]
+    callback_key: Keypad | None = None
+    callback: StrictStr = None  # type: ignore[assignment] - may be left out, but not given as null
+
+    @model_validator(mode="after")
+    def _callback_offer(self) -> "_Queue":
+        if "position" not in self.announce:
+            raise ValueError("announce must have a position prompt")
+        if bool(self.callback_key) != bool(self.callback):
+            raise ValueError("callback_key and callback go together")
+        if self.callback_key is not None and "callback_offer" not in self.announce:
+            raise ValueError("announce needs a callback_offer prompt when callback_key is set")
+        return self
+
+
+_STEP = TypeAdapter(Annotated[Union[_Say, _Hours, _Menu, _Hangup, _Callback, _Queue], Field(discriminator="type")])
+
+
+class _SpeakNow(_Part):
+    key: Keypad
+    need: Need | None = None
+    unconfirmed: Annotated[dict[str, Word], BeforeValidator(_as_text_key)] | None = None
+
+
+class _MenuKeys(_Part):
+    repeat: Keypad | None = None
+    speak_now: _SpeakNow | None = None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "_MenuKeys":
+        if self.repeat is not None and self.speak_now is not None and self.repeat == self.speak_now.key:
+            raise ValueError("repeat and speak_now cannot be the same key")
+        return self
+
+
+class _FlowFile(BaseModel):
+    """The file's top level; texts, steps and menu_keys are checked on their own, each problem on its own line."""
+
+    model_config = ConfigDict(extra="forbid")
+    flow: Any = None
+    start: Any = None
+    texts: Any = None
+    steps: Any = None
+    menu_keys: Any = None
+
+
+_TEXTS = TypeAdapter(Union[TextMap, None])
+
+
+#: The steps' texts, in the order their problems are reported.
+_TEXT_FIELDS = ("say", "prompt", "retry", "next", "open", "closed", "outcome", "no_number", "callback")
+#: Fields a step type requires, in the order a missing one is reported.
 _REQUIRED = {
     "say": ("say", "next"),
     "hours": ("open", "closed"),
@@ -254,79 +351,124 @@ _REQUIRED = {
     "callback": ("say", "outcome", "no_number"),
     "queue": ("say", "announce"),
 }
+_NEEDS_ARE = f"need must be one of {', '.join(NEEDS)}"
+
+
+def _validator_message(error: Mapping[str, Any]) -> str:
+    """What a model's own validator said (without pydantic's "Value error, " prefix)."""
+    cause = (error.get("ctx") or {}).get("error")
+    return str(cause) if cause is not None else str(error["msg"])
+
+
+def _action_problem(label: str, loc: tuple[Any, ...], error: Mapping[str, Any]) -> tuple[int, str]:
+    """(rank, line) for an error inside an action (`loc` relative to it)."""
+    field_name = loc[0] if loc else None
+    if not loc or error["type"] in ("model_type", "model_attributes_type") or field_name == "goto":
+        return 0, f"{label}: an action needs goto: <step>"
+    if error["type"] == "extra_forbidden":
+        return 1, f"{label}: unknown key {field_name!r}"
+    if field_name == "need":
+        return 2, f"{label}: {_NEEDS_ARE}"
+    if field_name == "answer":
+        return 3, f"{label}: answer must map names to text"
+    return 4, f"{label}: flag must be a word such as self_referral_unconfirmed"
+
+
+def _step_problem(raw: Any, error: Mapping[str, Any]) -> tuple[int, str]:
+    """(rank, line) for one of pydantic's errors about a step: the lowest rank is what today's author
+    most needs to hear first (the type, then unknown keys, then what is missing, then each field)."""
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    kind_error = error["type"] in ("union_tag_invalid", "union_tag_not_found")
+    if not isinstance(raw, dict) or error["type"] == "model_attributes_type" and not error["loc"]:
+        return 0, "must be a mapping"
+    if kind_error or kind not in STEP_TYPES:
+        return 1, f"type must be one of {', '.join(STEP_TYPES)} (got {kind!r})"
+    loc = tuple(error["loc"][1:])  # past the step type pydantic chose by
+    field_name = loc[0] if loc else None
+    if not loc:
+        return 90, _validator_message(error)  # the queue step's own checks
+    if error["type"] == "extra_forbidden" and len(loc) == 1:
+        return 2, f"unknown key {field_name!r} for a {kind} step"
+    if field_name in _REQUIRED[kind] and (len(loc) == 1 and error["type"] == "missing" or raw.get(field_name) in (None, "", {})):
+        label = "prompt" if field_name in ("say", "prompt") else field_name
+        return 3 + _REQUIRED[kind].index(field_name) / 10, f"missing {label}"
+    if field_name in _TEXT_FIELDS:
+        return 4, f"{field_name} must be text"
+    if field_name == "attempts":
+        return 5, "attempts must be a whole number from 1 to 5"
+    if field_name == "keys":
+        if len(loc) == 1:
+            return 6, "keys must map keypad keys to actions"
+        key = loc[1]
+        if len(loc) > 2 and loc[2] == "[key]":
+            return 6, f"key {key!r} is not a keypad key"
+        return 6.5, _action_problem(f"key {key}", loc[2:], error)[1]
+    if field_name == "no_input":
+        return 7, _action_problem("no_input", loc[1:], error)[1]
+    if field_name == "announce":
+        if len(loc) == 1 and error["type"] == "dict_type":
+            return 8, "announce must have a position prompt"
+        return 8, "announce prompts must be text"
+    if field_name == "callback_key":
+        return 9, "callback_key is not a keypad key"
+    return 10, f"{field_name} must be true or false"
+
+
+def _menu_keys_problem(error: Mapping[str, Any]) -> tuple[int, str]:
+    """(rank, line) for one of pydantic's errors about `menu_keys`."""
+    loc = tuple(error["loc"])
+    if not loc:
+        if error["type"] == "value_error":
+            return 9, _validator_message(error)
+        return 0, "must be a mapping with repeat and speak_now"
+    if error["type"] == "extra_forbidden" and len(loc) == 1:
+        return 1, f"unknown key {loc[0]!r}"
+    if loc[0] == "repeat":
+        return 2, "repeat is not a keypad key"
+    if len(loc) == 1 or loc[1] == "key":
+        return 3, "speak_now needs key: <a keypad key>"
+    if error["type"] == "extra_forbidden":
+        return 4, f"speak_now: unknown key {loc[1]!r}"
+    if loc[1] == "need":
+        return 5, f"speak_now: {_NEEDS_ARE}"
+    return 6, "speak_now: unconfirmed must map answers to flags"
+
+
+def _first(problems: list[tuple[float, str]]) -> str:
+    return min(problems, key=lambda problem: problem[0])[1]
+
+
+def _parse_menu_keys(raw: Any) -> MenuKeys:
+    """The flow's `menu_keys`, or ValueError saying what is wrong."""
+    if raw is None:
+        return MenuKeys()
+    try:
+        keys = _MenuKeys.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(_first([_menu_keys_problem(error) for error in exc.errors()])) from None
+    speak_now = None
+    if keys.speak_now is not None:
+        speak_now = SpeakNow(keys.speak_now.key, keys.speak_now.need, dict(keys.speak_now.unconfirmed or {}))
+    return MenuKeys(keys.repeat, speak_now)
+
+
+def _action(action: _Action) -> Action:
+    return Action(goto=action.goto, need=action.need, flag=action.flag, answer=dict(action.answer or {}))
 
 
 def _parse_step(name: str, raw: Any) -> Step:
-    """Turn one step's mapping into a Step, or raise ValueError saying what is wrong with it."""
-    if not isinstance(raw, dict):
-        raise ValueError("must be a mapping")
-    kind = raw.get("type")
-    if kind not in STEP_TYPES:
-        raise ValueError(f"type must be one of {', '.join(STEP_TYPES)} (got {kind!r})")
-    unknown = sorted(set(raw) - _ALLOWED[kind] - {"type"})
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} for a {kind} step")
-    for required in _REQUIRED[kind]:
-        if raw.get(required) in (None, "", {}):
-            label = "prompt" if required in ("say", "prompt") else required
-            raise ValueError(f"missing {label}")
-    fields: dict[str, Any] = {key: raw[key] for key in raw if key not in ("type", "keys", "no_input", "announce")}
-    for text_key in ("say", "prompt", "retry", "next", "open", "closed", "outcome", "no_number", "callback"):
-        if text_key in fields and not isinstance(fields[text_key], str):
-            raise ValueError(f"{text_key} must be text")
-    if kind == "menu":
-        attempts = raw.get("attempts", 3)
-        if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 5:
-            raise ValueError("attempts must be a whole number from 1 to 5")
-        keys = raw["keys"]
-        if not isinstance(keys, dict):
-            raise ValueError("keys must map keypad keys to actions")
-        parsed_keys = {}
-        for key, action in keys.items():
-            key = str(key)
-            if key not in KEYS:
-                raise ValueError(f"key {key!r} is not a keypad key")
-            parsed_keys[key] = _parse_action(action, f"key {key}")
-        fields["keys"] = parsed_keys
-        fields["no_input"] = _parse_action(raw["no_input"], "no_input")
-    if kind == "queue":
-        announce = raw["announce"]
-        if not isinstance(announce, dict) or "position" not in announce:
-            raise ValueError("announce must have a position prompt")
-        if not all(isinstance(value, str) for value in announce.values()):
-            raise ValueError("announce prompts must be text")
-        fields["announce"] = dict(announce)
-        if bool(raw.get("callback_key")) != bool(raw.get("callback")):
-            raise ValueError("callback_key and callback go together")
-        if raw.get("callback_key") is not None and str(raw["callback_key"]) not in KEYS:
-            raise ValueError("callback_key is not a keypad key")
-        if raw.get("callback_key") is not None:
-            fields["callback_key"] = str(raw["callback_key"])
-            if "callback_offer" not in announce:
-                raise ValueError("announce needs a callback_offer prompt when callback_key is set")
-    for flag_key in ("forget_caller", "keep_place"):
-        if flag_key in fields and not isinstance(fields[flag_key], bool):
-            raise ValueError(f"{flag_key} must be true or false")
-    return Step(name=name, type=kind, **fields)
-
-
-def _parse_action(raw: Any, label: str) -> Action:
-    """Turn an action mapping into an Action, or raise ValueError."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("goto"), str):
-        raise ValueError(f"{label}: an action needs goto: <step>")
-    unknown = sorted(set(raw) - {"goto", "need", "flag", "answer"})
-    if unknown:
-        raise ValueError(f"{label}: unknown key {unknown[0]!r}")
-    need = raw.get("need")
-    if need is not None and need not in NEEDS:
-        raise ValueError(f"{label}: need must be one of {', '.join(NEEDS)}")
-    answer = raw.get("answer") or {}
-    if not isinstance(answer, dict) or not all(isinstance(v, str) for v in answer.values()):
-        raise ValueError(f"{label}: answer must map names to text")
-    flag = raw.get("flag")
-    if flag is not None and (not isinstance(flag, str) or not flag.isidentifier()):
-        raise ValueError(f"{label}: flag must be a word such as self_referral_unconfirmed")
-    return Action(goto=raw["goto"], need=need, flag=flag, answer={str(k): v for k, v in answer.items()})
+    """Turn one step's mapping into a Step, or raise ValueError saying (on one line) what is wrong with it."""
+    try:
+        step = _STEP.validate_python(raw)
+    except ValidationError as exc:
+        raise ValueError(_first([_step_problem(raw, error) for error in exc.errors()])) from None
+    fields = {key: getattr(step, key) for key in step.model_fields_set if key not in ("type", "keys", "no_input", "announce")}
+    if isinstance(step, _Menu):
+        fields["keys"] = {key: _action(action) for key, action in step.keys.items()}
+        fields["no_input"] = _action(step.no_input)
+    if isinstance(step, _Queue):
+        fields["announce"] = dict(step.announce)
+    return Step(name=name, type=step.type, **fields)
 
 
 def _check_text(text: str, known: set[str], label: str) -> list[str]:

@@ -1,13 +1,15 @@
-"""TwiML for each kind of IVR moment, built with `twilio.twiml.voice_response` by small pure functions.
+"""Every TwiML the service answers with, built with `twilio.twiml.voice_response` by small pure functions.
 
-Nothing here reads the database or the request: the interpreter decides, these functions speak.
+The IVR's moments, the caller's way into a handler's conference (connect.py) and the softphones'
+refused outgoing calls (voice_client.py): no other module writes TwiML. Nothing here reads the
+database or the request: the webhooks decide, these functions speak.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twilio.twiml.voice_response import Enqueue, Gather, VoiceResponse
+from twilio.twiml.voice_response import Conference, Dial, Enqueue, Gather, VoiceResponse
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,45 @@ def retry_later(voice: Voice, text: str, url: str, pause_s: int = 2) -> VoiceRes
 def empty() -> VoiceResponse:
     """A reply with nothing to do (Twilio acknowledges and carries on)."""
     return VoiceResponse()
+
+
+def hang_up() -> VoiceResponse:
+    """End the call without a word."""
+    response = VoiceResponse()
+    response.hangup()
+    return response
+
+
+def redirect(url: str) -> VoiceResponse:
+    """Fetch the next TwiML from `url` (POST), saying nothing."""
+    response = VoiceResponse()
+    response.redirect(url, method="POST")
+    return response
+
+
+def music_then_redirect(music_url: str, url: str) -> VoiceResponse:
+    """Play the hold music once, then fetch `url` again: waiting out an outage without apologising each time."""
+    response = VoiceResponse()
+    response.play(music_url)
+    response.redirect(url, method="POST")
+    return response
+
+
+def join_conference(voice: Voice, greeting: str | None, name: str, music_url: str, status_callback_url: str) -> VoiceResponse:
+    """Put the caller in conference `name` with their handler, after `greeting` if any.
+
+    The caller waits with music until the handler's leg is in (they do not start it), and their
+    leaving ends it; the conference's start, end, joins and leaves go to `status_callback_url`.
+    """
+    response = VoiceResponse()
+    if greeting:
+        voice.say(response, greeting)
+    dial = Dial()
+    dial.append(Conference(
+        name, start_conference_on_enter=False, end_conference_on_exit=True, beep=False,
+        wait_url=music_url, wait_method="GET",
+        status_callback=status_callback_url, status_callback_method="POST",
+        status_callback_event="start end join leave",
+    ))
+    response.append(dial)
+    return response

@@ -23,8 +23,12 @@ from ..db import commit_with, db
 from ..models import utcnow
 from ..phone import normalise
 from ..security import client_address
-from . import bp, service_facts
+from ..api import Routes
+from .pages import service_facts
 from . import referrals
+
+#: The form's pages, added to the public pages' blueprint by `add_to` (public/__init__.py).
+routes = Routes()
 
 #: Where the answers so far are kept (encrypted) in the session, and the reference once sent.
 ANSWERS = "self_referral"
@@ -219,13 +223,13 @@ def _handle(name: str) -> Response | tuple[str, int]:
     return redirect(_url(target))
 
 
-@bp.route("/self-referral", methods=["GET", "POST"])
+@routes.route("/self-referral", methods=["GET", "POST"])
 def start() -> Response | tuple[str, int]:
     """The form's first question (who the request is about), with what happens next."""
     return _handle("about-whom")
 
 
-@bp.route("/self-referral/<step>", methods=["GET", "POST"])
+@routes.route("/self-referral/<step>", methods=["GET", "POST"])
 def question(step: str) -> Response | tuple[str, int]:
     """One question of the form."""
     if step == "about-whom":
@@ -233,21 +237,21 @@ def question(step: str) -> Response | tuple[str, int]:
     return _handle(step)
 
 
-@bp.get("/self-referral/someone-else")
+@routes.get("/self-referral/someone-else")
 def someone_else() -> str:
     """About someone else: the kind explanation, in the phone line's words; nothing was kept."""
     return render_template("public/form/someone_else.html", facts=service_facts(),
                            text=referrals.gate_text("someone_else", utcnow()))
 
 
-@bp.get("/self-referral/not-eligible")
+@routes.get("/self-referral/not-eligible")
 def not_eligible() -> str:
     """Not someone the service can see: where else to go, in the phone line's words; nothing was kept."""
     return render_template("public/form/not_eligible.html", facts=service_facts(),
                            text=referrals.gate_text("signposting", utcnow()))
 
 
-@bp.get("/self-referral/urgent-help")
+@routes.get("/self-referral/urgent-help")
 def urgent_help() -> str:
     """Not safe right now: the emergency advice at once, then the way on to ask for a call-back."""
     return render_template("public/form/urgent_help.html", facts=service_facts())
@@ -269,7 +273,7 @@ def _referral(answers: dict[str, Any]) -> referrals.Referral:
     )
 
 
-@bp.route("/self-referral/check-answers", methods=["GET", "POST"])
+@routes.route("/self-referral/check-answers", methods=["GET", "POST"])
 def check_answers() -> Response | tuple[str, int]:
     """Check your answers, then send the request: it joins the line as a call-back request."""
     answers = _load()
@@ -303,10 +307,17 @@ def check_answers() -> Response | tuple[str, int]:
     return redirect(url_for("public.confirmation"))
 
 
-@bp.get("/self-referral/confirmation")
+@routes.get("/self-referral/confirmation")
 def confirmation() -> Response | str:
     """The reference, what happens next, and nothing personal."""
     sent = session.pop(SENT, None)
     if not sent:
         return redirect(url_for("public.start"))
     return render_template("public/form/confirmation.html", facts=service_facts(), sent=sent)
+
+
+def add_to(bp: Any) -> None:
+    """Put the form's pages on the public pages' blueprint (once: the blueprint is shared by every app)."""
+    if not getattr(bp, "_self_referral_form", False):
+        routes.add_to(bp)
+        bp._self_referral_form = True
