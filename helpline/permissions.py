@@ -161,6 +161,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("api.call_timeline", "GET"): {"supervisor": ANY},
     ("api.summary", "GET"): {"supervisor": ANY},
     ("api.calls_csv", "GET"): {"supervisor": "any period (the export is audited)"},
+    ("api.summary_csv", "GET"): {"supervisor": ANY},
     # -- admins: the audit log (users and keys are managed with the `helpline` command on the server)
     ("audit.api_search", "GET"): {"admin": "the search itself is audited"},
     ("api.end_user_sessions", "POST"): {"admin": "any user (audited)"},

@@ -1,4 +1,5 @@
-"""Reports over any period: `GET /api/reports/summary` (JSON) and `GET /api/reports/calls.csv` (one row per call).
+"""Reports over any period: `GET /api/reports/summary` (JSON), `GET /api/reports/summary.csv` (the same
+figures, one per row) and `GET /api/reports/calls.csv` (one row per call).
 
 Both take `from` and `to` as ISO dates (Europe/London days, inclusive, at most a year apart). The
 figures are defined once, in helpline/reports.py. Neither holds anything personal.
@@ -10,7 +11,7 @@ import csv
 import io
 from typing import Any, Iterator
 
-from flask import Response, jsonify, stream_with_context
+from flask import Response, current_app, jsonify, stream_with_context
 from flask_login import current_user
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +35,9 @@ class ReportSummary(BaseModel):
     to: str
     timezone: str
     totals: dict[str, Any]
+    targets: dict[str, Any]
+    definitions: dict[str, Any]
+    channels: dict[str, int]
     by_day: list[dict[str, Any]]
     by_hour: list[dict[str, Any]]
     outcomes: dict[str, int]
@@ -46,7 +50,25 @@ class ReportSummary(BaseModel):
 @roles_required("supervisor")
 def summary() -> Response:
     """The period's figures as JSON (the report page draws its charts from this)."""
-    return jsonify(reports.summary(db.session, period(), utcnow()))
+    return jsonify(reports.summary(db.session, period(), utcnow(), *reports.targets_of(current_app.config["HELPLINE"])))
+
+
+@bp.get("/reports/summary.csv")
+@documented(responses={200: "text/csv: section, key, figure, value: every figure of the summary"},
+            roles=("supervisor",), query=RANGE)
+@roles_required("supervisor")
+def summary_csv() -> Response:
+    """The summary's figures as CSV, one figure a row, so that each chart's numbers open in a spreadsheet."""
+    chosen = period()
+    report = reports.summary(db.session, chosen, utcnow(), *reports.targets_of(current_app.config["HELPLINE"]))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(("section", "key", "figure", "value"))
+    for section, key, figure, value in reports.summary_rows(report):
+        writer.writerow((section, key, figure, "" if value is None else value))
+    filename = f"figures-{chosen.first.isoformat()}-to-{chosen.last.isoformat()}.csv"
+    return Response(buffer.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
 
 
 @bp.get("/reports/calls.csv")
