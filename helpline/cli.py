@@ -30,6 +30,7 @@ class _Commands(click.Group):
         "scheduler": (".scheduler", "scheduler_command"),
         "bench": (".bench.cli", "bench_command"),
         "twilio": (".twilio_setup", "twilio_group"),  # setup and check a real Twilio account
+        "display": (".display", "display_group"),  # display-only wall screens for the wallboard
         # audit, rotate-key, purge, export-/erase-subject
         **{name: (".admin_cli", "COMMANDS") for name in ("audit", "rotate-key", "purge", "export-subject", "erase-subject",
                                                               "sign-out-everywhere", "reset-mfa")},

@@ -5,6 +5,7 @@
 // The live view has its own softphone: Listen, Coach or Barge beside a handler on a call rings it
 // into that call once, then switches the same leg between the three; Stop takes it out.
 import { $, ApiError, api, clock, connect, renderHandlers, renderQueue, setLoginUrl, startTicker } from "./common.js";
+import { drawWall } from "./wallboard.js";
 
 const root = $("supervisor") || $("wallboard");
 const live = Boolean($("supervisor"));
@@ -43,7 +44,6 @@ function drawQueueFigures(body) {
 function drawBoard(board) {
   lastBoard = board;
   const today = board.today || {};
-  const presence = board.handlers || {};
   // The live view's figures.
   setText("fig-sl20", pct(today.service_level_20s));
   setText("fig-sl60", pct(today.service_level_60s));
@@ -51,25 +51,9 @@ function drawBoard(board) {
   setText("fig-answer", seconds(today.avg_answer_s));
   setText("fig-handle", seconds(today.avg_handle_s));
   setText("fig-callbacks", String(board.callbacks_due));
-  // The wall screen's.
-  setText("wb-waiting", String(board.waiting));
-  longestSince = board.waiting ? Date.now() - board.longest_wait_s * 1000 : null;
-  setText("wb-available", String(presence.available || 0));
-  setText("wb-oncall", String((presence.on_call || 0) + (presence.wrap_up || 0) + (presence.offered || 0)));
-  setText("wb-away", `${presence.break || 0} · ${presence.offline || 0}`);
-  setText("wb-sl20", pct(today.service_level_20s));
-  setText("wb-sl60", pct(today.service_level_60s));
-  setText("wb-abandoned", pct(today.abandonment_rate));
-  setText("wb-answer", seconds(today.avg_answer_s));
-  setText("wb-handle", seconds(today.avg_handle_s));
-  setText("wb-callbacks", String(board.callbacks_due));
-  setText("wb-answered", `${today.answered || 0} · ${today.calls || 0}`);
+  // The wall screen's (wallboard.js draws them, for display-only screens too).
+  longestSince = drawWall(board);
   setAlertCount((board.alerts || []).length);
-  setText("wb-updated", new Date(board.at).toLocaleTimeString("en-GB"));
-  const waitingTile = $("wb-waiting")?.closest(".wb-tile");
-  if (waitingTile) waitingTile.dataset.level = board.waiting === 0 ? "ok" : board.longest_wait_s > 60 ? "bad" : "warn";
-  const longestTile = $("wb-longest")?.closest(".wb-tile");
-  if (longestTile) longestTile.dataset.level = board.longest_wait_s > 60 ? "bad" : board.longest_wait_s > 20 ? "warn" : "ok";
   for (const alert of board.alerts || []) showAlert(alert, false);
   drawAlertList(board.alerts || []);
   if (live) {

@@ -11,14 +11,15 @@ import csv
 import io
 from typing import Any, Iterator
 
-from flask import Response, current_app, jsonify, stream_with_context
+from flask import Response, current_app, jsonify, request, stream_with_context
 from flask_login import current_user
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import audit, reports
+from .. import audit, display, reports
 from ..auth import roles_required
 from ..db import db
 from ..models import utcnow
+from ..webhooks import error
 from . import bp
 from .openapi import documented
 from .supervisor import period
@@ -97,3 +98,26 @@ def calls_csv() -> Response:
     filename = f"calls-{chosen.first.isoformat()}-to-{chosen.last.isoformat()}.csv"
     return Response(stream_with_context(lines()), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
+
+
+@bp.get("/display/wallboard")
+@documented(responses={200: "the wallboard's figures for a display-only screen: no call, handler or person"},
+            roles=())
+def display_wallboard() -> Response:
+    """The wallboard's figures for a display-only wall screen, with its token as `Authorization: Bearer`.
+
+    No log-in, so nothing times out; a revoked or unknown token gets 401. The figures leave out every
+    call id, handler and name (reports.display_board).
+    """
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    now = utcnow()
+    screen = display.screen_for(db.session, token, now)
+    if screen is None:
+        return error(401, "display_token", "a valid display token is needed (Authorization: Bearer TOKEN); "
+                                           "`helpline display create` makes one")
+    board = reports.display_board(reports.wallboard(db.session, now, *reports.targets_of(current_app.config["HELPLINE"])))
+    db.session.commit()  # the screen's last_seen_at
+    response = jsonify(board)
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -12,3 +12,4 @@ from .audit import *  # noqa: F401,F403
 from .supervision import *  # noqa: F401,F403
 from .access import *  # noqa: F401,F403
 from .questionnaire import *  # noqa: F401,F403
+from .display import *  # noqa: F401,F403

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from helpline.models import Booking, Call, CallEvent, Clinician, Contact, Locality, Site
 
+from ..processes import run_cli
 from ..supervision_factories import DAY, at, call
 from .console import axe_violations
 
@@ -62,11 +63,40 @@ def seed(engine) -> None:  # type: ignore[no-untyped-def]
         session.commit()
 
 
-def test_every_report_chart_is_drawn_with_its_table_and_the_presets_choose_the_period(stack, console, make_user):
-    from playwright.sync_api import expect
-
+@pytest.fixture(scope="module")
+def seeded(stack):  # type: ignore[no-untyped-def]
     SHOTS.mkdir(parents=True, exist_ok=True)
     seed(stack.engine)
+    return stack
+
+
+#: Anything on the wall screen cut off, spilling out of its tile, or off the screen (none, when it fits).
+CLIPPED = """() => {
+  const out = [];
+  const width = window.innerWidth, height = window.innerHeight;
+  if (document.documentElement.scrollHeight > height + 1) out.push(`page scrolls: ${document.documentElement.scrollHeight} > ${height}`);
+  if (document.documentElement.scrollWidth > width + 1) out.push(`page scrolls sideways`);
+  for (const el of document.querySelectorAll("#wallboard, #wallboard *")) {
+    const box = el.getBoundingClientRect();
+    if (!box.width || !box.height || el.closest(".sr-only")) continue;
+    const name = `${el.tagName.toLowerCase()}#${el.id}.${el.className}`;
+    if (box.right > width + 0.5 || box.bottom > height + 0.5) out.push(`${name} ends at ${Math.round(box.right)},${Math.round(box.bottom)}`);
+    if (el.scrollWidth > el.clientWidth + 1 && el.clientWidth) out.push(`${name} is wider than its box: ${el.scrollWidth} > ${el.clientWidth}`);
+    if (el.scrollHeight > el.clientHeight + 1 && el.clientHeight) out.push(`${name} is taller than its box: ${el.scrollHeight} > ${el.clientHeight}`);
+    const tile = el.closest(".wb-tile");
+    if (tile && tile !== el) {
+      const outer = tile.getBoundingClientRect();
+      if (box.right > outer.right + 0.5 || box.bottom > outer.bottom + 0.5) out.push(`${name} spills out of its tile`);
+    }
+  }
+  return out;
+}"""
+
+
+def test_every_report_chart_is_drawn_with_its_table_and_the_presets_choose_the_period(seeded, console, make_user):
+    from playwright.sync_api import expect
+
+    stack = seeded
     make_user("rita", role="supervisor", display_name="Rita Supervisor")
     tab = console({"width": 1366, "height": 768})
     tab.log_in("rita", landing="/supervisor")
@@ -112,4 +142,61 @@ def test_every_report_chart_is_drawn_with_its_table_and_the_presets_choose_the_p
     expect(page.locator("#from")).to_have_value((today - dt.timedelta(days=6)).isoformat())
     expect(page.locator("#to")).to_have_value(today.isoformat())
     expect(page.locator("button[data-preset='7']")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#chart-days-table tbody tr")).to_have_count(7)
     assert page.evaluate("Chart.getChart(document.getElementById('chart-days')).data.labels.length") == 7
+
+
+def test_the_wallboard_fits_every_wall_screen_size_and_shows_service_levels(seeded, console, make_user):
+    from playwright.sync_api import expect
+
+    stack = seeded
+    make_user("wally", role="supervisor", display_name="Wally Supervisor")
+    tab = console(SIZES[0])
+    tab.log_in("wally", landing="/supervisor")
+    page = tab.page
+    page.goto(stack.service.url + "/supervisor/wallboard")
+    expect(page.locator("#connection")).to_be_hidden(timeout=15_000)
+    expect(page.locator("#wb-definitions dt")).to_have_count(4, timeout=15_000)
+    expect(page.locator("#wb-sl-answered-label")).to_have_text("Answered within 60 s (of answered)")
+    expect(page.locator("#wb-sl-answered-target")).to_have_text("≥ 95%")
+    # Nothing answered today (the seeded calls are on another day): no figure, said in words.
+    expect(page.locator("#wb-sl-answered-status")).to_have_text("– No calls yet")
+    for size in SIZES:
+        page.set_viewport_size(size)
+        page.wait_for_timeout(200)
+        clipped = page.evaluate(CLIPPED)
+        assert clipped == [], f"{size}: " + "\n".join(clipped)
+        page.screenshot(path=str(SHOTS / f"wallboard-{size['width']}x{size['height']}.png"))
+    assert axe_violations(page) == []
+
+
+def test_a_display_only_screen_reads_figures_without_a_log_in_until_revoked(seeded, browser):
+    from playwright.sync_api import expect
+
+    stack = seeded
+    made = run_cli(["display", "create", "Test wall"], stack.env)
+    assert made.returncode == 0, made.stderr
+    address = made.stdout.split("open ")[1].split()[0]
+    token = address.split("#token=")[1]
+    screen_id = made.stdout.split()[1]
+    context = browser.new_context(viewport=SIZES[2])
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{stack.service.url}/display#token={token}")
+        expect(page.locator("#connection")).to_be_hidden(timeout=15_000)
+        expect(page.locator("#wb-definitions dt")).to_have_count(4)
+        expect(page.locator("#wb-waiting")).to_have_text("0")
+        assert page.evaluate(CLIPPED) == []
+        page.screenshot(path=str(SHOTS / "display-3840x2160.png"))
+        # Nothing personal on the screen; and the screen is nobody logged in (no session to time out).
+        assert "Supervisor" not in page.locator("body").inner_text()
+        assert page.evaluate("fetch('/api/me').then((r) => r.status)") == 401
+        assert axe_violations(page) == []
+        revoked = run_cli(["display", "revoke", screen_id], stack.env)
+        assert revoked.returncode == 0, revoked.stderr
+        expect(page.locator("#connection")).to_contain_text("revoked", timeout=15_000)
+        assert errors == []
+    finally:
+        context.close()
