@@ -64,6 +64,7 @@ from .models import (
     Site,
     User,
 )
+from . import wait_estimate
 from .config import ServiceLevelSettings
 from .hours import OpeningHours
 from .models.core import UTCDateTime
@@ -409,9 +410,10 @@ def channel_counts(session: Session, start: dt.datetime, end: dt.datetime) -> di
 # -- the wallboard ----------------------------------------------------------------------------------
 
 def wallboard(session: Session, now: dt.datetime, targets: ServiceLevelSettings | None = None,
-              hours: OpeningHours | None = None) -> dict[str, Any]:
+              hours: OpeningHours | None = None, default_wait_s: int = 180) -> dict[str, Any]:
     """The body of the `wallboard` event: the line now, the handlers, today's figures, the service
-    levels in the last hour and today against their targets, and risk alerts."""
+    levels in the last hour and today against their targets, the wait a caller joining now can
+    expect (wait_estimate.py; `default_wait_s` until there is anything to learn from), and risk alerts."""
     targets = targets or ServiceLevelSettings()
     line = session.execute(
         select(func.count(QueueEntry.id), func.min(QueueEntry.placed_at))
@@ -452,8 +454,15 @@ def wallboard(session: Session, now: dt.datetime, targets: ServiceLevelSettings 
             "today": service_levels(session, day.start, day.end, now, targets, hours),
             "definitions": definitions(targets),
         },
+        "expected_wait": wait_estimate.for_new_caller(session, now, default_wait_s).as_dict(),
         "alerts": alerts(session, day.start),
     }
+
+
+def wallboard_options(settings: Any) -> dict[str, Any]:
+    """`wallboard`'s keyword arguments from a Settings: the targets, opening hours and default wait."""
+    targets, hours = targets_of(settings)
+    return {"targets": targets, "hours": hours, "default_wait_s": settings.queue.default_wait_estimate_s}
 
 
 def display_board(board: dict[str, Any]) -> dict[str, Any]:
@@ -466,6 +475,7 @@ def display_board(board: dict[str, Any]) -> dict[str, Any]:
         "at": board["at"], "day": board["day"], "waiting": board["waiting"], "longest_wait_s": board["longest_wait_s"],
         "callbacks_due": board["callbacks_due"], "callbacks_later": board["callbacks_later"],
         "handlers": board["handlers"], "today": board["today"], "service_levels": board["service_levels"],
+        "expected_wait": board["expected_wait"],
         "alerts": [{"kind": alert["kind"], "level": alert["level"], "at": alert["at"]} for alert in board["alerts"]],
     }
 

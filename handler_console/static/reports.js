@@ -2,7 +2,7 @@
 // before this module as window.Chart). Every chart has a sentence that sums it up and a table of its
 // figures; series differ by pattern and point shape as well as colour; the same figures come as CSV
 // (GET /api/reports/summary.csv) and the calls themselves as another (GET /api/reports/calls.csv).
-import { $, ApiError, api, clock, humanise, setLoginUrl } from "./common.js";
+import { $, ApiError, api, clock, focusHeading, humanise, setLoginUrl } from "./common.js";
 
 setLoginUrl($("reports").dataset.loginUrl);
 
@@ -302,3 +302,4 @@ const initial = new URLSearchParams(window.location.search);
 form.elements.from.value = initial.get("from") || isoDay(new Date());
 form.elements.to.value = initial.get("to") || form.elements.from.value;
 load();
+focusHeading();

@@ -4,7 +4,7 @@
 // change and every few seconds); `alert` is a risk alert, shown at once, with a sound and a flash.
 // The live view has its own softphone: Listen, Coach or Barge beside a handler on a call rings it
 // into that call once, then switches the same leg between the three; Stop takes it out.
-import { $, ApiError, api, clock, connect, renderHandlers, renderQueue, setLoginUrl, startTicker } from "./common.js";
+import { $, ApiError, api, clock, connect, focusHeading, renderHandlers, renderQueue, setLoginUrl, startTicker } from "./common.js";
 import { drawWall } from "./wallboard.js";
 
 const root = $("supervisor") || $("wallboard");
@@ -474,3 +474,4 @@ if (live) startSoftphone();
 connect(root.dataset.namespace, $("connection"), events, () => {
   api("GET", "/api/supervisor/wallboard").then(drawBoard, () => {});
 });
+focusHeading();

@@ -50,6 +50,14 @@ function drawLevels(levels) {
   $("wb-definitions")?.replaceChildren(...list);
 }
 
+/** The wait a caller joining now can expect, as the wall says it (wait_estimate.py). */
+function expected(estimate) {
+  if (!estimate) return "–";
+  if (estimate.seconds == null) return "nobody on duty";
+  if (estimate.seconds < 60) return "under 1 min";
+  return `about ${Math.ceil(estimate.seconds / 60)} min`;
+}
+
 /** Draw every figure of the wall screen; returns when the longest-waiting caller joined (ms), or null. */
 export function drawWall(board) {
   const today = board.today || {};
@@ -69,6 +77,7 @@ export function drawWall(board) {
   const alertTile = $("wb-alerts")?.closest(".wb-tile");
   if (alertTile) alertTile.dataset.level = alerts.length ? "bad" : "ok";
   drawLevels(board.service_levels);
+  setText("wb-expected", expected(board.expected_wait));
   const waitingTile = $("wb-waiting")?.closest(".wb-tile");
   if (waitingTile) waitingTile.dataset.level = board.waiting === 0 ? "ok" : board.longest_wait_s > 60 ? "bad" : "warn";
   const longestTile = $("wb-longest")?.closest(".wb-tile");

@@ -116,7 +116,7 @@ def display_wallboard() -> Response:
     if screen is None:
         return error(401, "display_token", "a valid display token is needed (Authorization: Bearer TOKEN); "
                                            "`helpline display create` makes one")
-    board = reports.display_board(reports.wallboard(db.session, now, *reports.targets_of(current_app.config["HELPLINE"])))
+    board = reports.display_board(reports.wallboard(db.session, now, **reports.wallboard_options(current_app.config["HELPLINE"])))
     db.session.commit()  # the screen's last_seen_at
     response = jsonify(board)
     response.headers["Cache-Control"] = "no-store"

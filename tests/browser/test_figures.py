@@ -200,3 +200,34 @@ def test_a_display_only_screen_reads_figures_without_a_log_in_until_revoked(seed
         assert errors == []
     finally:
         context.close()
+
+
+def test_focus_starts_at_the_heading_after_log_in_and_review_rows_open_with_space(seeded, console, make_user):
+    from playwright.sync_api import expect
+
+    stack = seeded
+    make_user("vera", role="supervisor", display_name="Vera Supervisor")
+    tab = console(SIZES[0])
+    tab.log_in("vera", landing="/supervisor")
+    page = tab.page
+    # After log-in the focus is on the page's heading, not left on the body.
+    assert page.evaluate("document.activeElement.tagName") == "H1"
+    assert page.evaluate("document.activeElement.textContent") == "Live queue and handlers"
+    page.goto(stack.service.url + "/supervisor/review")
+    assert page.evaluate("document.activeElement.textContent") == "Call review"
+    page.fill("#from", "2026-03-10")
+    page.fill("#to", "2026-03-10")
+    page.click("#filters button[type=submit]")
+    rows = page.locator("#call-rows tr[data-call-id]")
+    expect(rows).to_have_count(6, timeout=15_000)
+    first = rows.first
+    assert first.get_attribute("role") == "row" and first.get_attribute("aria-selected") == "false"
+    first.focus()
+    page.keyboard.press("ArrowDown")
+    second = rows.nth(1)
+    expect(second).to_be_focused()
+    page.keyboard.press(" ")
+    expect(second).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#story")).to_contain_text("Call")
+    assert page.evaluate("window.scrollY") == 0  # Space opened the call rather than scrolling the page
+    assert axe_violations(page) == []
