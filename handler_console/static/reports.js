@@ -92,7 +92,7 @@ function bars(labels, series, { horizontal = false, stacked = false, axis = "Cal
     data: {
       labels: horizontal ? labels.map((label) => wrap(label)) : labels,
       datasets: series.map((item, index) => ({
-        label: item.name, data: item.values, borderWidth: 2,
+        label: item.name, data: item.values, borderWidth: 2, barPercentage: 0.9, categoryPercentage: 0.85,
         borderColor: index ? ORANGE : BLUE, backgroundColor: index ? stripes(ORANGE) : BLUE,
       })),
     },
@@ -215,7 +215,7 @@ function drawReport(report) {
         y: { min: 0, max: 100, ticks: { stepSize: 20, callback: (value) => `${value}%` }, title: { display: true, text: "Share of calls" } },
         x: { ticks: { autoSkip: true, maxRotation: 0 } },
       },
-      plugins: { legend: { position: "bottom", labels: { usePointStyle: true } } },
+      plugins: { legend: { position: "bottom", labels: { usePointStyle: true, boxHeight: 8, pointStyleWidth: 22 } } },
     },
   }, `${defs.answered_in_time.label}: ${pct(t.service.answered_in_time)} over the period, against a target of ${target}%; `
      + `${defs.answered_in_time_all.label}: ${pct(t.service.answered_in_time_all)}. Hours or days with no answered call have no point.`,
