@@ -1,6 +1,6 @@
 """display-only screens' tokens (the wallboard on a wall)
 
-Revision ID: 0011
+Revision ID: 0011_display
 Revises: 0001
 """
 from alembic import op
@@ -8,7 +8,7 @@ import sqlalchemy as sa
 import helpline.models
 
 
-revision = '0011'
+revision = '0011_display'
 down_revision = '0001'
 branch_labels = None
 depends_on = None
