@@ -17,7 +17,7 @@ function say(state, text) {
 
 async function read() {
   if (!token) {
-    say("error", "This screen has no display token: open the address `helpline display create` printed.");
+    say("error", "This screen has no display token: open the address that \"helpline display create\" printed.");
     return;
   }
   try {

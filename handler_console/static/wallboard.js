@@ -68,7 +68,8 @@ export function drawWall(board) {
   setText("wb-away", `${presence.break || 0} · ${presence.offline || 0}`);
   setText("wb-callbacks", String(board.callbacks_due));
   setText("wb-callbacks-later", String(board.callbacks_later || 0));
-  setText("wb-answered", `${today.answered || 0} · ${today.calls || 0}`);
+  setText("wb-answered", String(today.answered || 0));
+  setText("wb-calls", String(today.calls || 0));
   setText("wb-updated", new Date(board.at).toLocaleTimeString("en-GB"));
   const alerts = board.alerts || [];
   setText("wb-alerts", String(alerts.length));

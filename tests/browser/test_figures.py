@@ -168,6 +168,38 @@ def test_the_wallboard_fits_every_wall_screen_size_and_shows_service_levels(seed
         assert clipped == [], f"{size}: " + "\n".join(clipped)
         page.screenshot(path=str(SHOTS / f"wallboard-{size['width']}x{size['height']}.png"))
     assert axe_violations(page) == []
+    # The widest figures a busy day can bring, drawn by the wall screen's own code, still fit.
+    page.goto(stack.service.url + "/display")  # no token: it reads nothing, so nothing redraws over them
+    page.evaluate(WORST_CASE)
+    expect(page.locator("#wb-calls")).to_have_text("9999")
+    for size in SIZES:
+        page.set_viewport_size(size)
+        page.wait_for_timeout(200)
+        clipped = page.evaluate(CLIPPED)
+        assert clipped == [], f"busiest, {size}: " + "\n".join(clipped)
+        page.screenshot(path=str(SHOTS / f"wallboard-busiest-{size['width']}x{size['height']}.png"))
+
+
+#: A wallboard body with every figure at its widest, drawn with wallboard.js.
+WORST_CASE = """async () => {
+  const { drawWall } = await import("/console/static/wallboard.js");
+  const level = { answered_in_time: 1, answered_in_time_all: 1, abandoned_after: 0.999, callbacks_in_time: 0.888,
+                  status: { answered_in_time: "green", answered_in_time_all: "amber", abandoned_after: "red", callbacks_in_time: "none" } };
+  const definition = (label) => ({ label, target: 0.95, higher_is_better: true,
+                                   definition: "Calls answered within 600 seconds, as a share of the calls answered. ".repeat(2) });
+  drawWall({
+    at: new Date().toISOString(), waiting: 999, longest_wait_s: 3599, callbacks_due: 999, callbacks_later: 999,
+    handlers: { available: 99, on_call: 99, wrap_up: 0, offered: 0, break: 99, offline: 99 },
+    today: { answered: 9999, calls: 9999 },
+    alerts: [{ kind: "risk", level: "immediate", at: new Date().toISOString() }],
+    expected_wait: { seconds: null },
+    service_levels: { today: level, now: level, definitions: {
+      answered_in_time: definition("Answered within 600 s (of answered)"),
+      answered_in_time_all: definition("Answered within 600 s (of all)"),
+      abandoned_after: definition("Abandoned after 300 s"), callbacks_in_time: definition("Call-backs within 60 min") } },
+  });
+  document.getElementById("wb-longest").textContent = "59:59";
+}"""
 
 
 def test_a_display_only_screen_reads_figures_without_a_log_in_until_revoked(seeded, browser):
