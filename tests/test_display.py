@@ -57,6 +57,7 @@ def test_a_wrong_missing_or_revoked_token_reads_nothing(app):
         response = read(client, bad)
         assert response.status_code == 401, bad
         assert response.get_json()["error"] == "display_token"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
     # "Bearer" in another case is still a bearer token; another scheme is not.
     assert client.get("/api/display/wallboard", headers={"Authorization": f"bearer {token}"}).status_code == 200
     assert client.get("/api/display/wallboard", headers={"Authorization": f"Basic {token}"}).status_code == 401

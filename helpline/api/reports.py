@@ -1,8 +1,9 @@
 """Reports over any period: `GET /api/reports/summary` (JSON), `GET /api/reports/summary.csv` (the same
 figures, one per row) and `GET /api/reports/calls.csv` (one row per call).
 
-Both take `from` and `to` as ISO dates (Europe/London days, inclusive, at most a year apart). The
-figures are defined once, in helpline/reports.py. Neither holds anything personal.
+All three take `from` and `to` as ISO dates (Europe/London days, inclusive, at most a year apart).
+The figures are defined once, in helpline/reports.py. None holds anything personal. And
+`GET /api/display/wallboard`: the wallboard's figures for a display-only wall screen (its token, no log-in).
 """
 
 from __future__ import annotations
@@ -114,8 +115,10 @@ def display_wallboard() -> Response:
     now = utcnow()
     screen = display.screen_for(db.session, token, now)
     if screen is None:
-        return error(401, "display_token", "a valid display token is needed (Authorization: Bearer TOKEN); "
-                                           "`helpline display create` makes one")
+        refused = error(401, "display_token", "a valid display token is needed (Authorization: Bearer TOKEN); "
+                                              "`helpline display create` makes one")
+        refused.headers["WWW-Authenticate"] = 'Bearer realm="display"'
+        return refused
     board = reports.display_board(reports.wallboard(db.session, now, **reports.wallboard_options(current_app.config["HELPLINE"])))
     db.session.commit()  # the screen's last_seen_at
     response = jsonify(board)
