@@ -5,7 +5,7 @@
 // The live view has its own softphone: Listen, Coach or Barge beside a handler on a call rings it
 // into that call once, then switches the same leg between the three; Stop takes it out.
 import { $, ApiError, api, clock, connect, focusHeading, renderHandlers, renderQueue, setLoginUrl, startTicker } from "./common.js";
-import { drawWall } from "./wallboard.js";
+import { drawWall, expectedWait, levelWords } from "./wallboard.js";
 
 const root = $("supervisor") || $("wallboard");
 const live = Boolean($("supervisor"));
@@ -45,9 +45,15 @@ function drawBoard(board) {
   lastBoard = board;
   const today = board.today || {};
   // The live view's figures.
-  setText("fig-sl20", pct(today.service_level_20s));
-  setText("fig-sl60", pct(today.service_level_60s));
-  setText("fig-abandoned", pct(today.abandonment_rate));
+  // The configured service levels, as the wallboard and reports show them (helpline/reports.py).
+  const levels = board.service_levels || {};
+  for (const [id, key] of [["fig-sl60", "answered_in_time"], ["fig-abandoned", "abandoned_after"]]) {
+    const definition = (levels.definitions || {})[key];
+    if (definition) setText(`${id}-label`, `${definition.label}, today`);
+    setText(id, pct((levels.today || {})[key]));
+    setText(`${id}-status`, levelWords(((levels.today || {}).status || {})[key]));
+  }
+  setText("fig-expected", expectedWait(board.expected_wait));
   setText("fig-answer", seconds(today.avg_answer_s));
   setText("fig-handle", seconds(today.avg_handle_s));
   setText("fig-callbacks", String(board.callbacks_due));

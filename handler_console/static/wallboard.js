@@ -50,8 +50,14 @@ function drawLevels(levels) {
   $("wb-definitions")?.replaceChildren(...list);
 }
 
+/** A service level's standing against its target, in a symbol and words (never colour alone). */
+export function levelWords(state) {
+  const [symbol, words] = STATUS[state || "none"];
+  return `${symbol} ${words}`;
+}
+
 /** The wait a caller joining now can expect, as the wall says it (wait_estimate.py). */
-function expected(estimate) {
+export function expectedWait(estimate) {
   if (!estimate) return "–";
   if (estimate.seconds == null) return "nobody on duty";
   if (estimate.seconds < 60) return "under 1 min";
@@ -78,7 +84,7 @@ export function drawWall(board) {
   const alertTile = $("wb-alerts")?.closest(".wb-tile");
   if (alertTile) alertTile.dataset.level = alerts.length ? "bad" : "ok";
   drawLevels(board.service_levels);
-  setText("wb-expected", expected(board.expected_wait));
+  setText("wb-expected", expectedWait(board.expected_wait));
   const waitingTile = $("wb-waiting")?.closest(".wb-tile");
   if (waitingTile) waitingTile.dataset.level = board.waiting === 0 ? "ok" : board.longest_wait_s > 60 ? "bad" : "warn";
   const longestTile = $("wb-longest")?.closest(".wb-tile");

@@ -245,6 +245,12 @@ def test_focus_starts_at_the_heading_after_log_in_and_review_rows_open_with_spac
     # After log-in the focus is on the page's heading, not left on the body.
     assert page.evaluate("document.activeElement.tagName") == "H1"
     assert page.evaluate("document.activeElement.textContent") == "Live queue and handlers"
+    # The live view shows the configured service levels the wallboard shows, with words for their standing.
+    expect(page.locator("#fig-sl60-label")).to_have_text("Answered within 60 s (of answered), today", timeout=15_000)
+    expect(page.locator("#fig-sl60-status")).to_have_text("– No calls yet")
+    expect(page.locator("#fig-expected")).to_have_text("nobody on duty")
+    assert axe_violations(page) == []
+    page.screenshot(path=str(SHOTS / "supervisor-live.png"))
     page.goto(stack.service.url + "/supervisor/review")
     assert page.evaluate("document.activeElement.textContent") == "Call review"
     page.fill("#from", "2026-03-10")
