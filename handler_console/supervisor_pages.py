@@ -28,7 +28,15 @@ CALL_OUTCOMES = (
 @page_for("supervisor")
 def wallboard() -> str:
     """The wallboard: a few huge figures, readable across a room, live over Socket.IO."""
-    return render_template("wallboard.html")
+    return render_template("wallboard.html", display=False)
+
+
+@bp.get("/display")
+def display() -> str:
+    """The wallboard for a display-only wall screen: a shell open to all, like the log-in page. Its
+    figures come from GET /api/display/wallboard with the screen's token (helpline/display.py), and
+    there is no log-in to time out."""
+    return render_template("wallboard.html", display=True)
 
 
 @bp.get("/supervisor/review")

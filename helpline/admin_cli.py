@@ -13,12 +13,13 @@ from typing import Iterator
 
 import click
 from flask import Flask
+from sqlalchemy import select
 
-from . import audit, create_app, keys, mfa, staff_sessions, subjects
+from . import audit, create_app, display, keys, mfa, staff_sessions, subjects
 from .audit import Actor
 from .config import load_settings
 from .db import db, is_current
-from .models import User
+from .models import DisplayToken, User, utcnow
 from .retention import purge_job
 
 
@@ -232,8 +233,6 @@ def erase_subject(numbers: tuple[str, ...], contact_ids: tuple[int, ...], reason
 
 
 def _user_named(session, name: str):  # type: ignore[no-untyped-def]
-    from sqlalchemy import select
-
     user = session.scalar(select(User).where(User.username == name.strip().lower()))
     if user is None:
         raise click.ClickException(f"no user named {name!r}")
@@ -288,6 +287,53 @@ def unlink_sign_in(name: str) -> None:
     click.echo(f"{name}: unlinked from {issuer}; their next sign-in there links afresh")
 
 
+# -- display-only wall screens (helpline/display.py) ---------------------------------------------------
+
+@click.group("display")
+def display_group() -> None:
+    """Display-only wall screens for the wallboard: create, list, revoke."""
+
+
+@display_group.command("create")
+@click.argument("name")
+def create_command(name: str) -> None:
+    """Allow a new wall screen; prints its address (with its token) once."""
+
+    with _service() as app:
+        screen, token = display.create(db.session, name)
+        audit.record(db.session, audit.Actor.operator(), "display.create", "display_token", screen.id)
+        db.session.commit()
+        base = app.config["HELPLINE"].public_url
+        click.echo(f"screen {screen.id} ({screen.name}): open {base}/display#token={token}")
+        click.echo("The token is shown only now; `helpline display revoke "
+                   f"{screen.id}` stops this screen.")
+
+
+@display_group.command("list")
+def list_command() -> None:
+    """Every wall screen, when it last read the figures, and whether it is revoked."""
+
+    with _service():
+        for screen in db.session.scalars(select(DisplayToken).order_by(DisplayToken.id)):
+            seen = screen.last_seen_at.isoformat(timespec="seconds") if screen.last_seen_at else "never"
+            state = f"revoked {screen.revoked_at.isoformat(timespec='seconds')}" if screen.revoked_at else "active"
+            click.echo(f"{screen.id}\t{screen.name}\tlast seen {seen}\t{state}")
+
+
+@display_group.command("revoke")
+@click.argument("screen_id", type=int)
+def revoke_command(screen_id: int) -> None:
+    """Stop a wall screen: it reads nothing from its next refresh on."""
+
+    with _service():
+        screen = display.revoke(db.session, screen_id, utcnow())
+        if screen is None:
+            raise click.ClickException(f"no screen {screen_id}")
+        audit.record(db.session, audit.Actor.operator(), "display.revoke", "display_token", screen.id)
+        db.session.commit()
+        click.echo(f"screen {screen.id} ({screen.name}) revoked")
+
+
 #: What `helpline.cli` registers.
 COMMANDS = {
     "sign-out-everywhere": sign_out_everywhere,
@@ -298,4 +344,5 @@ COMMANDS = {
     "purge": purge_command,
     "export-subject": export_subject,
     "erase-subject": erase_subject,
+    "display": display_group,
 }

@@ -29,9 +29,10 @@ class _Commands(click.Group):
         "simulate-call": (".emulator.cli", "simulate_call"),
         "bench": (".bench.cli", "bench_command"),
         "twilio": (".twilio_setup", "twilio_group"),  # setup and check a real Twilio account
-        # audit, rotate-key, purge, export-/erase-subject
+        # the operator's commands: audit, keys, retention, subject rights, staff access, wall screens
         **{name: (".admin_cli", "COMMANDS") for name in ("audit", "rotate-key", "purge", "export-subject", "erase-subject",
-                                                              "sign-out-everywhere", "reset-mfa", "unlink-sign-in")},
+                                                              "sign-out-everywhere", "reset-mfa", "unlink-sign-in",
+                                                              "display")},
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

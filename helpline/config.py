@@ -325,6 +325,28 @@ class TriageSettings(_Strict):
     urgent_within_hours: int = Field(default=48, strict=True, ge=1, le=336)
 
 
+class ServiceLevelSettings(_Strict):
+    """The service levels the helpline is held to (NHS 111's, by default), on the wallboard and in reports.
+
+    A figure at or better than its target is green; within `amber_margin` of it, amber; further off, red.
+    """
+
+    #: Calls answered within this many seconds count as answered in time ...
+    answer_within_s: int = Field(default=60, strict=True, ge=1, le=3600)
+    #: ... and at least this share of them should be.
+    answer_target: float = Field(default=0.95, ge=0, le=1)
+    #: A caller who hangs up after waiting longer than this counts against the abandonment target ...
+    abandon_after_s: int = Field(default=30, strict=True, ge=0, le=3600)
+    #: ... and at most this share of the calls that reached the line should.
+    abandon_target: float = Field(default=0.05, ge=0, le=1)
+    #: A call-back is promised within this many seconds of being asked for (or of the line opening) ...
+    callback_within_s: int = Field(default=600, strict=True, ge=1, le=7 * 24 * 3600)
+    #: ... and at least this share should be rung within it.
+    callback_target: float = Field(default=0.95, ge=0, le=1)
+    #: How far on the wrong side of a target a figure is amber rather than red.
+    amber_margin: float = Field(default=0.05, ge=0, le=1)
+
+
 class Settings(_Strict):
     """Everything the service reads from its configuration, validated."""
 
@@ -343,6 +365,7 @@ class Settings(_Strict):
     oidc: OidcSettings = OidcSettings()
     retention: RetentionSettings = RetentionSettings()
     triage: TriageSettings = TriageSettings()
+    service_levels: ServiceLevelSettings = ServiceLevelSettings()
     scheduler: SchedulerSettings
     #: Where the embedded database and generated demo keys live.
     instance_path: str = Field(default_factory=lambda: str(_default_instance_path()))

@@ -37,7 +37,9 @@ ROLES = ("handler", "supervisor", "clinician", "admin")
 ANONYMOUS = "anonymous"
 #: Twilio, recognised by a valid X-Twilio-Signature (checked by the webhook blueprints), not by a log-in.
 TWILIO = "twilio"
-PRINCIPALS = (*ROLES, ANONYMOUS, TWILIO)
+#: A display-only wall screen, recognised by its display token (helpline/display.py), not by a log-in.
+DISPLAY = "display"
+PRINCIPALS = (*ROLES, ANONYMOUS, TWILIO, DISPLAY)
 
 #: Minimum length of the reason a supervisor gives to see a person's details (audited with it).
 MIN_REASON = 10
@@ -59,6 +61,7 @@ OWN_BOOKING = "own bookings (the call's handler, or the booked clinician)"
 WITH_REASON = f"with a recorded reason (?reason= or {REASON_HEADER}, at least {MIN_REASON} characters; audited)"
 SELF = "themselves only"
 SIGNED = "a valid X-Twilio-Signature"
+DISPLAY_TOKEN = "a valid, unrevoked display token (Authorization: Bearer); figures only"
 
 Access = Mapping[str, "str | None"]
 
@@ -127,6 +130,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("console.wallboard", "GET"): {"supervisor": ANY},
     ("console.review", "GET"): {"supervisor": ANY},
     ("console.reports", "GET"): {"supervisor": ANY},
+    # the wall screen's shell; its figures need the screen's display token
+    ("console.display", "GET"): EVERYONE,
     # -- who am I, and reference data nothing personal is in
     ("api.openapi", "GET"): EVERYONE,
     ("api.me", "GET"): CONSOLE_USERS,
@@ -187,6 +192,9 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("api.call_timeline", "GET"): {"supervisor": ANY},
     ("api.summary", "GET"): {"supervisor": ANY},
     ("api.calls_csv", "GET"): {"supervisor": "any period (the export is audited)"},
+    ("api.summary_csv", "GET"): {"supervisor": ANY},
+    # -- display-only wall screens: the wallboard's figures, nothing personal, no log-in to time out
+    ("api.display_wallboard", "GET"): {DISPLAY: DISPLAY_TOKEN},
     # -- admins: the audit log (users and keys are managed with the `helpline` command on the server)
     ("api.audit_search", "GET"): {"admin": "the search itself is audited"},
     ("api.end_user_sessions", "POST"): {"admin": "any user (audited)"},
@@ -260,8 +268,10 @@ def gate() -> Response | tuple[str, int] | None:
         # Fail closed: a route nobody has placed in the matrix is reachable by nobody.
         log.error("refused %s %s: endpoint %s is not in the role matrix", request.method, request.path, request.endpoint)
         return error(403, "forbidden", "this route is not in the role matrix")
-    if TWILIO in access or ANONYMOUS in access:
-        return None  # open to all, or signed by Twilio (the webhook blueprints check the signature)
+    if TWILIO in access or ANONYMOUS in access or DISPLAY in access:
+        # open to all, signed by Twilio (the webhook blueprints check the signature), or a display
+        # screen's token (the view checks it, and answers 401 to anyone without one)
+        return None
     if not current_user.is_authenticated:
         return login_manager.unauthorized()
     if current_user.role not in access:
@@ -283,12 +293,16 @@ def markdown() -> str:
     routes = _routes()
     for path, method, endpoint in routes:
         access = ROUTES.get((endpoint, method), {})
-        if TWILIO in access:
+        if TWILIO in access or DISPLAY in access:
             continue
         lines.append(f"| {method} | `{path}` | " + " | ".join(cell(access, who) for who in columns) + " |")
     webhooks = sorted(path for path, method, endpoint in routes if TWILIO in ROUTES.get((endpoint, method), {}))
     lines += ["", "Twilio's webhooks (" + ", ".join(f"`{path}`" for path in webhooks) + ") take no log-in: every request "
               "must carry a valid `X-Twilio-Signature`, or it gets 403 and changes nothing. Console users get 403 too.", ""]
+    screens = sorted(path for path, method, endpoint in routes if DISPLAY in ROUTES.get((endpoint, method), {}))
+    lines += ["Display-only wall screens (" + ", ".join(f"`{path}`" for path in screens) + ") take no log-in either: "
+              "each request carries the screen's display token (`helpline display create`; revoked with `helpline "
+              "display revoke`) as `Authorization: Bearer`, or gets 401. They read figures, never a person.", ""]
     lines += ["| Socket.IO `/console` | " + " | ".join(ROLES) + " |", "|" + "---|" * (len(ROLES) + 1)]
     for name, access in SOCKET_EVENTS.items():
         lines.append(f"| client sends `{name}` | " + " | ".join(cell(access, who) for who in ROLES) + " |")

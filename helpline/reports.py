@@ -14,6 +14,27 @@ Definitions (the same on the wallboard, in reports and in the CSV):
 * Time to answer: the wait of answered calls. Time to handle: from the answer to the end of the
   handler's wrap-up (or to the call's end while wrap-up is under way).
 
+Service levels against their targets (configured under `service_levels`; see `definitions()`), computed
+the two ways Asterisk's queues report them, with T the answer threshold (60 s by default):
+
+* answered in time, of answered: calls answered within T over calls answered (Asterisk's
+  `servicelevelperf`);
+* answered in time, of all: calls answered within T plus calls abandoned within T, over calls answered
+  plus abandoned (Asterisk's `servicelevelperf2`: a caller who gave up quickly does not count against
+  the line);
+* abandoned after waiting: calls that hung up after waiting longer than the abandonment threshold
+  (30 s by default; a call abandoned at exactly 30 s is a short abandon, as Asterisk counts it), over the
+  calls that reached the line and left it;
+* call-backs in time: call-backs first rung within their window of being asked for (or of the line
+  opening, when asked for while closed), over call-backs whose window has passed or that were rung.
+
+"Within" a threshold means a whole-second wait at most the threshold. Each figure is green at or
+better than its target, amber within `amber_margin` of it, red beyond, and `none` with no calls yet.
+
+Channels: every call that reached the line counts once under its channel, a dict of counts by name:
+`phone` (a caller waiting on the line) or `callback` (a call-back request's entry in the line); a
+`web` channel (a `Call.channel` column, where present) is one more name in the same dict.
+
 Nothing here reads or returns anything personal: calls are counted and described by codes and times.
 """
 
@@ -43,6 +64,9 @@ from .models import (
     Site,
     User,
 )
+from . import wait_estimate
+from .config import ServiceLevelSettings
+from .hours import OpeningHours
 from .models.core import UTCDateTime
 from .routing import IN_LINE, PRESENCES
 
@@ -55,6 +79,10 @@ MAX_RANGE_DAYS = 366
 ALERTS_SHOWN = 10
 #: Rows read at a time when writing the CSV.
 CSV_BATCH = 1000
+#: The wallboard's "service level now" covers calls that started this long ago or since.
+NOW_WINDOW = dt.timedelta(hours=1)
+#: Every channel a call can come through, in the order reports list them (see `channel_counts`).
+CHANNELS = ("phone", "web", "callback")
 
 
 # -- seconds between two timestamps, in SQL ---------------------------------------------------------
@@ -217,10 +245,180 @@ def queue_figures(session: Session, start: dt.datetime, end: dt.datetime, now: d
     return figures
 
 
+# -- service levels against their targets ------------------------------------------------------------
+
+def status(rate: float | None, target: float, margin: float, higher_is_better: bool = True) -> str:
+    """green at or better than the target, amber within `margin` of it, red beyond; none without a figure."""
+    if rate is None:
+        return "none"
+    short = (target - rate) if higher_is_better else (rate - target)
+    if short <= 1e-9:
+        return "green"
+    return "amber" if short <= margin + 1e-9 else "red"
+
+
+def definitions(targets: ServiceLevelSettings) -> dict[str, dict[str, Any]]:
+    """Each service level's target and plain-words definition, shown next to the figure wherever it is."""
+    answer, abandon, window = targets.answer_within_s, targets.abandon_after_s, targets.callback_within_s
+    return {
+        "answered_in_time": {
+            "label": f"Answered within {answer} s (of answered)", "target": targets.answer_target, "higher_is_better": True,
+            "definition": f"Calls answered within {answer} seconds, as a share of the calls answered. "
+                          f"Target: at least {targets.answer_target:.0%}."},
+        "answered_in_time_all": {
+            "label": f"Answered within {answer} s (of all)", "target": targets.answer_target, "higher_is_better": True,
+            "definition": f"Calls answered within {answer} seconds plus callers who hung up within {answer} seconds, "
+                          f"as a share of all calls answered or abandoned. Target: at least {targets.answer_target:.0%}."},
+        "abandoned_after": {
+            "label": f"Abandoned after {abandon} s", "target": targets.abandon_target, "higher_is_better": False,
+            "definition": f"Callers who hung up after waiting more than {abandon} seconds, as a share of the calls "
+                          f"that reached the line and left it. Target: under {targets.abandon_target:.0%}."},
+        "callbacks_in_time": {
+            "label": f"Call-backs within {window // 60} min", "target": targets.callback_target, "higher_is_better": True,
+            "definition": f"Call-backs first rung within {window // 60} minutes of being asked for (or of the line "
+                          f"opening), as a share of those rung or overdue. Target: at least {targets.callback_target:.0%}."},
+    }
+
+
+class Levels:
+    """Counts one bucket of calls (a day, an hour, today, the last hour) towards the service levels."""
+
+    def __init__(self, targets: ServiceLevelSettings):
+        self.targets = targets
+        self.answered = self.answered_within = self.abandoned = self.abandoned_within = self.left_line = 0
+        self.abandoned_late = 0
+        self.callbacks_due = self.callbacks_in_time = 0
+
+    def add(self, outcome: str | None, wait_s: int | None) -> None:
+        """A call that reached the line and left it after `wait_s` whole seconds (None: still waiting)."""
+        if wait_s is None:
+            return
+        self.left_line += 1
+        if outcome == "answered":
+            self.answered += 1
+            self.answered_within += wait_s <= self.targets.answer_within_s
+        elif outcome == "abandoned":
+            self.abandoned += 1
+            # Short abandons (within the answer threshold) for the second service level; "after" for the third.
+            self.abandoned_within += wait_s <= self.targets.answer_within_s
+            self.abandoned_late += wait_s > self.targets.abandon_after_s
+
+    def add_callback(self, in_time: bool) -> None:
+        """A call-back rung, or overdue: in time or not."""
+        self.callbacks_due += 1
+        self.callbacks_in_time += in_time
+
+    def figures(self) -> dict[str, Any]:
+        """The counts, the four rates and each rate's colour against its target."""
+        late = self.abandoned_late
+        rates = {
+            "answered_in_time": _rate(self.answered_within, self.answered),
+            "answered_in_time_all": _rate(self.answered_within + self.abandoned_within, self.answered + self.abandoned),
+            "abandoned_after": _rate(late, self.left_line),
+            "callbacks_in_time": _rate(self.callbacks_in_time, self.callbacks_due),
+        }
+        t = self.targets
+        return {
+            "answered": self.answered, "answered_within": self.answered_within, "abandoned": self.abandoned,
+            "abandoned_within": self.abandoned_within, "abandoned_after_threshold": late,
+            "abandoned_short": self.abandoned - late, "left_line": self.left_line,
+            "callbacks_due": self.callbacks_due, "callbacks_in_time_count": self.callbacks_in_time,
+            **rates,
+            "status": {
+                "answered_in_time": status(rates["answered_in_time"], t.answer_target, t.amber_margin),
+                "answered_in_time_all": status(rates["answered_in_time_all"], t.answer_target, t.amber_margin),
+                "abandoned_after": status(rates["abandoned_after"], t.abandon_target, t.amber_margin, higher_is_better=False),
+                "callbacks_in_time": status(rates["callbacks_in_time"], t.callback_target, t.amber_margin),
+            },
+        }
+
+
+def _whole_seconds(start: dt.datetime, end: dt.datetime) -> int:
+    return round((end - start).total_seconds())
+
+
+def targets_of(settings: Any) -> tuple[ServiceLevelSettings, OpeningHours]:
+    """The configured targets and opening hours (for call-backs asked for while closed) of a Settings."""
+    return settings.service_levels, OpeningHours.from_settings(settings.opening_hours)
+
+
+def line_waits(session: Session, start: dt.datetime, end: dt.datetime) -> list[tuple[dt.datetime, str | None, int | None]]:
+    """(started_at, outcome, whole-second wait or None while waiting) of each call in [start, end) that reached the line."""
+    rows = session.execute(
+        select(Call.started_at, Call.outcome, Call.queued_at, func.coalesce(Call.dequeued_at, Call.ended_at))
+        .where(Call.started_at >= start, Call.started_at < end, Call.queued_at.is_not(None))
+    ).all()
+    return [(started, outcome, _whole_seconds(queued, left) if left is not None else None)
+            for started, outcome, queued, left in rows]
+
+
+def callback_times(session: Session, start: dt.datetime, end: dt.datetime, now: dt.datetime,
+                   targets: ServiceLevelSettings, hours: OpeningHours | None) -> list[tuple[dt.datetime, bool]]:
+    """(started_at, rung in time) of each call-back asked for on a call that started in [start, end),
+    leaving out those not yet rung whose window is still open (their fate is open)."""
+    attempt = (select(func.min(CallEvent.at)).where(
+        CallEvent.call_id == Call.id, CallEvent.kind.in_(("callback_placed", "callback_unanswered"))).scalar_subquery())
+    asked = (select(func.min(CallEvent.at)).where(CallEvent.call_id == Call.id, CallEvent.kind == "callback_requested")
+             .scalar_subquery())
+    rows = session.execute(
+        select(Call.started_at, func.coalesce(asked, Call.dequeued_at, Call.started_at), attempt)
+        .join(QueueEntry, QueueEntry.call_id == Call.id)
+        .where(Call.started_at >= start, Call.started_at < end, QueueEntry.kind == "callback")
+    ).all()
+    window = dt.timedelta(seconds=targets.callback_within_s)
+    found = []
+    for started, requested, rung in rows:
+        # Asked for while the line was closed: the promise runs from the opening.
+        promised_from = requested
+        if hours is not None and not hours.is_open(requested):
+            promised_from = hours.next_opening(requested) or requested
+        deadline = promised_from + window
+        if rung is None and now <= deadline:
+            continue
+        found.append((started, rung is not None and rung <= deadline))
+    return found
+
+
+def service_levels(session: Session, start: dt.datetime, end: dt.datetime, now: dt.datetime,
+                   targets: ServiceLevelSettings, hours: OpeningHours | None = None) -> dict[str, Any]:
+    """The service levels of the calls that started in [start, end)."""
+    levels = Levels(targets)
+    for _, outcome, wait_s in line_waits(session, start, end):
+        levels.add(outcome, wait_s)
+    for _, in_time in callback_times(session, start, end, now, targets, hours):
+        levels.add_callback(in_time)
+    return levels.figures()
+
+
+def channel_counts(session: Session, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
+    """Calls that reached the line in [start, end), by channel name (see the module's definitions).
+
+    A call's channel is `callback` when its entry in the line is a call-back request, else the call's
+    own `channel` ("phone", "web") where the model has that column, else `phone`; a web request that
+    asks to be rung back counts as web. Every name in CHANNELS is present, 0 when none came that way.
+    """
+    own = getattr(Call, "channel", None)
+    channel = case((own == "web", literal("web")), (QueueEntry.kind == "callback", literal("callback")),
+                   else_=literal("phone")) if own is not None else case(
+        (QueueEntry.kind == "callback", literal("callback")), else_=literal("phone"))
+    counts = dict.fromkeys(CHANNELS, 0)
+    for name, number in session.execute(
+        select(channel.label("channel"), func.count(Call.id)).outerjoin(QueueEntry, QueueEntry.call_id == Call.id)
+        .where(Call.started_at >= start, Call.started_at < end, Call.queued_at.is_not(None) | QueueEntry.id.is_not(None))
+        .group_by(channel)
+    ):
+        counts[name] = counts.get(name, 0) + int(number)
+    return counts
+
+
 # -- the wallboard ----------------------------------------------------------------------------------
 
-def wallboard(session: Session, now: dt.datetime) -> dict[str, Any]:
-    """The body of the `wallboard` event: the line now, the handlers, today's figures and risk alerts."""
+def wallboard(session: Session, now: dt.datetime, targets: ServiceLevelSettings | None = None,
+              hours: OpeningHours | None = None, default_wait_s: int = 180) -> dict[str, Any]:
+    """The body of the `wallboard` event: the line now, the handlers, today's figures, the service
+    levels in the last hour and today against their targets, the wait a caller joining now can
+    expect (wait_estimate.py; `default_wait_s` until there is anything to learn from), and risk alerts."""
+    targets = targets or ServiceLevelSettings()
     line = session.execute(
         select(func.count(QueueEntry.id), func.min(QueueEntry.placed_at))
         .where(QueueEntry.state.in_(IN_LINE), QueueEntry.kind == "live")
@@ -254,7 +452,35 @@ def wallboard(session: Session, now: dt.datetime) -> dict[str, Any]:
         "handlers": presence,
         "on_calls": on_calls,
         "today": queue_figures(session, day.start, day.end, now),
+        "service_levels": {
+            # The last hour's calls, up to this second (`end` is exclusive).
+            "now": service_levels(session, now - NOW_WINDOW, now + dt.timedelta(seconds=1), now, targets, hours),
+            "today": service_levels(session, day.start, day.end, now, targets, hours),
+            "definitions": definitions(targets),
+        },
+        "expected_wait": wait_estimate.for_new_caller(session, now, default_wait_s).as_dict(),
         "alerts": alerts(session, day.start),
+    }
+
+
+def wallboard_options(settings: Any) -> dict[str, Any]:
+    """`wallboard`'s keyword arguments from a Settings: the targets, opening hours and default wait."""
+    targets, hours = targets_of(settings)
+    return {"targets": targets, "hours": hours, "default_wait_s": settings.queue.default_wait_estimate_s}
+
+
+def display_board(board: dict[str, Any]) -> dict[str, Any]:
+    """The wallboard as a display-only screen sees it: figures only, no call, handler or person named.
+
+    Alerts keep only when they were raised, so that the room sees that one is open; who and which call
+    stay on the supervisors' screens.
+    """
+    return {
+        "at": board["at"], "day": board["day"], "waiting": board["waiting"], "longest_wait_s": board["longest_wait_s"],
+        "callbacks_due": board["callbacks_due"], "callbacks_later": board["callbacks_later"],
+        "handlers": board["handlers"], "today": board["today"], "service_levels": board["service_levels"],
+        "expected_wait": board["expected_wait"],
+        "alerts": [{"kind": alert["kind"], "level": alert["level"], "at": alert["at"]} for alert in board["alerts"]],
     }
 
 
@@ -299,8 +525,11 @@ def _booking_places() -> Any:
     )
 
 
-def summary(session: Session, period: Period, now: dt.datetime) -> dict[str, Any]:
-    """The body of GET /api/reports/summary: volumes by day and hour, service level, outcomes, bookings."""
+def summary(session: Session, period: Period, now: dt.datetime, targets: ServiceLevelSettings | None = None,
+            hours: OpeningHours | None = None) -> dict[str, Any]:
+    """The body of GET /api/reports/summary: volumes by day and hour, service levels by day and hour
+    against their targets, abandonment, outcomes, channels, bookings."""
+    targets = targets or ServiceLevelSettings()
     in_period = and_(Call.started_at >= period.start, Call.started_at < period.end)
     by_day = {day: {"date": day.isoformat(), "calls": 0, "reached_queue": 0, "answered": 0, "abandoned": 0}
               for day in period.days()}
@@ -319,6 +548,22 @@ def summary(session: Session, period: Period, now: dt.datetime) -> dict[str, Any
         elif outcome == "abandoned" and queued:
             day["abandoned"] += 1
             hour["abandoned"] += 1
+    # Service levels per day and per hour of the day, and over the whole period, from the same calls.
+    day_levels = {day: Levels(targets) for day in by_day}
+    hour_levels = [Levels(targets) for _ in range(24)]
+    whole = Levels(targets)
+    for started_at, outcome, wait_s in line_waits(session, period.start, period.end):
+        local = started_at.astimezone(LONDON)
+        for levels in (day_levels[local.date()], hour_levels[local.hour], whole):
+            levels.add(outcome, wait_s)
+    for started_at, in_time in callback_times(session, period.start, period.end, now, targets, hours):
+        local = started_at.astimezone(LONDON)
+        for levels in (day_levels[local.date()], hour_levels[local.hour], whole):
+            levels.add_callback(in_time)
+    for day, levels in day_levels.items():
+        by_day[day]["service"] = levels.figures()
+    for hour, levels in enumerate(hour_levels):
+        by_hour[hour]["service"] = levels.figures()
     outcomes = {outcome or "in_progress": int(number) for outcome, number in session.execute(
         select(Call.outcome, func.count(Call.id)).where(in_period).group_by(Call.outcome).order_by(Call.outcome))}
     needs = {need or "not_given": int(number) for need, number in session.execute(
@@ -342,7 +587,11 @@ def summary(session: Session, period: Period, now: dt.datetime) -> dict[str, Any
         "from": period.first.isoformat(),
         "to": period.last.isoformat(),
         "timezone": "Europe/London",
-        "totals": queue_figures(session, period.start, period.end, now),
+        "totals": {**queue_figures(session, period.start, period.end, now), "service": whole.figures()},
+        "targets": {"answer_within_s": targets.answer_within_s, "abandon_after_s": targets.abandon_after_s,
+                    "callback_within_s": targets.callback_within_s, "amber_margin": targets.amber_margin},
+        "definitions": definitions(targets),
+        "channels": channel_counts(session, period.start, period.end),
         "by_day": list(by_day.values()),
         "by_hour": by_hour,
         "outcomes": outcomes,
@@ -350,6 +599,38 @@ def summary(session: Session, period: Period, now: dt.datetime) -> dict[str, Any
         "bookings": {"total": sum(item["bookings"] for item in by_locality), "cancelled": int(cancelled),
                      "by_locality": by_locality, "by_profession": by_profession},
     }
+
+
+def summary_rows(report: dict[str, Any]) -> Iterator[tuple[str, str, str, Any]]:
+    """Every figure of a summary as (section, key, figure, value): the reports' charts as rows.
+
+    Nested service levels are flattened (`service.answered_in_time`); colours come as their words.
+    """
+    def flat(prefix: str, values: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        for name, value in values.items():
+            if isinstance(value, dict):
+                yield from flat(f"{prefix}{name}.", value)
+            else:
+                yield f"{prefix}{name}", value
+
+    for figure, value in flat("", report["totals"]):
+        yield "totals", "", figure, value
+    for item in report["by_day"]:
+        for figure, value in flat("", {k: v for k, v in item.items() if k != "date"}):
+            yield "by_day", item["date"], figure, value
+    for item in report["by_hour"]:
+        for figure, value in flat("", {k: v for k, v in item.items() if k != "hour"}):
+            yield "by_hour", f"{item['hour']:02d}:00", figure, value
+    for name, value in report["outcomes"].items():
+        yield "outcomes", name, "calls", value
+    for name, value in report["channels"].items():
+        yield "channels", name, "calls", value
+    for name, value in report["needs"].items():
+        yield "needs", name, "calls", value
+    for item in report["bookings"]["by_locality"]:
+        yield "bookings_by_locality", item["name"], "bookings", item["bookings"]
+    for item in report["bookings"]["by_profession"]:
+        yield "bookings_by_profession", item["profession"], "bookings", item["bookings"]
 
 
 # -- one row per call: the CSV and call review -------------------------------------------------------

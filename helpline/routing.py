@@ -26,8 +26,6 @@ from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
 
 #: States in which an entry holds a place in line.
 IN_LINE = ("waiting", "offered")
-#: How far back answered calls count towards the wait estimate.
-ESTIMATE_WINDOW = dt.timedelta(minutes=30)
 
 
 def due(now: dt.datetime):  # type: ignore[no-untyped-def]
@@ -57,25 +55,11 @@ def position(session: Session, entry: QueueEntry, now: dt.datetime) -> int:
     return int(ahead or 0) + 1
 
 
-def estimated_wait_s(session: Session, place: int, now: dt.datetime, default_s: int) -> int:
-    """How long the caller at `place` is likely to wait, learnt from recent answers.
+def estimated_wait_s(session: Session, place: int, now: dt.datetime, default_s: int) -> int | None:
+    """How long the caller at `place` is likely to wait; None when nobody is on duty (wait_estimate.py)."""
+    from .wait_estimate import estimate
 
-    With enough recent answers this is the place divided by the rate at which callers have been
-    answered (Little's law); with a few, the average recent wait; with none, the configured default.
-    """
-    since = now - ESTIMATE_WINDOW
-    rows = session.execute(
-        select(Call.queued_at, Call.dequeued_at).where(
-            Call.outcome == "answered", Call.dequeued_at >= since, Call.queued_at.is_not(None)
-        )
-    ).all()
-    if len(rows) >= 3:
-        rate = len(rows) / ESTIMATE_WINDOW.total_seconds()
-        return int(place / rate)
-    if rows:
-        waits = [(left - joined).total_seconds() for joined, left in rows]
-        return int(sum(waits) / len(waits))
-    return default_s
+    return estimate(session, place, now, default_s).seconds
 
 
 def spoken_wait(seconds: int) -> str:

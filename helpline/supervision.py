@@ -497,7 +497,7 @@ def push_wallboard(app: Flask) -> None:
         return
     # No app context is pushed: its teardown would close the session of a request committing now.
     with db.transaction() as session:
-        body = reports.wallboard(session, utcnow())
+        body = reports.wallboard(session, utcnow(), **reports.wallboard_options(app.config["HELPLINE"]))
     emit_local("wallboard", body, to=SUPERVISORS)
 
 

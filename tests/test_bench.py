@@ -27,6 +27,7 @@ def run_bench(tmp_path: Path, *extra: str) -> dict[str, Any]:
     result = run_cli(["bench", *SMALL, "--output", str(output), *extra], {}, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "helpline bench - paced" in result.stdout and "\nmachine: " in result.stdout
+    assert "\nwait estimate vs the wait that followed (" in result.stdout and "p90 error" in result.stdout
     assert (output / "bench.png").read_bytes()[:8] == PNG_MAGIC
     return json.loads((output / "bench.json").read_text())
 
@@ -43,6 +44,9 @@ def check_figures(figures: dict[str, Any], processes: int) -> None:
     assert answered >= 1
     assert latency["queue_to_offer"]["n"] == answered
     assert latency["accept_to_redirect"]["n"] == answered
+    # Every caller who waited was told a wait (Twilio asks the waitUrl as they join): each answered one is compared.
+    told = figures["wait_estimate"]
+    assert 1 <= told["n"] and told["median_abs_error_s"] is not None and told["p90_abs_error_s"] >= told["median_abs_error_s"]
     serving = [name for name in figures["peak_rss_mb"] if name.startswith("serve-")]
     assert len({name.split("/")[0] for name in serving}) == processes
     # With several processes, the one `helpline scheduler` is one of the service's and is judged too.

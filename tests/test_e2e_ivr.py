@@ -29,7 +29,9 @@ def heard(stack: Stack, sid: str) -> str:
 def test_a_self_referral_reaches_the_queue_and_hears_its_position(stack):
     sid = stack.emulator.place_call(CALLER, keys=["1", "1", "1"])
     stack.emulator.wait_for(sid, "enqueued", timeout=20)
-    stack.emulator.wait_for(sid, "say", timeout=20, text_contains="in line, and the wait is likely to be")
+    # Nobody is on duty here: the caller hears their place, that no time can be given, and the call-back offer.
+    stack.emulator.wait_for(sid, "say", timeout=20, text_contains="in line. Nobody is free to answer just now")
+    assert "press 2" in heard(stack, sid)
     row = stack.call_row(sid)
     assert (row.need, row.caller_number_status, row.outcome) == ("mental_health", "valid", None)
     assert "999" in heard(stack, sid) and "116 123" in heard(stack, sid)

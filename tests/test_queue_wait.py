@@ -9,9 +9,18 @@ from sqlalchemy import select
 
 from helpline import routing
 from helpline.db import db
-from helpline.models import Call, QueueEntry, utcnow
+from helpline.models import Call, CallEvent, QueueEntry, utcnow
 
+from . import routing_factories
 from .walker import CallWalker
+
+
+def on_duty(app, presence: str = "on_call", count: int = 1) -> None:  # type: ignore[no-untyped-def]
+    """Handlers on duty (busy on a call by default), so that a wait can be estimated."""
+    with app.app_context():
+        for _ in range(count):
+            routing_factories.handler(db.session, presence_=presence)
+        db.session.commit()
 
 
 def queued(twilio, caller: str = "+447911123456") -> CallWalker:  # type: ignore[no-untyped-def]
@@ -32,6 +41,7 @@ def wait(walker: CallWalker, queue_time: int = 0):  # type: ignore[no-untyped-de
 
 
 def test_waiting_callers_hear_their_position_then_hold_music(app, twilio):
+    on_duty(app)
     first = queued(twilio)
     second = queued(twilio, caller="+447911654321")
     document = wait(second)
@@ -45,19 +55,44 @@ def test_waiting_callers_hear_their_position_then_hold_music(app, twilio):
     assert "You are number 1 in line" in document.find("Say").text
 
 
-def test_the_estimate_comes_from_recent_waits_not_a_constant(app, twilio):
+def test_with_nobody_on_duty_no_time_is_given_and_the_callback_is_offered_at_once(app, twilio):
+    walker = queued(twilio)  # offer_callback_after_s is 120: the offer would otherwise wait two minutes
+    document = wait(walker)
+    gather = document.find("Gather")
+    assert gather is not None, "the call-back is offered at once"
+    said = gather.find("Say").text
+    assert "You are number 1 in line" in said and "cannot tell you how long" in said and "press 2" in said
+    assert "minute" not in said  # no made-up time
+    with app.app_context():
+        told = db.session.scalars(select(CallEvent).where(CallEvent.kind == "wait_estimate")).all()
+        assert [(event.detail["place"], event.detail["estimate_s"]) for event in told] == [(1, None)]
+
+
+def test_the_estimate_comes_from_the_handlers_on_duty_and_their_handling_times(app, twilio):
+    on_duty(app)
     walker = queued(twilio)
-    text = wait(walker).find("Say").text
-    assert "about 3 minutes" in text  # the configured default, with nothing answered yet
+    # One handler busy, nothing handled yet to learn from: the configured default, no call-back offer yet.
+    document = wait(walker)
+    assert "about 3 minutes" in document.find("Say").text and document.find("Gather") is None
     with app.app_context():
         now = utcnow()
-        for index, waited in enumerate((600, 660, 720)):
-            db.session.add(Call(call_sid=f"CA{index:032d}", outcome="answered",
-                                queued_at=now - dt.timedelta(seconds=waited + 60), dequeued_at=now - dt.timedelta(seconds=60)))
+        # Three calls handled in the last two hours, each for 10 minutes (answer to end of call).
+        for index in range(3):
+            answered = now - dt.timedelta(minutes=40 + index)
+            db.session.add(Call(call_sid=f"CA{index:032d}", outcome="answered", queued_at=answered - dt.timedelta(seconds=30),
+                                dequeued_at=answered, ended_at=answered + dt.timedelta(minutes=10)))
         db.session.commit()
-        # Three answers in the last 30 minutes: one every 10 minutes, so position 1 waits about 10.
+        # Erlang C's positional wait: next in line, one handler busy, 600 s a call: one call to finish.
         assert routing.estimated_wait_s(db.session, 1, now, 180) == 600
+        assert routing.estimated_wait_s(db.session, 3, now, 180) == 1800
     assert "about 10 minutes" in wait(walker, queue_time=45).find("Say").text
+    on_duty(app)  # a second handler on a call: calls finish twice as often
+    assert "about 5 minutes" in wait(walker, queue_time=90).find("Say").text
+    on_duty(app, presence="available")  # a handler free now: the next caller waits only for the offer
+    assert "less than a minute" in wait(walker, queue_time=120).find("Say").text
+    with app.app_context():
+        # The one ahead of them takes the free handler; then the first of three handlers to finish: 600 / 3.
+        assert routing.estimated_wait_s(db.session, 2, utcnow(), 180) == 200
 
 
 def test_callback_is_offered_only_after_the_configured_wait(app_factory):
@@ -70,6 +105,7 @@ def test_callback_is_offered_only_after_the_configured_wait(app_factory):
     assert gather is not None and "press 2" in gather.find("Say").text
 
     later = app_factory(queue={"offer_callback_after_s": 3600})
+    on_duty(later)
     walker = queued(Twilio(later.test_client()))
     document = wait(walker)
     assert document.find("Gather") is None and "press 2" not in document.find("Say").text

@@ -53,8 +53,9 @@ def test_the_summary_over_the_day_and_a_longer_range(app, day):
     with app.app_context():
         one_day = reports.summary(db.session, reports.Period(DAY, DAY), NOW)
         week = reports.summary(db.session, reports.Period(DAY - dt.timedelta(days=3), DAY + dt.timedelta(days=3)), NOW)
-    assert one_day["totals"] == TODAY
-    assert one_day["by_day"] == [{"date": "2026-03-10", "calls": 9, "reached_queue": 7, "answered": 3, "abandoned": 1}]
+    assert {k: v for k, v in one_day["totals"].items() if k != "service"} == TODAY
+    assert [{k: v for k, v in item.items() if k != "service"} for item in one_day["by_day"]] == [
+        {"date": "2026-03-10", "calls": 9, "reached_queue": 7, "answered": 3, "abandoned": 1}]
     hours = {item["hour"]: item for item in one_day["by_hour"] if item["calls"]}
     assert {hour: item["calls"] for hour, item in hours.items()} == {0: 1, 9: 1, 10: 1, 11: 1, 12: 1, 13: 1, 14: 3}
     assert hours[12]["abandoned"] == 1 and hours[0]["abandoned"] == 0  # the IVR hang-up never reached the queue

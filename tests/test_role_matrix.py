@@ -24,7 +24,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from helpline import permissions, realtime, security
+from helpline import display, permissions, realtime, security
 from helpline.db import db
 from helpline.models import AuditEntry, Clinician, Handler, utcnow
 from helpline.realtime import NAMESPACE, socketio
@@ -64,6 +64,8 @@ class World:
     consoles: dict[str, Console]
     anonymous: FlaskClient
     anonymous_token: str
+    #: A display-only screen's token.
+    display_token: str
     own: dict[str, int]
     other: dict[str, int]
 
@@ -104,7 +106,10 @@ def world(app: Flask) -> World:
         db.session.commit()
     anonymous = app.test_client()
     token = csrf_from(anonymous.get("/login").get_data(as_text=True))
-    return World(app, consoles, anonymous, token, made["own"], made["other"])
+    with app.app_context():
+        _, screen_token = display.create(db.session, "the wall")
+        db.session.commit()
+    return World(app, consoles, anonymous, token, screen_token, made["own"], made["other"])
 
 
 # -- what to send ------------------------------------------------------------------------------------
@@ -230,6 +235,18 @@ def test_every_route_answers_every_principal_as_the_matrix_says(world: World) ->
             status = twilio.post(path, {"CallSid": "CA" + "0" * 32, "AccountSid": "AC" + "1" * 32}).status_code
             if status in (401, 403):
                 wrong.append(f"{method} {path} signed by Twilio: {status}")
+            continue
+        if permissions.DISPLAY in access:
+            # Display-only screens: no console user, nor nobody, gets past the token check; a screen does.
+            for principal in (*permissions.ROLES, permissions.ANONYMOUS):
+                client, token = world.client_for(principal)
+                status = send(client, token, method, path).status_code
+                if status != 401:
+                    wrong.append(f"{method} {path} without a display token as {principal}: {status}, expected 401")
+            status = send(world.anonymous, world.anonymous_token, method, path,
+                          Authorization=f"Bearer {world.display_token}").status_code
+            if status != 200:
+                wrong.append(f"{method} {path} with a display token: {status}")
             continue
         for principal in (*permissions.ROLES, permissions.ANONYMOUS):
             if endpoint in ("auth.logout", "auth.login") and method == "POST":
@@ -427,7 +444,10 @@ def test_the_markdown_table_lists_every_route(app: Flask) -> None:
     with app.app_context():
         table = permissions.markdown()
     for endpoint, method, rule in routes(app):
-        if permissions.TWILIO not in permissions.ROUTES[(endpoint, method)]:
+        access = permissions.ROUTES[(endpoint, method)]
+        if permissions.TWILIO in access or permissions.DISPLAY in access:
+            assert f"`{rule}`" in table
+        else:
             assert f"| {method} | `{rule}` |" in table
     assert "with a recorded reason" in table and "server sends `alert`" in table
     json.dumps(table)  # plain text

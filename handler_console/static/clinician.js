@@ -2,7 +2,7 @@
 // with its risk screen and the episode's discharge; attendance is recorded on each booking once it
 // has begun. Everything comes from the JSON API, which checks that the patient is theirs.
 
-import { api, humanise, needLabel, setLoginUrl } from "./common.js";
+import { api, focusHeading, humanise, needLabel, setLoginUrl } from "./common.js";
 import { questionnairePanel } from "./questionnaires.js";
 
 const page = document.getElementById("clinician");
@@ -257,3 +257,4 @@ if (page) {
   loadPatients();
   loadBookings();
 }
+focusHeading();

@@ -4,6 +4,18 @@
 
 export const $ = (id) => document.getElementById(id);
 
+/**
+ * Start the keyboard and the screen reader at the page's heading when nothing else has the focus
+ * (as after log-in, when the browser leaves it on the body): the heading says where they are.
+ */
+export function focusHeading() {
+  if (document.activeElement && document.activeElement !== document.body) return;
+  const heading = document.querySelector("main h1");
+  if (!heading) return;
+  if (!heading.hasAttribute("tabindex")) heading.tabIndex = -1;
+  heading.focus({ preventScroll: true });
+}
+
 // ------------------------------------------------------------------ words for codes
 
 const NEEDS = {

@@ -1,6 +1,6 @@
 // Call review: every call in a period, filtered and paged (GET /api/calls), and the timeline of the
 // one chosen (GET /api/calls/<id>). Calls are described by codes, times and staff names only.
-import { $, ApiError, api, clock, humanise, needLabel, setLoginUrl } from "./common.js";
+import { $, ApiError, api, clock, focusHeading, humanise, needLabel, setLoginUrl } from "./common.js";
 
 setLoginUrl($("review").dataset.loginUrl);
 
@@ -44,13 +44,25 @@ async function load() {
   const rows = body.calls.map((call) => {
     const row = document.createElement("tr");
     row.dataset.callId = String(call.call_id);
+    // Rows of a grid (the table's role), each opened with Enter or Space like a button.
+    row.setAttribute("role", "row");
+    row.setAttribute("aria-selected", "false");
     row.tabIndex = 0;
     row.append(cell(call.call_id), cell(time(call.started_at)), cell(call.need ? needLabel(call.need) : ""),
       cell(humanise(call.outcome)), cell(call.wait_s == null ? "" : clock(call.wait_s)),
       cell(call.handler ? call.handler.name : ""), cell(call.booked === "yes" ? "Yes" : ""));
     const open = () => show(call.call_id, row);
     row.addEventListener("click", open);
-    row.addEventListener("keydown", (event) => { if (event.key === "Enter") open(); });
+    row.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault(); // Space would scroll the page
+        open();
+      } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+        event.preventDefault();
+        const next = event.key === "ArrowDown" ? row.nextElementSibling : row.previousElementSibling;
+        if (next && next.tabIndex === 0) next.focus();
+      }
+    });
     return row;
   });
   if (!rows.length) {
@@ -74,6 +86,11 @@ function fact(list, term, value) {
 
 function eventWords(event) {
   const detail = event.detail || {};
+  if (event.kind === "wait_estimate") {
+    // What the caller was told while waiting (helpline/wait_estimate.py).
+    const told = detail.estimate_s == null ? "no time (nobody on duty)" : clock(detail.estimate_s);
+    return `Told: number ${detail.place} in line, wait ${told}`;
+  }
   const parts = [humanise(event.kind)];
   if (event.step) parts.push(`at ${humanise(event.step)}`);
   if (detail.key) parts.push(`key ${detail.key}`);
@@ -86,7 +103,7 @@ function eventWords(event) {
 }
 
 async function show(callId, row) {
-  for (const other of document.querySelectorAll("#call-rows tr")) other.removeAttribute("aria-selected");
+  for (const other of document.querySelectorAll("#call-rows tr[data-call-id]")) other.setAttribute("aria-selected", "false");
   row.setAttribute("aria-selected", "true");
   const story = $("story");
   let call;
@@ -136,3 +153,4 @@ api("GET", "/api/queue").then((body) => {
   for (const handler of body.handlers || []) form.elements.handler.append(new Option(handler.name, String(handler.id)));
 }, () => {});
 load();
+focusHeading();

@@ -4,7 +4,8 @@
 // change and every few seconds); `alert` is a risk alert, shown at once, with a sound and a flash.
 // The live view has its own softphone: Listen, Coach or Barge beside a handler on a call rings it
 // into that call once, then switches the same leg between the three; Stop takes it out.
-import { $, ApiError, api, clock, connect, renderHandlers, renderQueue, setLoginUrl, startTicker } from "./common.js";
+import { $, ApiError, api, clock, connect, focusHeading, renderHandlers, renderQueue, setLoginUrl, startTicker } from "./common.js";
+import { drawWall, expectedWait, levelWords } from "./wallboard.js";
 
 const root = $("supervisor") || $("wallboard");
 const live = Boolean($("supervisor"));
@@ -43,33 +44,22 @@ function drawQueueFigures(body) {
 function drawBoard(board) {
   lastBoard = board;
   const today = board.today || {};
-  const presence = board.handlers || {};
   // The live view's figures.
-  setText("fig-sl20", pct(today.service_level_20s));
-  setText("fig-sl60", pct(today.service_level_60s));
-  setText("fig-abandoned", pct(today.abandonment_rate));
+  // The configured service levels, as the wallboard and reports show them (helpline/reports.py).
+  const levels = board.service_levels || {};
+  for (const [id, key] of [["fig-sl60", "answered_in_time"], ["fig-abandoned", "abandoned_after"]]) {
+    const definition = (levels.definitions || {})[key];
+    if (definition) setText(`${id}-label`, `${definition.label}, today`);
+    setText(id, pct((levels.today || {})[key]));
+    setText(`${id}-status`, levelWords(((levels.today || {}).status || {})[key]));
+  }
+  setText("fig-expected", expectedWait(board.expected_wait));
   setText("fig-answer", seconds(today.avg_answer_s));
   setText("fig-handle", seconds(today.avg_handle_s));
   setText("fig-callbacks", String(board.callbacks_due));
-  // The wall screen's.
-  setText("wb-waiting", String(board.waiting));
-  longestSince = board.waiting ? Date.now() - board.longest_wait_s * 1000 : null;
-  setText("wb-available", String(presence.available || 0));
-  setText("wb-oncall", String((presence.on_call || 0) + (presence.wrap_up || 0) + (presence.offered || 0)));
-  setText("wb-away", `${presence.break || 0} · ${presence.offline || 0}`);
-  setText("wb-sl20", pct(today.service_level_20s));
-  setText("wb-sl60", pct(today.service_level_60s));
-  setText("wb-abandoned", pct(today.abandonment_rate));
-  setText("wb-answer", seconds(today.avg_answer_s));
-  setText("wb-handle", seconds(today.avg_handle_s));
-  setText("wb-callbacks", String(board.callbacks_due));
-  setText("wb-answered", `${today.answered || 0} · ${today.calls || 0}`);
+  // The wall screen's (wallboard.js draws them, for display-only screens too).
+  longestSince = drawWall(board);
   setAlertCount((board.alerts || []).length);
-  setText("wb-updated", new Date(board.at).toLocaleTimeString("en-GB"));
-  const waitingTile = $("wb-waiting")?.closest(".wb-tile");
-  if (waitingTile) waitingTile.dataset.level = board.waiting === 0 ? "ok" : board.longest_wait_s > 60 ? "bad" : "warn";
-  const longestTile = $("wb-longest")?.closest(".wb-tile");
-  if (longestTile) longestTile.dataset.level = board.longest_wait_s > 60 ? "bad" : board.longest_wait_s > 20 ? "warn" : "ok";
   for (const alert of board.alerts || []) showAlert(alert, false);
   drawAlertList(board.alerts || []);
   if (live) {
@@ -490,3 +480,4 @@ if (live) startSoftphone();
 connect(root.dataset.namespace, $("connection"), events, () => {
   api("GET", "/api/supervisor/wallboard").then(drawBoard, () => {});
 });
+focusHeading();

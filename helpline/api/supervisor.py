@@ -157,7 +157,7 @@ class CallTimeline(BaseModel):
 def wallboard() -> Response:
     """The wallboard's figures now (the same body the `wallboard` Socket.IO event carries)."""
     supervision.wallboard_running(current_app._get_current_object())  # type: ignore[attr-defined]
-    return jsonify(reports.wallboard(db.session, utcnow()))
+    return jsonify(reports.wallboard(db.session, utcnow(), **reports.wallboard_options(current_app.config["HELPLINE"])))
 
 
 @routes.post("/calls/<int:call_id>/move-up")

@@ -31,7 +31,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from .. import wait_estimate
 from ..emulator.client import EmulatorClient
 from ..models import Call, QueueEntry
 from .checks import audit_calls, held_unknown
@@ -253,6 +255,9 @@ def measure(stack: Stack, emulator: EmulatorClient, sids: list[str], handlers: l
             placed = dict(connection.execute(select(QueueEntry.call_id, QueueEntry.placed_at)
                                              .where(QueueEntry.kind == "live")).all())
         audit = audit_calls(engine, sids)
+        with Session(engine) as session:
+            # Every wait told to a caller who was then answered, against the wait that followed.
+            estimates = wait_estimate.errors(wait_estimate.told_and_answered(session))
     finally:
         engine.dispose()
     traces = []
@@ -304,6 +309,7 @@ def measure(stack: Stack, emulator: EmulatorClient, sids: list[str], handlers: l
             "accept_to_redirect": summary(accept_to_redirect),
             "booking": summary(bookings),
         },
+        "wait_estimate": estimates,
         "handlers": {
             "calls_taken": sum(handler.calls_taken for handler in handlers),
             "accept_conflicts": sum(1 for handler in handlers for *_rest, status in handler.log.accepts if status != 200),

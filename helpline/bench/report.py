@@ -142,6 +142,11 @@ def table(results: Mapping[str, Any]) -> list[str]:
         for name, figures in steps.items():
             cells = "".join(f"{'-' if figures[k] is None else figures[k]:>9}" for k in ("p50", "p90", "p99", "max"))
             lines.append(f"{name:<34}{figures['n']:>6}{cells}")
+    told = results.get("wait_estimate")
+    if told:
+        lines.append(f"wait estimate vs the wait that followed ({told['n']} told to callers then answered): "
+                     f"median error {told['median_abs_error_s']} s, p90 error {told['p90_abs_error_s']} s, "
+                     f"median signed {told['median_error_s']} s (+ told too long)")
     for name, value in (results.get("saturated") or {}).items():
         lines.append(f"saturated {name}: {value}")
     if results.get("routing_decision"):

@@ -23,12 +23,16 @@ from ..events import announce
 from ..hours import OpeningHours
 from ..models import Call, CallEvent, QueueEntry, utcnow
 from ..phone import parse_caller
+from ..wait_estimate import TOLD
 from . import twiml
 from .flow import Action, Flow, Step
 
 #: Seconds of hold music per play of the service's own hold tone (helpline/static/hold-music.wav).
 HOLD_CLIP_S = 15
 APOLOGY = "We are sorry, something went wrong on our side. Please stay on the line."
+#: Said in place of the queue's `position` prompt when nobody is on duty, unless the flow has `announce.no_estimate`.
+NO_ESTIMATE = ("You are number {position} in line. Nobody is free to answer just now, so we cannot tell you how long "
+               "the wait will be.")
 #: What a caller held through an outage hears before the flow's emergency advice (`texts.emergency`).
 HELD = ("We are sorry, we cannot take your answers just now. Please stay on the line: you are in the queue "
         "and we will put you through to one of our team as soon as we can.")
@@ -413,11 +417,17 @@ class Interpreter:
         place = routing.position(session, entry, now)
         wait_s = routing.estimated_wait_s(session, place, now, self.settings.queue.default_wait_estimate_s)
         waited = (now - (call.queued_at or now)).total_seconds()
-        text = self.render(step.announce["position"], now, position=place, wait=routing.spoken_wait(wait_s))
+        # What they were told, to set against the wait that follows (the benchmark's estimate error).
+        session.add(CallEvent(call_id=call.id, kind=TOLD, at=now, detail={"place": place, "estimate_s": wait_s}))
+        if wait_s is None:
+            # Nobody on duty: no time would be honest; say so, and offer the call-back now.
+            text = self.render(step.announce.get("no_estimate", NO_ESTIMATE), now, position=place)
+        else:
+            text = self.render(step.announce["position"], now, position=place, wait=routing.spoken_wait(wait_s))
         callback_url = None
         if (
             step.callback_key
-            and waited >= self.settings.queue.offer_callback_after_s
+            and (waited >= self.settings.queue.offer_callback_after_s or wait_s is None)
             and call.caller_number_status in ("valid", None)
             and parse_caller(form.get("From")).status == "valid"
         ):

@@ -13,3 +13,4 @@ from .supervision import *  # noqa: F401,F403
 from .access import *  # noqa: F401,F403
 from .questionnaire import *  # noqa: F401,F403
 from .public import *  # noqa: F401,F403
+from .display import *  # noqa: F401,F403
