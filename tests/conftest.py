@@ -236,3 +236,27 @@ def shows_number(text: str, fragment: str = "7911") -> bool:
     """Whether `text` holds `fragment` of the test caller's number (+44 7911 ...) anywhere but in a
     timestamp, whose microseconds hold any four digits by chance (".907911")."""
     return fragment in TIMESTAMP.sub("<time>", text)
+
+
+@pytest.fixture
+def smtp_catcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """A real SMTP server (the emulator's catcher) that HELPLINE_SMTP_URL points at."""
+    from helpline.emulator.events import EventLog
+    from helpline.emulator.mailbox import MailCatcher
+
+    log = EventLog()
+    catcher = MailCatcher(log)
+    monkeypatch.setenv("HELPLINE_SMTP_URL", f"smtp://{catcher.address}")
+    caught: list[dict[str, Any]] = []
+
+    class View(list):  # type: ignore[type-arg]
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            return iter(log.since(0))
+
+        def __len__(self) -> int:
+            return len(log.since(0))
+
+    try:
+        yield View(caught)  # type: ignore[misc]
+    finally:
+        catcher.stop()

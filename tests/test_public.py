@@ -523,30 +523,6 @@ def test_a_web_call_back_is_never_rung_outside_its_safe_times(app_factory: Any, 
     assert ann.get("/api/queue").get_json()["calls"] == []
 
 
-@pytest.fixture
-def smtp_catcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
-    """A real SMTP server (the emulator's catcher) that HELPLINE_SMTP_URL points at."""
-    from helpline.emulator.events import EventLog
-    from helpline.emulator.mailbox import MailCatcher
-
-    log = EventLog()
-    catcher = MailCatcher(log)
-    monkeypatch.setenv("HELPLINE_SMTP_URL", f"smtp://{catcher.address}")
-    caught: list[dict[str, Any]] = []
-
-    class View(list):  # type: ignore[type-arg]
-        def __iter__(self):  # type: ignore[no-untyped-def]
-            return iter(log.since(0))
-
-        def __len__(self) -> int:
-            return len(log.since(0))
-
-    try:
-        yield View(caught)  # type: ignore[misc]
-    finally:
-        catcher.stop()
-
-
 def test_an_email_request_is_confirmed_discreetly_and_answered_by_email(app: Flask, smtp_catcher: Any) -> None:
     visitor = Visitor(app)
     visitor.through_to_check_answers(contact_by="email")

@@ -80,7 +80,8 @@ def test_signposts_are_texted_with_consent_in_discreet_words(texting_app, emulat
     call_id = accepted_call(texting_app, handler, number="+447400123456")
     ready_contact(handler, call_id, phone="07400 123456")
     response = signpost(handler, call_id)
-    assert response.status_code == 201 and response.get_json() == {"result": "sent", "services": ["rmbf", "samaritans"]}
+    assert response.status_code == 201 and response.get_json() == {"result": "sent", "channel": "text",
+                                                                    "services": ["rmbf", "samaritans"]}
     [message] = outbox(emulator, "+447400123456")
     assert "Royal Medical Benevolent Fund" in message["body"] and "116 123" in message["body"]
     assert "helpline" not in message["body"].lower() and "practitioner" not in message["body"].lower()
@@ -98,7 +99,7 @@ def test_signposts_without_consent_or_a_mobile_or_naming_nobody_send_nothing(tex
     call_id = accepted_call(texting_app, handler, number="+447400123457")
     ready_contact(handler, call_id, phone="020 7946 0958")
     response = signpost(handler, call_id, consent=False, services=["rmbf", "no-such-service"])
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert {p["field"] for p in response.get_json()["detail"]} == {"consent", "services.1", "phone"}
     ready_contact(handler, call_id, phone="07400 123457", safe_from="00:00", safe_until="00:01")
     now = dt.datetime.now(slots.LONDON)
@@ -111,3 +112,27 @@ def test_signposts_without_consent_or_a_mobile_or_naming_nobody_send_nothing(tex
     assert "signposts" not in record["fields"]
     assert log_in(texting_app, "handler").post(f"/api/calls/{call_id}/signposts",
                                                {"services": ["rmbf"], "consent": True}).status_code == 403
+
+
+def test_signposts_are_emailed_with_consent_in_discreet_words(texting_app, emulator, smtp_catcher):  # noqa: F811
+    seed_services(texting_app)
+    handler = log_in(texting_app, "handler")
+    call_id = accepted_call(texting_app, handler, number="+447400123458")
+    # No address yet: nothing is sent, and the handler is told where to put one.
+    ready_contact(handler, call_id, phone="07400 123458", safe_from="00:00", safe_until="00:01")
+    refused = signpost(handler, call_id, channel="email")
+    assert refused.status_code == 422 and [p["field"] for p in refused.get_json()["detail"]] == ["email"]
+    assert len(smtp_catcher) == 0
+    handler.put(f"/api/calls/{call_id}/contact", {"email": "sam@example.org"})
+    # Safe hours are for what rings or buzzes: an email goes whatever the hour.
+    response = signpost(handler, call_id, channel="email")
+    assert response.status_code == 201 and response.get_json()["channel"] == "email"
+    [message] = list(smtp_catcher)
+    assert message["to"] == ["sam@example.org"] and message["subject"] == "The details you asked for"
+    assert "Royal Medical Benevolent Fund" in message["body"] and "116 123" in message["body"]
+    for word in ("helpline", "practitioner", "mental", "addiction"):
+        assert word not in (message["subject"] + message["body"]).lower()
+    assert outbox(emulator, "+447400123458") == []  # by email, not by text
+    record = handler.get(f"/api/calls/{call_id}/contact").get_json()["contact"]
+    assert [(item["channel"], item["result"]) for item in record["fields"]["signposts"]] == [("email", "sent")]
+

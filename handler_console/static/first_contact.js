@@ -631,15 +631,17 @@ if (root && box) {
     }
     await save();  // the mobile number the handler has just typed
     try {
+      const channel = spForm.elements.sp_channel.value || "text";
       const reply = await api("POST", `/api/calls/${callId}/signposts`, {
-        services: [...chosen], consent: spForm.elements.consent.checked,
+        services: [...chosen], consent: spForm.elements.consent.checked, channel,
         name_the_service: spForm.elements.name_the_service.checked,
       });
+      const how = reply.channel === "email" ? "email" : "text";
       if (reply.result === "sent") {
         signposted = true;
-        sent.textContent = `Sent by text: ${reply.services.length} service${reply.services.length === 1 ? "" : "s"}.`;
+        sent.textContent = `Sent by ${how}: ${reply.services.length} service${reply.services.length === 1 ? "" : "s"}.`;
       } else {
-        sent.textContent = "The text could not be sent: read the details to the caller now.";
+        sent.textContent = `The ${how} could not be sent: read the details to the caller now.`;
       }
       suggestOutcome();
       sent.focus();
@@ -647,7 +649,8 @@ if (root && box) {
       if ((exc.status === 400 || exc.status === 422) && Array.isArray(exc.detail)) {
         spErrors(exc.detail);
         const first = exc.detail[0].field.split(".")[0];
-        (first === "consent" ? spForm.elements.consent : first === "phone" ? form.elements.phone : error).focus();
+        (first === "consent" ? spForm.elements.consent : first === "phone" ? form.elements.phone
+          : first === "email" ? form.elements.email : error).focus();
       } else {
         error.textContent = typeof exc.detail === "string" ? exc.detail : exc.message;
         error.focus();

@@ -12,12 +12,12 @@ from flask import Response, current_app, jsonify, request
 from flask_login import current_user
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from .. import audit, contacts, jobs, partners
+from .. import audit, contacts, jobs, mail, partners
 from ..auth import roles_required
 from ..db import db
+from ..errors import error
 from ..models import CallEvent, utcnow
 from ..twilio_rest import TwilioUnavailable, gateway
-from ..errors import error
 from . import BadRequest, Routes, body
 from .contacts import call_or_404, vault
 from .openapi import documented, one_of
@@ -35,7 +35,8 @@ class Signpost(BaseModel):
     services: Annotated[list[Annotated[str, Field(min_length=1, max_length=40)]], Field(min_length=1, max_length=6)]
     #: The caller agreed, on this call, to be sent these details.
     consent: StrictBool
-    channel: Literal["text"] = "text"
+    #: By text to their mobile (within their safe hours), or by email to the address on their record.
+    channel: Literal["text", "email"] = "text"
     #: The caller allowed the text to say where it comes from.
     name_the_service: StrictBool = False
 
@@ -64,12 +65,12 @@ def partner_services() -> Response:
 
 @routes.post("/calls/<int:call_id>/signposts")
 @documented(body=Signpost, roles=("handler",), responses={
-    201: "{result: sent|failed, services: [codes]}: what was sent (recorded on the caller's record)",
-    400: "invalid: unknown services, no consent, or no mobile number to text",
-    409: "not_about_self (no record for a self-referral yet) or outside_safe_hours (the caller's safe hours)"})
+    201: "{result: sent|failed, channel, services: [codes]}: what was sent (recorded on the caller's record)",
+    422: "invalid: unknown services, no consent, no mobile number to text or no email address to write to",
+    409: "not_about_self (no record for a self-referral yet) or outside_safe_hours (texts, the caller's safe hours)"})
 @roles_required("handler")
 def send_signposts(call_id: int) -> tuple[Response, int] | Response:
-    """Text the caller the partner services they chose, with their consent, in discreet words."""
+    """Text or email the caller the partner services they chose, with their consent, in discreet words."""
     request_body = body(Signpost)
     call = call_or_404(call_id)
     contact = contacts.contact_for_call(db.session, call.id)
@@ -78,29 +79,40 @@ def send_signposts(call_id: int) -> tuple[Response, int] | Response:
     known = partners.by_code()
     problems = [{"field": f"services.{index}", "problem": f"no partner service {code!r}: choose from the directory"}
                 for index, code in enumerate(request_body.services) if code not in known]
+    by_email = request_body.channel == "email"
     if not request_body.consent:
-        problems.append({"field": "consent", "problem": "ask the caller whether we may text them these details first"})
+        problems.append({"field": "consent", "problem": f"ask the caller whether we may {'email' if by_email else 'text'} "
+                                                        "them these details first"})
     if contact is None or contact.about_self is not True:
         if not problems:
             return error(409, "not_about_self", "confirm that the call is about the caller's own health first")
     fields = contacts.details(vault(), contact) if contact else {}
     number = next((fields[name] for name in ("phone", "phone_alt") if contacts.is_textable(fields.get(name))), None)
-    if number is None:
+    address = fields.get("email")
+    if by_email and not address:
+        problems.append({"field": "email", "problem": "emails need an address: enter one under Email first"})
+    if not by_email and number is None:
         problems.append({"field": "phone", "problem": "texts need a mobile number: enter one under Phone first"})
     if problems:
-        raise BadRequest("invalid", problems)
+        raise BadRequest("invalid", problems, status=422)
     now = utcnow()
-    opens = jobs.next_safe(fields, now)
-    if opens > now:
+    # Safe hours are for calls and texts, which arrive with a sound; an email waits to be opened.
+    if not by_email and jobs.next_safe(fields, now) > now:
         return error(409, "outside_safe_hours", f"the caller said texts are safe from {fields.get('safe_from') or '00:00'} "
                                                 f"to {fields.get('safe_until') or '24:00'}: read the details out instead")
     chosen = [known[code] for code in dict.fromkeys(request_body.services)]
     service_name: Optional[str] = current_app.config["HELPLINE"].service.name if request_body.name_the_service else None
+    words = partners.signpost_text(chosen, service_name)
     try:
-        gateway().send_sms(number, partners.signpost_text(chosen, service_name))
+        if by_email:
+            # The subject says nothing of who wrote or why: it may be read over a shoulder.
+            mail.send(address, "The details you asked for", words + "\n\nIf you need help urgently, call 999, "
+                                                                    "or Samaritans free on 116 123 at any hour.\n")
+        else:
+            gateway().send_sms(number, words)
         result = "sent"
-    except TwilioUnavailable as exc:
-        log.warning("signpost text for call %s not sent: %s", call.id, exc)
+    except (TwilioUnavailable, mail.MailUnavailable) as exc:
+        log.warning("signpost %s for call %s not sent: %s", request_body.channel, call.id, exc)
         result = "failed"
     sent = {"services": [service.code for service in chosen], "channel": request_body.channel, "at": now.isoformat(),
             "result": result}
@@ -113,4 +125,4 @@ def send_signposts(call_id: int) -> tuple[Response, int] | Response:
     db.session.add(CallEvent(call_id=call.id, kind="signpost", detail={"count": len(chosen), "result": result}))
     audit.record(db.session, current_user, "contact.signpost", "contact", contact.id, fields=["signposts"])
     db.session.commit()
-    return jsonify({"result": result, "services": sent["services"]}), 201
+    return jsonify({"result": result, "channel": request_body.channel, "services": sent["services"]}), 201
