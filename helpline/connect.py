@@ -26,7 +26,7 @@ from sqlalchemy import case, literal, select, update
 from twilio.twiml.voice_response import Conference, Dial, VoiceResponse
 from werkzeug.exceptions import HTTPException
 
-from . import audit, routing
+from . import audit, lifecycle, routing
 from .contacts import latest_voicemail_choice
 from .db import commit_with, db, is_postgresql
 from .deferred import keep_for_replay
@@ -75,7 +75,7 @@ def _entry(call_id: int) -> QueueEntry | None:
 def accept(handler: Handler, call_id: int) -> QueueEntry:
     """Claim the call for the handler and connect them; raises routing.RoutingError when it cannot be done."""
     session = db.session
-    entry = routing.claim(session, handler, call_id, utcnow())
+    entry = lifecycle.claim(session, handler, call_id, utcnow())
     # Commit before talking to Twilio: the claim is what makes this handler the only winner, and no
     # lock may be held while we wait on the network.
     commit_with(session)
@@ -85,10 +85,10 @@ def accept(handler: Handler, call_id: int) -> QueueEntry:
         legs = _ring(gateway(), entry, call, handler)
     except TwilioUnavailable as exc:
         session.refresh(entry)  # (and the call: connect_failed re-reads it) as they are after the wait
-        routing.connect_failed(session, entry, handler, str(exc), utcnow())
+        lifecycle.connect_failed(session, entry, handler, str(exc), utcnow())
         commit_with(session)
         raise routing.RoutingError("connect_failed", str(exc)) from None
-    if not routing.connected(session, entry, handler, utcnow(), **legs):
+    if not lifecycle.connected(session, entry, handler, utcnow(), **legs):
         # The handler's leg came back busy, unanswered or failed before we got here: the call is
         # already back at the head of the line (handler_leg), and the caller back in the queue.
         commit_with(session)
@@ -220,7 +220,7 @@ def hold(handler: Handler, call_id: int, on_hold: bool) -> None:
     """Put the caller on hold in the conference (they hear the helpline's music), or take them off it."""
     entry = _connected_entry(handler, call_id, error="not_your_call")
     _update_caller(gateway(), entry, **_hold_changes(on_hold))
-    db.session.add(CallEvent(call_id=call_id, kind="hold" if on_hold else "unhold", detail={"handler_id": handler.id}))
+    lifecycle.held(db.session, call_id, handler.id, on_hold)
     commit_with(db.session)
 
 
@@ -238,7 +238,7 @@ def end_call(handler: Handler, call_id: int) -> None:
         session.rollback()
         raise routing.RoutingError("not_connected", "you are not connected to this call")
     session.add(CallEvent(call_id=call_id, kind="ended_by_handler", detail={"handler_id": handler.id}))
-    routing.start_wrap_up(session, handler, utcnow())
+    lifecycle.start_wrap_up(session, handler, utcnow())
     commit_with(session)
     try:
         _complete(gateway(), entry)
@@ -440,7 +440,7 @@ def _reached_voicemail(entry: QueueEntry, call: Call, response: VoiceResponse) -
     handler_leg = locked.handler_leg_sid if locked is not None else None
     if locked is not None and locked.state in ("connecting", "answered"):
         session.add(CallEvent(call_id=entry.call_id, kind="callback_voicemail", detail={"message_left": voicemail_safe(call)}))
-        routing.callback_unanswered(session, locked, _holder(locked), "machine", utcnow())
+        lifecycle.callback_unanswered(session, locked, _holder(locked), "machine", utcnow())
     if voicemail_safe(call):
         interpreter = _interpreter()
         interpreter.voice.say(response, f"This is {interpreter.settings.service.name}, returning your call. "
@@ -483,7 +483,7 @@ def conference(call_id: int) -> Response:
     db.session.add(CallEvent(call_id=call_id, kind=kind, detail=_leg_detail(leg, entry.handler_leg_sid)))
     handler = _holder(entry)
     if handler is not None and handler.current_call_id == call_id:
-        routing.start_wrap_up(db.session, handler, utcnow())
+        lifecycle.start_wrap_up(db.session, handler, utcnow())
     commit_with(db.session)
     return Response(status=204)
 
@@ -557,7 +557,7 @@ def _handler_unreachable(call_id: int, sid: str, status: str, again: bool) -> Re
     caller_leg = entry.caller_leg_sid
     if again:
         session.add(CallEvent(call_id=call_id, kind="handler_not_back", detail={"handler_id": entry.handler_id, "status": status}))
-    routing.handler_unreachable(session, entry, _holder(entry), status, utcnow())
+    lifecycle.handler_unreachable(session, entry, _holder(entry), status, utcnow())
     live = entry.kind == "live" and call.ended_at is None
     commit_with(session)
     twilio = gateway()
@@ -627,7 +627,7 @@ def _handler_dropped(twilio: TwilioGateway, entry: QueueEntry, handler: Handler,
         if call is None or relocked is None or relocked.state != "answered":
             session.rollback()
             return
-        routing.handler_unreachable(session, relocked, _holder(relocked), "failed", utcnow())
+        lifecycle.handler_unreachable(session, relocked, _holder(relocked), "failed", utcnow())
         commit_with(session)
         if relocked.kind == "live":
             _back_to_queue(twilio, call, sid)
@@ -674,12 +674,12 @@ def caller_leg(call_id: int) -> Response:
     db.session.add(CallEvent(call_id=call_id, kind="status", detail={"status": status, "leg": "callback"}))
     handler_leg_sid = entry.handler_leg_sid
     if status in UNANSWERED:
-        routing.callback_unanswered(db.session, entry, handler, status, now)
+        lifecycle.callback_unanswered(db.session, entry, handler, status, now)
         commit_with(db.session)
         _hang_up_quietly(gateway(), handler_leg_sid)
         return Response(status=204)
     if handler is not None and handler.current_call_id == call_id:
-        routing.start_wrap_up(db.session, handler, now)
+        lifecycle.start_wrap_up(db.session, handler, now)
     commit_with(db.session)
     return Response(status=204)
 

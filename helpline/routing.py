@@ -20,12 +20,14 @@ from sqlalchemy.orm import Session
 
 from .config import RoutingSettings
 from .db import is_postgresql, run_together
+from . import lifecycle
 from .events import Coalescer, announce
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
+from .states import (CALLBACK_ATTEMPTS, CALLBACK_RETRY, IN_LINE, WRAP_UP_OUTCOMES, Move, Presence, QueueState,
+                     RoutingError, sources, target)
 
+__all__ = ["CALLBACK_ATTEMPTS", "CALLBACK_RETRY", "IN_LINE", "WRAP_UP_OUTCOMES", "RoutingError"]
 
-#: States in which an entry holds a place in line.
-IN_LINE = ("waiting", "offered")
 #: How far back answered calls count towards the wait estimate.
 ESTIMATE_WINDOW = dt.timedelta(minutes=30)
 
@@ -90,7 +92,8 @@ def spoken_wait(seconds: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Live routing: presence, offers, accepts and wrap-up.
+# Live routing: presence and offers. What happens to a call after that (accept, connect, back in
+# line, hang-up, wrap-up) is lifecycle.py's; the states and their allowed moves are states.py's.
 #
 # The policy, in one place:
 #
@@ -117,20 +120,13 @@ def spoken_wait(seconds: int) -> str:
 # Functions here change the session and announce what changed; their callers commit.
 # ---------------------------------------------------------------------------------------------
 
-PRESENCES = ("offline", "available", "offered", "on_call", "wrap_up", "break")
+PRESENCES = tuple(Presence)
 #: What a handler may set for themselves; the others follow from offers and calls.
-SETTABLE = ("available", "break", "offline")
+SETTABLE = (Presence.AVAILABLE, Presence.BREAK, Presence.OFFLINE)
 #: Needs that ask for a skilled handler; the flow's other need, speak_now, fits anyone.
 SKILLED_NEEDS = ("mental_health", "addiction", "return_to_work")
 #: Every value `QueueEntry.need` takes (the flow checks its needs at start-up); None = not asked.
 NEED_CLASSES: tuple[str | None, ...] = (*SKILLED_NEEDS, "speak_now", None)
-#: What a handler may record at wrap-up.
-WRAP_UP_OUTCOMES = ("booked", "advice_given", "signposted", "callback_arranged", "third_party", "not_eligible",
-                    "caller_hung_up")
-#: How many times a callback is rung without an answer before it is closed.
-CALLBACK_ATTEMPTS = 3
-#: How long a callback that was not answered waits before it is tried again.
-CALLBACK_RETRY = dt.timedelta(minutes=10)
 #: Entries fetched at a time when a need's line must be walked past calls nobody free can take: a
 #: few at first (the usual walk stops within them), then more at a time, so that a long walk takes
 #: a handful of round trips and not one per few rows.
@@ -138,16 +134,6 @@ _BATCHES = (16, 128, 1024)
 #: The PostgreSQL advisory lock routing passes take turns on (any fixed 64-bit number; "route").
 ROUTING_LOCK = 0x726F757465
 _TAKE_TURN = select(func.pg_advisory_xact_lock(ROUTING_LOCK))
-
-
-class RoutingError(Exception):
-    """A routing action that cannot be done now; becomes a 409 (or the given status) for the console."""
-
-    def __init__(self, message: str, detail: object = None, status: int = 409):
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -240,7 +226,7 @@ def _statements(need: str | None) -> dict[str, Any]:
     due_now = or_(QueueEntry.not_before.is_(None), QueueEntry.not_before <= bindparam("now"))
     line = (
         select(*_WAITING_COLUMNS)
-        .where(QueueEntry.state == constant("waiting"), _need_is(need), due_now)
+        .where(QueueEntry.state == constant(QueueState.WAITING), _need_is(need), due_now)
         .order_by(QueueEntry.priority, QueueEntry.placed_at, QueueEntry.id)
     )
     after = tuple_(QueueEntry.priority, QueueEntry.placed_at, QueueEntry.id) > tuple_(
@@ -315,7 +301,7 @@ def _free_statement(locking: bool) -> Any:
     connected = select(ConsoleConnection.sid).where(ConsoleConnection.handler_id == Handler.id).exists()
     query = (
         select(Handler.id, Handler.skills, Handler.languages)
-        .where(Handler.presence == constant("available"), connected)
+        .where(Handler.presence == constant(Presence.AVAILABLE), connected)
         .order_by(Handler.available_since, Handler.id)
     )
     return query.with_for_update(skip_locked=True, of=Handler) if locking else query
@@ -449,15 +435,17 @@ def _head(session: Session, need: str | None, now: dt.datetime) -> Waiting | Non
 def _offer_statements() -> dict[str, Any]:
     """The statements of an offer made one at a time (SQLite), built once: on the tables, no ORM bookkeeping."""
     entries, handlers, events = QueueEntry.__table__, Handler.__table__, CallEvent.__table__
+    (waiting,) = sources(Move.OFFERED)
     return {
         "entry": update(entries)
-        .where(entries.c.id == bindparam("entry_id"), entries.c.state == "waiting")
-        .values(state="offered", handler_id=bindparam("handler_id"), offered_at=bindparam("at")),
+        .where(entries.c.id == bindparam("entry_id"), entries.c.state == waiting)
+        .values(state=target(Move.OFFERED, waiting), handler_id=bindparam("handler_id"), offered_at=bindparam("at")),
         "handler": update(handlers)
-        .where(handlers.c.id == bindparam("handler_id"), handlers.c.presence == "available")
-        .values(presence="offered", presence_since=bindparam("at"), current_call_id=bindparam("call")),
+        .where(handlers.c.id == bindparam("handler_id"), handlers.c.presence == Presence.AVAILABLE)
+        .values(presence=Presence.OFFERED, presence_since=bindparam("at"), current_call_id=bindparam("call")),
+        # Within the same transaction: the entry as it was before "entry" above, when the handler was not free.
         "undo": update(entries).where(entries.c.id == bindparam("entry_id"))
-        .values(state="waiting", handler_id=None, offered_at=None),
+        .values(state=waiting, handler_id=None, offered_at=None),
         "event": events.insert(),
     }
 
@@ -473,16 +461,19 @@ def _offer_in_one_statement() -> Any:
     locks first (sibling CTEs otherwise run in no set order).
     """
     entries, handlers, events = QueueEntry.__table__, Handler.__table__, CallEvent.__table__
-    entry = (select(entries.c.id).where(entries.c.id == bindparam("entry_id"), entries.c.state == constant("waiting"))
+    (waiting,) = sources(Move.OFFERED)
+    entry = (select(entries.c.id).where(entries.c.id == bindparam("entry_id"), entries.c.state == constant(waiting))
              .with_for_update(skip_locked=True).cte("free_entry"))
-    handler = (select(handlers.c.id).where(handlers.c.id == bindparam("handler_id"), handlers.c.presence == constant("available"))
+    handler = (select(handlers.c.id).where(handlers.c.id == bindparam("handler_id"),
+                                           handlers.c.presence == constant(Presence.AVAILABLE))
                .with_for_update().cte("free_handler"))
     both_free = and_(exists(select(entry.c.id)), exists(select(handler.c.id)))
     took_entry = (update(entries).where(entries.c.id == bindparam("entry_id"), both_free)
-                  .values(state=constant("offered"), handler_id=bindparam("handler_id"), offered_at=bindparam("at"))
+                  .values(state=constant(target(Move.OFFERED, waiting)), handler_id=bindparam("handler_id"),
+                          offered_at=bindparam("at"))
                   .returning(entries.c.call_id).cte("took_entry"))
     took_handler = (update(handlers).where(handlers.c.id == bindparam("handler_id"), both_free)
-                    .values(presence=constant("offered"), presence_since=bindparam("at"), current_call_id=bindparam("call"))
+                    .values(presence=constant(Presence.OFFERED), presence_since=bindparam("at"), current_call_id=bindparam("call"))
                     .returning(handlers.c.id).cte("took_handler"))
     made = select(took_entry.c.call_id, bindparam("at", type_=events.c.at.type), constant("offered"),
                   func.json_build_object(constant("handler_id"), took_handler.c.id)
@@ -518,7 +509,7 @@ def make_offer(session: Session, entry: Waiting, handler_id: int, settings: Rout
     offer = Offer(entry.call_id, handler_id, entry.need, entry.flags, entry.kind, entry.placed_at, now,
                   settings.offer_timeout_s)
     announce(session, "offer", handler_id=handler_id, offer=offer.payload(now))
-    announce(session, "presence", handler_id=handler_id, presence="offered", since=now.isoformat())
+    announce(session, "presence", handler_id=handler_id, presence=Presence.OFFERED, since=now.isoformat())
     announce(session, "console_changed")
     return offer
 
@@ -533,16 +524,16 @@ def set_presence(session: Session, handler: Handler, presence: str, now: dt.date
     """
     if presence not in PRESENCES:
         raise ValueError(f"unknown presence {presence!r}")
-    if presence == "available" and handler.presence != "available":
+    if presence == Presence.AVAILABLE and handler.presence != Presence.AVAILABLE:
         handler.available_since = now
-    if presence in ("available", "break", "offline"):
+    if presence in SETTABLE:
         handler.current_call_id = None
     if presence != handler.presence:
         handler.presence = presence
         handler.presence_since = now
         announce(session, "presence", handler_id=handler.id, presence=presence, since=now.isoformat(), reason=reason)
         announce(session, "console_changed")
-    if presence == "available":
+    if presence == Presence.AVAILABLE:
         announce(session, "handler_free", handler_id=handler.id)
 
 
@@ -551,12 +542,12 @@ def change_status(session: Session, handler: Handler, status: str, now: dt.datet
     lock(session, handler)
     if status not in SETTABLE:
         raise RoutingError("bad_status", f"status must be one of {', '.join(SETTABLE)}", status=400)
-    if handler.presence in ("on_call", "wrap_up"):
+    if handler.presence in (Presence.ON_CALL, Presence.WRAP_UP):
         raise RoutingError(handler.presence, "finish the call and its wrap-up first")
-    if handler.presence == "offered":
-        if status == "available":
+    if handler.presence == Presence.OFFERED:
+        if status == Presence.AVAILABLE:
             return
-        withdraw(session, handler, "status_changed", now)
+        lifecycle.withdraw(session, handler, "status_changed", now)
     set_presence(session, handler, status, now)
 
 
@@ -571,58 +562,15 @@ def lock(session: Session, handler: Handler) -> None:
     session.refresh(handler, with_for_update=True if is_postgresql(session) else None)
 
 
-def _entry_for(session: Session, call_id: int) -> QueueEntry | None:
-    return session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id).execution_options(populate_existing=True))
-
-
-def withdraw(session: Session, handler: Handler, reason: str, now: dt.datetime) -> QueueEntry | None:
-    """Take back the handler's outstanding offer; the call goes back to its place in line."""
-    if handler.current_call_id is None:
-        return None
-    call_id = handler.current_call_id
-    entry = _entry_for(session, call_id)
-    returned = session.execute(
-        update(QueueEntry)
-        .where(QueueEntry.call_id == call_id, QueueEntry.state == "offered", QueueEntry.handler_id == handler.id)
-        .values(state="waiting", handler_id=None, offered_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    if returned.rowcount == 1 and entry is not None:
-        session.refresh(entry)  # the UPDATE above bypassed the identity map
-        announce(session, "queue_changed")
-    announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call_id, reason=reason)
-    handler.current_call_id = None
-    return entry
-
-
-def decline(session: Session, handler: Handler, call_id: int, now: dt.datetime) -> None:
-    """The handler turns the offer down: it goes back to its place, and is not offered to them again."""
-    lock(session, handler)
-    if handler.presence != "offered" or handler.current_call_id != call_id:
-        raise RoutingError("no_offer", "this call is not offered to you")
-    entry = withdraw(session, handler, "declined", now)
-    if entry is not None:
-        entry.declined_by = [*entry.declined_by, handler.id]
-        session.add(CallEvent(call_id=call_id, kind="offer_declined", at=now, detail={"handler_id": handler.id}))
-    set_presence(session, handler, "available", now)
-
-
 def expire_offers(session: Session, settings: RoutingSettings, now: dt.datetime) -> int:
     """Offers left unanswered past the timeout go back in line; their handlers go on break."""
     deadline = now - dt.timedelta(seconds=settings.offer_timeout_s)
     missed = session.scalars(
-        _locked(session, select(QueueEntry).where(QueueEntry.state == "offered", QueueEntry.offered_at <= deadline))
+        _locked(session, select(QueueEntry).where(QueueEntry.state == QueueState.OFFERED, QueueEntry.offered_at <= deadline))
         .execution_options(populate_existing=True)
     ).all()
     for entry in missed:
-        handler = _fresh(session, Handler, entry.handler_id) if entry.handler_id is not None else None
-        session.add(CallEvent(call_id=entry.call_id, kind="offer_missed", at=now, detail={"handler_id": entry.handler_id}))
-        if handler is not None and handler.current_call_id == entry.call_id:
-            withdraw(session, handler, "timeout", now)
-            set_presence(session, handler, "break", now, reason="offer_missed")
-        else:
-            entry.state, entry.handler_id, entry.offered_at = "waiting", None, None
-            announce(session, "queue_changed")
+        lifecycle.offer_missed(session, entry, now)
     return len(missed)
 
 
@@ -630,14 +578,14 @@ def end_wrap_ups(session: Session, settings: RoutingSettings, now: dt.datetime) 
     """Handlers whose wrap-up has lasted `routing.wrap_up_s` become available."""
     deadline = now - dt.timedelta(seconds=settings.wrap_up_s)
     handlers = session.scalars(
-        _locked(session, select(Handler).where(Handler.presence == "wrap_up", Handler.presence_since <= deadline))
+        _locked(session, select(Handler).where(Handler.presence == Presence.WRAP_UP, Handler.presence_since <= deadline))
         .execution_options(populate_existing=True)
     ).all()
     for handler in handlers:
         if handler.current_call_id is not None:
             session.add(CallEvent(call_id=handler.current_call_id, kind="wrap_up_timed_out", at=now,
                                   detail={"handler_id": handler.id}))
-        set_presence(session, handler, "available", now)
+        set_presence(session, handler, Presence.AVAILABLE, now)
     return len(handlers)
 
 
@@ -656,52 +604,11 @@ def handler_gone(session: Session, handler_id: int, now: dt.datetime) -> None:
     handler = _fresh(session, Handler, handler_id)
     if handler is None:
         return
-    if handler.presence == "offered":
-        withdraw(session, handler, "disconnected", now)
-    if handler.presence in ("available", "offered"):
-        set_presence(session, handler, "offline", now)
+    if handler.presence == Presence.OFFERED:
+        lifecycle.withdraw(session, handler, "disconnected", now)
+    if handler.presence in (Presence.AVAILABLE, Presence.OFFERED):
+        set_presence(session, handler, Presence.OFFLINE, now)
 
-
-# -- accepting and connecting -------------------------------------------------------------------
-
-def claim(session: Session, handler: Handler, call_id: int, now: dt.datetime) -> QueueEntry:
-    """Take the call for the handler: exactly one of several racing handlers (or processes) wins.
-
-    The entry goes to `connecting` and the handler `on_call`; raises RoutingError for the losers.
-    """
-    lock(session, handler)
-    if handler.presence not in ("available", "offered"):
-        raise RoutingError("not_free", f"you are {handler.presence.replace('_', ' ')}")
-    # Each UPDATE returns the row it changed (or none), fresh in the session: no read after it.
-    entry = session.scalar(
-        update(QueueEntry)
-        .where(
-            QueueEntry.call_id == call_id,
-            or_(QueueEntry.state == "waiting", and_(QueueEntry.state == "offered", QueueEntry.handler_id == handler.id)),
-            or_(QueueEntry.not_before.is_(None), QueueEntry.not_before <= now),
-        )
-        .values(state="connecting", handler_id=handler.id, offered_at=now)
-        .returning(QueueEntry)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    if entry is None:
-        raise RoutingError("call_taken", "this call has been taken or is no longer waiting")
-    if handler.presence == "offered" and handler.current_call_id != call_id:
-        withdraw(session, handler, "accepted_another", now)
-    moved = session.scalar(
-        update(Handler)
-        .where(Handler.id == handler.id, Handler.presence.in_(("available", "offered")))
-        .values(presence="on_call", presence_since=now, current_call_id=call_id)
-        .returning(Handler)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    if moved is None:
-        raise RoutingError("not_free", "your status changed; try again")
-    assert moved is handler
-    session.add(CallEvent(call_id=call_id, kind="accepted", at=now, detail={"handler_id": handler.id}))
-    announce(session, "presence", handler_id=handler.id, presence="on_call", since=now.isoformat())
-    announce(session, "console_changed")
-    return entry
 
 
 def lock_entry(session: Session, call_id: int) -> QueueEntry | None:
@@ -719,117 +626,16 @@ def lock_entry(session: Session, call_id: int) -> QueueEntry | None:
     return session.scalar(query)
 
 
-def connected(session: Session, entry: QueueEntry, handler: Handler, now: dt.datetime, **legs: str | None) -> bool:
-    """Twilio took our requests: the caller and the handler are being put through to each other.
-
-    Only a call still `connecting` to this handler moves on: if the handler's leg has already come
-    back unanswered (its callback can beat the accept here), the call is back in line and stays so,
-    and False is returned. A call is never `answered` while its caller waits in a Twilio queue.
-    """
-    locked = lock_entry(session, entry.call_id)
-    if locked is None or locked.state != "connecting" or locked.handler_id != handler.id:
-        return False
-    call = _fresh(session, Call, entry.call_id)
-    assert call is not None
-    for name, sid in legs.items():
-        setattr(entry, name, sid)
-    if entry.kind == "live" and call.ended_at is not None:
-        # The caller hung up while we were connecting them.
-        abandoned(session, entry, handler, now)
-        return True
-    with session.no_autoflush:  # the legs just set do not move anyone in line
-        position_now = position(session, entry, now)
-    entry.state = "answered"
-    entry.left_at = now
-    entry.left_reason = "answered"
-    entry.position_at_exit = position_now
-    if entry.kind == "live":
-        call.dequeued_at = call.dequeued_at or now
-        if call.outcome is None:
-            call.outcome = "answered"
-            call.outcome_step = call.step
-            session.add(CallEvent(call_id=call.id, kind="outcome", at=now, step=call.step, detail={"outcome": "answered"}))
-    session.add(CallEvent(call_id=call.id, kind="answered" if entry.kind == "live" else "callback_placed", at=now,
-                          detail={"handler_id": handler.id}))
-    announce(session, "queue_changed")
-    announce(session, "console_changed")
-    return True
 
 
-def connect_failed(session: Session, entry: QueueEntry, handler: Handler, detail: str, now: dt.datetime) -> None:
-    """Twilio could not connect them: the caller keeps their place, the handler is free again and told."""
-    call = _fresh(session, Call, entry.call_id)
-    assert call is not None
-    session.add(CallEvent(call_id=entry.call_id, kind="connect_failed", at=now, detail={"handler_id": handler.id, "detail": detail}))
-    announce(session, "connect_failed", handler_id=handler.id, call_id=entry.call_id, detail=detail)
-    if entry.kind == "live" and call.ended_at is not None:
-        abandoned(session, entry, handler, now)
-        return
-    entry.state, entry.handler_id, entry.offered_at = "waiting", None, None
-    entry.handler_leg_sid = entry.caller_leg_sid = entry.conference_sid = None
-    announce(session, "queue_changed")
-    set_presence(session, handler, "available", now)
 
 
-def abandoned(session: Session, entry: QueueEntry, handler: Handler | None, now: dt.datetime) -> None:
-    """The caller hung up before a handler reached them; record their place, and free the handler."""
-    call = _fresh(session, Call, entry.call_id)
-    assert call is not None
-    if entry.state in ("waiting", "offered", "connecting"):
-        if entry.state != "connecting":
-            entry.position_at_exit = position(session, entry, now)
-        else:
-            entry.position_at_exit = entry.position_at_exit or 1
-        entry.state = "abandoned"
-        entry.left_reason = "abandoned"
-        entry.left_at = entry.left_at or now
-        call.dequeued_at = call.dequeued_at or now
-    if call.outcome is None:
-        call.outcome, call.outcome_step = "abandoned", call.step
-        session.add(CallEvent(call_id=call.id, kind="outcome", at=now, step=call.step, detail={"outcome": "abandoned"}))
-    if handler is not None and handler.current_call_id == call.id and handler.presence in ("offered", "on_call"):
-        if handler.presence == "offered":
-            announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call.id, reason="abandoned")
-        set_presence(session, handler, "available", now)
-    announce(session, "queue_changed")
 
 
-def call_ended(session: Session, call_id: int, now: dt.datetime) -> None:
-    """The caller's call ended (status callback): withdraw an offer of it, or start the handler's wrap-up."""
-    entry = _entry_for(session, call_id)
-    holders = session.scalars(
-        select(Handler).where(Handler.current_call_id == call_id).execution_options(populate_existing=True)
-    ).all()
-    for handler in holders:
-        if handler.presence == "offered":
-            announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call_id, reason="abandoned")
-            set_presence(session, handler, "available", now)
-        elif handler.presence == "on_call" and entry is not None and entry.state == "answered" and entry.kind == "live":
-            start_wrap_up(session, handler, now)
-    if entry is not None and entry.kind == "live" and entry.state == "offered":
-        abandoned(session, entry, None, now)
 
 
-def start_wrap_up(session: Session, handler: Handler, now: dt.datetime) -> None:
-    """The handler's call is over; wrap-up starts (and ends with an outcome or after `routing.wrap_up_s`)."""
-    if handler.presence != "on_call":
-        return
-    call_id = handler.current_call_id
-    set_presence(session, handler, "wrap_up", now)
-    handler.current_call_id = call_id
-    if call_id is not None:
-        session.add(CallEvent(call_id=call_id, kind="wrap_up_started", at=now, detail={"handler_id": handler.id}))
 
 
-def finish_wrap_up(session: Session, handler: Handler, call_id: int, outcome: str, now: dt.datetime) -> None:
-    """The handler records the call's outcome and is free again."""
-    lock(session, handler)
-    if outcome not in WRAP_UP_OUTCOMES:
-        raise RoutingError("bad_outcome", f"outcome must be one of {', '.join(WRAP_UP_OUTCOMES)}", status=400)
-    if handler.current_call_id != call_id or handler.presence not in ("on_call", "wrap_up"):
-        raise RoutingError("not_your_call", "you are not on or wrapping up this call")
-    session.add(CallEvent(call_id=call_id, kind="wrap_up", at=now, detail={"handler_id": handler.id, "outcome": outcome}))
-    set_presence(session, handler, "available", now)
 
 
 # -- what the consoles see ------------------------------------------------------------------------
@@ -861,10 +667,10 @@ def queue_view(session: Session, now: dt.datetime) -> dict[str, Any]:
 
 def current_offer(session: Session, handler: Handler, settings: RoutingSettings, now: dt.datetime) -> dict[str, Any] | None:
     """The handler's outstanding offer as the `offer` event carries it, or None."""
-    if handler.presence != "offered" or handler.current_call_id is None:
+    if handler.presence != Presence.OFFERED or handler.current_call_id is None:
         return None
-    entry = _entry_for(session, handler.current_call_id)
-    if entry is None or entry.state != "offered" or entry.handler_id != handler.id or entry.offered_at is None:
+    entry = lifecycle.entry_for(session, handler.current_call_id)
+    if entry is None or entry.state != QueueState.OFFERED or entry.handler_id != handler.id or entry.offered_at is None:
         return None
     offer = Offer(entry.call_id, handler.id, entry.need, tuple(entry.flags), entry.kind, entry.placed_at,
                   entry.offered_at, settings.offer_timeout_s)
@@ -917,7 +723,7 @@ def init_app(app: Flask) -> None:
 
     def ended(call_id: int) -> None:
         with db.transaction() as session:
-            call_ended(session, call_id, utcnow())
+            lifecycle.call_ended(session, call_id, utcnow())
         wanted()
 
     db.bus.subscribe("queue_changed", lambda: wanted())
@@ -925,51 +731,7 @@ def init_app(app: Flask) -> None:
     db.bus.subscribe("handler_free", lambda handler_id: wanted())
 
 
-def requeue(session: Session, entry: QueueEntry, now: dt.datetime, not_before: dt.datetime | None = None,
-            front: bool = False) -> None:
-    """Put a call that was being connected back in its place in line (nobody is dropped).
-
-    `front` puts it at the head of the line, ahead of every priority (as a supervisor's "move up"
-    does): for a caller who had reached the front and lost their handler through no fault of theirs.
-    """
-    call = _fresh(session, Call, entry.call_id)
-    assert call is not None
-    entry.state, entry.handler_id, entry.offered_at = "waiting", None, None
-    entry.left_at = entry.left_reason = entry.position_at_exit = None
-    entry.handler_leg_sid = entry.caller_leg_sid = entry.conference_sid = None
-    entry.not_before = not_before
-    if front:
-        with session.no_autoflush:
-            head = session.scalar(select(func.min(QueueEntry.priority)).where(due(now), QueueEntry.id != entry.id))
-        if head is not None and head <= entry.priority:
-            entry.priority = head - 1
-    if entry.kind == "live":
-        call.dequeued_at = None
-        if call.outcome == "answered":
-            # Set by `connected` when Twilio took our requests; the handler never reached them after all.
-            call.outcome = call.outcome_step = None
-    announce(session, "queue_changed")
 
 
-def handler_unreachable(session: Session, entry: QueueEntry, handler: Handler | None, status: str, now: dt.datetime) -> None:
-    """The handler's phone or softphone never answered: a missed offer; the call goes back to the head
-    of the line (the caller had reached the front, and it was not their doing)."""
-    session.add(CallEvent(call_id=entry.call_id, kind="offer_missed", at=now,
-                          detail={"handler_id": entry.handler_id, "status": status}))
-    requeue(session, entry, now, front=True)
-    if handler is not None and handler.current_call_id == entry.call_id and handler.presence == "on_call":
-        set_presence(session, handler, "break", now, reason="handler_unreachable")
 
 
-def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | None, status: str, now: dt.datetime) -> None:
-    """We rang the caller back and they did not answer: try again later, a few times, then close it."""
-    entry.attempts += 1
-    session.add(CallEvent(call_id=entry.call_id, kind="callback_unanswered", at=now,
-                          detail={"status": status, "attempt": entry.attempts}))
-    if entry.attempts >= CALLBACK_ATTEMPTS:
-        entry.state, entry.left_at, entry.left_reason = "closed", now, "callback_unanswered"
-        announce(session, "queue_changed")
-    else:
-        requeue(session, entry, now, not_before=now + CALLBACK_RETRY)
-    if handler is not None and handler.current_call_id == entry.call_id and handler.presence == "on_call":
-        set_presence(session, handler, "available", now)

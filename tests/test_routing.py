@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from helpline import presence, routing
+from helpline import lifecycle, presence, routing
 from helpline.config import RoutingSettings
 from helpline.db import db
 from helpline.events import announce
@@ -277,7 +277,7 @@ def test_a_declined_call_goes_to_someone_else_and_the_decliner_waits_their_turn(
     decliner = handler(session, idle_since=ago(300))
     entry = waiting(session, ago(5))
     routing.route(session, SETTINGS, NOW)
-    routing.decline(session, decliner, entry.call_id, later(1))
+    lifecycle.decline(session, decliner, entry.call_id, later(1))
     fresh(session, decliner)
     assert decliner.presence == "available" and decliner.available_since == later(1)
     # Nobody else is free: the call is not offered to the decliner again.
@@ -290,7 +290,7 @@ def test_a_declined_call_goes_to_someone_else_and_the_decliner_waits_their_turn(
     routing.route(session, SETTINGS, later(6))
     assert offered_to(session, new_call) == decliner.id
     with pytest.raises(routing.RoutingError):
-        routing.decline(session, other, new_call.call_id, later(7))
+        lifecycle.decline(session, other, new_call.call_id, later(7))
 
 
 def test_a_handler_whose_last_console_closes_does_not_hold_the_call(session):
@@ -324,7 +324,7 @@ def test_an_abandoned_offer_frees_the_handler(session):
     person = handler(session, idle_since=ago(300))
     entry = waiting(session, ago(5))
     routing.route(session, SETTINGS, NOW)
-    routing.call_ended(session, entry.call_id, later(3))
+    lifecycle.call_ended(session, entry.call_id, later(3))
     fresh(session, person, entry)
     assert person.presence == "available" and person.current_call_id is None
     assert entry.state == "abandoned" and entry.position_at_exit == 1
@@ -334,12 +334,12 @@ def test_wrap_up_lasts_until_the_outcome_or_the_configured_time(session):
     person = handler(session, idle_since=ago(300))
     entry = waiting(session, ago(5))
     routing.route(session, SETTINGS, NOW)
-    routing.claim(session, person, entry.call_id, later(1))
-    routing.connected(session, entry, person, later(2), handler_leg_sid=None, caller_leg_sid=None)
+    lifecycle.claim(session, person, entry.call_id, later(1))
+    lifecycle.connected(session, entry, person, later(2), handler_leg_sid=None, caller_leg_sid=None)
     call = session.get(Call, entry.call_id)
     assert call.outcome == "answered" and entry.state == "answered"
     call.ended_at = later(100)
-    routing.call_ended(session, entry.call_id, later(100))
+    lifecycle.call_ended(session, entry.call_id, later(100))
     fresh(session, person)
     assert person.presence == "wrap_up" and person.current_call_id == entry.call_id
     routing.sweep(session, SETTINGS, later(219))
@@ -356,8 +356,8 @@ def test_recording_the_outcome_ends_wrap_up(session):
     entry = waiting(session, ago(500))
     person.current_call_id = entry.call_id
     with pytest.raises(routing.RoutingError):
-        routing.finish_wrap_up(session, person, entry.call_id, "nonsense", NOW)
-    routing.finish_wrap_up(session, person, entry.call_id, "signposted", NOW)
+        lifecycle.finish_wrap_up(session, person, entry.call_id, "nonsense", NOW)
+    lifecycle.finish_wrap_up(session, person, entry.call_id, "signposted", NOW)
     assert person.presence == "available" and person.current_call_id is None
     assert [event.detail["outcome"] for event in events(session, entry.call_id, "wrap_up")] == ["signposted"]
 
