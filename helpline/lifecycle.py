@@ -1,10 +1,10 @@
 """A call's life in the line, in one place: every change of a call's queue entry, and what goes with it.
 
-Queued, offered (routing.make_offer, one SQL statement), accepted, connected, on hold, ended,
+Queued, offered (line_store.make_offer, one SQL statement), accepted, connected, on hold, ended,
 wrap-up, back in line, caller hung up, callback: each is one function here, and each moves the entry
 only as states.TRANSITIONS allows (a move it does not list raises TransitionError before anything is
 written). The IVR, routing, connect, supervision and reconciliation call these; none of them sets a
-queue entry's state itself. The handler's side of each move goes through routing.set_presence.
+queue entry's state itself. The handler's side of each move goes through presence.set_presence.
 
 Functions here change the session and announce what changed; their callers commit.
 """
@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from . import routing
+from . import line, line_store, presence
+from .config import RoutingSettings
+from .db import is_postgresql
 from .events import announce
 from .models import Call, CallEvent, Handler, QueueEntry
 from .states import (CALLBACK_ATTEMPTS, CALLBACK_RETRY, IN_LINE, WITH_HANDLER, WRAP_UP_OUTCOMES, Move, Presence,
@@ -129,14 +131,14 @@ def withdraw(session: Session, handler: Handler, reason: str, now: dt.datetime) 
 
 def decline(session: Session, handler: Handler, call_id: int, now: dt.datetime) -> None:
     """The handler turns the offer down: it goes back to its place, and is not offered to them again."""
-    routing.lock(session, handler)
+    presence.lock(session, handler)
     if handler.presence != Presence.OFFERED or handler.current_call_id != call_id:
         raise RoutingError("no_offer", "this call is not offered to you")
     entry = withdraw(session, handler, "declined", now)
     if entry is not None:
         entry.declined_by = [*entry.declined_by, handler.id]
         session.add(CallEvent(call_id=call_id, kind="offer_declined", at=now, detail={"handler_id": handler.id}))
-    routing.set_presence(session, handler, Presence.AVAILABLE, now)
+    presence.set_presence(session, handler, Presence.AVAILABLE, now)
 
 
 def offer_missed(session: Session, entry: QueueEntry, now: dt.datetime) -> None:
@@ -145,9 +147,21 @@ def offer_missed(session: Session, entry: QueueEntry, now: dt.datetime) -> None:
     session.add(CallEvent(call_id=entry.call_id, kind="offer_missed", at=now, detail={"handler_id": entry.handler_id}))
     if handler is not None and handler.current_call_id == entry.call_id:
         withdraw(session, handler, "timeout", now)
-        routing.set_presence(session, handler, Presence.BREAK, now, reason="offer_missed")
+        presence.set_presence(session, handler, Presence.BREAK, now, reason="offer_missed")
     else:
         back_in_line(session, entry, now, not_before=entry.not_before)
+
+
+def expire_offers(session: Session, settings: RoutingSettings, now: dt.datetime) -> int:
+    """Offers left unanswered past the timeout go back in line; their handlers go on break."""
+    deadline = now - dt.timedelta(seconds=settings.offer_timeout_s)
+    query = select(QueueEntry).where(QueueEntry.state == QueueState.OFFERED, QueueEntry.offered_at <= deadline)
+    if is_postgresql(session):
+        query = query.with_for_update(skip_locked=True)
+    missed = session.scalars(query.execution_options(populate_existing=True)).all()
+    for entry in missed:
+        offer_missed(session, entry, now)
+    return len(missed)
 
 
 def _release(session: Session, entry: QueueEntry, reason: str, now: dt.datetime) -> None:
@@ -155,7 +169,7 @@ def _release(session: Session, entry: QueueEntry, reason: str, now: dt.datetime)
     handler = _fresh(session, Handler, entry.handler_id) if entry.handler_id is not None else None
     if handler is not None and handler.current_call_id == entry.call_id and handler.presence == Presence.OFFERED:
         announce(session, "offer_withdrawn", handler_id=handler.id, call_id=entry.call_id, reason=reason)
-        routing.set_presence(session, handler, Presence.AVAILABLE, now)
+        presence.set_presence(session, handler, Presence.AVAILABLE, now)
 
 
 # -- accepting and connecting -----------------------------------------------------------------------------
@@ -165,7 +179,7 @@ def claim(session: Session, handler: Handler, call_id: int, now: dt.datetime) ->
 
     The entry goes to `connecting` and the handler `on_call`; raises RoutingError for the losers.
     """
-    routing.lock(session, handler)
+    presence.lock(session, handler)
     if handler.presence not in (Presence.AVAILABLE, Presence.OFFERED):
         raise RoutingError("not_free", f"you are {handler.presence.replace('_', ' ')}")
     # Each UPDATE returns the row it changed (or none), fresh in the session: no read after it.
@@ -208,7 +222,7 @@ def connected(session: Session, entry: QueueEntry, handler: Handler, now: dt.dat
     back unanswered (its callback can beat the accept here), the call is back in line and stays so,
     and False is returned. A call is never `answered` while its caller waits in a Twilio queue.
     """
-    locked = routing.lock_entry(session, entry.call_id)
+    locked = line_store.lock_entry(session, entry.call_id)
     if locked is None or locked.state != QueueState.CONNECTING or locked.handler_id != handler.id:
         return False
     call = _fresh(session, Call, entry.call_id)
@@ -220,7 +234,7 @@ def connected(session: Session, entry: QueueEntry, handler: Handler, now: dt.dat
         caller_hung_up(session, entry, now, handler=handler)
         return True
     with session.no_autoflush:  # the legs just set do not move anyone in line
-        position_now = routing.position(session, entry, now)
+        position_now = line.position(session, entry, now)
     apply(entry, Move.CONNECTED)
     entry.left_at = now
     entry.left_reason = "answered"
@@ -245,7 +259,7 @@ def connect_failed(session: Session, entry: QueueEntry, handler: Handler, detail
         caller_hung_up(session, entry, now, handler=handler)
         return
     back_in_line(session, entry, now, not_before=entry.not_before)
-    routing.set_presence(session, handler, Presence.AVAILABLE, now)
+    presence.set_presence(session, handler, Presence.AVAILABLE, now)
 
 
 def held(session: Session, call_id: int, handler_id: int, on_hold: bool) -> None:
@@ -271,7 +285,7 @@ def back_in_line(session: Session, entry: QueueEntry, now: dt.datetime, not_befo
     entry.not_before = not_before
     if front:
         with session.no_autoflush:
-            head = session.scalar(select(func.min(QueueEntry.priority)).where(routing.due(now), QueueEntry.id != entry.id))
+            head = session.scalar(select(func.min(QueueEntry.priority)).where(line.due(now), QueueEntry.id != entry.id))
         if head is not None and head <= entry.priority:
             entry.priority = head - 1
     if entry.kind == "live":
@@ -294,7 +308,7 @@ def caller_hung_up(session: Session, entry: QueueEntry, now: dt.datetime, *, cal
     if entry.state in sources(Move.CALLER_HUNG_UP):
         if entry.state in IN_LINE:
             with session.no_autoflush:  # the call's pending changes do not move anyone in line
-                entry.position_at_exit = routing.position(session, entry, now)
+                entry.position_at_exit = line.position(session, entry, now)
         else:
             entry.position_at_exit = entry.position_at_exit or 1
         apply(entry, Move.CALLER_HUNG_UP)
@@ -305,7 +319,7 @@ def caller_hung_up(session: Session, entry: QueueEntry, now: dt.datetime, *, cal
     if handler is not None and handler.current_call_id == call.id and handler.presence in (Presence.OFFERED, Presence.ON_CALL):
         if handler.presence == Presence.OFFERED:
             announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call.id, reason="abandoned")
-        routing.set_presence(session, handler, Presence.AVAILABLE, now)
+        presence.set_presence(session, handler, Presence.AVAILABLE, now)
     announce(session, "queue_changed")
 
 
@@ -316,7 +330,7 @@ def handler_unreachable(session: Session, entry: QueueEntry, handler: Handler | 
                           detail={"handler_id": entry.handler_id, "status": status}))
     back_in_line(session, entry, now, front=True)
     if handler is not None and handler.current_call_id == entry.call_id and handler.presence == Presence.ON_CALL:
-        routing.set_presence(session, handler, Presence.BREAK, now, reason="handler_unreachable")
+        presence.set_presence(session, handler, Presence.BREAK, now, reason="handler_unreachable")
 
 
 def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | None, status: str, now: dt.datetime) -> None:
@@ -333,7 +347,7 @@ def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | 
     else:
         back_in_line(session, entry, now, not_before=now + CALLBACK_RETRY)
     if handler is not None and handler.current_call_id == entry.call_id and handler.presence == Presence.ON_CALL:
-        routing.set_presence(session, handler, Presence.AVAILABLE, now)
+        presence.set_presence(session, handler, Presence.AVAILABLE, now)
 
 
 # -- the end of the call, and wrap-up ---------------------------------------------------------------------------
@@ -347,7 +361,7 @@ def call_ended(session: Session, call_id: int, now: dt.datetime) -> None:
     for handler in holders:
         if handler.presence == Presence.OFFERED:
             announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call_id, reason="abandoned")
-            routing.set_presence(session, handler, Presence.AVAILABLE, now)
+            presence.set_presence(session, handler, Presence.AVAILABLE, now)
         elif (handler.presence == Presence.ON_CALL and entry is not None and entry.state == QueueState.ANSWERED
               and entry.kind == "live"):
             start_wrap_up(session, handler, now)
@@ -360,7 +374,7 @@ def start_wrap_up(session: Session, handler: Handler, now: dt.datetime) -> None:
     if handler.presence != Presence.ON_CALL:
         return
     call_id = handler.current_call_id
-    routing.set_presence(session, handler, Presence.WRAP_UP, now)
+    presence.set_presence(session, handler, Presence.WRAP_UP, now)
     handler.current_call_id = call_id
     if call_id is not None:
         session.add(CallEvent(call_id=call_id, kind="wrap_up_started", at=now, detail={"handler_id": handler.id}))
@@ -368,10 +382,10 @@ def start_wrap_up(session: Session, handler: Handler, now: dt.datetime) -> None:
 
 def finish_wrap_up(session: Session, handler: Handler, call_id: int, outcome: str, now: dt.datetime) -> None:
     """The handler records the call's outcome and is free again."""
-    routing.lock(session, handler)
+    presence.lock(session, handler)
     if outcome not in WRAP_UP_OUTCOMES:
         raise RoutingError("bad_outcome", f"outcome must be one of {', '.join(WRAP_UP_OUTCOMES)}", status=400)
     if handler.current_call_id != call_id or handler.presence not in (Presence.ON_CALL, Presence.WRAP_UP):
         raise RoutingError("not_your_call", "you are not on or wrapping up this call")
     session.add(CallEvent(call_id=call_id, kind="wrap_up", at=now, detail={"handler_id": handler.id, "outcome": outcome}))
-    routing.set_presence(session, handler, Presence.AVAILABLE, now)
+    presence.set_presence(session, handler, Presence.AVAILABLE, now)

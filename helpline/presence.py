@@ -1,19 +1,28 @@
-"""Which handlers have a console open: one row per Socket.IO connection, shared by every process.
+"""A handler's presence: their state (available, offered, on a call, wrap-up, break, offline) and
+which consoles they have open.
 
-Routing offers calls only to handlers with a live connection. When a handler's last connection goes
-(the tab closed, the network dropped, or the process holding it stopped refreshing its rows), any
-offer they hold moves on at once (`routing.handler_gone`).
+The states and what a handler may set are here; the moves that come with a call (offered, on a
+call, wrap-up) are made by lifecycle.py and line_store.make_offer through `set_presence`. Consoles
+are one row per Socket.IO connection, shared by every process: routing offers calls only to
+handlers with a live connection, and when a handler's last connection goes (the tab closed, the
+network dropped, or the process holding it stopped refreshing its rows), any offer they hold moves
+on at once (`handler_gone`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from . import routing
-from .models import ConsoleConnection
+from . import lifecycle
+from .config import RoutingSettings
+from .db import is_postgresql
+from .events import announce
+from .models import CallEvent, ConsoleConnection, Handler
+from .states import Presence, RoutingError
 
 #: A process refreshes its connections every sweep (about a second); rows this old belong to a process that stopped.
 STALE = dt.timedelta(seconds=60)
@@ -38,7 +47,7 @@ def disconnect(session: Session, sid: str, now: dt.datetime) -> None:
     session.delete(row)
     session.flush()
     if connections(session, handler_id) == 0:
-        routing.handler_gone(session, handler_id, now)
+        handler_gone(session, handler_id, now)
 
 
 def heartbeat(session: Session, process: str, now: dt.datetime) -> None:
@@ -54,7 +63,7 @@ def prune(session: Session, now: dt.datetime) -> list[int]:
     session.execute(delete(ConsoleConnection).where(ConsoleConnection.sid.in_([sid for sid, _ in stale])))
     gone = sorted({handler_id for _, handler_id in stale if connections(session, handler_id) == 0})
     for handler_id in gone:
-        routing.handler_gone(session, handler_id, now)
+        handler_gone(session, handler_id, now)
     return gone
 
 
@@ -67,5 +76,94 @@ def forget_process(session: Session, process: str, now: dt.datetime) -> list[int
     session.execute(delete(ConsoleConnection).where(ConsoleConnection.process == process))
     gone = sorted({handler_id for _, handler_id in rows if connections(session, handler_id) == 0})
     for handler_id in gone:
-        routing.handler_gone(session, handler_id, now)
+        handler_gone(session, handler_id, now)
     return gone
+
+
+# -- the handler's state ----------------------------------------------------------------------------
+
+def _skip_locked(session: Session, query: Any) -> Any:
+    """Lock the rows `query` reads, skipping rows another process holds (PostgreSQL only)."""
+    return query.with_for_update(skip_locked=True) if is_postgresql(session) else query
+
+
+PRESENCES = tuple(Presence)
+
+
+#: What a handler may set for themselves; the others follow from offers and calls.
+SETTABLE = (Presence.AVAILABLE, Presence.BREAK, Presence.OFFLINE)
+
+
+def set_presence(session: Session, handler: Handler, presence: str, now: dt.datetime, reason: str | None = None) -> None:
+    """Move the handler to `presence`, restarting its clock (and the idle clock when they become free).
+
+    `reason` says why the service moved them without their asking (`offer_missed`), so that their
+    console can tell them.
+    """
+    if presence not in PRESENCES:
+        raise ValueError(f"unknown presence {presence!r}")
+    if presence == Presence.AVAILABLE and handler.presence != Presence.AVAILABLE:
+        handler.available_since = now
+    if presence in SETTABLE:
+        handler.current_call_id = None
+    if presence != handler.presence:
+        handler.presence = presence
+        handler.presence_since = now
+        announce(session, "presence", handler_id=handler.id, presence=presence, since=now.isoformat(), reason=reason)
+        announce(session, "console_changed")
+    if presence == Presence.AVAILABLE:
+        announce(session, "handler_free", handler_id=handler.id)
+
+
+def change_status(session: Session, handler: Handler, status: str, now: dt.datetime) -> None:
+    """The handler sets themselves available, on break or offline."""
+    lock(session, handler)
+    if status not in SETTABLE:
+        raise RoutingError("bad_status", f"status must be one of {', '.join(SETTABLE)}", status=400)
+    if handler.presence in (Presence.ON_CALL, Presence.WRAP_UP):
+        raise RoutingError(handler.presence, "finish the call and its wrap-up first")
+    if handler.presence == Presence.OFFERED:
+        if status == Presence.AVAILABLE:
+            return
+        lifecycle.withdraw(session, handler, "status_changed", now)
+    set_presence(session, handler, status, now)
+
+
+def _fresh(session: Session, model: Any, key: Any) -> Any:
+    """A row as the database has it now: routing changes rows with UPDATEs the identity map does not see."""
+    return session.get(model, key, populate_existing=True)
+
+
+def lock(session: Session, handler: Handler) -> None:
+    """Re-read the handler, locking their row on PostgreSQL, before changing their state."""
+    session.flush()
+    session.refresh(handler, with_for_update=True if is_postgresql(session) else None)
+
+
+def end_wrap_ups(session: Session, settings: RoutingSettings, now: dt.datetime) -> int:
+    """Handlers whose wrap-up has lasted `routing.wrap_up_s` become available."""
+    deadline = now - dt.timedelta(seconds=settings.wrap_up_s)
+    handlers = session.scalars(
+        _skip_locked(session, select(Handler).where(Handler.presence == Presence.WRAP_UP, Handler.presence_since <= deadline))
+        .execution_options(populate_existing=True)
+    ).all()
+    for handler in handlers:
+        if handler.current_call_id is not None:
+            session.add(CallEvent(call_id=handler.current_call_id, kind="wrap_up_timed_out", at=now,
+                                  detail={"handler_id": handler.id}))
+        set_presence(session, handler, Presence.AVAILABLE, now)
+    return len(handlers)
+
+
+def handler_gone(session: Session, handler_id: int, now: dt.datetime) -> None:
+    """The handler's last console connection closed: free their offer now, and take them off the line.
+
+    A handler on a call keeps it (the call is on their phone or softphone, and ends by itself).
+    """
+    handler = _fresh(session, Handler, handler_id)
+    if handler is None:
+        return
+    if handler.presence == Presence.OFFERED:
+        lifecycle.withdraw(session, handler, "disconnected", now)
+    if handler.presence in (Presence.AVAILABLE, Presence.OFFERED):
+        set_presence(session, handler, Presence.OFFLINE, now)

@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from helpline import lifecycle, presence, routing
+from helpline import router as router_module
 from helpline.config import RoutingSettings
 from helpline.db import db
 from helpline.events import announce
@@ -457,13 +458,13 @@ def test_the_router_thread_routes_after_a_commit_and_folds_a_burst_into_few_pass
         person = handler(setup, idle_since=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=60))
         person_id = person.id
     passes: list[int] = []
-    real_route = routing.route
+    real_route = router_module.route
 
     def counted(session, settings, now):  # type: ignore[no-untyped-def]
         passes.append(1)
         return real_route(session, settings, now)
 
-    monkeypatch.setattr(routing, "route", counted)
+    monkeypatch.setattr(router_module, "route", counted)
     router = routing.start_router(app)
     try:
         with db.transaction() as session:
@@ -501,8 +502,8 @@ def test_a_failed_routing_pass_is_tried_again(app, monkeypatch):
             raise RuntimeError("database unavailable")
         return real(app_)
 
-    monkeypatch.setattr(routing, "RETRY_AFTER_S", 0.01)
-    monkeypatch.setattr(routing, "route_now", flaky)
+    monkeypatch.setattr(router_module, "RETRY_AFTER_S", 0.01)
+    monkeypatch.setattr(router_module, "route_now", flaky)
     router = routing.start_router(app)
     try:
         router.request()
