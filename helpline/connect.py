@@ -22,13 +22,12 @@ import time
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, url_for
-from sqlalchemy import case, literal, select, update
 from twilio.twiml.voice_response import Conference, Dial, VoiceResponse
 from werkzeug.exceptions import HTTPException
 
 from . import audit, lifecycle, routing
 from .contacts import latest_voicemail_choice
-from .db import commit_with, db, is_postgresql
+from .db import commit_with, db
 from .deferred import keep_for_replay
 from .ivr.engine import Interpreter
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
@@ -67,7 +66,7 @@ def _interpreter() -> Interpreter:
 
 
 def _entry(call_id: int) -> QueueEntry | None:
-    return db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+    return lifecycle.entry_of(db.session, call_id)
 
 
 # -- accepting ------------------------------------------------------------------------------------
@@ -180,10 +179,7 @@ def _conference_sid(twilio: TwilioGateway, entry: QueueEntry) -> str | None:
         return entry.conference_sid
     found = twilio.find_conference(conference_name(entry.call_id))
     if found:
-        db.session.execute(update(QueueEntry).where(QueueEntry.id == entry.id, QueueEntry.conference_sid.is_(None),
-                                                    QueueEntry.state == "answered").values(conference_sid=found))
-        db.session.commit()
-        entry.conference_sid = found
+        lifecycle.remember_conference(db.session, entry, found)
     return found
 
 
@@ -286,18 +282,12 @@ def available_supervisors() -> list[User]:
     Whether a supervisor's softphone is on is known only when it rings; a consult that is not
     answered leaves the caller on hold until the handler returns to them.
     """
-    return list(db.session.scalars(select(User).where(User.role == "supervisor", User.active.is_(True))
-                                   .order_by(User.display_name, User.id)))
+    return lifecycle.supervisors_to_ask(db.session)
 
 
 def _consult_leg(call_id: int) -> tuple[str, int] | None:
     """The supervisor's leg and user id of the call's open consult, or None when there is none."""
-    events = db.session.scalars(select(CallEvent).where(
-        CallEvent.call_id == call_id, CallEvent.kind.in_(("consult_started", "consult_returned", "consult_ended")))
-        .order_by(CallEvent.id.desc()).limit(1)).all()
-    if not events or events[0].kind != "consult_started":
-        return None
-    return events[0].detail["leg"], events[0].detail["supervisor_id"]
+    return lifecycle.open_consult(db.session, call_id)
 
 
 def consult(handler: Handler, user: Any, call_id: int, supervisor_id: int) -> dict[str, Any]:
@@ -480,7 +470,7 @@ def conference(call_id: int) -> Response:
         return Response(status=204)
     if conference_sid.startswith("CF") and entry.conference_sid is None and entry.state in ("connecting", "answered"):
         entry.conference_sid = conference_sid
-    db.session.add(CallEvent(call_id=call_id, kind=kind, detail=_leg_detail(leg, entry.handler_leg_sid)))
+    db.session.add(CallEvent(call_id=call_id, kind=kind, detail=lifecycle.leg_detail(leg, entry.handler_leg_sid)))
     handler = _holder(entry)
     if handler is not None and handler.current_call_id == call_id:
         lifecycle.start_wrap_up(db.session, handler, utcnow())
@@ -488,42 +478,9 @@ def conference(call_id: int) -> Response:
     return Response(status=204)
 
 
-def _leg_detail(leg: str | None, handler_leg_sid: str | None) -> dict[str, str]:
-    """Whose leg a conference event is about, as its timeline event records it."""
-    if not leg:
-        return {}
-    return {"leg": "handler" if leg == handler_leg_sid else "caller"}
-
-
 def _log_conference_event(call_id: int, kind: str, conference_sid: str, leg: str | None) -> None:
-    """Add a conference event to the call's timeline, if the call has a queue entry, and remember the
-    conference's SID on an answered entry that has none yet.
-
-    On PostgreSQL one statement in autocommit (the update a data-modifying CTE beside the insert);
-    on SQLite two statements in one transaction.
-    """
-    entries, events = QueueEntry.__table__, CallEvent.__table__
-    entry = select(entries.c.handler_leg_sid).where(entries.c.call_id == call_id).cte("entry")
-    json = events.c.detail.type
-    detail: Any = literal(_leg_detail(leg, None), json)
-    if leg:
-        detail = case((entry.c.handler_leg_sid == leg, literal(_leg_detail(leg, leg), json)), else_=detail)
-    logged = events.insert().from_select(
-        ["call_id", "at", "kind", "detail"],
-        select(literal(call_id), literal(utcnow(), events.c.at.type), literal(kind), detail).select_from(entry))
-    remembered = None
-    if conference_sid.startswith("CF"):
-        # Also while still `connecting`: the conference often starts before the accept has committed.
-        remembered = (update(entries).values(conference_sid=conference_sid)
-                      .where(entries.c.call_id == call_id, entries.c.conference_sid.is_(None),
-                             entries.c.state.in_(("connecting", "answered"))))
-    if is_postgresql(db.session):
-        db.write_alone(logged if remembered is None else logged.add_cte(remembered.cte("remembered"), nest_here=True))
-        return
-    db.session.execute(logged)
-    if remembered is not None:
-        db.session.execute(remembered)
-    db.session.commit()
+    """Add a conference event to the call's timeline (lifecycle.conference_event: one statement on PostgreSQL)."""
+    lifecycle.conference_event(db.session, call_id, kind, conference_sid, leg)
 
 
 @bp.post("/<int:call_id>/handler")
@@ -632,9 +589,7 @@ def _handler_dropped(twilio: TwilioGateway, entry: QueueEntry, handler: Handler,
         if relocked.kind == "live":
             _back_to_queue(twilio, call, sid)
         return
-    session.execute(update(QueueEntry).where(QueueEntry.id == locked.id, QueueEntry.state == "answered",
-                                             QueueEntry.handler_leg_sid.is_(None)).values(handler_leg_sid=leg))
-    session.commit()
+    lifecycle.handler_rung_again(session, locked, leg)
 
 
 def _handler_back(call_id: int, sid: str) -> Response:

@@ -6,7 +6,10 @@ only as states.TRANSITIONS allows (a move it does not list raises TransitionErro
 written). The IVR, routing, connect, supervision and reconciliation call these; none of them sets a
 queue entry's state itself. The handler's side of each move goes through presence.set_presence.
 
-Functions here change the session and announce what changed; their callers commit.
+Functions here change the session and announce what changed; their callers commit. Those that
+record what Twilio reports of a call's progress and its conference commit themselves: each is one
+statement on PostgreSQL, sent in autocommit (db.write_alone). The last few read a call and its entry
+for the webhooks, so that the views (voice.py, connect.py) hold no SQL of their own.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import line, line_store, presence
 from .config import RoutingSettings
-from .db import is_postgresql
+from .db import commit_with, db, is_postgresql
 from .events import announce
-from .models import Call, CallEvent, Handler, QueueEntry
+from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
 from .states import (CALLBACK_ATTEMPTS, CALLBACK_RETRY, IN_LINE, WITH_HANDLER, WRAP_UP_OUTCOMES, Move, Presence,
                      QueueState, RoutingError, TransitionError, apply, sources, target)
 
@@ -389,3 +395,148 @@ def finish_wrap_up(session: Session, handler: Handler, call_id: int, outcome: st
         raise RoutingError("not_your_call", "you are not on or wrapping up this call")
     session.add(CallEvent(call_id=call_id, kind="wrap_up", at=now, detail={"handler_id": handler.id, "outcome": outcome}))
     presence.set_presence(session, handler, Presence.AVAILABLE, now)
+
+
+# -- what Twilio tells us about the call and its conference ---------------------------------------------------
+
+def status_progressed(session: Session, call_sid: str, new_status: str, sequence: int | None,
+                      behind: list[str]) -> None:
+    """Record a status callback that does not end the call, and commit; a stale or repeated one changes nothing.
+
+    One statement: an upsert of the call's record that moves its status on only if the callback is
+    newer (its status is one of `behind`, those at or before it, and the sequence number only
+    grows), with its timeline event. On PostgreSQL the two are one statement in autocommit, one
+    round trip (db.write_alone); on SQLite two statements in one transaction.
+    """
+    calls, events = Call.__table__, CallEvent.__table__
+    values: dict[str, object] = {"twilio_status": new_status}
+    newer = or_(calls.c.twilio_status.is_(None), calls.c.twilio_status.in_(behind))
+    if sequence is not None:
+        values["twilio_sequence"] = sequence
+        newer = and_(newer, calls.c.twilio_sequence < sequence)
+    postgresql = is_postgresql(session)
+    insert = pg_insert if postgresql else sqlite_insert
+    moved = (insert(calls).values(call_sid=call_sid, **values)
+             .on_conflict_do_update(index_elements=[calls.c.call_sid], set_=values, where=newer)
+             .returning(calls.c.id, calls.c.step))
+    now, detail = utcnow(), {"status": new_status, "sequence": sequence}
+    if postgresql:
+        row = moved.cte("moved")
+        logged = select(row.c.id, literal(now, events.c.at.type), literal("status"), row.c.step,
+                        literal(detail, events.c.detail.type))
+        db.write_alone(events.insert().from_select(["call_id", "at", "kind", "step", "detail"], logged).add_cte(row, nest_here=True))
+        return
+    found = session.execute(moved).first()
+    if found is not None:
+        session.execute(events.insert().values(call_id=found.id, at=now, kind="status", step=found.step, detail=detail))
+    commit_with(session)
+
+
+def leg_detail(leg: str | None, handler_leg_sid: str | None) -> dict[str, str]:
+    """Whose leg a conference event is about, as its timeline event records it."""
+    if not leg:
+        return {}
+    return {"leg": "handler" if leg == handler_leg_sid else "caller"}
+
+
+def conference_event(session: Session, call_id: int, kind: str, conference_sid: str, leg: str | None) -> None:
+    """Add a conference event to the call's timeline, if the call has a queue entry, and remember the
+    conference's SID on a connecting or answered entry that has none yet; and commit.
+
+    On PostgreSQL one statement in autocommit (the update a data-modifying CTE beside the insert);
+    on SQLite two statements in one transaction.
+    """
+    entries, events = QueueEntry.__table__, CallEvent.__table__
+    entry = select(entries.c.handler_leg_sid).where(entries.c.call_id == call_id).cte("entry")
+    json = events.c.detail.type
+    detail: Any = literal(leg_detail(leg, None), json)
+    if leg:
+        detail = case((entry.c.handler_leg_sid == leg, literal(leg_detail(leg, leg), json)), else_=detail)
+    logged = events.insert().from_select(
+        ["call_id", "at", "kind", "detail"],
+        select(literal(call_id), literal(utcnow(), events.c.at.type), literal(kind), detail).select_from(entry))
+    remembered = None
+    if conference_sid.startswith("CF"):
+        # Also while still `connecting`: the conference often starts before the accept has committed.
+        remembered = (update(entries).values(conference_sid=conference_sid)
+                      .where(entries.c.call_id == call_id, entries.c.conference_sid.is_(None),
+                             entries.c.state.in_(WITH_HANDLER)))
+    if is_postgresql(session):
+        db.write_alone(logged if remembered is None else logged.add_cte(remembered.cte("remembered"), nest_here=True))
+        return
+    session.execute(logged)
+    if remembered is not None:
+        session.execute(remembered)
+    commit_with(session)
+
+
+def remember_conference(session: Session, entry: QueueEntry, conference_sid: str) -> None:
+    """Keep the SID of the answered call's conference (found by asking Twilio), if none is kept yet; and commit."""
+    session.execute(update(QueueEntry).where(QueueEntry.id == entry.id, QueueEntry.conference_sid.is_(None),
+                                             QueueEntry.state == QueueState.ANSWERED).values(conference_sid=conference_sid))
+    commit_with(session)
+    entry.conference_sid = conference_sid
+
+
+def handler_rung_again(session: Session, entry: QueueEntry, leg: str) -> None:
+    """The handler's new leg after a drop, kept unless another leg's callback has taken its place; and commit."""
+    session.execute(update(QueueEntry).where(QueueEntry.id == entry.id, QueueEntry.state == QueueState.ANSWERED,
+                                             QueueEntry.handler_leg_sid.is_(None)).values(handler_leg_sid=leg))
+    commit_with(session)
+
+
+# -- reading a call for a webhook ---------------------------------------------------------------------------------
+
+def find_call(session: Session, call_sid: str) -> Call | None:
+    """The call with this CallSid, if the service has seen it, with its queue entry (if any).
+
+    The entry comes in the same query (a LEFT JOIN): the queue, hold and hang-up steps read it
+    after changing the call, and a lazy load there would first flush those changes (a round trip of
+    its own) and then query again.
+    """
+    return session.scalar(select(Call).options(joinedload(Call.queue_entry)).where(Call.call_sid == call_sid))
+
+
+def call_for_webhook(session: Session, call_sid: str, status: str | None = None, *, new: bool = False) -> Call:
+    """The call record for a webhook, created if this is the first the service hears of the call.
+
+    A call's Voice URL request and its first status callbacks arrive together, often at different
+    serving processes, and any of them may be first: the record is made with INSERT .. ON CONFLICT
+    DO NOTHING, so that exactly one insert wins and the others, instead of failing on the unique
+    CallSid, read the winner's row. `new` says the call is most likely new (its Voice URL request):
+    the insert comes first, and returns the record it made; any other webhook looks first.
+    """
+    if not new:
+        call = find_call(session, call_sid)
+        if call is not None:
+            return call  # every webhook after a call's first: one query, not an insert that does nothing
+    insert = pg_insert if is_postgresql(session) else sqlite_insert
+    made = session.scalar(insert(Call).values(call_sid=call_sid, twilio_status=status)
+                          .on_conflict_do_nothing(index_elements=[Call.call_sid]).returning(Call))
+    if made is not None:
+        set_committed_value(made, "queue_entry", None)  # a call made a moment ago has no place in line
+        return made
+    call = find_call(session, call_sid)
+    assert call is not None
+    return call
+
+
+def entry_of(session: Session, call_id: int) -> QueueEntry | None:
+    """The call's queue entry (as the session has it, if it has it)."""
+    return session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+
+
+def open_consult(session: Session, call_id: int) -> tuple[str, int] | None:
+    """The supervisor's leg and user id of the call's open consult, or None when there is none."""
+    events = session.scalars(select(CallEvent).where(
+        CallEvent.call_id == call_id, CallEvent.kind.in_(("consult_started", "consult_returned", "consult_ended")))
+        .order_by(CallEvent.id.desc()).limit(1)).all()
+    if not events or events[0].kind != "consult_started":
+        return None
+    return events[0].detail["leg"], events[0].detail["supervisor_id"]
+
+
+def supervisors_to_ask(session: Session) -> list[User]:
+    """The supervisors a handler may ask into a call: every active supervisor account, by name."""
+    return list(session.scalars(select(User).where(User.role == "supervisor", User.active.is_(True))
+                                .order_by(User.display_name, User.id)))
