@@ -22,19 +22,18 @@ import time
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, url_for
-from sqlalchemy import case, literal, select, update
 from twilio.twiml.voice_response import VoiceResponse
 
-from . import audit, routing
+from . import audit, lifecycle, routing
 from .contacts import latest_voicemail_choice
-from .db import commit_with, db, is_postgresql
+from .db import commit_with, db
 from .deferred import keep_for_replay
+from .errors import error, register_webhook_errors
 from .ivr import twiml
 from .ivr.engine import APOLOGY, Interpreter
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
 from .softphone import handler_identity, supervisor_identity
 from .twilio_rest import NOT_FOUND, TwilioGateway, TwilioUnavailable, gateway
-from .errors import error, register_webhook_errors
 from .webhooks import CALL_SID, check_twilio_request, idempotent_twiml
 from .auth import csrf
 
@@ -69,7 +68,7 @@ def _interpreter() -> Interpreter:
 
 
 def _entry(call_id: int) -> QueueEntry | None:
-    return db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+    return lifecycle.entry_of(db.session, call_id)
 
 
 # -- accepting ------------------------------------------------------------------------------------
@@ -85,7 +84,7 @@ def accept(handler: Handler, call_id: int) -> QueueEntry:
         commit_with(session)
         raise routing.RoutingError("outside_safe_times", "this person asked to be called only at certain times; "
                                    f"their request waits until {held.isoformat()}")
-    entry = routing.claim(session, handler, call_id, utcnow())
+    entry = lifecycle.claim(session, handler, call_id, utcnow())
     # Commit before talking to Twilio: the claim is what makes this handler the only winner, and no
     # lock may be held while we wait on the network.
     commit_with(session)
@@ -94,17 +93,17 @@ def accept(handler: Handler, call_id: int) -> QueueEntry:
     if entry.kind == "email":
         # A web request to be answered by email: there is nobody to ring; the handler has it in hand
         # and replies from the console (mail.py).
-        routing.connected(session, entry, handler, utcnow())
+        lifecycle.connected(session, entry, handler, utcnow())
         commit_with(session)
         return entry
     try:
         legs = _ring(gateway(), entry, call, handler)
     except TwilioUnavailable as exc:
         session.refresh(entry)  # (and the call: connect_failed re-reads it) as they are after the wait
-        routing.connect_failed(session, entry, handler, str(exc), utcnow())
+        lifecycle.connect_failed(session, entry, handler, str(exc), utcnow())
         commit_with(session)
         raise routing.RoutingError("connect_failed", str(exc)) from None
-    if not routing.connected(session, entry, handler, utcnow(), **legs):
+    if not lifecycle.connected(session, entry, handler, utcnow(), **legs):
         # The handler's leg came back busy, unanswered or failed before we got here: the call is
         # already back at the head of the line (handler_leg), and the caller back in the queue.
         commit_with(session)
@@ -196,10 +195,7 @@ def _conference_sid(twilio: TwilioGateway, entry: QueueEntry) -> str | None:
         return entry.conference_sid
     found = twilio.find_conference(conference_name(entry.call_id))
     if found:
-        db.session.execute(update(QueueEntry).where(QueueEntry.id == entry.id, QueueEntry.conference_sid.is_(None),
-                                                    QueueEntry.state == "answered").values(conference_sid=found))
-        db.session.commit()
-        entry.conference_sid = found
+        lifecycle.remember_conference(db.session, entry, found)
     return found
 
 
@@ -236,7 +232,7 @@ def hold(handler: Handler, call_id: int, on_hold: bool) -> None:
     """Put the caller on hold in the conference (they hear the helpline's music), or take them off it."""
     entry = _connected_entry(handler, call_id, error="not_your_call")
     _update_caller(gateway(), entry, **_hold_changes(on_hold))
-    db.session.add(CallEvent(call_id=call_id, kind="hold" if on_hold else "unhold", detail={"handler_id": handler.id}))
+    lifecycle.held(db.session, call_id, handler.id, on_hold)
     commit_with(db.session)
 
 
@@ -254,7 +250,7 @@ def end_call(handler: Handler, call_id: int) -> None:
         session.rollback()
         raise routing.RoutingError("not_connected", "you are not connected to this call")
     session.add(CallEvent(call_id=call_id, kind="ended_by_handler", detail={"handler_id": handler.id}))
-    routing.start_wrap_up(session, handler, utcnow())
+    lifecycle.start_wrap_up(session, handler, utcnow())
     commit_with(session)
     if entry.kind == "email":
         return  # no call at Twilio to end
@@ -304,18 +300,12 @@ def available_supervisors() -> list[User]:
     Whether a supervisor's softphone is on is known only when it rings; a consult that is not
     answered leaves the caller on hold until the handler returns to them.
     """
-    return list(db.session.scalars(select(User).where(User.role == "supervisor", User.active.is_(True))
-                                   .order_by(User.display_name, User.id)))
+    return lifecycle.supervisors_to_ask(db.session)
 
 
 def _consult_leg(call_id: int) -> tuple[str, int] | None:
     """The supervisor's leg and user id of the call's open consult, or None when there is none."""
-    events = db.session.scalars(select(CallEvent).where(
-        CallEvent.call_id == call_id, CallEvent.kind.in_(("consult_started", "consult_returned", "consult_ended")))
-        .order_by(CallEvent.id.desc()).limit(1)).all()
-    if not events or events[0].kind != "consult_started":
-        return None
-    return events[0].detail["leg"], events[0].detail["supervisor_id"]
+    return lifecycle.open_consult(db.session, call_id)
 
 
 def consult(handler: Handler, user: Any, call_id: int, supervisor_id: int) -> dict[str, Any]:
@@ -446,7 +436,7 @@ def _reached_voicemail(entry: QueueEntry, call: Call) -> str | None:
     handler_leg = locked.handler_leg_sid if locked is not None else None
     if locked is not None and locked.state in ("connecting", "answered"):
         session.add(CallEvent(call_id=entry.call_id, kind="callback_voicemail", detail={"message_left": voicemail_safe(call)}))
-        routing.callback_unanswered(session, locked, _holder(locked), "machine", utcnow())
+        lifecycle.callback_unanswered(session, locked, _holder(locked), "machine", utcnow())
     message = None
     if voicemail_safe(call):
         message = f"This is {_interpreter().settings.service.name}, returning your call. We will try again later."
@@ -485,50 +475,17 @@ def conference(call_id: int) -> Response:
         return Response(status=204)
     if conference_sid.startswith("CF") and entry.conference_sid is None and entry.state in ("connecting", "answered"):
         entry.conference_sid = conference_sid
-    db.session.add(CallEvent(call_id=call_id, kind=kind, detail=_leg_detail(leg, entry.handler_leg_sid)))
+    db.session.add(CallEvent(call_id=call_id, kind=kind, detail=lifecycle.leg_detail(leg, entry.handler_leg_sid)))
     handler = _holder(entry)
     if handler is not None and handler.current_call_id == call_id:
-        routing.start_wrap_up(db.session, handler, utcnow())
+        lifecycle.start_wrap_up(db.session, handler, utcnow())
     commit_with(db.session)
     return Response(status=204)
 
 
-def _leg_detail(leg: str | None, handler_leg_sid: str | None) -> dict[str, str]:
-    """Whose leg a conference event is about, as its timeline event records it."""
-    if not leg:
-        return {}
-    return {"leg": "handler" if leg == handler_leg_sid else "caller"}
-
-
 def _log_conference_event(call_id: int, kind: str, conference_sid: str, leg: str | None) -> None:
-    """Add a conference event to the call's timeline, if the call has a queue entry, and remember the
-    conference's SID on an answered entry that has none yet.
-
-    On PostgreSQL one statement in autocommit (the update a data-modifying CTE beside the insert);
-    on SQLite two statements in one transaction.
-    """
-    entries, events = QueueEntry.__table__, CallEvent.__table__
-    entry = select(entries.c.handler_leg_sid).where(entries.c.call_id == call_id).cte("entry")
-    json = events.c.detail.type
-    detail: Any = literal(_leg_detail(leg, None), json)
-    if leg:
-        detail = case((entry.c.handler_leg_sid == leg, literal(_leg_detail(leg, leg), json)), else_=detail)
-    logged = events.insert().from_select(
-        ["call_id", "at", "kind", "detail"],
-        select(literal(call_id), literal(utcnow(), events.c.at.type), literal(kind), detail).select_from(entry))
-    remembered = None
-    if conference_sid.startswith("CF"):
-        # Also while still `connecting`: the conference often starts before the accept has committed.
-        remembered = (update(entries).values(conference_sid=conference_sid)
-                      .where(entries.c.call_id == call_id, entries.c.conference_sid.is_(None),
-                             entries.c.state.in_(("connecting", "answered"))))
-    if is_postgresql(db.session):
-        db.write_alone(logged if remembered is None else logged.add_cte(remembered.cte("remembered"), nest_here=True))
-        return
-    db.session.execute(logged)
-    if remembered is not None:
-        db.session.execute(remembered)
-    db.session.commit()
+    """Add a conference event to the call's timeline (lifecycle.conference_event: one statement on PostgreSQL)."""
+    lifecycle.conference_event(db.session, call_id, kind, conference_sid, leg)
 
 
 @bp.post("/<int:call_id>/handler")
@@ -562,7 +519,7 @@ def _handler_unreachable(call_id: int, sid: str, status: str, again: bool) -> Re
     caller_leg = entry.caller_leg_sid
     if again:
         session.add(CallEvent(call_id=call_id, kind="handler_not_back", detail={"handler_id": entry.handler_id, "status": status}))
-    routing.handler_unreachable(session, entry, _holder(entry), status, utcnow())
+    lifecycle.handler_unreachable(session, entry, _holder(entry), status, utcnow())
     live = entry.kind == "live" and call.ended_at is None
     commit_with(session)
     twilio = gateway()
@@ -632,14 +589,12 @@ def _handler_dropped(twilio: TwilioGateway, entry: QueueEntry, handler: Handler,
         if call is None or relocked is None or relocked.state != "answered":
             session.rollback()
             return
-        routing.handler_unreachable(session, relocked, _holder(relocked), "failed", utcnow())
+        lifecycle.handler_unreachable(session, relocked, _holder(relocked), "failed", utcnow())
         commit_with(session)
         if relocked.kind == "live":
             _back_to_queue(twilio, call, sid)
         return
-    session.execute(update(QueueEntry).where(QueueEntry.id == locked.id, QueueEntry.state == "answered",
-                                             QueueEntry.handler_leg_sid.is_(None)).values(handler_leg_sid=leg))
-    session.commit()
+    lifecycle.handler_rung_again(session, locked, leg)
 
 
 def _handler_back(call_id: int, sid: str) -> Response:
@@ -679,12 +634,12 @@ def caller_leg(call_id: int) -> Response:
     db.session.add(CallEvent(call_id=call_id, kind="status", detail={"status": status, "leg": "callback"}))
     handler_leg_sid = entry.handler_leg_sid
     if status in UNANSWERED:
-        routing.callback_unanswered(db.session, entry, handler, status, now)
+        lifecycle.callback_unanswered(db.session, entry, handler, status, now)
         commit_with(db.session)
         _hang_up_quietly(gateway(), handler_leg_sid)
         return Response(status=204)
     if handler is not None and handler.current_call_id == call_id:
-        routing.start_wrap_up(db.session, handler, now)
+        lifecycle.start_wrap_up(db.session, handler, now)
     commit_with(db.session)
     return Response(status=204)
 

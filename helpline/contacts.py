@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from . import lifecycle
 from .crypto import Vault
 from .models import Booking, Call, Clinician, Contact, Handler, Locality, QueueEntry, RiskScreen, Site, utcnow
 from .phone import display, normalise
@@ -345,7 +346,7 @@ def forget_everyone(session: Session, call: Call, contact: Contact) -> None:
     call.caller_number_enc = None
     call.caller_hash = None
     call.caller_number_status = "dropped"
-    call.outcome = "third_party"
+    lifecycle.about_someone_else(session, call)
 
 
 #: What the phone menu (or the web form) may have learnt, and the record's field it fills in.

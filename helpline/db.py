@@ -7,18 +7,30 @@ threads that read and then write take turns instead of failing with "database is
 On PostgreSQL a pooled connection is pinged before use only when it has lain idle for a while
 (`PING_AFTER_IDLE_S`): SQLAlchemy's `pool_pre_ping` would add a round trip to every request and
 every routing pass, to check a connection that answered a moment ago.
+
+The way to commit a session's changes is `commit_with(session)`. On PostgreSQL it sends the changes to
+tables marked `pipelined` (see models.Base) with the COMMIT, in one round trip; elsewhere it is
+`session.commit()`. It raises only for a transaction that did not commit: every check on what it
+sends (an UPDATE that must find its row) runs inside the transaction, before the COMMIT. Two helpers
+beside it save round trips: `run_together` (statements sent together within the session's
+transaction, for the routing pass) and `Database.write_alone` (one statement that is a transaction
+by itself, in autocommit). The compiled forms they send are kept in a cache of
+fixed size (`COMPILED_CACHE_SIZE`).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence
 
 from flask import Flask
-from sqlalchemy import bindparam, create_engine, event, insert, inspect, update
+from sqlalchemy import (Integer, bindparam, case, cast, create_engine, event, func, insert, inspect, literal_column,
+                        select, update)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import MANYTOONE, Session, scoped_session, sessionmaker
@@ -96,22 +108,41 @@ def is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-#: The statements of run_together and commit_with, compiled for PostgreSQL once: by id, with the
-#: statement kept alive beside its compiled form so that its id is never reused, and the bind
-#: processors of the parameters whose type has one (JSON, UTC timestamps).
-_COMPILED: dict[int, tuple[Executable, Any, list[tuple[str, Callable[[Any], Any]]]]] = {}
+#: How many statements' compiled forms are kept (the least recently used goes first). The service
+#: sends a few dozen statements built once and kept; the bound is for any built afresh per use.
+COMPILED_CACHE_SIZE = 512
+#: The statements of run_together and commit_with, compiled for PostgreSQL: by id, with the
+#: statement kept alive beside its compiled form so that its id is not reused while it is here, and
+#: the bind processors of the parameters whose type has one (JSON, UTC timestamps).
+_COMPILED: OrderedDict[int, tuple[Executable, Any, list[tuple[str, Callable[[Any], Any]]]]] = OrderedDict()
+#: The router thread and request threads share the cache.
+_COMPILED_LOCK = threading.Lock()
+
+
+def _compile(statement: Executable, dialect: Any) -> tuple[Any, list[tuple[str, Callable[[Any], Any]]]]:
+    """The statement compiled for `dialect`, from the cache if there, with its parameters' bind processors."""
+    key = id(statement)
+    with _COMPILED_LOCK:
+        cached = _COMPILED.get(key)
+        if cached is not None and cached[0] is statement:
+            _COMPILED.move_to_end(key)
+            return cached[1], cached[2]
+    sql = statement.compile(dialect=dialect)
+    processors = [(name, processor) for bind, name in sql.bind_names.items()
+                  if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+    with _COMPILED_LOCK:
+        _COMPILED[key] = (statement, sql, processors)
+        _COMPILED.move_to_end(key)
+        while len(_COMPILED) > COMPILED_CACHE_SIZE:
+            _COMPILED.popitem(last=False)
+    return sql, processors
 
 
 def _compiled(statements: Sequence[tuple[Executable, dict[str, Any]]], dialect: Any) -> list[tuple[str, Any]]:
-    """Each statement's SQL (compiled once, kept by identity) and its parameters, for psycopg."""
+    """Each statement's SQL (compiled once while cached) and its parameters, for psycopg."""
     compiled = []
     for statement, params in statements:
-        if id(statement) not in _COMPILED:
-            sql = statement.compile(dialect=dialect)
-            processors = [(name, processor) for bind, name in sql.bind_names.items()
-                          if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None]
-            _COMPILED[id(statement)] = (statement, sql, processors)
-        _, sql, processors = _COMPILED[id(statement)]
+        sql, processors = _compile(statement, dialect)
         values = sql.construct_params(params)
         for name, processor in processors:
             if name in values:
@@ -186,9 +217,19 @@ def _update_rows(session: Session) -> list[tuple[Executable, dict[str, Any]]]:
     return rows
 
 
+#: What the check of a pipelined UPDATE says when its row has gone (see `_update_statement`).
+ROW_GONE = "helpline: the row to update has gone"
+
+
 @functools.cache
 def _update_statement(cls: type, keys: tuple[str, ...]) -> Executable:
-    """The UPDATE for an "update" class and a set of changed columns (see `commit_with`), built once."""
+    """The UPDATE for an "update" class and a set of changed columns (see `commit_with`), built once.
+
+    It is checked where it runs, as the ORM checks its own UPDATEs: the statement fails if it did
+    not change exactly one row (the row went, erased while the request ran), and so the
+    transaction fails before its COMMIT, never after. The failure is a cast of `ROW_GONE` to a
+    number, made only then (a CASE's other branch is not run), which `commit_with` recognises.
+    """
     mapper = inspect(cls)
     table = mapper.local_table
     if any(column.onupdate is not None or column.server_onupdate is not None for column in table.columns) \
@@ -196,8 +237,12 @@ def _update_statement(cls: type, keys: tuple[str, ...]) -> Executable:
         raise TypeError(f"{cls.__name__} has values made on update: it cannot be written in a pipeline")
     columns = {key: mapper.column_attrs[key].columns[0] for key in keys}
     (primary_key,) = table.primary_key.columns
-    return update(table).where(primary_key == bindparam("pk")).values(
-        {column: bindparam(f"new_{key}", type_=column.type) for key, column in columns.items()})
+    changed = update(table).where(primary_key == bindparam("pk")).values(
+        {column: bindparam(f"new_{key}", type_=column.type) for key, column in columns.items()}
+    ).returning(primary_key).cte("changed")
+    rows = select(func.count()).select_from(changed).scalar_subquery()
+    gone = cast(func.concat(literal_column(f"'{ROW_GONE}: '"), rows), Integer)
+    return select(case((rows == literal_column("1"), literal_column("1")), else_=gone))
 
 
 def _raise_wrapped(connection: Any, raw: Any, sql: str, exc: Exception) -> NoReturn:
@@ -247,7 +292,9 @@ def commit_with(session: Session) -> None:
 
     The session's before-commit hooks run first, so that what they write (audit entries) is in the
     same transaction. A failing write (a unique key taken, say) raises as `session.commit()` would,
-    and leaves the transaction for the caller to roll back (which forgets the changes as usual).
+    and leaves the transaction for the caller to roll back (which forgets the changes as usual); an
+    UPDATE whose row has gone raises StaleDataError so, as the ORM's flush would. Nothing raises
+    once the COMMIT has gone through: what was written stands, and the caller is not told otherwise.
     Elsewhere the session simply commits. Either way the session's after-commit hooks run (the
     announcements of events.py).
     """
@@ -267,16 +314,17 @@ def commit_with(session: Session) -> None:
     assert raw is not None
     try:
         with raw.pipeline():  # type: ignore[union-attr]
-            cursors = [raw.execute(sql, params) for sql, params in compiled]  # type: ignore[union-attr]
+            for sql, params in compiled:
+                raw.execute(sql, params)  # type: ignore[union-attr]
             # A COMMIT statement, not raw.commit(): that would sync the pipeline once more.
             raw.execute("COMMIT")  # type: ignore[union-attr]
     except connection.dialect.loaded_dbapi.Error as exc:
+        if ROW_GONE in str(exc):
+            # The transaction failed before its COMMIT: nothing of it was written.
+            raise StaleDataError("an UPDATE sent with the commit matched no row") from exc
         _raise_wrapped(connection, raw, compiled[0][0] if compiled else "COMMIT", exc)
     # The transaction has ended on the server: psycopg knows, and SQLAlchemy's own COMMIT sends nothing.
     session.commit()
-    if any(cursor.rowcount != 1 for cursor in cursors[:len(updates)]):
-        # As the ORM's own check, but after the fact: the row went (erased) while this request ran.
-        raise StaleDataError("an UPDATE sent with the commit matched no row")
 
 
 class Database:

@@ -1,19 +1,27 @@
-"""Which handlers have a console open: one row per Socket.IO connection, shared by every process.
+"""A handler's presence: their state (available, offered, on a call, wrap-up, break, offline) and
+which consoles they have open.
 
-Routing offers calls only to handlers with a live connection. When a handler's last connection goes
-(the tab closed, the network dropped, or the process holding it stopped refreshing its rows), any
-offer they hold moves on at once (`routing.handler_gone`).
+The states and what a handler may set are here; the moves that come with a call (offered, on a
+call, wrap-up) are made by lifecycle.py and line_store.make_offer through `set_presence`. Consoles
+are one row per Socket.IO connection, shared by every process: routing offers calls only to
+handlers with a live connection, and when a handler's last connection goes (the tab closed, the
+network dropped, or the process holding it stopped refreshing its rows), any offer they hold moves
+on at once (`lifecycle.handler_gone`, with `lifecycle.change_status` the handler's own choice).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from . import routing
-from .models import ConsoleConnection
+from .config import RoutingSettings
+from .db import is_postgresql
+from .events import announce
+from .models import CallEvent, ConsoleConnection, Handler
+from .states import Presence
 
 #: A process refreshes its connections every sweep (about a second); rows this old belong to a process that stopped.
 STALE = dt.timedelta(seconds=60)
@@ -29,16 +37,16 @@ def connections(session: Session, handler_id: int) -> int:
     return int(session.scalar(select(func.count(ConsoleConnection.sid)).where(ConsoleConnection.handler_id == handler_id)) or 0)
 
 
-def disconnect(session: Session, sid: str, now: dt.datetime) -> None:
-    """Forget a closed connection; if it was the handler's last, their offer moves on."""
+def disconnect(session: Session, sid: str) -> int | None:
+    """Forget a closed connection; returns the handler if it was their last (lifecycle.handler_gone moves
+    their offer on)."""
     row = session.get(ConsoleConnection, sid)
     if row is None:
-        return
+        return None
     handler_id = row.handler_id
     session.delete(row)
     session.flush()
-    if connections(session, handler_id) == 0:
-        routing.handler_gone(session, handler_id, now)
+    return handler_id if connections(session, handler_id) == 0 else None
 
 
 def heartbeat(session: Session, process: str, now: dt.datetime) -> None:
@@ -47,25 +55,82 @@ def heartbeat(session: Session, process: str, now: dt.datetime) -> None:
 
 
 def prune(session: Session, now: dt.datetime) -> list[int]:
-    """Drop connections of processes that stopped refreshing them; returns the handlers left with none."""
+    """Drop connections of processes that stopped refreshing them; returns the handlers left with none
+    (lifecycle.handler_gone moves their offers on)."""
     stale = session.execute(select(ConsoleConnection.sid, ConsoleConnection.handler_id).where(ConsoleConnection.seen_at < now - STALE)).all()
     if not stale:
         return []
     session.execute(delete(ConsoleConnection).where(ConsoleConnection.sid.in_([sid for sid, _ in stale])))
-    gone = sorted({handler_id for _, handler_id in stale if connections(session, handler_id) == 0})
-    for handler_id in gone:
-        routing.handler_gone(session, handler_id, now)
-    return gone
+    return sorted({handler_id for _, handler_id in stale if connections(session, handler_id) == 0})
 
 
-def forget_process(session: Session, process: str, now: dt.datetime) -> list[int]:
+def forget_process(session: Session, process: str) -> list[int]:
     """Drop every connection recorded for `process` (a restarted process's previous incarnation, whose
-    browsers are reconnecting); returns the handlers left with none, whose offers have moved on."""
+    browsers are reconnecting); returns the handlers left with none (lifecycle.handler_gone moves their
+    offers on)."""
     rows = session.execute(select(ConsoleConnection.sid, ConsoleConnection.handler_id).where(ConsoleConnection.process == process)).all()
     if not rows:
         return []
     session.execute(delete(ConsoleConnection).where(ConsoleConnection.process == process))
-    gone = sorted({handler_id for _, handler_id in rows if connections(session, handler_id) == 0})
-    for handler_id in gone:
-        routing.handler_gone(session, handler_id, now)
-    return gone
+    return sorted({handler_id for _, handler_id in rows if connections(session, handler_id) == 0})
+
+
+# -- the handler's state ----------------------------------------------------------------------------
+
+def _skip_locked(session: Session, query: Any) -> Any:
+    """Lock the rows `query` reads, skipping rows another process holds (PostgreSQL only)."""
+    return query.with_for_update(skip_locked=True) if is_postgresql(session) else query
+
+
+PRESENCES = tuple(Presence)
+
+
+#: What a handler may set for themselves; the others follow from offers and calls.
+SETTABLE = (Presence.AVAILABLE, Presence.BREAK, Presence.OFFLINE)
+
+
+def set_presence(session: Session, handler: Handler, presence: str, now: dt.datetime, reason: str | None = None) -> None:
+    """Move the handler to `presence`, restarting its clock (and the idle clock when they become free).
+
+    `reason` says why the service moved them without their asking (`offer_missed`), so that their
+    console can tell them.
+    """
+    if presence not in PRESENCES:
+        raise ValueError(f"unknown presence {presence!r}")
+    if presence == Presence.AVAILABLE and handler.presence != Presence.AVAILABLE:
+        handler.available_since = now
+    if presence in SETTABLE:
+        handler.current_call_id = None
+    if presence != handler.presence:
+        handler.presence = presence
+        handler.presence_since = now
+        announce(session, "presence", handler_id=handler.id, presence=presence, since=now.isoformat(), reason=reason)
+        announce(session, "console_changed")
+    if presence == Presence.AVAILABLE:
+        announce(session, "handler_free", handler_id=handler.id)
+
+
+def _fresh(session: Session, model: Any, key: Any) -> Any:
+    """A row as the database has it now: routing changes rows with UPDATEs the identity map does not see."""
+    return session.get(model, key, populate_existing=True)
+
+
+def lock(session: Session, handler: Handler) -> None:
+    """Re-read the handler, locking their row on PostgreSQL, before changing their state."""
+    session.flush()
+    session.refresh(handler, with_for_update=True if is_postgresql(session) else None)
+
+
+def end_wrap_ups(session: Session, settings: RoutingSettings, now: dt.datetime) -> int:
+    """Handlers whose wrap-up has lasted `routing.wrap_up_s` become available."""
+    deadline = now - dt.timedelta(seconds=settings.wrap_up_s)
+    handlers = session.scalars(
+        _skip_locked(session, select(Handler).where(Handler.presence == Presence.WRAP_UP, Handler.presence_since <= deadline))
+        .execution_options(populate_existing=True)
+    ).all()
+    for handler in handlers:
+        if handler.current_call_id is not None:
+            session.add(CallEvent(call_id=handler.current_call_id, kind="wrap_up_timed_out", at=now,
+                                  detail={"handler_id": handler.id}))
+        set_presence(session, handler, Presence.AVAILABLE, now)
+    return len(handlers)

@@ -46,7 +46,7 @@ import socketio as python_socketio
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from . import presence, routing, security, staff_sessions
+from . import lifecycle, presence, routing, security, staff_sessions
 from .db import db
 from .events import Coalescer
 from .models import Handler, utcnow
@@ -228,7 +228,9 @@ class ConsoleNamespace(Namespace):
         """Forget the connection; the handler's offer moves on if it was their last."""
         current_app.extensions[LEASES].close(request.sid)  # type: ignore[attr-defined]
         with db.transaction() as session:
-            presence.disconnect(session, request.sid, utcnow())  # type: ignore[attr-defined]
+            gone = presence.disconnect(session, request.sid)  # type: ignore[attr-defined]
+            if gone is not None:
+                lifecycle.handler_gone(session, gone, utcnow())
 
 
 class ConsoleMessageQueue(python_socketio.RedisManager):
@@ -512,7 +514,9 @@ def adopt_identity(app: Flask, identity: str) -> None:
     app.extensions["helpline.process"] = identity
     try:
         with db.transaction() as session:
-            presence.forget_process(session, identity, utcnow())
+            now = utcnow()
+            for handler_id in presence.forget_process(session, identity):
+                lifecycle.handler_gone(session, handler_id, now)
     except Exception:  # noqa: BLE001 - the database may be down; the sweeper prunes them once they go stale
         log.exception("could not clear the console connections of a previous %s", identity)
 
@@ -525,7 +529,8 @@ def sweep_once(app: Flask) -> None:
     with db.transaction() as session:
         now = utcnow()
         presence.heartbeat(session, app.extensions["helpline.process"], now)
-        presence.prune(session, now)
+        for handler_id in presence.prune(session, now):
+            lifecycle.handler_gone(session, handler_id, now)
         routing.sweep(session, settings.routing, now)
 
 

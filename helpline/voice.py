@@ -11,20 +11,16 @@ import time
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy import and_, literal, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import joinedload
-from sqlalchemy.orm.attributes import set_committed_value
 
-from .db import commit_with, db, is_postgresql
+from . import lifecycle
+from .db import commit_with, db
 from .deferred import keep_for_replay, received_at
+from .errors import error, register_webhook_errors
 from .events import announce
 from .ivr import twiml
 from .ivr.engine import APOLOGY, Interpreter
-from .models import Call, CallEvent, utcnow
-from .errors import error, register_webhook_errors
+from .models import Call, CallEvent
 from .webhooks import CALL_SID, check_twilio_request, idempotent_twiml
 
 log = logging.getLogger(__name__)
@@ -51,38 +47,14 @@ def interpreter() -> Interpreter:
 
 
 def find_call(call_sid: str) -> Call | None:
-    """The call with this CallSid, if the service has seen it, with its queue entry (if any).
-
-    The entry comes in the same query (a LEFT JOIN): the queue, hold and hang-up steps read it
-    after changing the call, and a lazy load there would first flush those changes (a round trip of
-    its own) and then query again.
-    """
-    return db.session.scalar(select(Call).options(joinedload(Call.queue_entry)).where(Call.call_sid == call_sid))
+    """The call with this CallSid, if the service has seen it, with its queue entry (if any)."""
+    return lifecycle.find_call(db.session, call_sid)
 
 
 def _call_or_start(call_sid: str, status: str | None = None, *, new: bool = False) -> Call:
-    """The call record for a webhook, created if this is the first the service hears of the call.
-
-    A call's Voice URL request and its first status callbacks arrive together, often at different
-    serving processes, and any of them may be first: the record is made with INSERT .. ON CONFLICT
-    DO NOTHING, so that exactly one insert wins and the others, instead of failing on the unique
-    CallSid, read the winner's row. `new` says the call is most likely new (its Voice URL request):
-    the insert comes first, and returns the record it made; any other webhook looks first.
-    """
-    if not new:
-        call = find_call(call_sid)
-        if call is not None:
-            return call  # every webhook after a call's first: one query, not an insert that does nothing
-    session = db.session
-    insert = pg_insert if is_postgresql(session) else sqlite_insert
-    made = session.scalar(insert(Call).values(call_sid=call_sid, twilio_status=status)
-                          .on_conflict_do_nothing(index_elements=[Call.call_sid]).returning(Call))
-    if made is not None:
-        set_committed_value(made, "queue_entry", None)  # a call made a moment ago has no place in line
-        return made
-    call = find_call(call_sid)
-    assert call is not None
-    return call
+    """The call record for a webhook, created if this is the first the service hears of the call
+    (lifecycle.call_for_webhook: exactly one of racing webhooks makes it)."""
+    return lifecycle.call_for_webhook(db.session, call_sid, status, new=new)
 
 
 @bp.post("/incoming")
@@ -204,35 +176,11 @@ def _record_progress(call_sid: str, new_status: str, sequence: int | None) -> No
     """Record a status callback that does not end the call; a stale or repeated one changes nothing.
 
     Three of a call's four callbacks are these, arriving with its first webhook, so they take one
-    statement: an upsert of the call's record that moves its status on only if the callback is
-    newer (a status never moves back or past a final one, and the sequence number only grows), with
-    its timeline event. On PostgreSQL the two are one statement in autocommit, one round trip; on
-    SQLite two statements in one transaction.
+    statement (lifecycle.status_progressed): a status never moves back or past a final one, and the
+    sequence number only grows.
     """
-    calls, events = Call.__table__, CallEvent.__table__
-    values: dict[str, object] = {"twilio_status": new_status}
     behind = [status for status, rank in STATUS_RANK.items() if rank <= STATUS_RANK[new_status]]
-    newer = or_(calls.c.twilio_status.is_(None), calls.c.twilio_status.in_(behind))
-    if sequence is not None:
-        values["twilio_sequence"] = sequence
-        newer = and_(newer, calls.c.twilio_sequence < sequence)
-    postgresql = is_postgresql(db.session)
-    insert = pg_insert if postgresql else sqlite_insert
-    moved = (insert(calls).values(call_sid=call_sid, **values)
-             .on_conflict_do_update(index_elements=[calls.c.call_sid], set_=values, where=newer)
-             .returning(calls.c.id, calls.c.step))
-    now, detail = utcnow(), {"status": new_status, "sequence": sequence}
-    if postgresql:
-        row = moved.cte("moved")
-        logged = select(row.c.id, literal(now, events.c.at.type), literal("status"), row.c.step,
-                        literal(detail, events.c.detail.type))
-        db.write_alone(events.insert().from_select(["call_id", "at", "kind", "step", "detail"], logged).add_cte(row, nest_here=True))
-        return
-    session = db.session
-    found = session.execute(moved).first()
-    if found is not None:
-        session.execute(events.insert().values(call_id=found.id, at=now, kind="status", step=found.step, detail=detail))
-    session.commit()
+    lifecycle.status_progressed(db.session, call_sid, new_status, sequence, behind)
 
 
 def _apply_status(call_sid: str, new_status: str, sequence: int | None, duration_text: str) -> None:

@@ -202,13 +202,13 @@ def test_accepting_connects_the_caller_to_the_handler_through_twilio(app_factory
 def test_accepting_reads_nothing_twice(app_factory, twilio_api: Recorder, database_url, monkeypatch):
     """The claim's UPDATEs return the rows they change, the call read at the start stays in the
     session, and counting the caller's place does not flush the legs early."""
-    from helpline import routing
+    from helpline import router
 
     app = service(app_factory, twilio_api.url)
     ann = Console(app, "ann")
     ann.post("/api/me/status", {"status": "available"})
     _walker, call_id = queued_call(app)
-    monkeypatch.setattr(routing, "route_now", lambda _app: None)  # routing passes are counted elsewhere
+    monkeypatch.setattr(router, "route_now", lambda _app: None)  # routing passes are counted elsewhere
     with app.app_context():
         engine = db.engine
     with statements_sent(engine, transaction_control=False) as sent:

@@ -327,3 +327,51 @@ def test_audit_entries_recorded_before_a_commit_with_are_in_its_transaction(app,
         db.session.remove()
         assert db.session.scalar(select(AuditEntry.action)) == "contact.update"
         assert db.session.scalar(select(Call.step)) == "welcome"
+
+
+def test_an_update_sent_with_the_commit_whose_row_has_gone_fails_before_the_commit(app, database_url):  # type: ignore[no-untyped-def]
+    """As the ORM's own check: the UPDATE of a row erased while the request ran fails the transaction,
+    so nothing of it is written, and no failure is ever reported for a transaction that committed."""
+    from sqlalchemy import delete, func, select
+    from sqlalchemy.orm.exc import StaleDataError
+
+    from helpline.db import commit_with, db
+    from helpline.models import Call, WebhookReply
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("on SQLite the session commits itself, and its flush makes the same check")
+    with app.app_context():
+        db.session.add(Call(call_sid="CA" + "d" * 32))
+        commit_with(db.session)
+        call = db.session.scalar(select(Call))
+        call.step = "greeting"
+        db.session.add(WebhookReply(call_sid="CA" + "d" * 32, request_key="one", body="<Response/>"))
+        db.write_alone(delete(Call).where(Call.id == call.id))  # erased meanwhile
+        with pytest.raises(StaleDataError):
+            commit_with(db.session)
+        db.session.rollback()
+        assert db.session.scalar(select(func.count()).select_from(WebhookReply)) == 0
+        db.session.add(Call(call_sid="CA" + "e" * 32))
+        commit_with(db.session)  # the session carries on
+        db.session.scalar(select(Call)).step = "menu"
+        commit_with(db.session)  # and an UPDATE whose row is there commits without a word
+        assert db.session.scalar(select(Call.step)) == "menu"
+
+
+def test_the_cache_of_compiled_statements_keeps_a_fixed_number(app, database_url, monkeypatch):  # type: ignore[no-untyped-def]
+    from sqlalchemy import literal, select
+
+    from helpline import db as database
+    from helpline.db import db, run_together
+
+    monkeypatch.setattr(database, "COMPILED_CACHE_SIZE", 4)
+    with app.app_context():
+        kept = select(literal(1))
+        for number in range(20):
+            fresh = select(literal(number) + 1)  # a statement built afresh each time
+            first, again = run_together(db.session, (fresh, {}), (kept, {}))
+            assert [tuple(row) for row in first] == [(number + 1,)] and [tuple(row) for row in again] == [(1,)]
+        if database_url.startswith("postgresql"):
+            assert len(database._COMPILED) == 4
+            assert id(kept) in database._COMPILED  # in use, so never the least recently used
+        db.session.rollback()

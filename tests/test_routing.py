@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from helpline import presence, routing
+from helpline import lifecycle, presence, routing
+from helpline import router as router_module
 from helpline.config import RoutingSettings
 from helpline.db import db
 from helpline.events import announce
@@ -277,7 +278,7 @@ def test_a_declined_call_goes_to_someone_else_and_the_decliner_waits_their_turn(
     decliner = handler(session, idle_since=ago(300))
     entry = waiting(session, ago(5))
     routing.route(session, SETTINGS, NOW)
-    routing.decline(session, decliner, entry.call_id, later(1))
+    lifecycle.decline(session, decliner, entry.call_id, later(1))
     fresh(session, decliner)
     assert decliner.presence == "available" and decliner.available_since == later(1)
     # Nobody else is free: the call is not offered to the decliner again.
@@ -290,7 +291,7 @@ def test_a_declined_call_goes_to_someone_else_and_the_decliner_waits_their_turn(
     routing.route(session, SETTINGS, later(6))
     assert offered_to(session, new_call) == decliner.id
     with pytest.raises(routing.RoutingError):
-        routing.decline(session, other, new_call.call_id, later(7))
+        lifecycle.decline(session, other, new_call.call_id, later(7))
 
 
 def test_a_handler_whose_last_console_closes_does_not_hold_the_call(session):
@@ -301,10 +302,11 @@ def test_a_handler_whose_last_console_closes_does_not_hold_the_call(session):
     entry = waiting(session, ago(5))
     routing.route(session, SETTINGS, NOW)
     assert offered_to(session, entry) == leaving.id
-    presence.disconnect(session, second_tab, later(1))
+    assert presence.disconnect(session, second_tab) is None
     assert offered_to(session, entry) == leaving.id  # another tab is still open
     first_tab = f"sid-{leaving.user.username[1:]}"
-    presence.disconnect(session, first_tab, later(2))
+    assert presence.disconnect(session, first_tab) == leaving.id  # their last
+    lifecycle.handler_gone(session, leaving.id, later(2))
     fresh(session, leaving)
     assert leaving.presence == "offline" and entry.state == "waiting" or offered_to(session, entry) is None
     routing.route(session, SETTINGS, later(2))
@@ -316,6 +318,7 @@ def test_connections_of_a_process_that_stopped_are_pruned(session):
     presence.heartbeat(session, "test-process", NOW)
     assert presence.prune(session, later(59)) == []
     assert presence.prune(session, later(61)) == [person.id]
+    lifecycle.handler_gone(session, person.id, later(61))
     fresh(session, person)
     assert person.presence == "offline"
 
@@ -324,7 +327,7 @@ def test_an_abandoned_offer_frees_the_handler(session):
     person = handler(session, idle_since=ago(300))
     entry = waiting(session, ago(5))
     routing.route(session, SETTINGS, NOW)
-    routing.call_ended(session, entry.call_id, later(3))
+    lifecycle.call_ended(session, entry.call_id, later(3))
     fresh(session, person, entry)
     assert person.presence == "available" and person.current_call_id is None
     assert entry.state == "abandoned" and entry.position_at_exit == 1
@@ -334,12 +337,12 @@ def test_wrap_up_lasts_until_the_outcome_or_the_configured_time(session):
     person = handler(session, idle_since=ago(300))
     entry = waiting(session, ago(5))
     routing.route(session, SETTINGS, NOW)
-    routing.claim(session, person, entry.call_id, later(1))
-    routing.connected(session, entry, person, later(2), handler_leg_sid=None, caller_leg_sid=None)
+    lifecycle.claim(session, person, entry.call_id, later(1))
+    lifecycle.connected(session, entry, person, later(2), handler_leg_sid=None, caller_leg_sid=None)
     call = session.get(Call, entry.call_id)
     assert call.outcome == "answered" and entry.state == "answered"
     call.ended_at = later(100)
-    routing.call_ended(session, entry.call_id, later(100))
+    lifecycle.call_ended(session, entry.call_id, later(100))
     fresh(session, person)
     assert person.presence == "wrap_up" and person.current_call_id == entry.call_id
     routing.sweep(session, SETTINGS, later(219))
@@ -356,8 +359,8 @@ def test_recording_the_outcome_ends_wrap_up(session):
     entry = waiting(session, ago(500))
     person.current_call_id = entry.call_id
     with pytest.raises(routing.RoutingError):
-        routing.finish_wrap_up(session, person, entry.call_id, "nonsense", NOW)
-    routing.finish_wrap_up(session, person, entry.call_id, "signposted", NOW)
+        lifecycle.finish_wrap_up(session, person, entry.call_id, "nonsense", NOW)
+    lifecycle.finish_wrap_up(session, person, entry.call_id, "signposted", NOW)
     assert person.presence == "available" and person.current_call_id is None
     assert [event.detail["outcome"] for event in events(session, entry.call_id, "wrap_up")] == ["signposted"]
 
@@ -457,13 +460,13 @@ def test_the_router_thread_routes_after_a_commit_and_folds_a_burst_into_few_pass
         person = handler(setup, idle_since=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=60))
         person_id = person.id
     passes: list[int] = []
-    real_route = routing.route
+    real_route = router_module.route
 
     def counted(session, settings, now):  # type: ignore[no-untyped-def]
         passes.append(1)
         return real_route(session, settings, now)
 
-    monkeypatch.setattr(routing, "route", counted)
+    monkeypatch.setattr(router_module, "route", counted)
     router = routing.start_router(app)
     try:
         with db.transaction() as session:
@@ -501,8 +504,8 @@ def test_a_failed_routing_pass_is_tried_again(app, monkeypatch):
             raise RuntimeError("database unavailable")
         return real(app_)
 
-    monkeypatch.setattr(routing, "RETRY_AFTER_S", 0.01)
-    monkeypatch.setattr(routing, "route_now", flaky)
+    monkeypatch.setattr(router_module, "RETRY_AFTER_S", 0.01)
+    monkeypatch.setattr(router_module, "route_now", flaky)
     router = routing.start_router(app)
     try:
         router.request()

@@ -205,9 +205,9 @@ def test_each_ivr_webhook_takes_a_handful_of_statements(app, twilio, database_ur
     stored reply, the call's timeline lines and the call's changes go with the COMMIT, in one round
     trip (`db.commit_with`): SQLAlchemy does not see those statements, and the round trips are
     counted on the wire. (SQLite writes the call and the lines in the flush, in-process.)"""
-    from helpline import routing
+    from helpline import router
 
-    monkeypatch.setattr(routing, "route_now", lambda _app: None)  # routing is counted elsewhere
+    monkeypatch.setattr(router, "route_now", lambda _app: None)  # routing is counted elsewhere
     with app.app_context():
         engine = db.engine
     postgresql = database_url.startswith("postgresql")

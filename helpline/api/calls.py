@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Response, jsonify
 from sqlalchemy import select
 
-from .. import connect, routing
+from .. import connect, lifecycle, routing
 from ..auth import roles_required
 from ..db import commit_with, db
 from flask_login import current_user
@@ -53,7 +53,7 @@ def accept(call_id: int) -> Response:
 def decline(call_id: int) -> Response:
     """Turn down the call offered to you: it keeps its place and goes to someone else."""
     handler = current_handler()
-    routing.decline(db.session, handler, call_id, utcnow())
+    lifecycle.decline(db.session, handler, call_id, utcnow())
     commit_with(db.session)
     return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
 
@@ -95,7 +95,7 @@ def wrap_up(call_id: int) -> Response:
         entry = db.session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
         if entry is not None and entry.state == "answered" and entry.handler_id == handler.id:
             connect.end_call(handler, call_id)
-    routing.finish_wrap_up(db.session, handler, call_id, change.outcome, utcnow())
+    lifecycle.finish_wrap_up(db.session, handler, call_id, change.outcome, utcnow())
     commit_with(db.session)
     return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
 

@@ -16,12 +16,12 @@ from flask import url_for
 from sqlalchemy.orm import Session
 from twilio.twiml.voice_response import VoiceResponse
 
-from .. import routing
+from .. import lifecycle, routing
 from ..config import Settings
 from ..crypto import Vault
 from ..events import announce
 from ..hours import OpeningHours
-from ..models import Call, CallEvent, QueueEntry, utcnow
+from ..models import Call, CallEvent, Handler, QueueEntry, utcnow
 from ..phone import parse_caller
 from ..wait_estimate import TOLD
 from . import twiml
@@ -129,10 +129,7 @@ class Interpreter:
 
     def settle(self, session: Session, call: Call, outcome: str, step: str | None) -> None:
         """Record how the call ended, once: the first outcome stands."""
-        if call.outcome is None:
-            call.outcome = outcome
-            call.outcome_step = step
-            self.log(session, call, "outcome", step, outcome=outcome)
+        lifecycle.settle(session, call, outcome, step)
 
     # -- walking the flow ---------------------------------------------------------------------
 
@@ -247,21 +244,10 @@ class Interpreter:
         self.keep_caller(call, form.get("From"))
         if call.caller_number_status != "valid":
             return self.enter(session, call, step.no_number or "", form)
-        entry = call.queue_entry
-        if entry is None or not step.keep_place:
-            entry = entry or QueueEntry(call_id=call.id, placed_at=now)
-            entry.placed_at = entry.placed_at if step.keep_place else now
-            session.add(entry)
-        entry.kind = "callback"
-        entry.state = "waiting"
-        entry.need = call.need
-        entry.flags = list(call.flags)
-        entry.not_before = None if self.hours.is_open(now) else self.hours.next_opening(now)
-        if call.queued_at is not None and call.dequeued_at is None:
-            call.dequeued_at = now
+        not_before = None if self.hours.is_open(now) else self.hours.next_opening(now)
+        lifecycle.request_callback(session, call, step.keep_place, not_before, now)
         self.settle(session, call, step.outcome or "callback_requested", step.name)
         self.log(session, call, "callback_requested", step.name, keep_place=step.keep_place)
-        announce(session, "queue_changed")
         return twiml.speak_and_hang_up(self.voice, self.render(step.say or "", now))
 
     def _queue(self, session: Session, call: Call, step: Step, form: Mapping[str, str], now: dt.datetime) -> VoiceResponse:
@@ -278,21 +264,7 @@ class Interpreter:
 
     def _join_line(self, session: Session, call: Call, placed_at: dt.datetime) -> QueueEntry:
         """Put the live caller in line (or back in their place), with the need and flags they gave."""
-        entry = call.queue_entry
-        if entry is None:
-            entry = QueueEntry(call_id=call.id, placed_at=placed_at)
-            session.add(entry)
-            call.queue_entry = entry
-        entry.kind = "live"
-        entry.state = "waiting"
-        entry.need = call.need
-        entry.flags = list(call.flags)
-        entry.not_before = None
-        if call.queued_at is None:
-            call.queued_at = placed_at
-        call.dequeued_at = None
-        announce(session, "queue_changed")
-        return entry
+        return lifecycle.join_line(session, call, placed_at)
 
     # -- callers held while the database could not be written ---------------------------------
 
@@ -466,15 +438,11 @@ class Interpreter:
     def abandon(self, session: Session, call: Call, now: dt.datetime) -> None:
         """The caller hung up before being answered: record where, and their place if they were in line."""
         entry = call.queue_entry
-        if entry is not None and entry.kind == "live" and entry.state in routing.IN_LINE:
-            with session.no_autoflush:  # the call's pending changes do not move anyone in line
-                entry.position_at_exit = routing.position(session, entry, now)
-            entry.state = "abandoned"
-            entry.left_reason = "abandoned"
-            entry.left_at = now
-            call.dequeued_at = now
-            announce(session, "queue_changed")
-        self.settle(session, call, "abandoned", call.step)
+        if entry is not None and entry.kind == "live" and entry.state in lifecycle.IN_LINE:
+            holder = session.get(Handler, entry.handler_id, populate_existing=True) if entry.handler_id is not None else None
+            lifecycle.caller_hung_up(session, entry, now, call=call, handler=holder)
+        else:
+            self.settle(session, call, "abandoned", call.step)
 
     # -- URLs ---------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, f
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from .. import lifecycle
 from ..events import announce
 from ..models import Call, CallEvent, PublicSubmission, QueueEntry
 from ..phone import normalise
@@ -286,11 +287,9 @@ def submit(session: Session, referral: Referral, now: dt.datetime) -> Outcome:
     )
     session.add(call)
     session.flush()
-    entry = QueueEntry(call_id=call.id, kind="callback" if how == "phone" else "email", state="waiting",
-                       need=call.need, flags=list(call.flags), placed_at=now,
-                       priority=AT_RISK_PRIORITY if at_risk else 100,
-                       not_before=first_safe_moment(hours, spans, now))
-    session.add(entry)
+    entry = lifecycle.request_callback(session, call, keep_place=False, not_before=first_safe_moment(hours, spans, now),
+                                       now=now, kind="callback" if how == "phone" else "email")
+    entry.priority = AT_RISK_PRIORITY if at_risk else 100
     session.add(CallEvent(call_id=call.id, at=now, kind="web_request", step="web_request",
                           detail={"channel": "web", "contact_by": how, "windows": [list(span) for span in spans],
                                   "not_before": entry.not_before.isoformat() if entry.not_before else None}))
@@ -335,7 +334,7 @@ def hold_until_safe(session: Session, handler: Any, call_id: int, now: dt.dateti
         return None
     later = first_safe_moment(hours, spans, now) or hours.next_opening(now) or now + _HORIZON
     if handler.presence == "offered" and handler.current_call_id == call_id:
-        routing.withdraw(session, handler, "outside_safe_times", now)
+        lifecycle.withdraw(session, handler, "outside_safe_times", now)
         routing.set_presence(session, handler, "available", now)
     entry.not_before = later
     session.add(CallEvent(call_id=call_id, at=now, kind="held_until_safe", detail={"not_before": later.isoformat()}))

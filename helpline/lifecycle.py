@@ -1,0 +1,582 @@
+"""A call's life in the line, in one place: every change of a call's queue entry, and what goes with it.
+
+Queued, offered (line_store.make_offer, one SQL statement), accepted, connected, on hold, ended,
+wrap-up, back in line, caller hung up, callback: each is one function here, and each moves the entry
+only as states.TRANSITIONS allows (a move it does not list raises TransitionError before anything is
+written). The IVR, routing, connect, supervision and reconciliation call these; none of them sets a
+queue entry's state itself. The handler's side of each move goes through presence.set_presence.
+
+Functions here change the session and announce what changed; their callers commit. Those that
+record what Twilio reports of a call's progress and its conference commit themselves: each is one
+statement on PostgreSQL, sent in autocommit (db.write_alone). The last few read a call and its entry
+for the webhooks, so that the views (voice.py, connect.py) hold no SQL of their own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
+
+from . import line, line_store, presence
+from .config import RoutingSettings
+from .db import commit_with, db, is_postgresql
+from .events import announce
+from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
+from .states import (CALLBACK_ATTEMPTS, CALLBACK_RETRY, IN_LINE, WITH_HANDLER, WRAP_UP_OUTCOMES, Move, Presence,
+                     QueueState, RoutingError, TransitionError, apply, sources, target)
+
+__all__ = ["CALLBACK_ATTEMPTS", "CALLBACK_RETRY", "IN_LINE", "WITH_HANDLER", "WRAP_UP_OUTCOMES", "Move", "Presence",
+           "QueueState", "RoutingError", "TransitionError"]
+
+
+def _fresh(session: Session, model: Any, key: Any) -> Any:
+    """A row as the database has it now: routing changes rows with UPDATEs the identity map does not see."""
+    return session.get(model, key, populate_existing=True)
+
+
+def entry_for(session: Session, call_id: int) -> QueueEntry | None:
+    """The call's queue entry as the database has it now (or None)."""
+    return session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id).execution_options(populate_existing=True))
+
+
+# -- the call's outcome -------------------------------------------------------------------------------
+
+def settle(session: Session, call: Call, outcome: str, step: str | None, now: dt.datetime | None = None) -> None:
+    """Record how the call ended, once: the first outcome stands (and is a line of the timeline)."""
+    if call.outcome is None:
+        call.outcome = outcome
+        call.outcome_step = step
+        session.add(CallEvent(call_id=call.id, kind="outcome", step=step, detail={"outcome": outcome},
+                              **({"at": now} if now is not None else {})))
+
+
+def about_someone_else(session: Session, call: Call, now: dt.datetime | None = None) -> None:
+    """The handler learnt the call is about someone else's health: that is how it ends, whatever the
+    phone menu had recorded (the service takes self-referrals only)."""
+    call.outcome = "third_party"
+    session.add(CallEvent(call_id=call.id, kind="outcome", step=call.outcome_step, detail={"outcome": "third_party"},
+                          **({"at": now} if now is not None else {})))
+
+
+# -- joining the line -----------------------------------------------------------------------------------
+
+def join_line(session: Session, call: Call, placed_at: dt.datetime) -> QueueEntry:
+    """Put the live caller in line (or back in their place), with the need and flags they gave.
+
+    A caller who is already in line keeps their entry as it is, an outstanding offer included:
+    Twilio's queue letting them go and taking them back does not move them.
+    """
+    entry = call.queue_entry
+    if entry is None:
+        entry = QueueEntry(call_id=call.id, placed_at=placed_at)
+        apply(entry, Move.QUEUED, new=True)
+        session.add(entry)
+        call.queue_entry = entry
+    else:
+        apply(entry, Move.QUEUED)
+    entry.kind = "live"
+    entry.need = call.need
+    entry.flags = list(call.flags)
+    entry.not_before = None
+    if call.queued_at is None:
+        call.queued_at = placed_at
+    call.dequeued_at = None
+    announce(session, "queue_changed")
+    return entry
+
+
+def request_callback(session: Session, call: Call, keep_place: bool, not_before: dt.datetime | None,
+                     now: dt.datetime, kind: str = "callback") -> QueueEntry:
+    """The caller asks to be rung back: their entry becomes a callback (in their place, if `keep_place`).
+    A request from the website joins the line this way too (`kind` "email" when they asked to be written to).
+
+    An offer of their live call that was outstanding is withdrawn from its handler: the handler
+    would otherwise be left holding an offer of a call that is no longer theirs to take.
+    """
+    entry = call.queue_entry
+    if entry is None:
+        entry = QueueEntry(call_id=call.id, placed_at=now)
+        apply(entry, Move.CALLBACK_REQUESTED, new=True)
+        session.add(entry)
+        call.queue_entry = entry
+    else:
+        target(Move.CALLBACK_REQUESTED, entry.state)  # refuse before changing anything
+        if entry.state == QueueState.OFFERED:
+            _release(session, entry, "callback_requested", now)
+        apply(entry, Move.CALLBACK_REQUESTED)
+        entry.handler_id = entry.offered_at = None
+        if not keep_place:
+            entry.placed_at = now
+    entry.kind = kind
+    entry.need = call.need
+    entry.flags = list(call.flags)
+    entry.not_before = not_before
+    if call.queued_at is not None and call.dequeued_at is None:
+        call.dequeued_at = now
+    announce(session, "queue_changed")
+    return entry
+
+
+# -- offers ---------------------------------------------------------------------------------------------
+
+def withdraw(session: Session, handler: Handler, reason: str, now: dt.datetime) -> QueueEntry | None:
+    """Take back the handler's outstanding offer; the call goes back to its place in line."""
+    if handler.current_call_id is None:
+        return None
+    call_id = handler.current_call_id
+    entry = entry_for(session, call_id)
+    returned = session.execute(
+        update(QueueEntry)
+        .where(QueueEntry.call_id == call_id, QueueEntry.state == QueueState.OFFERED, QueueEntry.handler_id == handler.id)
+        .values(state=target(Move.BACK_IN_LINE, QueueState.OFFERED), handler_id=None, offered_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if returned.rowcount == 1 and entry is not None:
+        session.refresh(entry)  # the UPDATE above bypassed the identity map
+        announce(session, "queue_changed")
+    announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call_id, reason=reason)
+    handler.current_call_id = None
+    return entry
+
+
+def decline(session: Session, handler: Handler, call_id: int, now: dt.datetime) -> None:
+    """The handler turns the offer down: it goes back to its place, and is not offered to them again."""
+    presence.lock(session, handler)
+    if handler.presence != Presence.OFFERED or handler.current_call_id != call_id:
+        raise RoutingError("no_offer", "this call is not offered to you")
+    entry = withdraw(session, handler, "declined", now)
+    if entry is not None:
+        entry.declined_by = [*entry.declined_by, handler.id]
+        session.add(CallEvent(call_id=call_id, kind="offer_declined", at=now, detail={"handler_id": handler.id}))
+    presence.set_presence(session, handler, Presence.AVAILABLE, now)
+
+
+def offer_missed(session: Session, entry: QueueEntry, now: dt.datetime) -> None:
+    """An offer left unanswered past the timeout: the call goes back in line, its handler on break."""
+    handler = _fresh(session, Handler, entry.handler_id) if entry.handler_id is not None else None
+    session.add(CallEvent(call_id=entry.call_id, kind="offer_missed", at=now, detail={"handler_id": entry.handler_id}))
+    if handler is not None and handler.current_call_id == entry.call_id:
+        withdraw(session, handler, "timeout", now)
+        presence.set_presence(session, handler, Presence.BREAK, now, reason="offer_missed")
+    else:
+        back_in_line(session, entry, now, not_before=entry.not_before)
+
+
+def expire_offers(session: Session, settings: RoutingSettings, now: dt.datetime) -> int:
+    """Offers left unanswered past the timeout go back in line; their handlers go on break."""
+    deadline = now - dt.timedelta(seconds=settings.offer_timeout_s)
+    query = select(QueueEntry).where(QueueEntry.state == QueueState.OFFERED, QueueEntry.offered_at <= deadline)
+    if is_postgresql(session):
+        query = query.with_for_update(skip_locked=True)
+    missed = session.scalars(query.execution_options(populate_existing=True)).all()
+    for entry in missed:
+        offer_missed(session, entry, now)
+    return len(missed)
+
+
+def _release(session: Session, entry: QueueEntry, reason: str, now: dt.datetime) -> None:
+    """Free the handler an entry is offered to (their console is told why), leaving the entry to the caller."""
+    handler = _fresh(session, Handler, entry.handler_id) if entry.handler_id is not None else None
+    if handler is not None and handler.current_call_id == entry.call_id and handler.presence == Presence.OFFERED:
+        announce(session, "offer_withdrawn", handler_id=handler.id, call_id=entry.call_id, reason=reason)
+        presence.set_presence(session, handler, Presence.AVAILABLE, now)
+
+
+# -- accepting and connecting -----------------------------------------------------------------------------
+
+def claim(session: Session, handler: Handler, call_id: int, now: dt.datetime) -> QueueEntry:
+    """Take the call for the handler: exactly one of several racing handlers (or processes) wins.
+
+    The entry goes to `connecting` and the handler `on_call`; raises RoutingError for the losers.
+    """
+    presence.lock(session, handler)
+    if handler.presence not in (Presence.AVAILABLE, Presence.OFFERED):
+        raise RoutingError("not_free", f"you are {handler.presence.replace('_', ' ')}")
+    # Each UPDATE returns the row it changed (or none), fresh in the session: no read after it.
+    entry = session.scalar(
+        update(QueueEntry)
+        .where(
+            QueueEntry.call_id == call_id,
+            or_(QueueEntry.state == QueueState.WAITING,
+                and_(QueueEntry.state == QueueState.OFFERED, QueueEntry.handler_id == handler.id)),
+            or_(QueueEntry.not_before.is_(None), QueueEntry.not_before <= now),
+        )
+        .values(state=target(Move.ACCEPTED, QueueState.OFFERED), handler_id=handler.id, offered_at=now)
+        .returning(QueueEntry)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    if entry is None:
+        raise RoutingError("call_taken", "this call has been taken or is no longer waiting")
+    if handler.presence == Presence.OFFERED and handler.current_call_id != call_id:
+        withdraw(session, handler, "accepted_another", now)
+    moved = session.scalar(
+        update(Handler)
+        .where(Handler.id == handler.id, Handler.presence.in_((Presence.AVAILABLE, Presence.OFFERED)))
+        .values(presence=Presence.ON_CALL, presence_since=now, current_call_id=call_id)
+        .returning(Handler)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    if moved is None:
+        raise RoutingError("not_free", "your status changed; try again")
+    assert moved is handler
+    session.add(CallEvent(call_id=call_id, kind="accepted", at=now, detail={"handler_id": handler.id}))
+    announce(session, "presence", handler_id=handler.id, presence=Presence.ON_CALL, since=now.isoformat())
+    announce(session, "console_changed")
+    return entry
+
+
+def connected(session: Session, entry: QueueEntry, handler: Handler, now: dt.datetime, **legs: str | None) -> bool:
+    """Twilio took our requests: the caller and the handler are being put through to each other.
+
+    Only a call still `connecting` to this handler moves on: if the handler's leg has already come
+    back unanswered (its callback can beat the accept here), the call is back in line and stays so,
+    and False is returned. A call is never `answered` while its caller waits in a Twilio queue.
+    """
+    locked = line_store.lock_entry(session, entry.call_id)
+    if locked is None or locked.state != QueueState.CONNECTING or locked.handler_id != handler.id:
+        return False
+    call = _fresh(session, Call, entry.call_id)
+    assert call is not None
+    for name, sid in legs.items():
+        setattr(entry, name, sid)
+    if entry.kind == "live" and call.ended_at is not None:
+        # The caller hung up while we were connecting them.
+        caller_hung_up(session, entry, now, handler=handler)
+        return True
+    with session.no_autoflush:  # the legs just set do not move anyone in line
+        position_now = line.position(session, entry, now)
+    apply(entry, Move.CONNECTED)
+    entry.left_at = now
+    entry.left_reason = "answered"
+    entry.position_at_exit = position_now
+    if entry.kind == "live":
+        call.dequeued_at = call.dequeued_at or now
+        settle(session, call, "answered", call.step, now)
+    session.add(CallEvent(call_id=call.id, kind="answered" if entry.kind == "live" else "callback_placed", at=now,
+                          detail={"handler_id": handler.id}))
+    announce(session, "queue_changed")
+    announce(session, "console_changed")
+    return True
+
+
+def connect_failed(session: Session, entry: QueueEntry, handler: Handler, detail: str, now: dt.datetime) -> None:
+    """Twilio could not connect them: the caller keeps their place, the handler is free again and told."""
+    call = _fresh(session, Call, entry.call_id)
+    assert call is not None
+    session.add(CallEvent(call_id=entry.call_id, kind="connect_failed", at=now, detail={"handler_id": handler.id, "detail": detail}))
+    announce(session, "connect_failed", handler_id=handler.id, call_id=entry.call_id, detail=detail)
+    if entry.kind == "live" and call.ended_at is not None:
+        caller_hung_up(session, entry, now, handler=handler)
+        return
+    back_in_line(session, entry, now, not_before=entry.not_before)
+    presence.set_presence(session, handler, Presence.AVAILABLE, now)
+
+
+def held(session: Session, call_id: int, handler_id: int, on_hold: bool) -> None:
+    """The handler put the caller on hold (with the helpline's music), or took them off it."""
+    session.add(CallEvent(call_id=call_id, kind="hold" if on_hold else "unhold", detail={"handler_id": handler_id}))
+
+
+# -- leaving the line ---------------------------------------------------------------------------------------
+
+def back_in_line(session: Session, entry: QueueEntry, now: dt.datetime, not_before: dt.datetime | None = None,
+                 front: bool = False) -> None:
+    """Put a call that was offered or being connected back in its place in line (nobody is dropped).
+
+    `front` puts it at the head of the line, ahead of every priority (as a supervisor's "move up"
+    does): for a caller who had reached the front and lost their handler through no fault of theirs.
+    """
+    call = _fresh(session, Call, entry.call_id)
+    assert call is not None
+    apply(entry, Move.BACK_IN_LINE)
+    entry.handler_id = entry.offered_at = None
+    entry.left_at = entry.left_reason = entry.position_at_exit = None
+    entry.handler_leg_sid = entry.caller_leg_sid = entry.conference_sid = None
+    entry.not_before = not_before
+    if front:
+        with session.no_autoflush:
+            head = session.scalar(select(func.min(QueueEntry.priority)).where(line.due(now), QueueEntry.id != entry.id))
+        if head is not None and head <= entry.priority:
+            entry.priority = head - 1
+    if entry.kind == "live":
+        call.dequeued_at = None
+        if call.outcome == "answered":
+            # Set by `connected` when Twilio took our requests; the handler never reached them after all.
+            call.outcome = call.outcome_step = None
+    announce(session, "queue_changed")
+
+
+def caller_hung_up(session: Session, entry: QueueEntry, now: dt.datetime, *, call: Call | None = None,
+                   handler: Handler | None = None) -> None:
+    """The caller hung up before a handler reached them: record their place, and free the handler.
+
+    `call` is the call as the caller's session already holds it (it is read afresh otherwise);
+    `handler` is the one holding an offer of the call or connecting to it, if any.
+    """
+    call = call if call is not None else _fresh(session, Call, entry.call_id)
+    assert call is not None
+    if entry.state in sources(Move.CALLER_HUNG_UP):
+        if entry.state in IN_LINE:
+            with session.no_autoflush:  # the call's pending changes do not move anyone in line
+                entry.position_at_exit = line.position(session, entry, now)
+        else:
+            entry.position_at_exit = entry.position_at_exit or 1
+        apply(entry, Move.CALLER_HUNG_UP)
+        entry.left_reason = "abandoned"
+        entry.left_at = entry.left_at or now
+        call.dequeued_at = call.dequeued_at or now
+    settle(session, call, "abandoned", call.step, now)
+    if handler is not None and handler.current_call_id == call.id and handler.presence in (Presence.OFFERED, Presence.ON_CALL):
+        if handler.presence == Presence.OFFERED:
+            announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call.id, reason="abandoned")
+        presence.set_presence(session, handler, Presence.AVAILABLE, now)
+    announce(session, "queue_changed")
+
+
+def handler_unreachable(session: Session, entry: QueueEntry, handler: Handler | None, status: str, now: dt.datetime) -> None:
+    """The handler's phone or softphone never answered: a missed offer; the call goes back to the head
+    of the line (the caller had reached the front, and it was not their doing)."""
+    session.add(CallEvent(call_id=entry.call_id, kind="offer_missed", at=now,
+                          detail={"handler_id": entry.handler_id, "status": status}))
+    back_in_line(session, entry, now, front=True)
+    if handler is not None and handler.current_call_id == entry.call_id and handler.presence == Presence.ON_CALL:
+        presence.set_presence(session, handler, Presence.BREAK, now, reason="handler_unreachable")
+
+
+def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | None, status: str, now: dt.datetime) -> None:
+    """We rang the caller back and they did not answer: try again later, a few times, then close it."""
+    last = entry.attempts + 1 >= CALLBACK_ATTEMPTS
+    target(Move.CALLBACK_CLOSED if last else Move.BACK_IN_LINE, entry.state)  # refuse before changing anything
+    entry.attempts += 1
+    session.add(CallEvent(call_id=entry.call_id, kind="callback_unanswered", at=now,
+                          detail={"status": status, "attempt": entry.attempts}))
+    if last:
+        apply(entry, Move.CALLBACK_CLOSED)
+        entry.left_at, entry.left_reason = now, "callback_unanswered"
+        announce(session, "queue_changed")
+    else:
+        back_in_line(session, entry, now, not_before=now + CALLBACK_RETRY)
+    if handler is not None and handler.current_call_id == entry.call_id and handler.presence == Presence.ON_CALL:
+        presence.set_presence(session, handler, Presence.AVAILABLE, now)
+
+
+# -- the end of the call, and wrap-up ---------------------------------------------------------------------------
+
+def call_ended(session: Session, call_id: int, now: dt.datetime) -> None:
+    """The caller's call ended (status callback): withdraw an offer of it, or start the handler's wrap-up."""
+    entry = entry_for(session, call_id)
+    holders = session.scalars(
+        select(Handler).where(Handler.current_call_id == call_id).execution_options(populate_existing=True)
+    ).all()
+    for handler in holders:
+        if handler.presence == Presence.OFFERED:
+            announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call_id, reason="abandoned")
+            presence.set_presence(session, handler, Presence.AVAILABLE, now)
+        elif (handler.presence == Presence.ON_CALL and entry is not None and entry.state == QueueState.ANSWERED
+              and entry.kind == "live"):
+            start_wrap_up(session, handler, now)
+    if entry is not None and entry.kind == "live" and entry.state == QueueState.OFFERED:
+        caller_hung_up(session, entry, now)
+
+
+def start_wrap_up(session: Session, handler: Handler, now: dt.datetime) -> None:
+    """The handler's call is over; wrap-up starts (and ends with an outcome or after `routing.wrap_up_s`)."""
+    if handler.presence != Presence.ON_CALL:
+        return
+    call_id = handler.current_call_id
+    presence.set_presence(session, handler, Presence.WRAP_UP, now)
+    handler.current_call_id = call_id
+    if call_id is not None:
+        session.add(CallEvent(call_id=call_id, kind="wrap_up_started", at=now, detail={"handler_id": handler.id}))
+
+
+def finish_wrap_up(session: Session, handler: Handler, call_id: int, outcome: str, now: dt.datetime) -> None:
+    """The handler records the call's outcome and is free again."""
+    presence.lock(session, handler)
+    if outcome not in WRAP_UP_OUTCOMES:
+        raise RoutingError("bad_outcome", f"outcome must be one of {', '.join(WRAP_UP_OUTCOMES)}", status=400)
+    if handler.current_call_id != call_id or handler.presence not in (Presence.ON_CALL, Presence.WRAP_UP):
+        raise RoutingError("not_your_call", "you are not on or wrapping up this call")
+    session.add(CallEvent(call_id=call_id, kind="wrap_up", at=now, detail={"handler_id": handler.id, "outcome": outcome}))
+    presence.set_presence(session, handler, Presence.AVAILABLE, now)
+
+
+# -- what Twilio tells us about the call and its conference ---------------------------------------------------
+
+def status_progressed(session: Session, call_sid: str, new_status: str, sequence: int | None,
+                      behind: list[str]) -> None:
+    """Record a status callback that does not end the call, and commit; a stale or repeated one changes nothing.
+
+    One statement: an upsert of the call's record that moves its status on only if the callback is
+    newer (its status is one of `behind`, those at or before it, and the sequence number only
+    grows), with its timeline event. On PostgreSQL the two are one statement in autocommit, one
+    round trip (db.write_alone); on SQLite two statements in one transaction.
+    """
+    calls, events = Call.__table__, CallEvent.__table__
+    values: dict[str, object] = {"twilio_status": new_status}
+    newer = or_(calls.c.twilio_status.is_(None), calls.c.twilio_status.in_(behind))
+    if sequence is not None:
+        values["twilio_sequence"] = sequence
+        newer = and_(newer, calls.c.twilio_sequence < sequence)
+    postgresql = is_postgresql(session)
+    insert = pg_insert if postgresql else sqlite_insert
+    moved = (insert(calls).values(call_sid=call_sid, **values)
+             .on_conflict_do_update(index_elements=[calls.c.call_sid], set_=values, where=newer)
+             .returning(calls.c.id, calls.c.step))
+    now, detail = utcnow(), {"status": new_status, "sequence": sequence}
+    if postgresql:
+        row = moved.cte("moved")
+        logged = select(row.c.id, literal(now, events.c.at.type), literal("status"), row.c.step,
+                        literal(detail, events.c.detail.type))
+        db.write_alone(events.insert().from_select(["call_id", "at", "kind", "step", "detail"], logged).add_cte(row, nest_here=True))
+        return
+    found = session.execute(moved).first()
+    if found is not None:
+        session.execute(events.insert().values(call_id=found.id, at=now, kind="status", step=found.step, detail=detail))
+    commit_with(session)
+
+
+def leg_detail(leg: str | None, handler_leg_sid: str | None) -> dict[str, str]:
+    """Whose leg a conference event is about, as its timeline event records it."""
+    if not leg:
+        return {}
+    return {"leg": "handler" if leg == handler_leg_sid else "caller"}
+
+
+def conference_event(session: Session, call_id: int, kind: str, conference_sid: str, leg: str | None) -> None:
+    """Add a conference event to the call's timeline, if the call has a queue entry, and remember the
+    conference's SID on a connecting or answered entry that has none yet; and commit.
+
+    On PostgreSQL one statement in autocommit (the update a data-modifying CTE beside the insert);
+    on SQLite two statements in one transaction.
+    """
+    entries, events = QueueEntry.__table__, CallEvent.__table__
+    entry = select(entries.c.handler_leg_sid).where(entries.c.call_id == call_id).cte("entry")
+    json = events.c.detail.type
+    detail: Any = literal(leg_detail(leg, None), json)
+    if leg:
+        detail = case((entry.c.handler_leg_sid == leg, literal(leg_detail(leg, leg), json)), else_=detail)
+    logged = events.insert().from_select(
+        ["call_id", "at", "kind", "detail"],
+        select(literal(call_id), literal(utcnow(), events.c.at.type), literal(kind), detail).select_from(entry))
+    remembered = None
+    if conference_sid.startswith("CF"):
+        # Also while still `connecting`: the conference often starts before the accept has committed.
+        remembered = (update(entries).values(conference_sid=conference_sid)
+                      .where(entries.c.call_id == call_id, entries.c.conference_sid.is_(None),
+                             entries.c.state.in_(WITH_HANDLER)))
+    if is_postgresql(session):
+        db.write_alone(logged if remembered is None else logged.add_cte(remembered.cte("remembered"), nest_here=True))
+        return
+    session.execute(logged)
+    if remembered is not None:
+        session.execute(remembered)
+    commit_with(session)
+
+
+def remember_conference(session: Session, entry: QueueEntry, conference_sid: str) -> None:
+    """Keep the SID of the answered call's conference (found by asking Twilio), if none is kept yet; and commit."""
+    session.execute(update(QueueEntry).where(QueueEntry.id == entry.id, QueueEntry.conference_sid.is_(None),
+                                             QueueEntry.state == QueueState.ANSWERED).values(conference_sid=conference_sid))
+    commit_with(session)
+    entry.conference_sid = conference_sid
+
+
+def handler_rung_again(session: Session, entry: QueueEntry, leg: str) -> None:
+    """The handler's new leg after a drop, kept unless another leg's callback has taken its place; and commit."""
+    session.execute(update(QueueEntry).where(QueueEntry.id == entry.id, QueueEntry.state == QueueState.ANSWERED,
+                                             QueueEntry.handler_leg_sid.is_(None)).values(handler_leg_sid=leg))
+    commit_with(session)
+
+
+# -- reading a call for a webhook ---------------------------------------------------------------------------------
+
+def find_call(session: Session, call_sid: str) -> Call | None:
+    """The call with this CallSid, if the service has seen it, with its queue entry (if any).
+
+    The entry comes in the same query (a LEFT JOIN): the queue, hold and hang-up steps read it
+    after changing the call, and a lazy load there would first flush those changes (a round trip of
+    its own) and then query again.
+    """
+    return session.scalar(select(Call).options(joinedload(Call.queue_entry)).where(Call.call_sid == call_sid))
+
+
+def call_for_webhook(session: Session, call_sid: str, status: str | None = None, *, new: bool = False) -> Call:
+    """The call record for a webhook, created if this is the first the service hears of the call.
+
+    A call's Voice URL request and its first status callbacks arrive together, often at different
+    serving processes, and any of them may be first: the record is made with INSERT .. ON CONFLICT
+    DO NOTHING, so that exactly one insert wins and the others, instead of failing on the unique
+    CallSid, read the winner's row. `new` says the call is most likely new (its Voice URL request):
+    the insert comes first, and returns the record it made; any other webhook looks first.
+    """
+    if not new:
+        call = find_call(session, call_sid)
+        if call is not None:
+            return call  # every webhook after a call's first: one query, not an insert that does nothing
+    insert = pg_insert if is_postgresql(session) else sqlite_insert
+    made = session.scalar(insert(Call).values(call_sid=call_sid, twilio_status=status)
+                          .on_conflict_do_nothing(index_elements=[Call.call_sid]).returning(Call))
+    if made is not None:
+        set_committed_value(made, "queue_entry", None)  # a call made a moment ago has no place in line
+        return made
+    call = find_call(session, call_sid)
+    assert call is not None
+    return call
+
+
+def entry_of(session: Session, call_id: int) -> QueueEntry | None:
+    """The call's queue entry (as the session has it, if it has it)."""
+    return session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+
+
+def open_consult(session: Session, call_id: int) -> tuple[str, int] | None:
+    """The supervisor's leg and user id of the call's open consult, or None when there is none."""
+    events = session.scalars(select(CallEvent).where(
+        CallEvent.call_id == call_id, CallEvent.kind.in_(("consult_started", "consult_returned", "consult_ended")))
+        .order_by(CallEvent.id.desc()).limit(1)).all()
+    if not events or events[0].kind != "consult_started":
+        return None
+    return events[0].detail["leg"], events[0].detail["supervisor_id"]
+
+
+def supervisors_to_ask(session: Session) -> list[User]:
+    """The supervisors a handler may ask into a call: every active supervisor account, by name."""
+    return list(session.scalars(select(User).where(User.role == "supervisor", User.active.is_(True))
+                                .order_by(User.display_name, User.id)))
+
+
+# -- a handler's own moves that touch an offer (their presence itself is presence.py's) ----------------
+
+def change_status(session: Session, handler: Handler, status: str, now: dt.datetime) -> None:
+    """The handler sets themselves available, on break or offline."""
+    presence.lock(session, handler)
+    if status not in presence.SETTABLE:
+        raise RoutingError("bad_status", f"status must be one of {', '.join(presence.SETTABLE)}", status=400)
+    if handler.presence in (Presence.ON_CALL, Presence.WRAP_UP):
+        raise RoutingError(handler.presence, "finish the call and its wrap-up first")
+    if handler.presence == Presence.OFFERED:
+        if status == Presence.AVAILABLE:
+            return
+        withdraw(session, handler, "status_changed", now)
+    presence.set_presence(session, handler, status, now)
+
+
+def handler_gone(session: Session, handler_id: int, now: dt.datetime) -> None:
+    """The handler's last console connection closed: free their offer now, and take them off the line.
+
+    A handler on a call keeps it (the call is on their phone or softphone, and ends by itself).
+    """
+    handler = _fresh(session, Handler, handler_id)
+    if handler is None:
+        return
+    if handler.presence == Presence.OFFERED:
+        withdraw(session, handler, "disconnected", now)
+    if handler.presence in (Presence.AVAILABLE, Presence.OFFERED):
+        presence.set_presence(session, handler, Presence.OFFLINE, now)
