@@ -66,16 +66,15 @@ def internal_error() -> Response:
     return error(500, "internal_error", "something went wrong on our side; nothing was changed")
 
 
+def _register_refusals(bp: Blueprint) -> None:
+    """A refused request (ours, or werkzeug's) under `bp` as `{"error", "detail"}` with its 4xx status."""
+    bp.register_error_handler(ServiceError, api_response)
+    bp.register_error_handler(HTTPException, http_error)
+
+
 def register_api_errors(bp: Blueprint) -> None:
     """Render every error raised under the JSON API blueprint `bp` as `{"error", "detail"}`."""
-
-    @bp.errorhandler(ServiceError)
-    def _service_error(exc: ServiceError) -> Response:
-        return api_response(exc)
-
-    @bp.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Response:
-        return http_error(exc)
+    _register_refusals(bp)
 
     @bp.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
@@ -91,12 +90,5 @@ def register_webhook_errors(bp: Blueprint, unexpected: Callable[[Exception], Res
     business, not this module's.
     """
 
-    @bp.errorhandler(ServiceError)
-    def _service_error(exc: ServiceError) -> Response:
-        return api_response(exc)
-
-    @bp.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Response:
-        return http_error(exc)
-
+    _register_refusals(bp)
     bp.register_error_handler(Exception, unexpected)
