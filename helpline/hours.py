@@ -72,6 +72,8 @@ class OpeningHours:
                 groups[-1][0].append(index)
             else:
                 groups.append(([index], spans))
+        if all(spans == ((0, 24 * 60),) for spans in self.weekly) and not self.closed:
+            return "We are open at any hour, every day."
         parts = []
         for days, spans in groups:
             if not spans:

@@ -65,6 +65,8 @@ def test_whole_day():
     always = hours(weekly=weekly, closed_dates=[])
     assert always.is_open(dt.datetime(2026, 3, 29, 0, 30, tzinfo=UTC))
     assert always.is_open(dt.datetime(2026, 10, 25, 23, 59, tzinfo=UTC))
+    # Said as people say it, not "Monday to Sunday, midnight to midnight".
+    assert always.spoken_summary() == "We are open at any hour, every day."
 
 
 def test_the_spoken_summary_groups_days():
