@@ -484,9 +484,14 @@ def display_board(board: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Who holds a web request's alert: nobody until a handler takes it.
+WEB_ALERT_HANDLER = "nobody yet (a web request)"
+
+
 def alerts(session: Session, since: dt.datetime) -> list[dict[str, Any]]:
     """Immediate-risk alerts since `since`, newest first, in the shape of the `alert` event: from risk
-    screens, and from questionnaires that raised the risk screen (PHQ-9 item 9 above 0)."""
+    screens, from questionnaires that raised the risk screen (PHQ-9 item 9 above 0), and from web
+    requests whose sender said they were not safe now."""
     screens = session.execute(
         select(RiskScreen.call_id, RiskScreen.handler_user_id, User.display_name, RiskScreen.level, RiskScreen.at,
                RiskScreen.id)
@@ -509,6 +514,16 @@ def alerts(session: Session, since: dt.datetime) -> list[dict[str, Any]]:
     found += [(at, row_id, {"kind": "risk", "call_id": call_id, "handler": {"id": user_id, "name": name}, "level": "immediate",
                             "at": at.isoformat(), "source": kind})
               for call_id, user_id, name, kind, at, row_id in answers]
+    web = session.execute(
+        select(CallEvent.call_id, CallEvent.at, CallEvent.id, CallEvent.detail)
+        .join(Call, Call.id == CallEvent.call_id)
+        .where(CallEvent.kind == "risk", CallEvent.at >= since, Call.channel == "web")
+        .order_by(CallEvent.at.desc(), CallEvent.id.desc())
+        .limit(ALERTS_SHOWN * 2)
+    ).all()
+    found += [(at, row_id, {"kind": "risk", "call_id": call_id, "handler": {"id": None, "name": WEB_ALERT_HANDLER},
+                            "level": "immediate", "at": at.isoformat(), "source": "web_form"})
+              for call_id, at, row_id, detail in web if (detail or {}).get("source") == "web_form"]
     found.sort(key=lambda item: (item[0], item[1]), reverse=True)
     return [alert for _, _, alert in found[:ALERTS_SHOWN]]
 

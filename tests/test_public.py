@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from helpline import mail, public
+from helpline import mail, public, reports
 from helpline.db import db
 from helpline.hours import OpeningHours
 from helpline.models import AuditEntry, Call, CallEvent, PublicSubmission, QueueEntry, utcnow
@@ -341,6 +341,10 @@ def test_not_safe_now_shows_the_emergency_advice_at_once_and_alerts_supervisors(
     [alert] = alerts
     assert alert["call_id"] == call.id and alert["level"] == "immediate" and alert["source"] == "web_form"
     assert "Quinn" not in json.dumps(alert) and "7911" not in json.dumps(alert)
+    # It stays on the wallboard's list of the day's alerts, as a risk screen's does.
+    with app.app_context():
+        [kept] = reports.alerts(db.session, dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1))
+    assert kept["call_id"] == call.id and kept["source"] == "web_form" and kept["handler"]["id"] is None
 
 
 # -- POST /api/self-referrals ---------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from sqlalchemy.orm import Session
 
 from .. import lifecycle
 from ..events import announce
+from ..reports import WEB_ALERT_HANDLER
+from ..risk import ALERT_TOPIC
 from ..models import Call, CallEvent, PublicSubmission, QueueEntry
 from ..phone import normalise
 
@@ -294,10 +296,8 @@ def submit(session: Session, referral: Referral, now: dt.datetime) -> Outcome:
                           detail={"channel": "web", "contact_by": how, "windows": [list(span) for span in spans],
                                   "not_before": entry.not_before.isoformat() if entry.not_before else None}))
     if at_risk:
-        from ..risk import ALERT_TOPIC
-
         session.add(CallEvent(call_id=call.id, at=now, kind="risk", detail={"level": "immediate", "source": "web_form"}))
-        announce(session, ALERT_TOPIC, kind="risk", call_id=call.id, handler={"id": None, "name": "nobody yet (a web request)"},
+        announce(session, ALERT_TOPIC, kind="risk", call_id=call.id, handler={"id": None, "name": WEB_ALERT_HANDLER},
                  level="immediate", at=now.isoformat(), source="web_form")
     announce(session, "queue_changed")
     return Outcome("requested", reference=reference, at_risk=at_risk)
