@@ -134,6 +134,30 @@ def test_the_form_works_with_javascript_off(visitors: Any, stack: Any) -> None:
                      sid=f"web-{reference}")[0].n == 1
 
 
+def test_the_app_reads_its_information_pages_offline_and_never_the_form(visitors: Any, stack: Any) -> None:
+    """Installed, the app keeps the information and self-help pages for reading with no connection; the
+    form needs one, and says so rather than showing a browser error."""
+    from playwright.sync_api import expect
+
+    visitor = visitors(PHONE)
+    visitor.go("/")
+    visitor.page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+    visitor.page.wait_for_function("navigator.serviceWorker.controller !== null || caches.has('helpline-public-v1')")
+    visitor.page.wait_for_function(
+        "caches.open('helpline-public-v1').then((c) => c.keys()).then((k) => k.length >= 6)", polling=200, timeout=15_000)
+    visitor.context.set_offline(True)
+    try:
+        visitor.go("/self-help")
+        expect(visitor.page.locator("h1")).to_contain_text("Self-help")
+        expect(visitor.page.get_by_text("116 123").first).to_be_visible()
+        visitor.go("/self-referral")
+        expect(visitor.page.locator("h1")).to_have_text("You are offline")
+    finally:
+        visitor.context.set_offline(False)
+    # Offline pages raise network errors in the console by design: they are not this test's failures.
+    visitor.errors.clear()
+
+
 def test_a_web_request_reaches_a_handler_and_rings_the_person_back(visitors: Any, console: Any, make_user: Any,
                                                                    stack: Any) -> None:
     from playwright.sync_api import expect
