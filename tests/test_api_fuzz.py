@@ -31,7 +31,7 @@ from tests.booking_support import Console, accepted_call, log_in, ready_contact,
 
 #: Examples per operation and principal: enough to reach each route's validation and error paths,
 #: few enough that the whole run stays well under a minute.
-EXAMPLES = 8
+EXAMPLES = 6
 #: Tables whose rows must not change when a hostile body is refused (the audit log may grow: refusals
 #: are not audited, but a read in between could be).
 WATCHED = ("contacts", "bookings", "handlers", "queue_entries", "risk_screens", "calls", "call_events")

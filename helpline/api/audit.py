@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..auth import roles_required
 from ..db import db
-from . import BadRequest, Routes
+from . import MAX_INT, BadRequest, Routes
 from .openapi import documented, whole_number
 
 routes = Routes()
@@ -31,7 +31,7 @@ WHEN = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "form
             query={"user": "username or user id", "action": ("an action, or a prefix ending in '.'", {
                        "type": "string", "maxLength": 64, "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\.?$"}),
                    "from": ("YYYY-MM-DD or ISO 8601 instant", WHEN), "to": ("YYYY-MM-DD (inclusive) or ISO 8601 instant", WHEN),
-                   "object": "type or type:id", "before": whole_number("next_before of the previous page", 0, 10**12 - 1),
+                   "object": "type or type:id", "before": whole_number("next_before of the previous page", 0, MAX_INT),
                    "limit": whole_number("entries, 1 to 500 (default 100)", 1, 500)},
             roles=("admin",))
 @roles_required("admin")
@@ -85,6 +85,7 @@ def filters_from(session: Session, args: Any) -> audit.Filters:
 def _int(value: str | None, name: str, default: int | None) -> Any:
     if value is None or value == "":
         return default
-    if not value.isdigit() or len(value) > 12:
-        raise ValueError(f"{name} must be a whole number")
+    # The log's sequence numbers are the database's integers: a larger one would fail there (a 500).
+    if not value.isdigit() or len(value) > 10 or int(value) > MAX_INT:
+        raise ValueError(f"{name} must be a whole number up to {MAX_INT}")
     return int(value)
