@@ -66,6 +66,15 @@ def about_someone_else(session: Session, call: Call, now: dt.datetime | None = N
 
 # -- joining the line -----------------------------------------------------------------------------------
 
+def _new_entry(session: Session, call: Call, move: Move, placed_at: dt.datetime) -> QueueEntry:
+    """The call's first place in line, made by `move` (the table says which state it starts in)."""
+    entry = QueueEntry(call_id=call.id, placed_at=placed_at)
+    apply(entry, move, new=True)
+    session.add(entry)
+    call.queue_entry = entry
+    return entry
+
+
 def join_line(session: Session, call: Call, placed_at: dt.datetime) -> QueueEntry:
     """Put the live caller in line (or back in their place), with the need and flags they gave.
 
@@ -74,10 +83,7 @@ def join_line(session: Session, call: Call, placed_at: dt.datetime) -> QueueEntr
     """
     entry = call.queue_entry
     if entry is None:
-        entry = QueueEntry(call_id=call.id, placed_at=placed_at)
-        apply(entry, Move.QUEUED, new=True)
-        session.add(entry)
-        call.queue_entry = entry
+        entry = _new_entry(session, call, Move.QUEUED, placed_at)
     else:
         apply(entry, Move.QUEUED)
     entry.kind = "live"
@@ -101,10 +107,7 @@ def request_callback(session: Session, call: Call, keep_place: bool, not_before:
     """
     entry = call.queue_entry
     if entry is None:
-        entry = QueueEntry(call_id=call.id, placed_at=now)
-        apply(entry, Move.CALLBACK_REQUESTED, new=True)
-        session.add(entry)
-        call.queue_entry = entry
+        entry = _new_entry(session, call, Move.CALLBACK_REQUESTED, now)
     else:
         target(Move.CALLBACK_REQUESTED, entry.state)  # refuse before changing anything
         if entry.state == QueueState.OFFERED:
