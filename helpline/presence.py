@@ -122,7 +122,8 @@ def lock(session: Session, handler: Handler) -> None:
 
 
 def end_wrap_ups(session: Session, settings: RoutingSettings, now: dt.datetime) -> int:
-    """Handlers whose wrap-up has lasted `routing.wrap_up_s` become available."""
+    """Handlers whose wrap-up has lasted `routing.wrap_up_s` become available, or offline if they have
+    closed every console meanwhile (an offer to them would ring nowhere)."""
     deadline = now - dt.timedelta(seconds=settings.wrap_up_s)
     handlers = session.scalars(
         _skip_locked(session, select(Handler).where(Handler.presence == Presence.WRAP_UP, Handler.presence_since <= deadline))
@@ -132,5 +133,5 @@ def end_wrap_ups(session: Session, settings: RoutingSettings, now: dt.datetime) 
         if handler.current_call_id is not None:
             session.add(CallEvent(call_id=handler.current_call_id, kind="wrap_up_timed_out", at=now,
                                   detail={"handler_id": handler.id}))
-        set_presence(session, handler, Presence.AVAILABLE, now)
+        set_presence(session, handler, Presence.AVAILABLE if connections(session, handler.id) else Presence.OFFLINE, now)
     return len(handlers)

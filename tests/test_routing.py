@@ -354,6 +354,15 @@ def test_wrap_up_lasts_until_the_outcome_or_the_configured_time(session):
     assert events(session, entry.call_id, "wrap_up_timed_out")
 
 
+def test_a_handler_who_closed_every_console_during_wrap_up_goes_offline_not_available(session):
+    """An offer to a handler with no console open would ring nowhere while the caller waits."""
+    person = handler(session, idle_since=ago(300), presence_="wrap_up", connected=False)
+    person.presence_since = ago(500)
+    routing.sweep(session, SETTINGS, NOW)
+    fresh(session, person)
+    assert person.presence == "offline"
+
+
 def test_recording_the_outcome_ends_wrap_up(session):
     person = handler(session, idle_since=ago(300), presence_="wrap_up")
     entry = waiting(session, ago(500))
