@@ -13,7 +13,7 @@ import pytest
 
 from .processes import run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 #: Small and quick: prompts twenty times faster than life, short talks, callers ringing in over 2 s.
 SMALL = ["--callers", "10", "--handlers", "3", "--time-scale", "0.05", "--talk", "0.5,1", "--ramp", "2",

@@ -29,7 +29,7 @@ from helpline.models import Call, ConsoleConnection, QueueEntry
 
 from .multiprocess_support import Console, create_handler, scalar, wait_until
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow,
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, pytest.mark.xdist_group("processes"),
               pytest.mark.skipif(os.environ.get("HELPLINE_TEST_DISRUPT") != "1",
                                  reason="starts, stops and kills servers of its own: set HELPLINE_TEST_DISRUPT=1")]
 

@@ -19,7 +19,7 @@ from helpline.models import Call, ConsoleConnection, Handler, QueueEntry, User
 from .conftest import fresh_postgres_database
 from .multiprocess_support import Console, create_handler, scalar, servers, two_process_stack, wait_until
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 
 @pytest.fixture(scope="module")
