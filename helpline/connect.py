@@ -26,7 +26,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from . import audit, lifecycle, routing
 from .contacts import latest_voicemail_choice
-from .db import commit_with, db
+from .db import db
 from .deferred import keep_for_replay
 from .errors import error, register_webhook_errors
 from .ivr import twiml
@@ -81,35 +81,35 @@ def accept(handler: Handler, call_id: int) -> QueueEntry:
     held = hold_until_safe(session, handler, call_id, utcnow())
     if held is not None:
         # A web request is rung only inside the times the person said are safe.
-        commit_with(session)
+        session.commit()
         raise routing.RoutingError("outside_safe_times", "this person asked to be called only at certain times; "
                                    f"their request waits until {held.isoformat()}")
     entry = lifecycle.claim(session, handler, call_id, utcnow())
     # Commit before talking to Twilio: the claim is what makes this handler the only winner, and no
     # lock may be held while we wait on the network.
-    commit_with(session)
+    session.commit()
     call = session.get(Call, call_id)
     assert call is not None
     if entry.kind == "email":
         # A web request to be answered by email: there is nobody to ring; the handler has it in hand
         # and replies from the console (mail.py).
         lifecycle.connected(session, entry, handler, utcnow())
-        commit_with(session)
+        session.commit()
         return entry
     try:
         legs = _ring(gateway(), entry, call, handler)
     except TwilioUnavailable as exc:
         session.refresh(entry)  # (and the call: connect_failed re-reads it) as they are after the wait
         lifecycle.connect_failed(session, entry, handler, str(exc), utcnow())
-        commit_with(session)
+        session.commit()
         raise routing.RoutingError("connect_failed", str(exc)) from None
     if not lifecycle.connected(session, entry, handler, utcnow(), **legs):
         # The handler's leg came back busy, unanswered or failed before we got here: the call is
         # already back at the head of the line (handler_leg), and the caller back in the queue.
-        commit_with(session)
+        session.commit()
         raise routing.RoutingError("handler_unreachable", "your softphone or phone did not take the call; "
                                    "the caller is back at the head of the line")
-    commit_with(session)
+    session.commit()
     return entry
 
 
@@ -233,7 +233,7 @@ def hold(handler: Handler, call_id: int, on_hold: bool) -> None:
     entry = _connected_entry(handler, call_id, error="not_your_call")
     _update_caller(gateway(), entry, **_hold_changes(on_hold))
     lifecycle.held(db.session, call_id, handler.id, on_hold)
-    commit_with(db.session)
+    db.session.commit()
 
 
 def end_call(handler: Handler, call_id: int) -> None:
@@ -251,7 +251,7 @@ def end_call(handler: Handler, call_id: int) -> None:
         raise routing.RoutingError("not_connected", "you are not connected to this call")
     session.add(CallEvent(call_id=call_id, kind="ended_by_handler", detail={"handler_id": handler.id}))
     lifecycle.start_wrap_up(session, handler, utcnow())
-    commit_with(session)
+    session.commit()
     if entry.kind == "email":
         return  # no call at Twilio to end
     try:
@@ -261,7 +261,7 @@ def end_call(handler: Handler, call_id: int) -> None:
         if handler.presence == "wrap_up" and handler.current_call_id == call_id:
             routing.set_presence(session, handler, "on_call", utcnow())
         session.add(CallEvent(call_id=call_id, kind="end_failed", detail={"handler_id": handler.id, "detail": str(exc)}))
-        commit_with(session)
+        session.commit()
         raise routing.RoutingError("twilio_failed", str(exc)) from None
 
 
@@ -333,7 +333,7 @@ def consult(handler: Handler, user: Any, call_id: int, supervisor_id: int) -> di
     db.session.add(CallEvent(call_id=call_id, kind="consult_started",
                              detail={"handler_id": handler.id, "supervisor_id": supervisor.id, "leg": leg}))
     audit.record(db.session, user, "call.consult", "call", call_id, supervisor_id=supervisor.id)
-    commit_with(db.session)
+    db.session.commit()
     return {"call_id": call_id, "supervisor_id": supervisor.id, "identity": identity, "leg_sid": leg}
 
 
@@ -356,7 +356,7 @@ def consult_join(handler: Handler, user: Any, call_id: int) -> None:
     db.session.add(CallEvent(call_id=call_id, kind="consult_ended",
                              detail={"handler_id": handler.id, "supervisor_id": opened[1], "joined": True}))
     audit.record(db.session, user, "call.consult_join", "call", call_id, supervisor_id=opened[1])
-    commit_with(db.session)
+    db.session.commit()
 
 
 def consult_return(handler: Handler, user: Any, call_id: int) -> None:
@@ -380,7 +380,7 @@ def consult_return(handler: Handler, user: Any, call_id: int) -> None:
     db.session.add(CallEvent(call_id=call_id, kind="consult_returned",
                              detail={"handler_id": handler.id, "supervisor_id": supervisor_id}))
     audit.record(db.session, user, "call.consult_return", "call", call_id, supervisor_id=supervisor_id)
-    commit_with(db.session)
+    db.session.commit()
 
 
 # -- Twilio's side --------------------------------------------------------------------------------
@@ -440,7 +440,7 @@ def _reached_voicemail(entry: QueueEntry, call: Call) -> str | None:
     message = None
     if voicemail_safe(call):
         message = f"This is {_interpreter().settings.service.name}, returning your call. We will try again later."
-    commit_with(session)
+    session.commit()
     _hang_up_quietly(gateway(), handler_leg)
     return message
 
@@ -479,13 +479,13 @@ def conference(call_id: int) -> Response:
     handler = _holder(entry)
     if handler is not None and handler.current_call_id == call_id:
         lifecycle.start_wrap_up(db.session, handler, utcnow())
-    commit_with(db.session)
+    db.session.commit()
     return Response(status=204)
 
 
 def _log_conference_event(call_id: int, kind: str, conference_sid: str, leg: str | None) -> None:
     """Add a conference event to the call's timeline (lifecycle.conference_event: one statement on PostgreSQL)."""
-    lifecycle.conference_event(db.session, call_id, kind, conference_sid, leg)
+    lifecycle.conference_event(db.session(), call_id, kind, conference_sid, leg)
 
 
 @bp.post("/<int:call_id>/handler")
@@ -521,7 +521,7 @@ def _handler_unreachable(call_id: int, sid: str, status: str, again: bool) -> Re
         session.add(CallEvent(call_id=call_id, kind="handler_not_back", detail={"handler_id": entry.handler_id, "status": status}))
     lifecycle.handler_unreachable(session, entry, _holder(entry), status, utcnow())
     live = entry.kind == "live" and call.ended_at is None
-    commit_with(session)
+    session.commit()
     twilio = gateway()
     if live:
         _back_to_queue(twilio, call, sid)
@@ -575,7 +575,7 @@ def _handler_dropped(twilio: TwilioGateway, entry: QueueEntry, handler: Handler,
         return  # a repeated callback: the first one is already seeing to it
     locked.handler_leg_sid = None  # the next leg's callbacks are taken, whichever comes first
     session.add(CallEvent(call_id=entry.call_id, kind="handler_dropped", detail={"handler_id": handler.id}))
-    commit_with(session)
+    session.commit()
     if locked.caller_leg_sid:
         try:
             twilio.update_participant(conference_sid, locked.caller_leg_sid, **_hold_changes(True))
@@ -590,7 +590,7 @@ def _handler_dropped(twilio: TwilioGateway, entry: QueueEntry, handler: Handler,
             session.rollback()
             return
         lifecycle.handler_unreachable(session, relocked, _holder(relocked), "failed", utcnow())
-        commit_with(session)
+        session.commit()
         if relocked.kind == "live":
             _back_to_queue(twilio, call, sid)
         return
@@ -607,7 +607,7 @@ def _handler_back(call_id: int, sid: str) -> Response:
     if entry.handler_leg_sid is None:
         entry.handler_leg_sid = sid
     session.add(CallEvent(call_id=call_id, kind="handler_back", detail={"handler_id": entry.handler_id}))
-    commit_with(session)
+    session.commit()
     conference_sid = entry.conference_sid
     if conference_sid and entry.caller_leg_sid:
         try:
@@ -635,12 +635,12 @@ def caller_leg(call_id: int) -> Response:
     handler_leg_sid = entry.handler_leg_sid
     if status in UNANSWERED:
         lifecycle.callback_unanswered(db.session, entry, handler, status, now)
-        commit_with(db.session)
+        db.session.commit()
         _hang_up_quietly(gateway(), handler_leg_sid)
         return Response(status=204)
     if handler is not None and handler.current_call_id == call_id:
         lifecycle.start_wrap_up(db.session, handler, now)
-    commit_with(db.session)
+    db.session.commit()
     return Response(status=204)
 
 

@@ -8,18 +8,19 @@ On PostgreSQL a pooled connection is pinged before use only when it has lain idl
 (`PING_AFTER_IDLE_S`): SQLAlchemy's `pool_pre_ping` would add a round trip to every request and
 every routing pass, to check a connection that answered a moment ago.
 
-The way to commit a session's changes is `commit_with(session)`. On PostgreSQL it sends the changes to
-tables marked `pipelined` (see models.Base) with the COMMIT, in one round trip; elsewhere it is
-`session.commit()`. It raises only for a transaction that did not commit: every check on what it
-sends (an UPDATE that must find its row) runs inside the transaction, before the COMMIT. Two helpers
-beside it save round trips: `run_together` (statements sent together within the session's
-transaction, for the routing pass) and `Database.write_alone` (one statement that is a transaction
-by itself, in autocommit). The compiled forms they send are kept in a cache of
+There is one way to commit: `session.commit()`. Every session the service makes is a
+`ServiceSession`, whose commit on PostgreSQL sends the changes to tables marked `pipelined` (see
+models.Base), and any statements given to `write_with_commit`, with the COMMIT, in one round trip;
+elsewhere it is SQLAlchemy's commit. It raises only for a transaction that did not commit: every
+check on what it sends (an UPDATE that must find its row) runs inside the transaction, before the
+COMMIT. One helper beside it saves round trips: `run_together` (statements sent together within the
+session's transaction, for the routing pass). The compiled forms they send are kept in a cache of
 fixed size (`COMPILED_CACHE_SIZE`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -111,7 +112,7 @@ def is_postgresql(session: Session) -> bool:
 #: How many statements' compiled forms are kept (the least recently used goes first). The service
 #: sends a few dozen statements built once and kept; the bound is for any built afresh per use.
 COMPILED_CACHE_SIZE = 512
-#: The statements of run_together and commit_with, compiled for PostgreSQL: by id, with the
+#: The statements of run_together and ServiceSession.commit, compiled for PostgreSQL: by id, with the
 #: statement kept alive beside its compiled form so that its id is not reused while it is here, and
 #: the bind processors of the parameters whose type has one (JSON, UTC timestamps).
 _COMPILED: OrderedDict[int, tuple[Executable, Any, list[tuple[str, Callable[[Any], Any]]]]] = OrderedDict()
@@ -127,7 +128,8 @@ def _compile(statement: Executable, dialect: Any) -> tuple[Any, list[tuple[str, 
         if cached is not None and cached[0] is statement:
             _COMPILED.move_to_end(key)
             return cached[1], cached[2]
-    sql = statement.compile(dialect=dialect)
+    # An IN list's values are bound one by one here: SQLAlchemy expands them only when it runs a statement itself.
+    sql = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     processors = [(name, processor) for bind, name in sql.bind_names.items()
                   if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None]
     with _COMPILED_LOCK:
@@ -182,7 +184,7 @@ def _append_rows(session: Session) -> list[tuple[Executable, dict[str, Any]]]:
 
 @functools.cache
 def _append_statement(cls: type) -> tuple[Executable, list[Any]]:
-    """The INSERT for an "append" class's rows, and its columns (see `commit_with`), built once."""
+    """The INSERT for an "append" class's rows, and its columns (see `ServiceSession.commit`), built once."""
     table = inspect(cls).local_table
     columns = [column for column in table.columns if not column.primary_key]
     if any(column.server_default is not None or (column.default is not None and not column.default.is_scalar
@@ -223,12 +225,12 @@ ROW_GONE = "helpline: the row to update has gone"
 
 @functools.cache
 def _update_statement(cls: type, keys: tuple[str, ...]) -> Executable:
-    """The UPDATE for an "update" class and a set of changed columns (see `commit_with`), built once.
+    """The UPDATE for an "update" class and a set of changed columns (see `ServiceSession.commit`), built once.
 
     It is checked where it runs, as the ORM checks its own UPDATEs: the statement fails if it did
     not change exactly one row (the row went, erased while the request ran), and so the
     transaction fails before its COMMIT, never after. The failure is a cast of `ROW_GONE` to a
-    number, made only then (a CASE's other branch is not run), which `commit_with` recognises.
+    number, made only then (a CASE's other branch is not run), which `ServiceSession.commit` recognises.
     """
     mapper = inspect(cls)
     table = mapper.local_table
@@ -281,50 +283,111 @@ def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]
         _raise_wrapped(connection, raw, compiled[0][0], exc)
 
 
-def commit_with(session: Session) -> None:
-    """Commit the session's changes, sending those to tables marked `pipelined` (see models.Base)
-    with the COMMIT on PostgreSQL: one round trip, where the flush takes one for each.
+def with_defaults(table: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` for an INSERT into `table`, with each other column's Python-side default filled in
+    (SQLAlchemy fills them only when it runs the statement itself; a statement sent with the
+    commit is sent as compiled)."""
+    filled = dict(values)
+    for column in table.columns:
+        if column.key in filled or column.default is None or column.primary_key:
+            continue
+        default = column.default
+        if default.is_callable:
+            filled[column.key] = default.arg(None)
+        elif default.is_scalar:
+            filled[column.key] = default.arg
+    return filled
 
-    - New rows of "append" tables go as plain INSERTs, in the order they were added. They leave the
-      session, without an id.
+
+#: psycopg's word for a connection outside any transaction (pq.TransactionStatus.IDLE).
+TRANSACTION_IDLE = 0
+#: Where a session keeps the statements to send with its COMMIT (see ServiceSession.write_with_commit).
+WITH_COMMIT = "helpline.with_commit"
+
+
+class ServiceSession(Session):
+    """The service's session. Its `commit()` is the one way the service commits.
+
+    On PostgreSQL the commit sends what it can with the COMMIT, in one round trip, where a flush
+    takes one for each change:
+
+    - New rows of "append" tables (see models.Base) go as plain INSERTs, in the order they were
+      added. They leave the session, without an id.
     - Changed columns of "update" tables go as UPDATEs by primary key, after the flush of the rest.
       The ORM takes them as written.
+    - Statements given to `write_with_commit` go last, before the COMMIT.
 
     The session's before-commit hooks run first, so that what they write (audit entries) is in the
-    same transaction. A failing write (a unique key taken, say) raises as `session.commit()` would,
+    same transaction. A failing write (a unique key taken, say) raises as SQLAlchemy's commit would,
     and leaves the transaction for the caller to roll back (which forgets the changes as usual); an
-    UPDATE whose row has gone raises StaleDataError so, as the ORM's flush would. Nothing raises
-    once the COMMIT has gone through: what was written stands, and the caller is not told otherwise.
-    Elsewhere the session simply commits. Either way the session's after-commit hooks run (the
-    announcements of events.py).
+    UPDATE whose row has gone raises StaleDataError, as the ORM's flush would. Nothing raises once
+    the COMMIT has gone through: what was written stands, and the caller is not told otherwise.
+    Elsewhere (SQLite) it is SQLAlchemy's commit. Either way the session's after-commit hooks run
+    (the announcements of events.py).
     """
-    if isinstance(session, scoped_session):
-        session = session()
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        session.commit()
-        return
-    updates = _update_rows(session)
-    compiled = _compiled((*updates, *_append_rows(session)), connection.dialect)
-    # What must be written in the same transaction at commit (audit.py chains its entries so) is
-    # written now, before the COMMIT goes; the hooks run again in session.commit(), with nothing left.
-    session.dispatch.before_commit(session)
-    session.flush()
-    raw = connection.connection.dbapi_connection
-    assert raw is not None
-    try:
-        with raw.pipeline():  # type: ignore[union-attr]
-            for sql, params in compiled:
-                raw.execute(sql, params)  # type: ignore[union-attr]
-            # A COMMIT statement, not raw.commit(): that would sync the pipeline once more.
-            raw.execute("COMMIT")  # type: ignore[union-attr]
-    except connection.dialect.loaded_dbapi.Error as exc:
-        if ROW_GONE in str(exc):
-            # The transaction failed before its COMMIT: nothing of it was written.
-            raise StaleDataError("an UPDATE sent with the commit matched no row") from exc
-        _raise_wrapped(connection, raw, compiled[0][0] if compiled else "COMMIT", exc)
-    # The transaction has ended on the server: psycopg knows, and SQLAlchemy's own COMMIT sends nothing.
-    session.commit()
+
+    def write_with_commit(self, statement: Executable) -> None:
+        """Write `statement` in this transaction, at the latest when it commits.
+
+        On PostgreSQL it is sent with the COMMIT: a webhook that only records what Twilio reports
+        is then one round trip, its transaction's BEGIN, the statement and the COMMIT together.
+        Elsewhere it runs now. Nothing reads its result, and it is sent as compiled, so it must name
+        every value a column needs (`with_defaults` fills in an INSERT's).
+        """
+        if self.get_bind().dialect.name == "postgresql":
+            self.info.setdefault(WITH_COMMIT, []).append(statement)
+        else:
+            self.execute(statement)
+
+    def commit(self) -> None:
+        if self.get_bind().dialect.name != "postgresql":
+            super().commit()
+            return
+        connection = self.connection()
+        updates = _update_rows(self)
+        statements = [(statement, {}) for statement in self.info.pop(WITH_COMMIT, [])]
+        compiled = _compiled((*updates, *_append_rows(self), *statements), connection.dialect)
+        # What must be written in the same transaction at commit (audit.py chains its entries so) is
+        # written now, before the COMMIT goes; the hooks run again in SQLAlchemy's commit, with nothing left.
+        self.dispatch.before_commit(self)
+        self.flush()
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        # Nothing sent yet (a webhook that only writes): psycopg would send its BEGIN in a round trip
+        # of its own. Send it with the rest instead, the connection in autocommit for the while.
+        begin = raw.info.transaction_status == TRANSACTION_IDLE  # type: ignore[union-attr]
+        if begin:
+            raw.autocommit = True  # type: ignore[union-attr]
+        try:
+            with raw.pipeline():  # type: ignore[union-attr]
+                if begin:
+                    raw.execute("BEGIN")  # type: ignore[union-attr]
+                for sql, params in compiled:
+                    raw.execute(sql, params)  # type: ignore[union-attr]
+                # A COMMIT statement, not raw.commit(): that would sync the pipeline once more.
+                raw.execute("COMMIT")  # type: ignore[union-attr]
+        except connection.dialect.loaded_dbapi.Error as exc:
+            if begin and not raw.closed:  # type: ignore[union-attr]
+                with contextlib.suppress(connection.dialect.loaded_dbapi.Error):
+                    raw.execute("ROLLBACK")  # type: ignore[union-attr]
+            if ROW_GONE in str(exc):
+                # The transaction failed before its COMMIT: nothing of it was written.
+                raise StaleDataError("an UPDATE sent with the commit matched no row") from exc
+            _raise_wrapped(connection, raw, compiled[0][0] if compiled else "COMMIT", exc)
+        finally:
+            if begin and not raw.closed:  # type: ignore[union-attr]
+                with contextlib.suppress(connection.dialect.loaded_dbapi.Error):
+                    raw.autocommit = False  # type: ignore[union-attr]
+        # The transaction has ended on the server: psycopg knows, and SQLAlchemy's own COMMIT sends nothing.
+        super().commit()
+
+    def rollback(self) -> None:
+        self.info.pop(WITH_COMMIT, None)
+        super().rollback()
+
+    def close(self) -> None:
+        self.info.pop(WITH_COMMIT, None)
+        super().close()
 
 
 class Database:
@@ -332,13 +395,13 @@ class Database:
 
     def __init__(self) -> None:
         self.engine: Engine | None = None
-        self.factory: sessionmaker[Session] | None = None
-        self.session: scoped_session[Session] = scoped_session(self._make_session)
+        self.factory: sessionmaker[ServiceSession] | None = None
+        self.session: scoped_session[ServiceSession] = scoped_session(self._make_session)
         #: Subscribers hear about committed changes (see events.py).
         self.bus = Bus()
-        self._own: dict[str, tuple[Engine, sessionmaker[Session]]] = {}
+        self._own: dict[str, tuple[Engine, sessionmaker[ServiceSession]]] = {}
 
-    def _make_session(self) -> Session:
+    def _make_session(self) -> ServiceSession:
         if self.factory is None:
             raise RuntimeError("the database is not configured; call init_app first")
         return self.factory()
@@ -350,9 +413,9 @@ class Database:
             self.engine.dispose()
         self._dispose_own()
         self.engine = make_engine(url)
-        self.factory = sessionmaker(self.engine, expire_on_commit=False, info={"bus": self.bus})
+        self.factory = sessionmaker(self.engine, class_=ServiceSession, expire_on_commit=False, info={"bus": self.bus})
 
-    def own_connection(self, name: str) -> sessionmaker[Session]:
+    def own_connection(self, name: str) -> sessionmaker[ServiceSession]:
         """Sessions on a connection kept for `name` alone (on PostgreSQL; SQLite shares the pool).
 
         For a thread that runs the same few statements all day, the router: psycopg prepares a
@@ -367,7 +430,7 @@ class Database:
             return self.factory
         if name not in self._own:
             engine = make_engine(self.engine.url.render_as_string(hide_password=False), pool_size=1, max_overflow=0)
-            self._own[name] = (engine, sessionmaker(engine, expire_on_commit=False, info={"bus": self.bus}))
+            self._own[name] = (engine, sessionmaker(engine, class_=ServiceSession, expire_on_commit=False, info={"bus": self.bus}))
         return self._own[name][1]
 
     def _dispose_own(self) -> None:
@@ -382,7 +445,7 @@ class Database:
         app.teardown_appcontext(lambda _exc: self.session.remove())
 
     @contextmanager
-    def transaction(self, sessions: sessionmaker[Session] | None = None) -> Iterator[Session]:
+    def transaction(self, sessions: sessionmaker[ServiceSession] | None = None) -> Iterator[ServiceSession]:
         """A fresh session outside any request (jobs, CLI): committed on success, rolled back on error.
 
         `sessions` picks another factory, such as `own_connection`'s.
@@ -396,20 +459,6 @@ class Database:
             raise
         finally:
             session.close()
-
-    def write_alone(self, statement: Executable) -> None:
-        """Run one statement as a transaction of its own, and commit it.
-
-        On PostgreSQL it runs in autocommit: one statement is atomic by itself, and a lone write
-        then costs one round trip instead of three (BEGIN, the statement, COMMIT). Elsewhere it
-        runs in a transaction of its own. It uses a connection of its own, not the request's session.
-        """
-        if self.engine is None:
-            raise RuntimeError("the database is not configured; call init_app first")
-        options = {"isolation_level": "AUTOCOMMIT"} if self.engine.dialect.name == "postgresql" else {}
-        with self.engine.connect().execution_options(**options) as connection:
-            connection.execute(statement)
-            connection.commit()
 
     def dispose(self) -> None:
         """Close every pooled connection (tests, shutdown)."""

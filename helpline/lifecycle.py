@@ -8,7 +8,7 @@ queue entry's state itself. The handler's side of each move goes through presenc
 
 Functions here change the session and announce what changed; their callers commit. Those that
 record what Twilio reports of a call's progress and its conference commit themselves: each is one
-statement on PostgreSQL, sent in autocommit (db.write_alone). The last few read a call and its entry
+statement on PostgreSQL, sent with the COMMIT (ServiceSession.write_with_commit), one round trip. The last few read a call and its entry
 for the webhooks, so that the views (voice.py, connect.py) hold no SQL of their own.
 """
 
@@ -25,7 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from . import line, line_store, presence
 from .config import RoutingSettings
-from .db import commit_with, db, is_postgresql
+from .db import ServiceSession, is_postgresql, with_defaults
 from .events import announce
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
 from .states import (CALLBACK_ATTEMPTS, CALLBACK_RETRY, IN_LINE, WITH_HANDLER, WRAP_UP_OUTCOMES, Move, Presence,
@@ -412,14 +412,14 @@ def finish_wrap_up(session: Session, handler: Handler, call_id: int, outcome: st
 
 # -- what Twilio tells us about the call and its conference ---------------------------------------------------
 
-def status_progressed(session: Session, call_sid: str, new_status: str, sequence: int | None,
+def status_progressed(session: ServiceSession, call_sid: str, new_status: str, sequence: int | None,
                       behind: list[str]) -> None:
     """Record a status callback that does not end the call, and commit; a stale or repeated one changes nothing.
 
     One statement: an upsert of the call's record that moves its status on only if the callback is
     newer (its status is one of `behind`, those at or before it, and the sequence number only
-    grows), with its timeline event. On PostgreSQL the two are one statement in autocommit, one
-    round trip (db.write_alone); on SQLite two statements in one transaction.
+    grows), with its timeline event. On PostgreSQL the two are one statement sent with the COMMIT,
+    one round trip (ServiceSession.write_with_commit); on SQLite two statements in one transaction.
     """
     calls, events = Call.__table__, CallEvent.__table__
     values: dict[str, object] = {"twilio_status": new_status}
@@ -429,7 +429,7 @@ def status_progressed(session: Session, call_sid: str, new_status: str, sequence
         newer = and_(newer, calls.c.twilio_sequence < sequence)
     postgresql = is_postgresql(session)
     insert = pg_insert if postgresql else sqlite_insert
-    moved = (insert(calls).values(call_sid=call_sid, **values)
+    moved = (insert(calls).values(with_defaults(calls, {"call_sid": call_sid, **values}))
              .on_conflict_do_update(index_elements=[calls.c.call_sid], set_=values, where=newer)
              .returning(calls.c.id, calls.c.step))
     now, detail = utcnow(), {"status": new_status, "sequence": sequence}
@@ -437,12 +437,13 @@ def status_progressed(session: Session, call_sid: str, new_status: str, sequence
         row = moved.cte("moved")
         logged = select(row.c.id, literal(now, events.c.at.type), literal("status"), row.c.step,
                         literal(detail, events.c.detail.type))
-        db.write_alone(events.insert().from_select(["call_id", "at", "kind", "step", "detail"], logged).add_cte(row, nest_here=True))
-        return
-    found = session.execute(moved).first()
-    if found is not None:
-        session.execute(events.insert().values(call_id=found.id, at=now, kind="status", step=found.step, detail=detail))
-    commit_with(session)
+        session.write_with_commit(events.insert().from_select(["call_id", "at", "kind", "step", "detail"], logged)
+                                  .add_cte(row, nest_here=True))
+    else:
+        found = session.execute(moved).first()
+        if found is not None:
+            session.execute(events.insert().values(call_id=found.id, at=now, kind="status", step=found.step, detail=detail))
+    session.commit()
 
 
 def leg_detail(leg: str | None, handler_leg_sid: str | None) -> dict[str, str]:
@@ -452,12 +453,12 @@ def leg_detail(leg: str | None, handler_leg_sid: str | None) -> dict[str, str]:
     return {"leg": "handler" if leg == handler_leg_sid else "caller"}
 
 
-def conference_event(session: Session, call_id: int, kind: str, conference_sid: str, leg: str | None) -> None:
+def conference_event(session: ServiceSession, call_id: int, kind: str, conference_sid: str, leg: str | None) -> None:
     """Add a conference event to the call's timeline, if the call has a queue entry, and remember the
     conference's SID on a connecting or answered entry that has none yet; and commit.
 
-    On PostgreSQL one statement in autocommit (the update a data-modifying CTE beside the insert);
-    on SQLite two statements in one transaction.
+    On PostgreSQL one statement sent with the COMMIT (the update a data-modifying CTE beside the
+    insert); on SQLite two statements in one transaction.
     """
     entries, events = QueueEntry.__table__, CallEvent.__table__
     entry = select(entries.c.handler_leg_sid).where(entries.c.call_id == call_id).cte("entry")
@@ -475,19 +476,19 @@ def conference_event(session: Session, call_id: int, kind: str, conference_sid: 
                       .where(entries.c.call_id == call_id, entries.c.conference_sid.is_(None),
                              entries.c.state.in_(WITH_HANDLER)))
     if is_postgresql(session):
-        db.write_alone(logged if remembered is None else logged.add_cte(remembered.cte("remembered"), nest_here=True))
-        return
-    session.execute(logged)
-    if remembered is not None:
-        session.execute(remembered)
-    commit_with(session)
+        session.write_with_commit(logged if remembered is None else logged.add_cte(remembered.cte("remembered"), nest_here=True))
+    else:
+        session.execute(logged)
+        if remembered is not None:
+            session.execute(remembered)
+    session.commit()
 
 
 def remember_conference(session: Session, entry: QueueEntry, conference_sid: str) -> None:
     """Keep the SID of the answered call's conference (found by asking Twilio), if none is kept yet; and commit."""
     session.execute(update(QueueEntry).where(QueueEntry.id == entry.id, QueueEntry.conference_sid.is_(None),
                                              QueueEntry.state == QueueState.ANSWERED).values(conference_sid=conference_sid))
-    commit_with(session)
+    session.commit()
     entry.conference_sid = conference_sid
 
 
@@ -495,7 +496,7 @@ def handler_rung_again(session: Session, entry: QueueEntry, leg: str) -> None:
     """The handler's new leg after a drop, kept unless another leg's callback has taken its place; and commit."""
     session.execute(update(QueueEntry).where(QueueEntry.id == entry.id, QueueEntry.state == QueueState.ANSWERED,
                                              QueueEntry.handler_leg_sid.is_(None)).values(handler_leg_sid=leg))
-    commit_with(session)
+    session.commit()
 
 
 # -- reading a call for a webhook ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import lifecycle
-from .db import commit_with, db
+from .db import db
 from .deferred import keep_for_replay, received_at
 from .errors import error, register_webhook_errors
 from .events import announce
@@ -180,7 +180,7 @@ def _record_progress(call_sid: str, new_status: str, sequence: int | None) -> No
     sequence number only grows.
     """
     behind = [status for status, rank in STATUS_RANK.items() if rank <= STATUS_RANK[new_status]]
-    lifecycle.status_progressed(db.session, call_sid, new_status, sequence, behind)
+    lifecycle.status_progressed(db.session(), call_sid, new_status, sequence, behind)
 
 
 def _apply_status(call_sid: str, new_status: str, sequence: int | None, duration_text: str) -> None:
@@ -205,7 +205,7 @@ def _apply_status(call_sid: str, new_status: str, sequence: int | None, duration
         call.duration_s = int(duration_text)
     interpreter().abandon(session, call, now)
     announce(session, "call_ended", call_id=call.id)
-    commit_with(session)
+    session.commit()
 
 
 def unexpected(exc: Exception) -> Response:

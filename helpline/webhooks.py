@@ -19,7 +19,7 @@ from flask import Response, current_app, request
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from .db import commit_with, db
+from .db import db
 from .errors import error
 from .models import WebhookReply
 
@@ -93,7 +93,7 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
 
     The view returns TwiML text and leaves committing to this wrapper, which stores the reply and
     commits both together (on PostgreSQL the reply's INSERT, the call's new timeline lines and the
-    call's changes go with the COMMIT: one round trip, `db.commit_with`). The reply's key is
+    call's changes go with the COMMIT: one round trip, see db.ServiceSession). The reply's key is
     unique, so the wrapper does not look for a stored reply first (a query on every webhook, for
     the rare retry): it runs the view, and if the commit finds the key taken, or the view fails,
     it rolls the view's changes back and answers with the reply stored for the first of the two,
@@ -111,7 +111,7 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
         try:
             body = view(*args, call_sid=sid, **kwargs)
             session.add(WebhookReply(call_sid=sid, request_key=key, body=body))
-            commit_with(session)
+            session.commit()
         except Exception:
             # A retry (or the same request racing us) whose first run committed: its reply is the
             # one the caller got. Anything else is a real failure, for the blueprint's error handler.

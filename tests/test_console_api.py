@@ -214,7 +214,7 @@ def test_accepting_reads_nothing_twice(app_factory, twilio_api: Recorder, databa
     with statements_sent(engine, transaction_control=False) as sent:
         assert ann.post(f"/api/calls/{call_id}/accept").status_code == 200
     # On PostgreSQL the timeline lines and the changes of the last commit go with its COMMIT
-    # (db.commit_with), where SQLAlchemy does not see them.
+    # (ServiceSession.commit), where SQLAlchemy does not see them.
     pipelined = [] if database_url.startswith("postgresql") else ["UPDATE calls SET", "UPDATE queue_entries SET"]
     assert_statements([one.head(3) for one in sent], [
         "SELECT staff_sessions.id, staff_sessions.token_hash,",  # the session is still open (staff_sessions.py)

@@ -1,6 +1,6 @@
 """The PostgreSQL connection pool: a connection used a moment ago is handed out without a ping; one
 that has lain idle is pinged, and replaced if its server side has gone. And statements sent together
-in a pipeline (`run_together`, `commit_with`)."""
+in a pipeline (`run_together`, `ServiceSession.commit`)."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_statements_run_together_on_a_dead_connection_fail_cleanly_and_the_next_
 def test_rows_committed_with_the_session_are_written_and_announced_once_committed(app, database_url, tmp_path):  # type: ignore[no-untyped-def]
     from sqlalchemy import func, select
 
-    from helpline.db import commit_with, db
+    from helpline.db import db
     from helpline.events import announce
     from helpline.models import Call, WebhookReply
 
@@ -151,7 +151,7 @@ def test_rows_committed_with_the_session_are_written_and_announced_once_committe
         announce(session, "test_committed", sid="CA" + "a" * 32)
         session.add(WebhookReply(call_sid="CA" + "a" * 32, request_key="one", body="<Response/>"))
         session.add(WebhookReply(call_sid="CA" + "a" * 32, request_key="two", body="<Response/>"))
-        commit_with(session)
+        session.commit()
         if wire is not None:
             assert wire() - before == 1  # both INSERTs and the COMMIT
         assert heard == ["CA" + "a" * 32]  # after the commit, once
@@ -164,7 +164,7 @@ def test_a_row_committed_with_the_session_that_fails_raises_and_writes_nothing(a
     from sqlalchemy import func, select
     from sqlalchemy.exc import IntegrityError
 
-    from helpline.db import commit_with, db
+    from helpline.db import db
     from helpline.events import announce
     from helpline.models import Call, WebhookReply
 
@@ -172,12 +172,12 @@ def test_a_row_committed_with_the_session_that_fails_raises_and_writes_nothing(a
     db.bus.subscribe("test_committed", lambda **data: heard.append(data["sid"]))
     with app.app_context():
         db.session.add(WebhookReply(call_sid="CA" + "b" * 32, request_key="taken", body="<Response/>"))
-        commit_with(db.session)
+        db.session.commit()
         db.session.add(Call(call_sid="CA" + "b" * 32))
         announce(db.session, "test_committed", sid="CA" + "b" * 32)
         db.session.add(WebhookReply(call_sid="CA" + "b" * 32, request_key="taken", body="<Response/>"))
         with pytest.raises(IntegrityError):
-            commit_with(db.session)  # the unique key is taken: as a retried webhook finds it
+            db.session.commit()  # the unique key is taken: as a retried webhook finds it
         db.session.rollback()
         assert heard == []
         assert db.session.scalar(select(func.count()).select_from(Call)) == 0  # the session's changes too
@@ -193,7 +193,7 @@ def test_append_only_rows_committed_with_the_session_keep_their_values_and_order
     write them; so does the call's UPDATE (an "update" table)."""
     from sqlalchemy import select
 
-    from helpline.db import commit_with, db
+    from helpline.db import db
     from helpline.models import Call, CallEvent, WebhookReply, utcnow
 
     from .conftest import round_trips
@@ -213,7 +213,7 @@ def test_append_only_rows_committed_with_the_session_keep_their_values_and_order
         call.step = "menu"
         reply = WebhookReply(call_sid=call.call_sid, request_key="k", body="<Response/>")
         session.add(reply)
-        commit_with(session)
+        session.commit()
         if wire is not None:
             assert wire() - before == 1  # the call's UPDATE, the lines, the reply and the COMMIT
             assert all(line not in session for line in [*lines, reply])  # they left the session, unwritten by the ORM
@@ -233,18 +233,18 @@ def test_append_only_rows_are_not_written_when_the_commit_fails(app, database_ur
     from sqlalchemy import func, select
     from sqlalchemy.exc import IntegrityError
 
-    from helpline.db import commit_with, db
+    from helpline.db import db
     from helpline.models import Call, CallEvent, WebhookReply
 
     with app.app_context():
         call = Call(call_sid="CA" + "e" * 32)
         db.session.add(call)
         db.session.add(WebhookReply(call_sid=call.call_sid, request_key="taken", body="<Response/>"))
-        commit_with(db.session)
+        db.session.commit()
         db.session.add(CallEvent(call_id=call.id, kind="step", step="welcome"))
         db.session.add(WebhookReply(call_sid=call.call_sid, request_key="taken", body="<Response/>"))
         with pytest.raises(IntegrityError):
-            commit_with(db.session)  # a retried webhook
+            db.session.commit()  # a retried webhook
         db.session.rollback()
         assert db.session.scalar(select(func.count()).select_from(CallEvent)) == 0
 
@@ -252,14 +252,14 @@ def test_append_only_rows_are_not_written_when_the_commit_fails(app, database_ur
 def test_a_line_tied_to_its_call_by_the_relationship_is_left_to_the_orm(app, database_url):  # type: ignore[no-untyped-def]
     from sqlalchemy import select
 
-    from helpline.db import commit_with, db
+    from helpline.db import db
     from helpline.models import Call, CallEvent
 
     with app.app_context():
         call = Call(call_sid="CA" + "f" * 32)
         tied = CallEvent(call=call, kind="incoming")  # its call_id is only known once the call is written
         db.session.add_all([call, tied])
-        commit_with(db.session)
+        db.session.commit()
         assert tied.id is not None
         db.session.remove()
         assert db.session.execute(select(CallEvent.kind, CallEvent.call_id)).all() == [("incoming", call.id)]
@@ -272,7 +272,7 @@ def test_changed_rows_committed_with_the_session_are_written_once_and_left_clean
     from sqlalchemy import select
     from sqlalchemy.orm import joinedload
 
-    from helpline.db import commit_with, db
+    from helpline.db import db
     from helpline.models import Call, QueueEntry, utcnow
 
     from .conftest import round_trips, statements_sent
@@ -281,13 +281,13 @@ def test_changed_rows_committed_with_the_session_are_written_once_and_left_clean
         wire = stack.enter_context(round_trips(db.engine, tmp_path)) if database_url.startswith("postgresql") else None
         call = Call(call_sid="CA" + "9" * 32)
         db.session.add(call)
-        commit_with(db.session)
+        db.session.commit()
         before, now = (wire() if wire is not None else 0), utcnow()
         call = db.session.scalar(select(Call).options(joinedload(Call.queue_entry)))  # BEGIN and the SELECT (as find_call)
         call.step, call.ivr_path, call.queued_at = "queue", [{"step": "queue", "at": now.isoformat()}], now
         call.queue_entry = QueueEntry(call_id=call.id, placed_at=now)
         sent = stack.enter_context(statements_sent(db.engine, transaction_control=False))
-        commit_with(db.session)
+        db.session.commit()
         if wire is not None:
             assert [one.head() for one in sent] == ["INSERT"]  # the entry, in the flush; not the call
             assert wire() - before == 4  # BEGIN, the SELECT, the entry's INSERT; the UPDATE with the COMMIT
@@ -300,13 +300,13 @@ def test_changed_rows_committed_with_the_session_are_written_once_and_left_clean
         assert stored.queue_entry is not None and stored.queue_entry.placed_at == now
 
 
-def test_audit_entries_recorded_before_a_commit_with_are_in_its_transaction(app, database_url, tmp_path):  # type: ignore[no-untyped-def]
-    """audit.py writes its entries from the session's before-commit hook: commit_with runs it before
+def test_audit_entries_recorded_before_a_pipelined_commit_are_in_its_transaction(app, database_url, tmp_path):  # type: ignore[no-untyped-def]
+    """audit.py writes its entries from the session's before-commit hook: the commit runs it before
     the COMMIT goes, not after (which would write them in a second transaction)."""
     from sqlalchemy import select
 
     from helpline import audit
-    from helpline.db import commit_with, db
+    from helpline.db import db
     from helpline.models import AuditEntry, Call
 
     from .conftest import round_trips
@@ -315,12 +315,12 @@ def test_audit_entries_recorded_before_a_commit_with_are_in_its_transaction(app,
         wire = stack.enter_context(round_trips(db.engine, tmp_path)) if database_url.startswith("postgresql") else None
         call = Call(call_sid="CA" + "8" * 32)
         db.session.add(call)
-        commit_with(db.session)
+        db.session.commit()
         before = wire() if wire is not None else 0
         db.session.execute(select(Call.id))  # BEGIN and a SELECT
         call.step = "welcome"
         audit.record(db.session, audit.Actor.system("test"), "contact.update", "contact", 1)
-        commit_with(db.session)
+        db.session.commit()
         if wire is not None:
             # BEGIN, the SELECT; the audit lock, chain head and entry; the call's UPDATE with the COMMIT
             assert wire() - before == 6
@@ -335,26 +335,27 @@ def test_an_update_sent_with_the_commit_whose_row_has_gone_fails_before_the_comm
     from sqlalchemy import delete, func, select
     from sqlalchemy.orm.exc import StaleDataError
 
-    from helpline.db import commit_with, db
+    from helpline.db import db
     from helpline.models import Call, WebhookReply
 
     if not database_url.startswith("postgresql"):
         pytest.skip("on SQLite the session commits itself, and its flush makes the same check")
     with app.app_context():
         db.session.add(Call(call_sid="CA" + "d" * 32))
-        commit_with(db.session)
+        db.session.commit()
         call = db.session.scalar(select(Call))
         call.step = "greeting"
         db.session.add(WebhookReply(call_sid="CA" + "d" * 32, request_key="one", body="<Response/>"))
-        db.write_alone(delete(Call).where(Call.id == call.id))  # erased meanwhile
+        with db.engine.begin() as other:  # erased meanwhile
+            other.execute(delete(Call).where(Call.id == call.id))
         with pytest.raises(StaleDataError):
-            commit_with(db.session)
+            db.session.commit()
         db.session.rollback()
         assert db.session.scalar(select(func.count()).select_from(WebhookReply)) == 0
         db.session.add(Call(call_sid="CA" + "e" * 32))
-        commit_with(db.session)  # the session carries on
+        db.session.commit()  # the session carries on
         db.session.scalar(select(Call)).step = "menu"
-        commit_with(db.session)  # and an UPDATE whose row is there commits without a word
+        db.session.commit()  # and an UPDATE whose row is there commits without a word
         assert db.session.scalar(select(Call.step)) == "menu"
 
 
@@ -375,3 +376,27 @@ def test_the_cache_of_compiled_statements_keeps_a_fixed_number(app, database_url
             assert len(database._COMPILED) == 4
             assert id(kept) in database._COMPILED  # in use, so never the least recently used
         db.session.rollback()
+
+
+def test_a_statement_written_with_the_commit_is_in_its_transaction(app, database_url):  # type: ignore[no-untyped-def]
+    """`write_with_commit` is part of the session's transaction: written when it commits, forgotten
+    when it rolls back, on both databases."""
+    from sqlalchemy import func, insert, select
+
+    from helpline.db import db, with_defaults
+    from helpline.models import Call
+
+    def calls() -> int:
+        with db.engine.connect() as other:
+            return int(other.scalar(select(func.count()).select_from(Call)) or 0)
+
+    with app.app_context():
+        session = db.session()
+        session.write_with_commit(insert(Call).values(with_defaults(Call.__table__, {"call_sid": "CA" + "f" * 32})))
+        session.rollback()
+        session.commit()
+        assert calls() == 0
+        session.write_with_commit(insert(Call).values(with_defaults(Call.__table__, {"call_sid": "CA" + "f" * 32})))
+        session.add(Call(call_sid="CA" + "1" * 32))
+        session.commit()
+        assert calls() == 2

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from helpline import webhooks
-from helpline.db import db
+
+from helpline.db import ServiceSession, db
 from helpline.models import Call, CallEvent, QueueEntry, WebhookReply
 
 from .walker import CallWalker
@@ -28,17 +28,17 @@ def the_call(sid: str) -> Call | None:
 @pytest.fixture
 def outage(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Every webhook's commit fails, as when PostgreSQL is away; `outage.end()` brings it back."""
-    real = webhooks.commit_with
+    real = ServiceSession.commit
 
     class Outage:
         def begin(self) -> None:
             def down(session):  # type: ignore[no-untyped-def]
                 raise OperationalError("COMMIT", {}, Exception("connection refused"))
 
-            monkeypatch.setattr(webhooks, "commit_with", down)
+            monkeypatch.setattr(ServiceSession, "commit", down)
 
         def end(self) -> None:
-            monkeypatch.setattr(webhooks, "commit_with", real)
+            monkeypatch.setattr(ServiceSession, "commit", real)
 
     return Outage()
 

@@ -178,19 +178,21 @@ def test_status_callbacks_apply_in_sequence_order(app, twilio):
         assert count(CallEvent.__table__.select().where(CallEvent.kind == "status").subquery()) == 1
 
 
-def test_a_status_callback_that_does_not_end_the_call_is_one_round_trip_on_postgresql(app, twilio, database_url):
-    """Three of a call's four status callbacks only move its status on: on PostgreSQL one statement
-    in autocommit (no BEGIN, no COMMIT), which makes the record if need be and logs the event."""
+def test_a_status_callback_that_does_not_end_the_call_is_one_round_trip_on_postgresql(app, twilio, database_url, tmp_path):
+    """Three of a call's four status callbacks only move its status on: on PostgreSQL one statement,
+    which makes the record if need be and logs the event, sent with its BEGIN and COMMIT in one round
+    trip (ServiceSession.write_with_commit), and nothing else."""
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite runs the two statements in one local transaction")
     sid = new_call_sid()
     with app.app_context():
         engine = db.engine
-    with statements_sent(engine) as sent:
+    with statements_sent(engine) as sent, round_trips(engine, tmp_path) as wire:
         assert status(twilio, sid, "ringing", 1).status_code == 204  # before the Voice URL request
         assert status(twilio, sid, "in-progress", 2).status_code == 204
         assert status(twilio, sid, "ringing", 1).status_code == 204  # late: changes nothing
-    assert [(one.head(), one.autocommit) for one in sent] == [("WITH", True)] * 3
+        assert wire() == 3
+    assert sent == []  # sent by the commit itself, not statement by statement
     with app.app_context():
         call = db.session.scalar(select(Call).where(Call.call_sid == sid))
         assert call.twilio_status == "in-progress" and call.twilio_sequence == 2 and call.step is None
@@ -203,7 +205,7 @@ def test_each_ivr_webhook_takes_a_handful_of_statements(app, twilio, database_ur
     a new call is made by its insert (no look-up first), and the call's queue entry comes with it
     (no lazy load, which would flush the step's changes early and write twice). On PostgreSQL the
     stored reply, the call's timeline lines and the call's changes go with the COMMIT, in one round
-    trip (`db.commit_with`): SQLAlchemy does not see those statements, and the round trips are
+    trip (`db.ServiceSession.commit`): SQLAlchemy does not see those statements, and the round trips are
     counted on the wire. (SQLite writes the call and the lines in the flush, in-process.)"""
     from helpline import router
 

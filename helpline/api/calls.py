@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from .. import connect, lifecycle, routing
 from ..auth import roles_required
-from ..db import commit_with, db
+from ..db import db
 from flask_login import current_user
 
 from ..models import Call, QueueEntry, utcnow
@@ -54,7 +54,7 @@ def decline(call_id: int) -> Response:
     """Turn down the call offered to you: it keeps its place and goes to someone else."""
     handler = current_handler()
     lifecycle.decline(db.session, handler, call_id, utcnow())
-    commit_with(db.session)
+    db.session.commit()
     return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
 
 
@@ -96,7 +96,7 @@ def wrap_up(call_id: int) -> Response:
         if entry is not None and entry.state == "answered" and entry.handler_id == handler.id:
             connect.end_call(handler, call_id)
     lifecycle.finish_wrap_up(db.session, handler, call_id, change.outcome, utcnow())
-    commit_with(db.session)
+    db.session.commit()
     return jsonify(Presence(presence=handler.presence, since=handler.presence_since.isoformat()).model_dump())
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import audit
 from ..auth import roles_required
-from ..db import commit_with, db
+from ..db import db
 from ..models import Call, CallEvent, utcnow
 from ..public import referrals
 from ..security import client_address
@@ -63,7 +63,7 @@ def self_referrals() -> Response | tuple[Response, int]:
     if outcome.outcome in ("third_party", "ineligible"):
         session.rollback()  # nothing was written; nothing is kept
         return jsonify(ReferralAnswer(outcome=outcome.outcome, message=outcome.message).model_dump())
-    commit_with(session)
+    session.commit()
     contact = referral.contact
     if contact is not None and contact.email and (contact.contact_by or ("phone" if contact.phone else "email")) == "email" \
             and not referral.website.strip():
@@ -122,5 +122,5 @@ def email_reply(call_id: int) -> Response | tuple[Response, int]:
         return error(502, "mail_failed", str(exc))
     db.session.add(CallEvent(call_id=call_id, kind="email_sent", detail={"handler_id": handler.id}))
     audit.record(db.session, current_user, "call.email_sent", "call", call_id)
-    commit_with(db.session)
+    db.session.commit()
     return jsonify(EmailSent(sent=True, message_id=message_id).model_dump())

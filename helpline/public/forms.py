@@ -19,7 +19,7 @@ from flask import abort, current_app, redirect, render_template, request, sessio
 from pydantic import ValidationError
 from werkzeug.wrappers import Response
 
-from ..db import commit_with, db
+from ..db import db
 from ..models import utcnow
 from ..phone import normalise
 from ..security import client_address
@@ -296,7 +296,7 @@ def check_answers() -> Response | tuple[str, int]:
         db_session.commit()
         return render_template("public/form/too_many.html", facts=service_facts()), 429
     outcome = referrals.submit(db_session, referral, now)
-    commit_with(db_session)
+    db_session.commit()
     _forget()
     session[SENT] = {"reference": outcome.reference, "at_risk": outcome.at_risk,
                      "by_email": referral.contact is not None and referral.contact.contact_by == "email"}
