@@ -31,7 +31,7 @@ from .db import is_postgresql, run_together
 from .decision import NEED_CLASSES, SKILLED_NEEDS, Free, Offer, Waiting, takeable
 from .events import announce
 from .models import CallEvent, Handler, QueueEntry
-from .states import Move, Presence, QueueState, sources, target
+from .states import Move, Presence, QueueState, presence_sources, sources, target
 
 #: Entries fetched at a time when a need's line must be walked past calls nobody free can take: a
 #: few at first (the usual walk stops within them), then more at a time, so that a long walk takes
@@ -213,12 +213,13 @@ def _offer_statements() -> dict[str, Any]:
     """The statements of an offer made one at a time (SQLite), built once: on the tables, no ORM bookkeeping."""
     entries, handlers, events = QueueEntry.__table__, Handler.__table__, CallEvent.__table__
     (waiting,) = sources(Move.OFFERED)
+    (free,) = presence_sources(Presence.OFFERED)
     return {
         "entry": update(entries)
         .where(entries.c.id == bindparam("entry_id"), entries.c.state == waiting)
         .values(state=target(Move.OFFERED, waiting), handler_id=bindparam("handler_id"), offered_at=bindparam("at")),
         "handler": update(handlers)
-        .where(handlers.c.id == bindparam("handler_id"), handlers.c.presence == Presence.AVAILABLE)
+        .where(handlers.c.id == bindparam("handler_id"), handlers.c.presence == free)
         .values(presence=Presence.OFFERED, presence_since=bindparam("at"), current_call_id=bindparam("call")),
         # Within the same transaction: the entry as it was before "entry" above, when the handler was not free.
         "undo": update(entries).where(entries.c.id == bindparam("entry_id"))
@@ -239,10 +240,11 @@ def _offer_in_one_statement() -> Any:
     """
     entries, handlers, events = QueueEntry.__table__, Handler.__table__, CallEvent.__table__
     (waiting,) = sources(Move.OFFERED)
+    (free,) = presence_sources(Presence.OFFERED)
     entry = (select(entries.c.id).where(entries.c.id == bindparam("entry_id"), entries.c.state == constant(waiting))
              .with_for_update(skip_locked=True).cte("free_entry"))
     handler = (select(handlers.c.id).where(handlers.c.id == bindparam("handler_id"),
-                                           handlers.c.presence == constant(Presence.AVAILABLE))
+                                           handlers.c.presence == constant(free))
                .with_for_update().cte("free_handler"))
     both_free = and_(exists(select(entry.c.id)), exists(select(handler.c.id)))
     took_entry = (update(entries).where(entries.c.id == bindparam("entry_id"), both_free)

@@ -21,7 +21,7 @@ from .config import RoutingSettings
 from .db import is_postgresql
 from .events import announce
 from .models import CallEvent, ConsoleConnection, Handler
-from .states import Presence
+from .states import Presence, check_presence_move
 
 #: A process refreshes its connections every sweep (about a second); rows this old belong to a process that stopped.
 STALE = dt.timedelta(seconds=60)
@@ -97,6 +97,7 @@ def set_presence(session: Session, handler: Handler, presence: str, now: dt.date
     """
     if presence not in PRESENCES:
         raise ValueError(f"unknown presence {presence!r}")
+    check_presence_move(handler.presence, presence)
     if presence == Presence.AVAILABLE and handler.presence != Presence.AVAILABLE:
         handler.available_since = now
     if presence in SETTABLE:

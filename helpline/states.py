@@ -4,7 +4,8 @@ The values are the words stored in the database and sent to consoles and in the 
 and `Presence` are `StrEnum`s, so a member compares equal to its word and is written as it.
 `TRANSITIONS` is the whole life of a queue entry as a table; `lifecycle.py` makes every move through
 `apply` (or, for the moves routing makes in one SQL statement, conditions on `sources`), so a move
-the table does not list is refused before anything is written. This module imports nothing of the
+the table does not list is refused before anything is written. `PRESENCE_MOVES` is the same for a
+handler's presence, checked by `presence.set_presence` (and `presence_sources` for the SQL moves). This module imports nothing of the
 service's, so that every other module can use it.
 """
 
@@ -85,6 +86,46 @@ TRANSITIONS: dict[Move, dict[QueueState | None, QueueState]] = {
     Move.CALLBACK_CLOSED: {C: QueueState.CLOSED, A: QueueState.CLOSED},
 }
 del W, O, C, A
+
+_OFF, _FREE, _OFFERED, _ON_CALL, _WRAP_UP, _BREAK = (Presence.OFFLINE, Presence.AVAILABLE, Presence.OFFERED,
+                                                       Presence.ON_CALL, Presence.WRAP_UP, Presence.BREAK)
+
+#: For each presence, the presences a handler may move to from it (staying put is always allowed:
+#: it restarts nothing but the clocks). `presence.set_presence` refuses any other move before it
+#: writes, and the moves routing makes in one SQL statement condition on `presence_sources`.
+PRESENCE_MOVES: dict[Presence, frozenset[Presence]] = {
+    # Their own choice (console, or a supervisor for them).
+    _OFF: frozenset({_FREE, _BREAK}),
+    # Their own choice; offered a call by routing; taking a call from the line; their console gone.
+    _FREE: frozenset({_BREAK, _OFF, _OFFERED, _ON_CALL}),
+    # Declined, withdrawn or the caller gone (free again); missed (a break); accepted; console gone.
+    _OFFERED: frozenset({_FREE, _BREAK, _ON_CALL, _OFF}),
+    # The call ended (wrap-up); connecting failed, a callback unanswered or the caller gone before
+    # they were through (free again); their phone unreachable (a break, so no call rings nowhere).
+    _ON_CALL: frozenset({_WRAP_UP, _FREE, _BREAK}),
+    # Outcome recorded or wrap-up timed out (free, or offline with no console open); ending the
+    # call failed at Twilio, so it is still up (back on the call).
+    _WRAP_UP: frozenset({_FREE, _OFF, _ON_CALL}),
+    # Their own choice.
+    _BREAK: frozenset({_FREE, _OFF}),
+}
+del _OFF, _FREE, _OFFERED, _ON_CALL, _WRAP_UP, _BREAK
+
+
+class PresenceError(RuntimeError):
+    """A presence move the table does not allow: a fault in the service, not the handler's doing."""
+
+
+def check_presence_move(before: Presence | str, after: Presence | str) -> None:
+    """Raise PresenceError unless a handler may move from `before` to `after`."""
+    if Presence(before) != Presence(after) and Presence(after) not in PRESENCE_MOVES[Presence(before)]:
+        raise PresenceError(f"a handler {before} cannot become {after}")
+
+
+def presence_sources(after: Presence) -> tuple[Presence, ...]:
+    """The presences a handler may move to `after` from, for moves made by one conditional UPDATE."""
+    return tuple(before for before, allowed in PRESENCE_MOVES.items() if after in allowed)
+
 
 #: States in which an entry holds a place in line.
 IN_LINE = (QueueState.WAITING, QueueState.OFFERED)

@@ -4,6 +4,7 @@ declining, hold, wrap-up, the IVR answers, softphone tokens, and the OpenAPI des
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import socket
@@ -20,7 +21,7 @@ from helpline.db import db
 from helpline.models import Call, CallEvent, Handler, QueueEntry, User
 from helpline.users import create_user
 
-from .conftest import ACCOUNT_SID, Twilio, assert_statements, new_call_sid, shows_number, statements_sent
+from .conftest import ACCOUNT_SID, Twilio, assert_statements, new_call_sid, round_trips, shows_number, statements_sent
 from .test_auth import csrf_from
 from .twilio_recorder import Recorder, twilio_api  # noqa: F401 - fixture
 from .walker import CallWalker
@@ -226,9 +227,11 @@ def test_accepting_reads_nothing_twice(app_factory, twilio_api: Recorder, databa
     ], database_url)
 
 
-def test_conference_events_say_whose_leg_and_keep_the_first_conference_sid(app_factory, twilio_api: Recorder, database_url):
+def test_conference_events_say_whose_leg_and_keep_the_first_conference_sid(app_factory, twilio_api: Recorder, database_url,
+                                                                           tmp_path):
     """All but the conference's end only add to the timeline (and the first remembers its SID): on
-    PostgreSQL one statement in autocommit each. The end starts the handler's wrap-up."""
+    PostgreSQL one statement each, sent with its BEGIN and COMMIT in one round trip. The end starts
+    the handler's wrap-up."""
     app = service(app_factory, twilio_api.url)
     ann = Console(app, "ann")
     ann.post("/api/me/status", {"status": "available"})
@@ -245,12 +248,17 @@ def test_conference_events_say_whose_leg_and_keep_the_first_conference_sid(app_f
 
     with app.app_context():
         engine = db.engine
-    with statements_sent(engine) as sent:
+    postgresql = database_url.startswith("postgresql")
+    with contextlib.ExitStack() as stack:
+        sent = stack.enter_context(statements_sent(engine))
+        wire = stack.enter_context(round_trips(engine, tmp_path)) if postgresql else None
         conference("conference-start", ConferenceSid=first)
         conference("participant-join", ConferenceSid=first, CallSid=handler_leg)
         conference("participant-join", ConferenceSid=second, CallSid=walker.sid)
-    if database_url.startswith("postgresql"):
-        assert [(one.head(), one.autocommit) for one in sent] == [("WITH", True)] * 3
+        if wire is not None:
+            assert wire() == 3
+    if postgresql:
+        assert sent == []  # sent by the commit itself, not statement by statement
     assert state(app, call_id)[0].conference_sid == first
     logged = [(kind, detail) for kind, detail in timeline(app, call_id) if kind.startswith("conference_")]
     assert logged == [("conference_start", {}), ("conference_join", {"leg": "handler"}), ("conference_join", {"leg": "caller"})]

@@ -195,3 +195,24 @@ def routing_settings():  # type: ignore[no-untyped-def]
     from helpline.config import RoutingSettings
 
     return RoutingSettings(offer_timeout_s=20, wrap_up_s=120, skill_fallback_after_s=60)
+
+
+# -- the handler's presence moves ---------------------------------------------------------------------
+
+def test_a_presence_move_the_table_does_not_list_is_refused_before_anything_changes(session):
+    """A handler on break is never offered a call or put on one by a fault elsewhere: the table
+    (states.PRESENCE_MOVES) is checked before the handler's row changes."""
+    from helpline import presence
+    from helpline.states import PRESENCE_MOVES, PresenceError, presence_sources
+
+    person = handler(session, presence_="break")
+    for refused in (Presence.OFFERED, Presence.ON_CALL, Presence.WRAP_UP):
+        with pytest.raises(PresenceError):
+            presence.set_presence(session, person, refused, NOW)
+        assert person.presence == "break"
+    presence.set_presence(session, person, Presence.AVAILABLE, NOW)
+    assert person.presence == "available"
+    # Every presence can be reached and left; only a free handler is offered a call.
+    assert all(PRESENCE_MOVES[state] for state in Presence)
+    assert all(any(state in allowed for allowed in PRESENCE_MOVES.values()) for state in Presence)
+    assert presence_sources(Presence.OFFERED) == (Presence.AVAILABLE,)
