@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from flask import url_for
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -36,6 +37,8 @@ NO_ESTIMATE = ("You are number {position} in line. Nobody is free to answer just
 #: What a caller held through an outage hears before the flow's emergency advice (`texts.emergency`).
 HELD = ("We are sorry, we cannot take your answers just now. Please stay on the line: you are in the queue "
         "and we will put you through to one of our team as soon as we can.")
+#: The timeline's mark that a caller has been told we cannot call them back (they hear it once).
+NO_CALLBACK_TOLD = "no_callback_told"
 #: "a.m." or "p.m." followed by a sentence's own full stop.
 _DOUBLED_STOP = re.compile(r"\b([ap])\.m\.\.")
 
@@ -474,16 +477,31 @@ class Interpreter:
         else:
             text = self.render(step.announce["position"], now, position=place, wait=routing.spoken_wait(wait_s))
         callback_url = None
-        if (
-            step.callback_key
-            and (waited >= self.settings.queue.offer_callback_after_s or wait_s is None)
-            and call.caller_number_status in ("valid", None)
-            and parse_caller(form.get("From")).status == "valid"
-        ):
+        offer_due = bool(step.callback_key) and (waited >= self.settings.queue.offer_callback_after_s or wait_s is None)
+        if offer_due and self.can_call_back(call, form):
             text = f"{text} {self.render(step.announce['callback_offer'], now)}"
             callback_url = url_for("voice.queue_key", n=len(call.ivr_path))
+        elif offer_due and "no_callback" in step.announce and not self._told_no_callback(session, call):
+            # Others are offered a call-back now. This caller cannot be (a withheld number, or one we
+            # cannot ring): rather than leave them wondering, say so once, beside the wait to expect.
+            text = f"{self.render(step.announce['no_callback'], now)} {text}"
+            self.log(session, call, NO_CALLBACK_TOLD, step.name, number=call.caller_number_status)
         loops = max(1, round(self.settings.queue.announce_every_s / HOLD_CLIP_S))
         return twiml.hold(self.voice, text, self.music_url(), loops, callback_url)
+
+    @staticmethod
+    def can_call_back(call: Call, form: Mapping[str, str]) -> bool:
+        """Whether the caller's number is one the service can ring back: shown, valid, and a UK
+        number (the service rings UK numbers only; a caller from abroad is not promised a call)."""
+        parsed = parse_caller(form.get("From"))
+        return (call.caller_number_status in ("valid", None) and parsed.status == "valid"
+                and (parsed.e164 or "").startswith("+44"))
+
+    @staticmethod
+    def _told_no_callback(session: Session, call: Call) -> bool:
+        """Whether this caller has already been told that they cannot be called back."""
+        return session.scalar(select(CallEvent.id).where(CallEvent.call_id == call.id, CallEvent.kind == NO_CALLBACK_TOLD)
+                              .limit(1)) is not None
 
     def queue_key(self, session: Session, call: Call, digits: str, form: Mapping[str, str]) -> VoiceResponse:
         """A key pressed while waiting: the callback key takes the caller out of the line politely."""
