@@ -197,3 +197,5 @@ def test_spoken_words_stand_for_keys_the_longest_phrase_winning():
     assert about.key_for("someone else") == "2"
     assert about.key_for("a colleague of mine, not me") == "2"  # "a colleague" is longer than "me"
     assert about.key_for("hello") is None
+    assert load_flow(FLOW).step("eligibility").key_for("Yes, that's me.") == "1"
+    assert load_flow(FLOW).step("eligibility").key_for("I'm not, sorry") == "2"

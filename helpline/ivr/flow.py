@@ -85,11 +85,11 @@ class Step:
     def key_for(self, speech: str) -> str | None:
         """The key whose words the caller said, or None: the longest phrase heard wins, so
         "someone else" is not taken for a key listening for "someone"."""
-        said = " " + " ".join("".join(c if c.isalnum() else " " for c in speech.lower()).split()) + " "
+        said = _spoken(speech)
         best: tuple[int, str] | None = None
         for key, action in self.keys.items():
             for word in action.words:
-                phrase = " " + " ".join(word.lower().split()) + " "
+                phrase = _spoken(word)
                 if phrase in said and (best is None or len(phrase) > best[0]):
                     best = (len(phrase), key)
         return best[1] if best else None
@@ -101,6 +101,12 @@ class Step:
         if self.no_input:
             found.append(self.no_input.goto)
         return [target for target in found if target]
+
+
+def _spoken(text: str) -> str:
+    """Words as compared: lower case, punctuation as spaces ("That's me." and "that s me" match),
+    padded with spaces so that a phrase matches whole words only."""
+    return " " + " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) + " "
 
 
 @dataclass(frozen=True)
