@@ -406,3 +406,25 @@ def test_a_relay_caller_gets_longer_to_answer(app, twilio):
     plain.start()
     plain.until_menu()
     assert plain.xml.find("Gather").get("timeout") == "4"
+
+
+@pytest.mark.parametrize("presses", [["2"], ["1", "2"]], ids=["someone else", "not eligible"])
+def test_zero_at_a_confirmation_reaches_a_person_rather_than_ending_the_call(app, twilio, presses):
+    walker = CallWalker(twilio)
+    walker.start()
+    for key in presses:
+        walker.press(key)
+    assert "press 9" in walker.heard[-1]
+    walker.press("0")
+    assert walker.enqueue() is not None
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.need == "speak_now" and call.outcome is None
+
+
+def test_star_repeats_a_confirmation(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("2")
+    walker.press("*")
+    assert "contact us themselves" in walker.heard[-1] and not walker.hung_up()

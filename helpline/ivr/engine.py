@@ -204,7 +204,7 @@ class Interpreter:
         if key and key == menu_keys.back:
             return self._back(session, call, name, attempt, rest, form)
         speak_now = menu_keys.speak_now
-        if key and speak_now is not None and key == speak_now.key and self._reaches_queue(name):
+        if key and speak_now is not None and key == speak_now.key and self._speak_now_here(call, name):
             self._path(call, {"step": name, "key": key})
             self.log(session, call, "key", name, key=key, speak_now=True, **heard)
             for answer, flag in speak_now.unconfirmed.items():
@@ -420,6 +420,15 @@ class Interpreter:
                  source=source, key_recovered=applied)
         session.flush()  # its id orders it in line (routing.position) and claims the call's one entry
         return entry
+
+    def _speak_now_here(self, call: Call, name: str) -> bool:
+        """Whether the speak-now key reaches a person at menu `name`: at a menu that leads to the
+        line, and at one reached from such a menu (a confirmation before the call would end, where a
+        caller asking for a person is put through rather than hung up on). Not out of hours."""
+        if self._reaches_queue(name):
+            return True
+        previous = self.previous_menu(call, name)
+        return previous is not None and self._reaches_queue(previous)
 
     def _reaches_queue(self, name: str) -> bool:
         """Whether the flow, followed with no key pressed, leads from step `name` to the queue."""
