@@ -122,7 +122,8 @@ def test_a_caller_who_types_ahead_is_in_line_within_15_seconds_having_heard_the_
     (["0"], ["self_referral_unconfirmed", "eligibility_unconfirmed"]),
     (["1", "0"], ["eligibility_unconfirmed"]),
     (["1", "1", "0"], []),
-], ids=["about whom", "eligibility", "need"])
+    (["2", "0"], ["eligibility_unconfirmed"]),
+], ids=["about whom", "eligibility", "need", "a confirmation"])
 def test_zero_at_every_menu_reaches_the_line(stack, keys, flags):
     sid = stack.emulator.place_call(CALLER, keys=keys)
     stack.emulator.wait_for(sid, "enqueued", timeout=20)
