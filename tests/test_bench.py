@@ -139,7 +139,13 @@ def test_answer_to_queue_is_told_apart_for_callers_who_type_ahead_and_callers_wh
 
     traces = [trace(events("111", queued_at=12.5), "CA1", None), trace(events("1", "1", "1", queued_at=80.0), "CA2", None),
               trace(events("1", "1", "4", "1", queued_at=140.0), "CA3", None)]  # a detour: neither
+    # Put through to a handler before reaching <Enqueue>: in line from the service's reply to the keys.
+    at = "2026-01-01T00:00:00+00:00"
+    traces.append(trace([{"kind": "gather.ended", "digits": "111", "at": at},
+                         {"kind": "webhook", "url": "http://x/voice/step/about_whom/keys", "at": at},
+                         {"kind": "webhook.response", "call_s": 10.5, "at": at},
+                         {"kind": "redirected", "by": "api", "call_s": 12.0, "at": at}], "CA4", None))
     figures = answer_to_queue(traces)
-    assert (figures["typed_ahead"]["n"], figures["typed_ahead"]["p50"]) == (1, 12.5)
+    assert (figures["typed_ahead"]["n"], figures["typed_ahead"]["p50"]) == (2, 11.5)
     assert (figures["listened"]["n"], figures["listened"]["p50"]) == (1, 80.0)
     assert reaches_line(("barge:111",)) and not reaches_line(("1", "2")) and any(keys == ("barge:111",) for _, keys in SCRIPTS)

@@ -205,7 +205,8 @@ class CallTrace:
     redirected: float | None = None
     #: (path kind, milliseconds) of each webhook the call's TwiML made the emulator fetch.
     webhooks: list[tuple[str, float]] = field(default_factory=list)
-    #: Call time (prompts at their spoken length) from the answer to Twilio's queue; None if never queued.
+    #: Call time (prompts at their spoken length) from the answer to the service's answer that put the
+    #: caller in line (the reply to their last menu's keys); None if never in line.
     answer_to_queue_s: float | None = None
     #: The keys each menu's Gather took before the caller was queued.
     gathered: list[str] = field(default_factory=list)
@@ -230,6 +231,9 @@ def trace(events: list[dict[str, Any]], sid: str, joined: float | None) -> CallT
     """
     call = CallTrace(sid, _at(events[0]) if events else time.time(), joined=joined)
     requested: tuple[str, float] | None = None
+    # The reply to the latest menu's keys: the one that put the caller in line, once they are in
+    # Twilio's queue or redirected to a handler (which may happen before they reach <Enqueue>).
+    after_keys, replied_s = False, None
     for event in events:
         kind = event["kind"]
         if kind == "webhook" and not event.get("response_ignored"):
@@ -238,13 +242,16 @@ def trace(events: list[dict[str, Any]], sid: str, joined: float | None) -> CallT
         elif kind in ("webhook.response", "webhook.failed") and requested is not None:
             call.webhooks.append((requested[0], (_at(event) - requested[1]) * 1000))
             requested = None
-        elif kind == "redirected" and event.get("by") == "api" and call.redirected is None:
+            if after_keys:
+                after_keys, replied_s = False, event.get("call_s")
+        if kind == "redirected" and event.get("by") == "api" and call.redirected is None:
             call.redirected = _at(event)
-        elif kind == "gather.ended" and call.answer_to_queue_s is None:
+        if kind == "gather.ended" and call.answer_to_queue_s is None:
             call.gathered.append(event.get("digits") or "")
-        elif kind == "enqueued" and call.answer_to_queue_s is None:
-            call.answer_to_queue_s = event.get("call_s")
-        elif kind == "ended":
+            after_keys = bool(event.get("digits") or event.get("speech"))
+        if call.answer_to_queue_s is None and (kind == "enqueued" or kind == "redirected" and event.get("by") == "api"):
+            call.answer_to_queue_s = replied_s if replied_s is not None else event.get("call_s")
+        if kind == "ended":
             call.ended = _at(event)
     return call
 
