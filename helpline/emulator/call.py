@@ -48,6 +48,8 @@ SAY_PREFIX = "say:"
 BARGE_PREFIX = "barge:"
 #: How long "auto" speechTimeout waits after the caller stops talking, as Twilio's own end-of-speech detection.
 AUTO_SPEECH_TIMEOUT_S = 1.0
+#: Twilio's warning for speechTimeout="auto" with the default speech model.
+AUTO_WITH_DEFAULT_MODEL = 13335
 
 
 @dataclass
@@ -744,9 +746,14 @@ class Call:
             raise TwimlError(SCHEMA_WARNING, f"Gather input must be dtmf, speech or both: {verb.get('input')!r}")
         speech, dtmf = "speech" in inputs, "dtmf" in inputs
         barge_in = verb.flag("bargeIn", True)
-        speech_timeout = verb.get("speechTimeout") or "auto"
-        if speech_timeout != "auto":
-            speech_timeout = verb.number("speechTimeout", AUTO_SPEECH_TIMEOUT_S)
+        # Without speechTimeout Twilio waits `timeout` after the words; "auto" (its own end-of-speech
+        # detection) is refused, with a warning, by the default speech model.
+        speech_timeout: str | float = verb.get("speechTimeout") or timeout
+        if speech_timeout == "auto" and speech and (verb.get("speechModel") or "default") == "default":
+            self.emulator.alert(AUTO_WITH_DEFAULT_MODEL, "Gather: speechTimeout auto cannot be used with model default",
+                                call=self, url=base, level="warning")
+        elif speech_timeout != "auto":
+            speech_timeout = verb.number("speechTimeout", timeout)
         with self.lock:
             self.dtmf = []
             self.speech = None

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from twilio.twiml.voice_response import Conference, Dial, Enqueue, Gather, VoiceResponse
 
 
+#: Seconds of silence after a caller's words before Twilio sends them.
+SPEECH_PAUSE_S = 2
+
+
 @dataclass(frozen=True)
 class Voice:
     """How prompts are spoken."""
@@ -44,8 +48,9 @@ def menu(voice: Voice, text: str, keys_url: str, timeout_s: int = 4, num_digits:
     response = VoiceResponse()
     listen: dict[str, object] = {}
     if hints:
+        # A pause of SPEECH_PAUSE_S ends the words: "auto" is not allowed with Twilio's default speech model.
         listen = {"input": "dtmf speech", "hints": ", ".join(hints), "language": voice.language,
-                  "speech_timeout": "auto"}
+                  "speech_timeout": SPEECH_PAUSE_S}
     gather = Gather(num_digits=num_digits, action=keys_url, method="POST", timeout=timeout_s, finish_on_key="",
                     action_on_empty_result=False, **listen)
     voice.say(gather, text)

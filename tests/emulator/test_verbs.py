@@ -288,3 +288,13 @@ def test_events_carry_call_time_with_prompts_at_their_spoken_length(emu, scenari
     wall = (dt.datetime.fromisoformat(ended["at"]) - dt.datetime.fromisoformat(answered["at"])).total_seconds()
     # Ten seconds of speech, plus whatever else took real time (the webhook), which is not scaled.
     assert 10 <= ended["call_s"] <= 10 + wall + 0.5
+
+
+def test_auto_speech_timeout_with_the_default_model_warns_as_twilio_does(emu, scenario):
+    response = VoiceResponse()
+    response.gather(input="speech", action="menu", timeout=5, speech_timeout="auto")
+    scenario.route("voice", response)
+    scenario.route("menu", VoiceResponse())
+    sid = emu.place_call(url=scenario.url("voice"), keys=["say:hello"])
+    assert emu.wait_for_alert(code=13335, call_sid=sid)["level"] == "warning"
+    assert scenario.wait_for("menu")[0].values["SpeechResult"] == "hello"
