@@ -240,7 +240,7 @@ def unexpected(exc: Exception) -> Response:
     if tries_done >= MAX_RETRIES:
         # The database still cannot be written: hold the caller where we will hear of them again.
         pending_step = request.view_args.get("name") if request.endpoint == "voice.step_keys" and request.view_args else None
-        body = interpreter().hold_in_outage(pending_step, _digits()[:1] or None)
+        body = interpreter().hold_in_outage(pending_step, _digits() or None)
         return Response(str(body), mimetype="text/xml")
     args = {**request.args, "retry": str(tries_done + 1)}
     if _digits():

@@ -359,7 +359,7 @@ class Interpreter:
         Built without the database. The waitUrl is what keeps the caller reachable: Twilio fetches it
         again after every stretch of hold music, and each fetch tries to record the caller and put
         them in line (`wait`, then `adopt`) until the database answers. It carries the moment they
-        were held (their place in line among the others held) and the key they pressed in the
+        were held (their place in line among the others held) and the keys they pressed in the
         request that failed, so that nothing they chose is lost.
         """
         now = utcnow()
@@ -379,23 +379,33 @@ class Interpreter:
         """Put in line a caller Twilio holds in its queue whom the service has no place in line for.
 
         That is a caller held while the database could not be written (`hold_in_outage`), found by
-        their waitUrl or by reconciliation with Twilio. A key pressed in the request that failed is
-        applied if it was pressed at the step the call is at; from there the flow is followed as if
+        their waitUrl or by reconciliation with Twilio. The keys pressed in the request that failed
+        are applied if they were pressed at the step the call is at (those typed ahead answering the
+        menus after it, as `keys` would take them); from there the flow is followed as if
         the caller had pressed nothing (each menu's `no_input`), which records the flags the flow
         gives an unanswered question (self-referral or eligibility unconfirmed, for a handler to ask
         by voice) and the need it assumes. The caller's place is `placed_at`, when they were held.
         """
         name = call.step if call.step in self.flow.steps else self.flow.start
-        applied = None
+        now = utcnow()
+        applied = ""
         step = self.flow.steps.get(pending_step or "")
         if step is not None and step.type == "menu" and pending_step == name and pending_key:
-            action = step.keys.get(pending_key[:1])
-            if action is not None and self._reaches_queue(action.goto):
-                self._path(call, {"step": name, "key": pending_key[:1]})
-                self.log(session, call, "key", name, key=pending_key[:1], recovered=True)
+            # The keys pressed at that menu, and those typed ahead for the menus after it, as `keys` would take them.
+            for key in pending_key:
+                step = self.flow.step(name)
+                action = step.keys.get(key) if step.type == "menu" and (not applied or step.type_ahead) else None
+                if action is None or not self._reaches_queue(action.goto):
+                    break
+                self._path(call, {"step": name, "key": key})
+                self.log(session, call, "key", name, key=key, recovered=True)
                 self._record(call, action)
-                name, applied = action.goto, pending_key[:1]
-        now = utcnow()
+                name, applied = action.goto, applied + key
+                for _hop in range(len(self.flow.steps)):
+                    hours = self.flow.step(name)
+                    if hours.type != "hours":
+                        break
+                    name = (hours.open if self.hours.is_open(now) else hours.closed) or name
         for _hop in range(len(self.flow.steps)):
             step = self.flow.step(name)
             if step.type == "queue":
@@ -417,7 +427,7 @@ class Interpreter:
         self._path(call, {"step": queue.name})
         entry = self._join_line(session, call, placed_at)
         self.log(session, call, "queued", queue.name, need=call.need, flags=list(call.flags), held=True,
-                 source=source, key_recovered=applied)
+                 source=source, key_recovered=applied or None)
         session.flush()  # its id orders it in line (routing.position) and claims the call's one entry
         return entry
 
