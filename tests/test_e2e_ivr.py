@@ -159,6 +159,14 @@ def test_someone_else_confirmed_with_1_ends_the_call_keeping_nothing(stack):
     assert (row.outcome, row.caller_number_status, row.caller_number_enc, row.caller_hash) == ("third_party", "dropped", None, None)
 
 
+def test_a_mistaken_someone_else_said_in_words_is_put_right_in_words(stack):
+    sid = stack.emulator.place_call(CALLER, keys=["say:someone else", "say:go back", "say:myself", "1", "1"])
+    stack.emulator.wait_for(sid, "enqueued", timeout=30)
+    row = stack.call_row(sid)
+    assert row.outcome is None and loaded(row.answers) == {"about": "self", "eligible": "yes"}
+    stack.emulator.hangup(sid)
+
+
 def test_words_answer_the_menus(stack):
     sid = stack.emulator.place_call(CALLER, keys=["say:it's about myself", "say:yes", "say:alcohol"])
     stack.emulator.wait_for(sid, "enqueued", timeout=30)

@@ -428,3 +428,31 @@ def test_star_repeats_a_confirmation(app, twilio):
     walker.press("2")
     walker.press("*")
     assert "contact us themselves" in walker.heard[-1] and not walker.hung_up()
+
+
+def test_the_keys_of_every_menu_can_be_said_too(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.until_menu()
+    assert "go back" in walker.xml.find("Gather").get("hints")
+    walker.say("could you say that again")
+    assert walker.heard[-1].startswith("If you are calling about your own health")
+    walker.say("someone else")
+    walker.say("sorry, I pressed the wrong key")  # at the confirmation: back to the menu before
+    assert "If you are calling about your own health" in walker.heard[-1] and not walker.hung_up()
+    walker.say("I'd like to speak to someone")
+    assert walker.enqueue() is not None
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.need == "speak_now" and call.outcome is None
+
+
+def test_yes_at_a_confirmation_ends_the_call(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("1")
+    walker.press("2")
+    walker.say("yes, that's right")
+    assert walker.hung_up()
+    with app.app_context():
+        assert the_call(walker.sid).outcome == "ineligible"

@@ -189,7 +189,7 @@ class Interpreter:
             return self.enter(session, call, call.step or self.flow.start, form)
         heard: dict[str, Any] = {}
         if not digits and speech and step.speech:
-            digits = step.key_for(speech) or ""
+            digits = self.flow.key_for(step, speech) or ""
             # What was said is not kept: only whether it matched, and the key it stood for.
             heard = {"spoken": True}
             if not digits:
@@ -305,7 +305,7 @@ class Interpreter:
         if step.intro and attempt == 1 and visits <= 1:
             text = f"{self.render(step.intro, now)} {text}"
         return twiml.menu(self.voice, text, self.keys_url(call, step.name, attempt), self.gather_timeout_s(form),
-                          self.flow.keys_ahead(step.name), step.hints() if step.speech else None)
+                          self.flow.keys_ahead(step.name), self.flow.hints(step) if step.speech else None)
 
     def is_relay(self, form: Mapping[str, str]) -> bool:
         """Whether the call comes through a text relay service (its number starts with a relay

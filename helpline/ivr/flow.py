@@ -83,16 +83,8 @@ class Step:
         return [word for action in self.keys.values() for word in action.words]
 
     def key_for(self, speech: str) -> str | None:
-        """The key whose words the caller said, or None: the longest phrase heard wins, so
-        "someone else" is not taken for a key listening for "someone"."""
-        said = _spoken(speech)
-        best: tuple[int, str] | None = None
-        for key, action in self.keys.items():
-            for word in action.words:
-                phrase = _spoken(word)
-                if phrase in said and (best is None or len(phrase) > best[0]):
-                    best = (len(phrase), key)
-        return best[1] if best else None
+        """The key whose words the caller said, or None (see `best_key`)."""
+        return best_key([(word, key) for key, action in self.keys.items() for word in action.words], speech)
 
     def targets(self) -> list[str]:
         """Every step this one can lead to."""
@@ -101,6 +93,18 @@ class Step:
         if self.no_input:
             found.append(self.no_input.goto)
         return [target for target in found if target]
+
+
+def best_key(words: list[tuple[str, str]], speech: str) -> str | None:
+    """The key of the (word, key) pairs whose word the caller said, or None: the longest phrase
+    heard wins, so "someone else" is not taken for a key listening for "someone"."""
+    said = _spoken(speech)
+    best: tuple[int, str] | None = None
+    for word, key in words:
+        phrase = _spoken(word)
+        if phrase in said and (best is None or len(phrase) > best[0]):
+            best = (len(phrase), key)
+    return best[1] if best else None
 
 
 def _spoken(text: str) -> str:
@@ -128,6 +132,12 @@ class MenuKeys:
     repeat: str | None = None
     speak_now: SpeakNow | None = None
     back: str | None = None
+    #: What a caller may say instead of each of these keys (by meaning), at menus that listen for speech.
+    words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def spoken(self) -> list[tuple[str, str]]:
+        """(word, key) for every word that stands for one of these keys."""
+        return [(word, key) for key, meaning in self.reserved().items() for word in self.words.get(meaning, ())]
 
     def reserved(self) -> dict[str, str]:
         """The keys taken, by what they do."""
@@ -155,6 +165,16 @@ class Flow:
     def step(self, name: str) -> Step:
         """The step called `name`; KeyError if the flow has none (a stale or forged URL)."""
         return self.steps[name]
+
+    def key_for(self, step: Step, speech: str) -> str | None:
+        """The key the caller's words stand for at menu `step`: one of its keys' words, or the words
+        of a key that means the same at every menu ("go back"); None when nothing matched."""
+        own = [(word, key) for key, action in step.keys.items() for word in action.words]
+        return best_key(own + self.menu_keys.spoken(), speech)
+
+    def hints(self, step: Step) -> list[str]:
+        """Every word or phrase menu `step` listens for, to help the speech recogniser."""
+        return step.hints() + [word for word, _key in self.menu_keys.spoken()]
 
     def keys_ahead(self, name: str) -> int:
         """How many keys menu `name` takes at once: its own, and one for each menu after it that a
@@ -247,6 +267,12 @@ def parse_flow(data: Any, path: Path) -> Flow:
             if key in step.keys:
                 problems.append(f"{where}: step {step.name}: key {key!r} is the {meaning} key of every menu "
                                 "(menu_keys); a menu may not use it for anything else")
+        if step.speech:
+            own = {" ".join(word.lower().split()) for word in step.hints()}
+            shared = sorted(word for word, _key in menu_keys.spoken() if " ".join(word.lower().split()) in own)
+            if shared:
+                problems.append(f"{where}: step {step.name}: the words {', '.join(map(repr, shared))} are given for a "
+                                "key of this menu and for a key of every menu (menu_keys.words)")
     for step in steps.values():
         for text_field in ("say", "prompt", "retry", "intro"):
             value = getattr(step, text_field)
@@ -391,6 +417,8 @@ class _MenuKeys(_Part):
     repeat: Keypad | None = None
     back: Keypad | None = None
     speak_now: _SpeakNow | None = None
+    words: dict[Literal["repeat", "back", "speak_now"],
+                Annotated[list[Annotated[StrictStr, Field(min_length=1)]], Field(min_length=1)]] | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> "_MenuKeys":
@@ -400,6 +428,9 @@ class _MenuKeys(_Part):
             for other, other_key in given[index + 1:]:
                 if key == other_key:
                     raise ValueError(f"{meaning} and {other} cannot be the same key")
+        for meaning in self.words or {}:
+            if meaning not in dict(given):
+                raise ValueError(f"words for {meaning}, which has no key")
         return self
 
 
@@ -506,6 +537,8 @@ def _menu_keys_problem(error: Mapping[str, Any]) -> tuple[int, str]:
         return 1, f"unknown key {loc[0]!r}"
     if loc[0] in ("repeat", "back"):
         return 2, f"{loc[0]} is not a keypad key"
+    if loc[0] == "words":
+        return 2.5, "words must map repeat, back or speak_now to a list of words or phrases"
     if len(loc) == 1 or loc[1] == "key":
         return 3, "speak_now needs key: <a keypad key>"
     if error["type"] == "extra_forbidden":
@@ -530,7 +563,8 @@ def _parse_menu_keys(raw: Any) -> MenuKeys:
     speak_now = None
     if keys.speak_now is not None:
         speak_now = SpeakNow(keys.speak_now.key, keys.speak_now.need, dict(keys.speak_now.unconfirmed or {}))
-    return MenuKeys(keys.repeat, speak_now, keys.back)
+    words = {meaning: tuple(spoken) for meaning, spoken in (keys.words or {}).items()}
+    return MenuKeys(keys.repeat, speak_now, keys.back, words)
 
 
 def _action(action: _Action) -> Action:
