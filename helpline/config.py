@@ -11,7 +11,7 @@ import os
 import re
 import zoneinfo
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
@@ -214,6 +214,27 @@ class QueueSettings(_Strict):
     hold_music_url: str | None = None
 
 
+class IvrSettings(_Strict):
+    """How long the phone menus wait for a caller, and whom they wait longer for.
+
+    `gather_timeout_s` is Twilio's Gather timeout: the silence after a menu's prompt before it counts
+    as no answer, and the pause between keys typed ahead before they are taken. A caller whose
+    number starts with one of `relay_prefixes` comes through a text relay service (Relay UK's are
+    18001 and 18002), where an assistant types what the menu says and the caller's answer: they get
+    `relay_gather_timeout_s` instead.
+    """
+
+    gather_timeout_s: int = Field(default=4, strict=True, ge=2, le=30)
+    relay_prefixes: list[Annotated[str, Field(pattern=r"^[0-9]{3,8}$")]] = ["18001", "18002"]
+    relay_gather_timeout_s: int = Field(default=20, strict=True, ge=2, le=60)
+
+    @model_validator(mode="after")
+    def _relay_waits_longer(self) -> "IvrSettings":
+        if self.relay_gather_timeout_s < self.gather_timeout_s:
+            raise ValueError("relay_gather_timeout_s must be at least gather_timeout_s")
+        return self
+
+
 class RoutingSettings(_Strict):
     offer_timeout_s: int = Field(ge=1)
     wrap_up_s: int = Field(ge=0)
@@ -359,6 +380,7 @@ class Settings(_Strict):
     twilio: TwilioSettings
     opening_hours: OpeningHoursSettings
     queue: QueueSettings
+    ivr: IvrSettings = IvrSettings()
     routing: RoutingSettings
     server: ServerSettings
     security: SecuritySettings = SecuritySettings()

@@ -33,6 +33,9 @@ STATUS_RANK = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "ans
 FINAL = ("completed", "busy", "failed", "no-answer", "canceled")
 #: How many times a webhook that failed on our side is retried before the caller is simply queued.
 MAX_RETRIES = 3
+#: The most keys one menu's Gather takes (its own and those typed ahead), and the longest words kept.
+MAX_KEYS = 8
+MAX_SPEECH = 200
 #: How many times a status callback is applied before it is kept for replay (deferred.py): Twilio
 #: never retries it, so it is answered 204 and replayed in this process once the database answers
 #: (and reconciliation with Twilio, every minute, settles the call if this process stops first).
@@ -82,7 +85,7 @@ def step(name: str, call_sid: str) -> str:
         # A redirect the call's own step did not send (a late or replayed one, from a step the call
         # has left): like a key, it only counts where the caller is. They hear where they are.
         log.info("ignored a redirect to step %s: the call is at %s", name, call.step)
-        return str(interpreter().current(call))
+        return str(interpreter().current(call, request.form))
     return str(interpreter().enter(db.session, call, name, request.form))
 
 
@@ -97,17 +100,23 @@ def step_keys(name: str, call_sid: str) -> str:
         # A key for a step the call has already left (a late request, or a replayed one with another
         # digit): keys only count where the caller is. They hear where they are; nothing changes.
         log.info("ignored a key for step %s: the call is at %s", name, call.step)
-        return str(interpreter().current(call))
+        return str(interpreter().current(call, request.form))
     attempt = request.args.get("attempt", "1")
     attempt_number = int(attempt) if attempt.isdigit() and 0 < int(attempt) < 10 else 1
-    digits = _digits()
-    return str(interpreter().keys(db.session, call, name, attempt_number, digits, request.form))
+    return str(interpreter().keys(db.session, call, name, attempt_number, _digits(), request.form, _speech()))
 
 
 def _digits() -> str:
-    """The key the caller pressed: Twilio's Digits, or the one a retry of this request carries in its URL."""
+    """The keys the caller pressed (one, or several typed ahead): Twilio's Digits, or the ones a
+    retry of this request carries in its URL."""
     digits = request.form.get("Digits", "") or request.args.get("digits", "")
-    return digits if digits[:1] in "0123456789*#" else ""
+    return digits[:MAX_KEYS] if digits and all(key in "0123456789*#" for key in digits) else ""
+
+
+def _speech() -> str:
+    """What the caller said instead of pressing a key (Twilio's SpeechResult). Never carried into a
+    retry's URL, where it could be logged: a caller whose words were lost is asked again."""
+    return request.form.get("SpeechResult", "")[:MAX_SPEECH]
 
 
 @bp.post("/queue/wait")
@@ -231,12 +240,12 @@ def unexpected(exc: Exception) -> Response:
     if tries_done >= MAX_RETRIES:
         # The database still cannot be written: hold the caller where we will hear of them again.
         pending_step = request.view_args.get("name") if request.endpoint == "voice.step_keys" and request.view_args else None
-        body = interpreter().hold_in_outage(pending_step, _digits()[:1] or None)
+        body = interpreter().hold_in_outage(pending_step, _digits() or None)
         return Response(str(body), mimetype="text/xml")
     args = {**request.args, "retry": str(tries_done + 1)}
     if _digits():
-        # A <Redirect> does not send Digits again: the key the caller pressed travels in the URL.
-        args["digits"] = _digits()[:1]
+        # A <Redirect> does not send Digits again: the keys the caller pressed travel in the URL.
+        args["digits"] = _digits()
     body = twiml.retry_later(interpreter().voice, APOLOGY, f"{request.path}?{urlencode(args)}")
     return Response(str(body), mimetype="text/xml")
 

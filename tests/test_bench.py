@@ -28,6 +28,7 @@ def run_bench(tmp_path: Path, *extra: str) -> dict[str, Any]:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "helpline bench - paced" in result.stdout and "\nmachine: " in result.stdout
     assert "\nwait estimate vs the wait that followed (" in result.stdout and "p90 error" in result.stdout
+    assert "\nanswer to queue, call time (s): typed ahead p50 " in result.stdout and ", listened p50 " in result.stdout
     assert (output / "bench.png").read_bytes()[:8] == PNG_MAGIC
     return json.loads((output / "bench.json").read_text())
 
@@ -126,3 +127,25 @@ def test_a_fault_run_refuses_the_machines_own_servers(tmp_path):
     assert result.returncode != 0 and "of its own" in result.stderr
     result = run_cli(["bench", "--fault", "kill", "--output", str(tmp_path)], {})
     assert result.returncode != 0 and "--processes 2" in result.stderr
+
+
+def test_answer_to_queue_is_told_apart_for_callers_who_type_ahead_and_callers_who_listen():
+    from helpline.bench.paced import SCRIPTS, answer_to_queue, reaches_line, trace
+
+    def events(*gathered: str, queued_at: float) -> list[dict[str, Any]]:
+        at = "2026-01-01T00:00:00+00:00"
+        found: list[dict[str, Any]] = [{"kind": "gather.ended", "digits": digits, "at": at} for digits in gathered]
+        return found + [{"kind": "enqueued", "call_s": queued_at, "at": at}, {"kind": "gather.ended", "digits": "2", "at": at}]
+
+    traces = [trace(events("111", queued_at=12.5), "CA1", None), trace(events("1", "1", "1", queued_at=80.0), "CA2", None),
+              trace(events("1", "1", "4", "1", queued_at=140.0), "CA3", None)]  # a detour: neither
+    # Put through to a handler before reaching <Enqueue>: in line from the service's reply to the keys.
+    at = "2026-01-01T00:00:00+00:00"
+    traces.append(trace([{"kind": "gather.ended", "digits": "111", "at": at},
+                         {"kind": "webhook", "url": "http://x/voice/step/about_whom/keys", "at": at},
+                         {"kind": "webhook.response", "call_s": 10.5, "at": at},
+                         {"kind": "redirected", "by": "api", "call_s": 12.0, "at": at}], "CA4", None))
+    figures = answer_to_queue(traces)
+    assert (figures["typed_ahead"]["n"], figures["typed_ahead"]["p50"]) == (2, 11.5)
+    assert (figures["listened"]["n"], figures["listened"]["p50"]) == (1, 80.0)
+    assert reaches_line(("barge:111",)) and not reaches_line(("1", "2")) and any(keys == ("barge:111",) for _, keys in SCRIPTS)

@@ -43,6 +43,10 @@ def test_a_config_file_is_merged_key_by_key_and_the_environment_wins(tmp_path):
     ("redis_url: localhost:6379\n", "config: redis_url: must start with redis://"),
     ("queue: [1, 2]\n", "config: queue:"),
     ("queue: {\n", "not valid YAML"),
+    ("ivr:\n  relay_prefixes: ['18001x']\n", "config: ivr.relay_prefixes.0:"),
+    ("ivr:\n  gather_timeout_s: 1\n", "config: ivr.gather_timeout_s:"),
+    ("ivr:\n  gather_timeout_s: 10\n  relay_gather_timeout_s: 5\n",
+     "relay_gather_timeout_s must be at least gather_timeout_s"),
 ])
 def test_mistakes_are_named_by_key(tmp_path, text, expected):
     extra = tmp_path / "bad.yaml"

@@ -70,9 +70,27 @@ CASES = [
     ("a menu shadowing *", lambda d: d["steps"]["need"]["keys"].update({"*": {"goto": "queue"}}),
      "step need: key '*' is the repeat key of every menu"),
     ("menu keys the same", lambda d: d["menu_keys"].update(repeat="0"), "menu_keys: repeat and speak_now cannot be the same key"),
+    ("a menu shadowing the back key", lambda d: d["steps"]["need"]["keys"].update({"9": {"goto": "queue"}}),
+     "step need: key '9' is the back key of every menu"),
+    ("a confirmation shadowing the back key", lambda d: d["steps"]["third_party_check"]["keys"].update({"9": {"goto": "about_whom"}}),
+     "step third_party_check: key '9' is the back key of every menu"),
+    ("back the same as repeat", lambda d: d["menu_keys"].update(back="*"), "menu_keys: repeat and back cannot be the same key"),
+    ("back the same as speak_now", lambda d: d["menu_keys"].update(back="0"), "menu_keys: back and speak_now cannot be the same key"),
+    ("words at a menu that hears only keys", lambda d: d["steps"]["eligibility"].update(input="dtmf"),
+     "step eligibility: keys have words but the menu does not listen for them (input: dtmf speech)"),
+    ("a speech menu without words", lambda d: [action.pop("words") for action in d["steps"]["need"]["keys"].values()],
+     "step need: the menu listens for speech (input: dtmf speech) but no key has words"),
+    ("the same words for two keys", lambda d: d["steps"]["about_whom"]["keys"]["2"]["words"].append("Myself"),
+     "step about_whom: the words 'myself' are given for more than one key"),
+    ("a menu's words shadowing the words of every menu", lambda d: d["steps"]["need"]["keys"]["1"]["words"].append("Go back"),
+     "step need: the words 'go back' are given for a key of this menu and for a key of every menu (menu_keys.words)"),
+    ("words for a key not given", lambda d: d["menu_keys"].pop("back"), "menu_keys: words for back, which has no key"),
+    ("menu words not a list", lambda d: d["menu_keys"]["words"].update(back="go back"),
+     "menu_keys: words must map repeat, back or speak_now to a list of words or phrases"),
     ("speak-now key not a key", lambda d: d["menu_keys"]["speak_now"].update(key="x"), "menu_keys: speak_now needs key"),
     ("loop", lambda d: (d["steps"]["about_service"].update(next="need"),
-                        d["steps"]["need"].update(keys={"4": {"goto": "about_service"}}, no_input={"goto": "about_service"})),
+                        d["steps"]["need"].update(keys={"4": {"goto": "about_service"}}, no_input={"goto": "about_service"},
+                                                  input="dtmf")),
      "step need: a loop with no way out"),
 ]
 
@@ -85,7 +103,7 @@ def test_a_bad_flow_names_the_file_the_step_and_the_problem(tmp_path, label, cha
 
 
 def test_a_duplicate_key_is_caught_not_silently_overwritten(tmp_path):
-    text = FLOW.read_text().replace('"4": {goto: about_service}', '"1": {goto: about_service}')
+    text = FLOW.read_text().replace('"4": {goto: about_service,', '"1": {goto: about_service,')
     path = tmp_path / "dup.yaml"
     path.write_text(text)
     with pytest.raises(FlowError) as caught:
@@ -134,8 +152,13 @@ MORE_CASES = [
     ("no callback offer", lambda d: d["steps"]["queue"]["announce"].pop("callback_offer"),
      "step queue: announce needs a callback_offer prompt when callback_key is set"),
     ("flag not true or false", lambda d: d["steps"]["closed_no_number"].update(forget_caller="yes"), "step closed_no_number: forget_caller must be true or false"),
-    ("menu_keys not a mapping", lambda d: d.update(menu_keys="*"), "menu_keys: must be a mapping with repeat and speak_now"),
-    ("unknown menu_keys key", lambda d: d["menu_keys"].update(back="#"), "menu_keys: unknown key 'back'"),
+    ("menu_keys not a mapping", lambda d: d.update(menu_keys="*"), "menu_keys: must be a mapping with repeat, back and speak_now"),
+    ("unknown menu_keys key", lambda d: d["menu_keys"].update(forward="#"), "menu_keys: unknown key 'forward'"),
+    ("back not a key", lambda d: d["menu_keys"].update(back="b"), "menu_keys: back is not a keypad key"),
+    ("input not known", lambda d: d["steps"]["need"].update(input="voice"), "step need: input must be dtmf or dtmf speech"),
+    ("words not a list", lambda d: d["steps"]["need"]["keys"]["1"].update(words="stress"),
+     "step need: key 1: words must be a list of words or phrases"),
+    ("type_ahead not true or false", lambda d: d["steps"]["need"].update(type_ahead="no"), "step need: type_ahead must be true or false"),
     ("repeat not a key", lambda d: d["menu_keys"].update(repeat="x"), "menu_keys: repeat is not a keypad key"),
     ("unknown speak_now key", lambda d: d["menu_keys"]["speak_now"].update(colour="red"), "menu_keys: speak_now: unknown key 'colour'"),
     ("speak_now's need", lambda d: d["menu_keys"]["speak_now"].update(need="sadness"), "menu_keys: speak_now: need must be one of"),
@@ -163,3 +186,21 @@ def test_keypad_keys_written_as_numbers_are_keys(tmp_path):
     assert set(flow.step("need").keys) == set(load_flow(FLOW).step("need").keys)
     assert flow.step("queue").callback_key == "2"
     assert flow.menu_keys.speak_now is not None and flow.menu_keys.speak_now.key == "0" and flow.menu_keys.repeat == "*"
+
+
+def test_keys_ahead_count_the_menus_a_caller_can_answer_before_hearing_them():
+    flow = load_flow(FLOW)
+    # About whom, eligibility, need: a caller who knows the menus presses 1, 1, 1 at the first.
+    assert [flow.keys_ahead(name) for name in ("about_whom", "eligibility", "need")] == [3, 2, 1]
+    # A confirmation before the call ends is heard first: keys typed ahead do not reach it.
+    assert flow.keys_ahead("third_party_check") == 1 and not flow.step("third_party_check").type_ahead
+
+
+def test_spoken_words_stand_for_keys_the_longest_phrase_winning():
+    about = load_flow(FLOW).step("about_whom")
+    assert about.key_for("It's about MY OWN HEALTH, please") == "1"
+    assert about.key_for("someone else") == "2"
+    assert about.key_for("a colleague of mine, not me") == "2"  # "a colleague" is longer than "me"
+    assert about.key_for("hello") is None
+    assert load_flow(FLOW).step("eligibility").key_for("Yes, that's me.") == "1"
+    assert load_flow(FLOW).step("eligibility").key_for("I'm not, sorry") == "2"

@@ -62,8 +62,10 @@ def test_someone_else_is_turned_away_kindly_and_nothing_personal_is_kept(app, tw
     walker = CallWalker(twilio)
     walker.start()
     walker.press("2")
+    assert not walker.hung_up()  # first, the explanation, and a way back for a key pressed by mistake
+    assert "contact us themselves" in walker.text and "call this number" in walker.text and "press 9" in walker.text
+    walker.press("1")
     assert walker.hung_up()
-    assert "contact us themselves" in walker.text and "call this number" in walker.text
     with app.app_context():
         call = the_call(walker.sid)
         assert call.outcome == "third_party"
@@ -92,6 +94,8 @@ def test_ineligible_caller_is_signposted(app, twilio):
     walker.start()
     walker.press("1")
     walker.press("2")
+    assert not walker.hung_up()
+    walker.silence()  # no key: the call ends as if they had confirmed
     assert walker.hung_up()
     for service in ("Scotland", "Wales", "Northern Ireland", "BMA"):
         assert service in walker.text
@@ -264,3 +268,191 @@ def test_zero_out_of_hours_reaches_nobody_and_is_not_taken_for_a_callback(app_fa
     assert walker.enqueue() is None
     with app.app_context():
         assert the_call(walker.sid).outcome == "out_of_hours"
+
+
+def test_the_greeting_is_spoken_outside_any_menu_and_everything_after_it_inside_one(app, twilio):
+    walker = CallWalker(twilio)
+    document = walker.start()
+    # The service's name and the emergency advice: no Gather, so no key can cut them short.
+    assert document.find("Gather") is None and "999" in walker.text and "116 123" in walker.text
+    menu = walker.until_menu()
+    gather = menu.find("Gather")
+    said = gather.find("Say").text
+    # The confidentiality words open the first menu, inside its Gather: a key interrupts them.
+    assert said.startswith("This service is free and confidential") and "press 1" in said
+    assert gather.get("finishOnKey") == "" and gather.get("timeout") == "4"
+
+
+def test_keys_typed_ahead_answer_the_menus_one_by_one(app, twilio):
+    walker = CallWalker(twilio, caller="07911 123456")
+    document = walker.start()
+    walker.until_menu()
+    assert walker.xml.find("Gather").get("numDigits") == "3"  # about whom, eligibility and need, at once
+    walker.press("112")
+    assert walker.enqueue() is not None
+    assert "registered with the GMC" not in walker.text  # the menus answered ahead were never played
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.answers == {"about": "self", "eligible": "yes"} and call.need == "addiction"
+        assert [entry["key"] for entry in call.ivr_path if "key" in entry] == ["1", "1", "2"]
+        typed = [e.detail for e in db.session.scalars(call.events.select()) if e.kind == "key"]
+        assert [d.get("typed_ahead", False) for d in typed] == [False, True, True]
+    assert document is not None
+
+
+def test_keys_typed_ahead_stop_at_a_confirmation_which_must_be_heard(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("21")  # "someone else", then a 1 meant for the next menu: not taken as "that is right"
+    assert not walker.hung_up() and "press 9" in walker.text
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.step == "third_party_check" and call.outcome is None
+        assert [e.detail for e in db.session.scalars(call.events.select()) if e.kind == "keys_dropped"] == [{"keys": "1"}]
+
+
+def test_a_mistaken_2_about_whom_is_put_right_with_the_back_key(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("2")
+    walker.press("9")  # "I pressed 2 by mistake"
+    assert not walker.hung_up()
+    assert walker.heard[-1].count("If you are calling about your own health") == 1
+    walker.press("1")
+    walker.press("1")
+    walker.press("1")
+    assert walker.enqueue() is not None
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.outcome is None and call.answers == {"about": "self", "eligible": "yes"}
+        assert call.caller_number_status == "valid" and call.caller_number_enc
+
+
+def test_a_mistaken_2_at_eligibility_goes_back_to_eligibility(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("1")
+    walker.press("2")
+    assert "Health for Health Professionals Wales" in walker.text and not walker.hung_up()
+    walker.press("9")
+    assert "registered with the GMC" in walker.heard[-1]
+    walker.press("1")
+    assert "what you would like help with" in walker.heard[-1]
+    with app.app_context():
+        assert the_call(walker.sid).answers == {"about": "self", "eligible": "yes"}
+
+
+def test_back_goes_one_menu_at_a_time_and_replays_the_first(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("1")
+    walker.press("1")
+    walker.press("4")  # about the service, then the need menu again
+    walker.press("9")
+    assert "registered with the GMC" in walker.heard[-1]
+    walker.press("9")
+    assert "If you are calling about your own health" in walker.heard[-1]
+    walker.press("9")  # nothing before the first menu: it plays again
+    assert "If you are calling about your own health" in walker.heard[-1]
+    assert not walker.hung_up() and walker.enqueue() is None
+    with app.app_context():
+        assert the_call(walker.sid).step == "about_whom"
+
+
+def test_back_then_keys_typed_ahead_carry_on(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("1")
+    walker.press("911")  # back to about whom, then 1 and 1 again: straight to the need menu
+    assert "what you would like help with" in walker.heard[-1]
+
+
+@pytest.mark.parametrize("words,need", [("mental health", "mental_health"), ("I drink too much alcohol", "addiction"),
+                                        ("getting back to work", "return_to_work")])
+def test_words_answer_menus_as_keys_do(app, twilio, words, need):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.until_menu()
+    gather = walker.xml.find("Gather")
+    assert gather.get("input") == "dtmf speech" and gather.get("language") == "en-GB"
+    assert "someone else" in gather.get("hints") and "myself" in gather.get("hints")
+    walker.say("myself")
+    walker.say("yes")
+    walker.say(words)
+    assert walker.enqueue() is not None
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.need == need and call.answers == {"about": "self", "eligible": "yes"}
+        # Only that words were used, never what they were.
+        details = [e.detail for e in db.session.scalars(call.events.select()) if e.kind == "key"]
+        assert all(d.get("spoken") for d in details) and words not in str(details)
+
+
+def test_words_that_match_no_key_count_as_a_try(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.say("what is this")
+    assert "did not catch that" in walker.heard[-1]
+    walker.say("someone else")
+    assert "contact us themselves" in walker.heard[-1]
+
+
+def test_a_relay_caller_gets_longer_to_answer(app, twilio):
+    walker = CallWalker(twilio, caller="+18001441134960000")
+    walker.start()
+    walker.until_menu()
+    assert walker.xml.find("Gather").get("timeout") == "20"
+    plain = CallWalker(twilio)
+    plain.start()
+    plain.until_menu()
+    assert plain.xml.find("Gather").get("timeout") == "4"
+
+
+@pytest.mark.parametrize("presses", [["2"], ["1", "2"]], ids=["someone else", "not eligible"])
+def test_zero_at_a_confirmation_reaches_a_person_rather_than_ending_the_call(app, twilio, presses):
+    walker = CallWalker(twilio)
+    walker.start()
+    for key in presses:
+        walker.press(key)
+    assert "press 9" in walker.heard[-1]
+    walker.press("0")
+    assert walker.enqueue() is not None
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.need == "speak_now" and call.outcome is None
+
+
+def test_star_repeats_a_confirmation(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("2")
+    walker.press("*")
+    assert "contact us themselves" in walker.heard[-1] and not walker.hung_up()
+
+
+def test_the_keys_of_every_menu_can_be_said_too(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.until_menu()
+    assert "go back" in walker.xml.find("Gather").get("hints")
+    walker.say("could you say that again")
+    assert walker.heard[-1].startswith("If you are calling about your own health")
+    walker.say("someone else")
+    walker.say("sorry, I pressed the wrong key")  # at the confirmation: back to the menu before
+    assert "If you are calling about your own health" in walker.heard[-1] and not walker.hung_up()
+    walker.say("I'd like to speak to someone")
+    assert walker.enqueue() is not None
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.need == "speak_now" and call.outcome is None
+
+
+def test_yes_at_a_confirmation_ends_the_call(app, twilio):
+    walker = CallWalker(twilio)
+    walker.start()
+    walker.press("1")
+    walker.press("2")
+    walker.say("yes, that's right")
+    assert walker.hung_up()
+    with app.app_context():
+        assert the_call(walker.sid).outcome == "ineligible"

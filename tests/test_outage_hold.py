@@ -178,3 +178,19 @@ def test_a_bad_held_moment_in_the_wait_url_is_ignored(app, twilio):
         assert call.queue_entry.state == "waiting"
         assert abs((call.queue_entry.placed_at - dt.datetime.now(dt.timezone.utc)).total_seconds()) < 30
         assert db.session.scalar(select(func.count(WebhookReply.id))) >= 2
+
+
+def test_keys_typed_ahead_in_an_outage_are_all_applied_once_the_database_answers(app, twilio, outage):
+    walker = CallWalker(twilio, caller="+447911000003")
+    walker.start()
+    walker.until_menu()
+    outage.begin()
+    retry_until_held(walker, "112")  # own health, eligible, addiction: all at the first menu
+    assert parse_qs(urlsplit(walker.queue["wait"]).query)["key"] == ["112"]
+    outage.end()
+    walker.request(walker.queue["wait"], QueueTime="5", QueuePosition="1")
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.answers == {"about": "self", "eligible": "yes"} and call.need == "addiction" and call.flags == []
+        [queued] = db.session.scalars(select(CallEvent).where(CallEvent.call_id == call.id, CallEvent.kind == "queued"))
+        assert queued.detail["key_recovered"] == "112"

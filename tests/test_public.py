@@ -230,7 +230,7 @@ def test_about_someone_else_on_the_form_keeps_nothing_and_says_the_ivr_words(app
     assert shared.replace("'", "&#39;") in page
     # The IVR says the same words at the same gate.
     flow = app.extensions["helpline.ivr"].flow
-    assert "{someone_else}" in flow.step("third_party").say
+    assert "{someone_else}" in flow.step("third_party_check").prompt
     assert counts(app) == {"calls": 0, "entries": 0, "events": 0, "marks": 0}
     assert visitor.get("/self-referral/eligibility").status_code == 200
     with visitor.client.session_transaction() as cookie:
@@ -244,7 +244,7 @@ def test_not_eligible_on_the_form_signposts_and_keeps_nothing(app: Flask) -> Non
     assert response.headers["Location"].endswith("/self-referral/not-eligible")
     page = visitor.get("/self-referral/not-eligible").get_data(as_text=True)
     assert "Workforce Specialist Service" in page and "0330 123 1245" in page
-    assert "{signposting}" in app.extensions["helpline.ivr"].flow.step("ineligible").say
+    assert "{signposting}" in app.extensions["helpline.ivr"].flow.step("ineligible_check").prompt
     assert counts(app) == {"calls": 0, "entries": 0, "events": 0, "marks": 0}
     with visitor.client.session_transaction() as cookie:
         assert "self_referral" not in cookie

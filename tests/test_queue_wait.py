@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import select
 
 from helpline import routing
@@ -141,3 +142,26 @@ def test_pressing_2_books_a_callback_that_keeps_the_place_in_line(app_factory):
     with app.app_context():
         call = db.session.scalar(select(Call).where(Call.call_sid == first.sid))
         assert call.outcome == "callback_requested" and call.queue_entry.state == "waiting"
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "+4412", "+33612345678"])
+def test_a_caller_we_cannot_call_back_is_told_so_once_with_the_wait(app_factory, caller):
+    from .conftest import Twilio
+
+    app = app_factory(queue={"offer_callback_after_s": 0})
+    on_duty(app)
+    walker = queued(Twilio(app.test_client()), caller=caller)
+    document = wait(walker)
+    said = " ".join(say.text for say in document.iter("Say"))
+    assert document.find("Gather") is None and "press 2" not in said
+    assert "cannot call you back" in said and "the wait is likely to be about 3 minutes" in said
+    again = " ".join(say.text for say in wait(walker, queue_time=45).iter("Say"))
+    assert "cannot call you back" not in again and "the wait is likely to be" in again
+    with app.app_context():
+        assert db.session.scalars(select(CallEvent.kind).where(CallEvent.kind == "no_callback_told")).all() == ["no_callback_told"]
+
+
+def test_the_cannot_call_back_notice_waits_for_the_moment_others_are_offered_a_call_back(app, twilio):
+    on_duty(app)  # offer_callback_after_s is 120
+    walker = queued(twilio, caller="anonymous")
+    assert "cannot call you back" not in " ".join(say.text for say in wait(walker).iter("Say"))

@@ -86,6 +86,7 @@ def test_a_third_party_call_shows_its_path_and_no_person(app):
     walker = CallWalker(Twilio(app.test_client()), caller="+447911123999")
     walker.start()
     walker.press("2")
+    walker.press("1")  # "that is right": the call ends
     listing = sue.get("/api/calls?outcome=third_party").get_json()
     assert listing["counts"] == {"third_party": 1}
     [row] = listing["calls"]

@@ -90,3 +90,12 @@ class CallWalker:
         """Whether the current document ends the call."""
         assert self.xml is not None
         return self.xml.find("Hangup") is not None
+
+    def say(self, words: str) -> ET.Element:
+        """Say `words` at the current menu (Twilio's SpeechResult), then walk on like `press`."""
+        self.until_menu()
+        assert self.xml is not None
+        gather = self.xml.find("Gather")
+        assert gather is not None and "speech" in (gather.get("input") or ""), ET.tostring(self.xml)
+        self.request(gather.get("action", ""), SpeechResult=words, Confidence="0.9")
+        return self.until_menu()

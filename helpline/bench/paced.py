@@ -43,16 +43,29 @@ from .report import is_service_process, summary
 from .stack import Stack
 
 PASSWORD = "bench handler password, long enough"
-#: The share of callers on each path through the IVR: (weight, keys). Keys are pressed one per menu.
+#: The share of callers on each path through the IVR: (weight, keys). Keys are pressed one per menu,
+#: once its prompt has played; "barge:111" presses them all as soon as the first menu listens (a
+#: caller who knows the menus and types ahead).
 SCRIPTS: tuple[tuple[float, tuple[str, ...]], ...] = (
-    (0.40, ("1", "1", "1")),       # my own health, eligible, mental health
+    (0.30, ("1", "1", "1")),       # my own health, eligible, mental health
+    (0.10, ("barge:111",)),        # the same, typed ahead
     (0.15, ("1", "1", "2")),       # addiction
     (0.10, ("1", "1", "3")),       # returning to work
     (0.13, ("1", "1", "0")),       # speak to someone now
     (0.07, ("1", "1", "4", "1")),  # about the service first, then mental health
-    (0.08, ("2",)),                # about someone else: explained, then goodbye
-    (0.07, ("1", "2")),            # not eligible: signposted, then goodbye
+    (0.08, ("2",)),                # about someone else: explained, no key to confirm, then goodbye
+    (0.07, ("1", "2")),            # not eligible: signposted, no key to confirm, then goodbye
 )
+
+
+def keys_pressed(script: tuple[str, ...]) -> int:
+    """How many keys a script presses in all (a typed-ahead entry holds several)."""
+    return sum(len(entry.removeprefix("barge:")) for entry in script)
+
+
+def reaches_line(script: tuple[str, ...]) -> bool:
+    """Whether a script's caller joins the line (three menus answered, or more after "about the service")."""
+    return keys_pressed(script) >= 3
 
 
 @dataclass
@@ -73,7 +86,7 @@ def default_ramp_s(options: PacedOptions) -> float:
     """A ramp at which the handlers are about two-thirds busy (queued calls x handling time / handlers)."""
     pace = options.pace
     handling_s = sum(pace.talk_s) / 2 + sum(pace.wrap_up_s) / 2 + 1.5  # ring, connect and wrap-up notice
-    queued_share = sum(weight for weight, keys in SCRIPTS if len(keys) >= 3)
+    queued_share = sum(weight for weight, keys in SCRIPTS if reaches_line(keys))
     return max(5.0, options.callers * queued_share * handling_s / (options.handlers * 0.65))
 
 
@@ -192,6 +205,21 @@ class CallTrace:
     redirected: float | None = None
     #: (path kind, milliseconds) of each webhook the call's TwiML made the emulator fetch.
     webhooks: list[tuple[str, float]] = field(default_factory=list)
+    #: Call time (prompts at their spoken length) from the answer to the service's answer that put the
+    #: caller in line (the reply to their last menu's keys); None if never in line.
+    answer_to_queue_s: float | None = None
+    #: The keys each menu's Gather took before the caller was queued.
+    gathered: list[str] = field(default_factory=list)
+
+    @property
+    def typed_ahead(self) -> bool:
+        """Whether the caller pressed the keys for several menus into one."""
+        return any(len(digits) > 1 for digits in self.gathered)
+
+    @property
+    def listened_straight_through(self) -> bool:
+        """Whether the caller heard each of the three menus and answered it (no detour, no silence)."""
+        return len(self.gathered) == 3 and all(len(digits) == 1 for digits in self.gathered)
 
 
 def trace(events: list[dict[str, Any]], sid: str, joined: float | None) -> CallTrace:
@@ -203,6 +231,9 @@ def trace(events: list[dict[str, Any]], sid: str, joined: float | None) -> CallT
     """
     call = CallTrace(sid, _at(events[0]) if events else time.time(), joined=joined)
     requested: tuple[str, float] | None = None
+    # The reply to the latest menu's keys: the one that put the caller in line, once they are in
+    # Twilio's queue or redirected to a handler (which may happen before they reach <Enqueue>).
+    after_keys, replied_s = False, None
     for event in events:
         kind = event["kind"]
         if kind == "webhook" and not event.get("response_ignored"):
@@ -211,11 +242,29 @@ def trace(events: list[dict[str, Any]], sid: str, joined: float | None) -> CallT
         elif kind in ("webhook.response", "webhook.failed") and requested is not None:
             call.webhooks.append((requested[0], (_at(event) - requested[1]) * 1000))
             requested = None
-        elif kind == "redirected" and event.get("by") == "api" and call.redirected is None:
+            if after_keys:
+                after_keys, replied_s = False, event.get("call_s")
+        if kind == "redirected" and event.get("by") == "api" and call.redirected is None:
             call.redirected = _at(event)
-        elif kind == "ended":
+        if kind == "gather.ended" and call.answer_to_queue_s is None:
+            call.gathered.append(event.get("digits") or "")
+            after_keys = bool(event.get("digits") or event.get("speech"))
+        if call.answer_to_queue_s is None and (kind == "enqueued" or kind == "redirected" and event.get("by") == "api"):
+            call.answer_to_queue_s = replied_s if replied_s is not None else event.get("call_s")
+        if kind == "ended":
             call.ended = _at(event)
     return call
+
+
+def answer_to_queue(traces: list[CallTrace]) -> dict[str, dict[str, Any]]:
+    """Call time from the answer to the queue, in seconds, for callers who typed ahead and for
+    callers who listened to each menu before answering it. The emulator counts each prompt at its
+    spoken length (whatever the time scale) and each webhook at its real time."""
+    typed = [call.answer_to_queue_s * 1000 for call in traces if call.answer_to_queue_s is not None and call.typed_ahead]
+    listened = [call.answer_to_queue_s * 1000 for call in traces
+                if call.answer_to_queue_s is not None and call.listened_straight_through]
+    return {name: {key: (value / 1000 if isinstance(value, float) else value) for key, value in summary(values).items()}
+            for name, values in (("typed_ahead", typed), ("listened", listened))}
 
 
 def timeline(traces: list[CallTrace], step_s: float = 0.5) -> dict[str, list[float]]:
@@ -309,6 +358,7 @@ def measure(stack: Stack, emulator: EmulatorClient, sids: list[str], handlers: l
             "accept_to_redirect": summary(accept_to_redirect),
             "booking": summary(bookings),
         },
+        "answer_to_queue_s": answer_to_queue(traces),
         "wait_estimate": estimates,
         "handlers": {
             "calls_taken": sum(handler.calls_taken for handler in handlers),

@@ -142,6 +142,11 @@ def table(results: Mapping[str, Any]) -> list[str]:
         for name, figures in steps.items():
             cells = "".join(f"{'-' if figures[k] is None else figures[k]:>9}" for k in ("p50", "p90", "p99", "max"))
             lines.append(f"{name:<34}{figures['n']:>6}{cells}")
+    reached = results.get("answer_to_queue_s") or {}
+    if reached:
+        lines.append("answer to queue, call time (s): " + ", ".join(
+            f"{name.replace('_', ' ')} p50 {'-' if figures['p50'] is None else round(figures['p50'], 1)} (n {figures['n']})"
+            for name, figures in reached.items()))
     told = results.get("wait_estimate")
     if told:
         lines.append(f"wait estimate vs the wait that followed ({told['n']} told to callers then answered): "

@@ -42,6 +42,14 @@ STATUS_EVENT = {"initiated": "initiated", "ringing": "ringing", "in-progress": "
                 "busy": "completed", "failed": "completed", "no-answer": "completed", "canceled": "completed"}
 DTMF_KEYS = set("0123456789*#w")
 _NO_INPUT = object()
+#: A scripted entry spoken rather than keyed: "say:my own health".
+SAY_PREFIX = "say:"
+#: A scripted entry keyed as soon as the Gather listens, barging in on its prompt: "barge:111".
+BARGE_PREFIX = "barge:"
+#: How long "auto" speechTimeout waits after the caller stops talking, as Twilio's own end-of-speech detection.
+AUTO_SPEECH_TIMEOUT_S = 1.0
+#: Twilio's warning for speechTimeout="auto" with the default speech model.
+AUTO_WITH_DEFAULT_MODEL = 13335
 
 
 @dataclass
@@ -62,6 +70,7 @@ class GatherState:
     finish_on_key: str
     num_digits: int | None
     speech: bool
+    dtmf: bool = True
 
 
 class Call:
@@ -124,6 +133,8 @@ class Call:
         self.conference_request: tuple[str, dict] | None = None
         self.thread: threading.Thread | None = None
         self._ended_at: float | None = None
+        # Wall-clock seconds spent in scaled waits (prompts, pauses, timeouts): turns wall time back into call time.
+        self._scaled_wall = 0.0
         # REST MachineDetection: the answer's webhook says who picked up (AnsweredBy).
         self.machine_detection = False
         self._resume_with: Fetch | None = None
@@ -172,8 +183,27 @@ class Call:
                 "end_time": self.end_time.isoformat() if self.end_time else None,
             }
 
+    def call_time(self) -> float | None:
+        """Seconds of call time since the leg was answered, as a caller would feel them.
+
+        Prompts, pauses and timeouts run at the time scale, so their wall time is scaled back up;
+        everything else (webhooks, the service's own work) takes its real time, as on Twilio. At a
+        small time scale this keeps a slow webhook from looking a hundred times slower than it was.
+        """
+        if self.answered_at is None:
+            return None
+        end = self._ended_at if self.finished and self._ended_at else time.monotonic()
+        wall = end - self.answered_at
+        scaled = min(self._scaled_wall, wall)
+        return round(wall - scaled + scaled / self.config.time_scale, 3)
+
     def event(self, kind: str, **data: Any) -> None:
-        """Add to the transcript, mirrored to the device this leg rings or is connected to."""
+        """Add to the transcript, mirrored to the device this leg rings or is connected to.
+
+        Every event after the answer carries `call_s`, the call time it happened at (`call_time`)."""
+        at = self.call_time()
+        if at is not None and "call_s" not in data:
+            data["call_s"] = at
         self.log.append(kind, **data)
         endpoint = self.endpoint
         if endpoint is not None:
@@ -221,21 +251,25 @@ class Call:
         Returns the truthy value of `until()` (evaluated under the lock) when it becomes true,
         "digit" when `barge` and a key is pressed, or "timeout".
         """
-        deadline = None if seconds is None else time.monotonic() + seconds
-        with self.lock:
-            while True:
-                self._check()
-                if until is not None:
-                    value = until()
-                    if value:
-                        return value
-                if barge and (self.dtmf or self.speech is not None):
-                    return "digit"
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return "timeout"
-                # Re-check at least every second, so a missed notify can only delay, never hang.
-                self.cv.wait(1.0 if remaining is None else min(remaining, 1.0))
+        began = time.monotonic()
+        deadline = None if seconds is None else began + seconds
+        try:
+            with self.lock:
+                while True:
+                    self._check()
+                    if until is not None:
+                        value = until()
+                        if value:
+                            return value
+                    if barge and (self.dtmf or self.speech is not None):
+                        return "digit"
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return "timeout"
+                    # Re-check at least every second, so a missed notify can only delay, never hang.
+                    self.cv.wait(1.0 if remaining is None else min(remaining, 1.0))
+        finally:
+            self._scaled_wall += time.monotonic() - began
 
     # ------------------------------------------------------------------ control from outside
 
@@ -247,7 +281,10 @@ class Call:
     def press(self, digits: str, when: str = "now") -> bool:
         """The person on this leg presses keys; `when="next-gather"` saves them for the next Gather.
 
-        Returns False when the keys went nowhere (no Gather listening), as on a real call.
+        A saved entry is pressed once that Gather's prompt has played; "barge:111" presses as soon as
+        it listens (a caller who knows the menu and types ahead), and "say:words" speaks instead.
+        Returns False when the keys went nowhere (no Gather listening, or one that takes only
+        speech), as on a real call.
         """
         with self.lock:
             if self.finished:
@@ -257,7 +294,7 @@ class Call:
                 self.event("digits.queued", digits=digits or "")
                 return True
             bridge = self.bridge
-            if self.gather is not None:
+            if self.gather is not None and self.gather.dtmf:
                 self.dtmf.extend(digits)
                 self.cv.notify_all()
                 accepted = True
@@ -683,7 +720,14 @@ class Call:
     # ------------------------------------------------------------------ Gather
 
     def _verb_gather(self, verb: Verb, base: str | None, context: str) -> Fetch | None:
-        """`<Gather>`: collect keys (nested Say/Play/Pause barge in), then request the action URL."""
+        """`<Gather>`: collect keys or speech, then request the action URL.
+
+        As Twilio documents it: nested Say/Play/Pause stop at the first key or words when `bargeIn`
+        is true (the default), and play to the end otherwise, the input still counting; `input`
+        says which of keys and speech are heard; `numDigits`, `finishOnKey` and `timeout` (silence
+        after the prompt, and between keys) end key input; `speechTimeout` ("auto" or seconds)
+        waits after the words; `hints` and `language` are recorded for the transcript.
+        """
         timeout = verb.number("timeout", 5)
         finish = verb.get("finishOnKey")
         finish = "#" if finish is None else finish
@@ -697,31 +741,48 @@ class Call:
         action = resolve(base, verb.get("action")) if verb.get("action") else base
         method = verb.method()
         on_empty = verb.flag("actionOnEmptyResult", False)
-        speech = "speech" in (verb.get("input") or "dtmf")
+        inputs = set((verb.get("input") or "dtmf").replace(",", " ").split())
+        if not inputs or inputs - {"dtmf", "speech"}:
+            raise TwimlError(SCHEMA_WARNING, f"Gather input must be dtmf, speech or both: {verb.get('input')!r}")
+        speech, dtmf = "speech" in inputs, "dtmf" in inputs
+        barge_in = verb.flag("bargeIn", True)
+        # Without speechTimeout Twilio waits `timeout` after the words; "auto" (its own end-of-speech
+        # detection) is refused, with a warning, by the default speech model.
+        speech_timeout: str | float = verb.get("speechTimeout") or timeout
+        if speech_timeout == "auto" and speech and (verb.get("speechModel") or "default") == "default":
+            self.emulator.alert(AUTO_WITH_DEFAULT_MODEL, "Gather: speechTimeout auto cannot be used with model default",
+                                call=self, url=base, level="warning")
+        elif speech_timeout != "auto":
+            speech_timeout = verb.number("speechTimeout", timeout)
         with self.lock:
             self.dtmf = []
             self.speech = None
-            self.gather = GatherState(finish, num_digits, speech)
+            self.gather = GatherState(finish, num_digits, speech, dtmf)
             scripted = self.scripted_inputs.popleft() if self.scripted_inputs else _NO_INPUT
         self.activity = "gather"
         self.event("gather.started", timeout=timeout, finish_on_key=finish, num_digits=num_digits, action=action,
-                   method=method, input=verb.get("input") or "dtmf")
+                   method=method, input=" ".join(sorted(inputs)), barge_in=barge_in, hints=verb.get("hints"),
+                   language=verb.get("language"), speech_timeout=speech_timeout)
         try:
+            if isinstance(scripted, str) and scripted.startswith(BARGE_PREFIX):
+                self._scripted(scripted[len(BARGE_PREFIX):])
+                scripted = _NO_INPUT
             barged = False
             for child in verb.children:
                 handler = getattr(self, "_verb_" + child.name.lower())
-                if handler(child, base, context, barge=True):
+                if handler(child, base, context, barge=barge_in) and barge_in:
                     barged = True
                     break
             if scripted is not _NO_INPUT:
-                # Keys saved for "the next Gather" are pressed once the prompt has been heard.
-                if scripted:
-                    with self.lock:
-                        self.dtmf.extend(scripted)
-                    self.event("digits", digits=scripted, heard_by="gather", scripted=True)
+                # Entries saved for "the next Gather" are keyed (or said) once the prompt has been heard.
+                self._scripted(scripted)
             digits, reason, key = self._collect(timeout, finish, num_digits)
             with self.lock:
                 said = self.speech
+            if said is not None and reason == "speech":
+                # Twilio waits for the end of the caller's words before it sends them.
+                wait = AUTO_SPEECH_TIMEOUT_S if speech_timeout == "auto" else float(speech_timeout)
+                self._wait(self.config.scaled(wait))
         finally:
             with self.lock:
                 self.gather = None
@@ -736,6 +797,24 @@ class Call:
             return Fetch(action, method, params, purpose="gather-action")
         # No input: Twilio carries on with the next verb.
         return None
+
+    def _scripted(self, entry: str) -> None:
+        """Key (or, with "say:", speak) a scripted entry into the Gather listening now."""
+        if not entry:
+            return
+        if entry.startswith(SAY_PREFIX):
+            words = entry[len(SAY_PREFIX):].strip()
+            with self.lock:
+                heard = self.gather is not None and self.gather.speech
+                if heard:
+                    self.speech = words
+            self.event("spoke", text=words, heard_by=[self.sid] if heard else [], scripted=True)
+            return
+        with self.lock:
+            heard = self.gather is not None and self.gather.dtmf
+            if heard:
+                self.dtmf.extend(entry)
+        self.event("digits", digits=entry, heard_by="gather" if heard else None, scripted=True)
 
     def _collect(self, timeout: float, finish: str, num_digits: int | None) -> tuple[str, str, str]:
         """Gather keys until numDigits, finishOnKey or `timeout` seconds of silence between keys."""

@@ -99,7 +99,11 @@ def emulator(host: str, port: int, voice_url: str | None, voice_method: str, sta
 
 
 def parse_keys(spec: str) -> list[str]:
-    """"1,1,2" -> ["1", "1", "2"]; an empty entry or "-" means stay silent at that Gather."""
+    """"1,1,2" -> ["1", "1", "2"]; an empty entry or "-" means stay silent at that Gather.
+
+    "barge:111" presses the keys as soon as that Gather listens (typing ahead, over its prompt);
+    "say:my own health" speaks the words instead of pressing a key.
+    """
     if not spec:
         return []
     keys = []
@@ -107,13 +111,17 @@ def parse_keys(spec: str) -> list[str]:
         item = item.strip()
         keys.append("" if item == "-" else item)
     for item in keys:
-        if set(item) - set("0123456789*#"):
-            raise click.BadParameter(f"{item!r} is not a key sequence (use 0-9, * and #)", param_hint="--keys")
+        if item.startswith("say:") and item[4:].strip():
+            continue
+        if set(item.removeprefix("barge:")) - set("0123456789*#"):
+            raise click.BadParameter(f"{item!r} is not a key sequence (use 0-9, * and #, barge:<keys> to type "
+                                     "ahead, or say:<words>)", param_hint="--keys")
     return keys
 
 
 @click.command("simulate-call")
-@click.option("--keys", default="", help="Keys for successive Gathers, comma-separated ('-' or '' = silent).")
+@click.option("--keys", default="", help="Keys for successive Gathers, comma-separated ('-' or '' = silent; "
+              "barge:111 types ahead over the prompt; say:myself speaks).")
 @click.option("--from", "from_", default="+447911123456", show_default=True,
               help="Caller ID, or 'anonymous' for a withheld number.")
 @click.option("--to", default=None, help="Number dialled [default: the emulator's helpline number].")

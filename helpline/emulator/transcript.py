@@ -25,8 +25,11 @@ def describe(event: dict[str, Any]) -> str | None:
         return f"(pause {event.get('length')} s)"
     if kind == "gather.started":
         limit = f", up to {event['num_digits']} key(s)" if event.get("num_digits") else ""
-        return f"... waiting for keys (timeout {event.get('timeout'):g} s{limit})"
+        what = "keys or words" if "speech" in (event.get("input") or "") else "keys"
+        return f"... waiting for {what} (timeout {event.get('timeout'):g} s{limit})"
     if kind == "gather.ended":
+        if event.get("speech"):
+            return f'... words heard: "{event["speech"]}"'
         if event.get("digits"):
             return f"... keys received: {event['digits']}"
         return "... no keys pressed" if event.get("reason") == "timeout" else f"... gather ended ({event.get('reason')})"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from flask import url_for
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -36,6 +37,8 @@ NO_ESTIMATE = ("You are number {position} in line. Nobody is free to answer just
 #: What a caller held through an outage hears before the flow's emergency advice (`texts.emergency`).
 HELD = ("We are sorry, we cannot take your answers just now. Please stay on the line: you are in the queue "
         "and we will put you through to one of our team as soon as we can.")
+#: The timeline's mark that a caller has been told we cannot call them back (they hear it once).
+NO_CALLBACK_TOLD = "no_callback_told"
 #: "a.m." or "p.m." followed by a sentence's own full stop.
 _DOUBLED_STOP = re.compile(r"\b([ap])\.m\.\.")
 
@@ -138,8 +141,14 @@ class Interpreter:
         call.caller_number_status = parse_caller(form.get("From")).status
         return self.enter(session, call, self.flow.start, form)
 
-    def enter(self, session: Session, call: Call, name: str, form: Mapping[str, str], attempt: int = 1) -> VoiceResponse:
-        """Move the call to step `name` and return what the caller hears there."""
+    def enter(self, session: Session, call: Call, name: str, form: Mapping[str, str], attempt: int = 1,
+              ahead: str = "") -> VoiceResponse:
+        """Move the call to step `name` and return what the caller hears there.
+
+        `ahead` holds keys the caller typed ahead into an earlier menu's Gather and not yet used:
+        a menu that takes keys typed ahead answers with them at once (the caller never hears it),
+        an `hours` step passes them on, and any other step drops them (what it says must be heard).
+        """
         now = utcnow()
         step = self.flow.step(name)
         call.step = name
@@ -147,16 +156,17 @@ class Interpreter:
         if attempt == 1:
             self.log(session, call, "step", name)
         voice = self.voice
-        if step.type == "say":
-            return twiml.speak_then_redirect(voice, self.render(step.say or "", now), self.step_url(call, step.next or ""))
         if step.type == "hours":
             target = step.open if self.hours.is_open(now) else step.closed
-            return self.enter(session, call, target or "", form)
+            return self.enter(session, call, target or "", form, ahead=ahead)
+        if ahead and step.type == "menu" and step.type_ahead:
+            return self.keys(session, call, name, attempt, ahead, form, typed_ahead=True)
+        if ahead:
+            self.log(session, call, "keys_dropped", name, keys=ahead)
+        if step.type == "say":
+            return twiml.speak_then_redirect(voice, self.render(step.say or "", now), self.step_url(call, step.next or ""))
         if step.type == "menu":
-            text = self.render(step.prompt or "", now)
-            if attempt > 1 and step.retry:
-                text = f"{self.render(step.retry, now)} {text}"
-            return twiml.menu(voice, text, self.keys_url(call, name, attempt))
+            return self._menu(call, step, attempt, now, form)
         if step.type == "hangup":
             if step.forget_caller:
                 self.forget_caller(call)
@@ -166,39 +176,89 @@ class Interpreter:
             return self._callback(session, call, step, form, now)
         return self._queue(session, call, step, form, now)
 
-    def keys(self, session: Session, call: Call, name: str, attempt: int, digits: str, form: Mapping[str, str]) -> VoiceResponse:
-        """The caller pressed `digits` (or nothing) at menu `name` after `attempt` prompts."""
+    def keys(self, session: Session, call: Call, name: str, attempt: int, digits: str, form: Mapping[str, str],
+             speech: str = "", typed_ahead: bool = False) -> VoiceResponse:
+        """The caller pressed `digits` (or said `speech`, or nothing) at menu `name` after `attempt` prompts.
+
+        The first key answers this menu; any more were typed ahead, and go on to the menus that
+        follow (see `enter`). Words count only when no key was pressed, and only as one of the
+        menu's keys' `words`.
+        """
         step = self.flow.step(name)
         if step.type != "menu":
             return self.enter(session, call, call.step or self.flow.start, form)
-        key, menu_keys = digits[:1], self.flow.menu_keys
+        heard: dict[str, Any] = {}
+        if not digits and speech and step.speech:
+            digits = self.flow.key_for(step, speech) or ""
+            # What was said is not kept: only whether it matched, and the key it stood for.
+            heard = {"spoken": True}
+            if not digits:
+                self.log(session, call, "speech_not_understood", name, attempt=attempt)
+        elif typed_ahead:
+            heard = {"typed_ahead": True}
+        key, rest, menu_keys = digits[:1], digits[1:], self.flow.menu_keys
         if key and key == menu_keys.repeat:
             # Hear the menu again: it does not count as a try.
             self.log(session, call, "repeat", name, attempt=attempt)
             return self.enter(session, call, name, form, attempt=attempt)
+        if key and key == menu_keys.back:
+            return self._back(session, call, name, attempt, rest, form)
         speak_now = menu_keys.speak_now
-        if key and speak_now is not None and key == speak_now.key and self._reaches_queue(name):
+        if key and speak_now is not None and key == speak_now.key and self._speak_now_here(call, name):
             self._path(call, {"step": name, "key": key})
-            self.log(session, call, "key", name, key=key, speak_now=True)
+            self.log(session, call, "key", name, key=key, speak_now=True, **heard)
             for answer, flag in speak_now.unconfirmed.items():
                 if answer not in call.answers and flag not in call.flags:
                     call.flags = [*call.flags, flag]
             if speak_now.need and call.need is None:
                 call.need = speak_now.need
-            return self.enter(session, call, self.queue_step().name, form)
-        action = step.keys.get(key) if digits else None
+            return self.enter(session, call, self.queue_step().name, form, ahead=rest)
+        action = step.keys.get(key) if key else None
         if action is not None:
-            self._path(call, {"step": name, "key": digits[:1]})
-            self.log(session, call, "key", name, key=digits[:1])
-            return self._act(session, call, action, form)
-        self.log(session, call, "no_input" if not digits else "invalid_key", name, attempt=attempt)
+            self._path(call, {"step": name, "key": key})
+            self.log(session, call, "key", name, key=key, **heard)
+            return self._act(session, call, action, form, ahead=rest)
+        self.log(session, call, "no_input" if not digits and not speech else "invalid_key", name, attempt=attempt)
         if attempt < step.attempts:
             return self.enter(session, call, name, form, attempt=attempt + 1)
         self._path(call, {"step": name, "key": None})
         assert step.no_input is not None  # guaranteed by the flow check
         return self._act(session, call, step.no_input, form)
 
-    def current(self, call: Call) -> VoiceResponse:
+    def _back(self, session: Session, call: Call, name: str, attempt: int, rest: str,
+              form: Mapping[str, str]) -> VoiceResponse:
+        """The back key: return to the menu answered before this one, to answer it again.
+
+        Its answer stands until it is answered again (a caller going back from "not eligible" to
+        eligibility and pressing 1 replaces it). At the first menu there is nothing before: the
+        menu plays again, as the repeat key would. Keys typed after it carry on from there.
+        """
+        previous = self.previous_menu(call, name)
+        self._path(call, {"step": name, "key": self.flow.menu_keys.back, "back": True})
+        self.log(session, call, "back", name, to=previous)
+        if previous is None:
+            return self.enter(session, call, name, form, attempt=attempt)
+        return self.enter(session, call, previous, form, ahead=rest)
+
+    def previous_menu(self, call: Call, name: str) -> str | None:
+        """The menu the caller answered before reaching menu `name`, going back as often as they
+        have pressed the back key; None at the first menu."""
+        answered: list[str] = []
+        for entry in call.ivr_path:
+            if "key" not in entry:
+                continue  # arriving at a step; a menu counts once it is answered (or left unanswered)
+            if entry.get("back"):
+                while answered and answered[-1] == entry["step"]:
+                    answered.pop()
+                if answered:
+                    answered.pop()
+            elif self.flow.steps.get(entry["step"]) is not None:
+                answered.append(entry["step"])
+        while answered and answered[-1] == name:
+            answered.pop()
+        return answered[-1] if answered else None
+
+    def current(self, call: Call, form: Mapping[str, str] | None = None) -> VoiceResponse:
         """What the caller hears at the step they are at now, changing nothing: the answer to a key
         pressed at a step the call has already left (a late or replayed request), which must neither
         rewrite an answer nor move the call."""
@@ -215,10 +275,7 @@ class Interpreter:
         if step.type == "menu":
             last = call.ivr_path[-1] if call.ivr_path else {}
             attempt = int(last.get("attempt", 1)) if last.get("step") == name and "key" not in last else 1
-            text = self.render(step.prompt or "", now)
-            if attempt > 1 and step.retry:
-                text = f"{self.render(step.retry, now)} {text}"
-            return twiml.menu(voice, text, self.keys_url(call, name, attempt))
+            return self._menu(call, step, attempt, now, form or {})
         if step.type in ("hangup", "callback"):
             return twiml.speak_and_hang_up(voice, self.render(step.say or "", now))
         return twiml.enqueue(voice, self.render(step.say or "", now), self.settings.queue.name,
@@ -234,9 +291,32 @@ class Interpreter:
         step = self.flow.step(call.step)
         return step.type == "say" and step.next == name
 
-    def _act(self, session: Session, call: Call, action: Action, form: Mapping[str, str]) -> VoiceResponse:
+    def _act(self, session: Session, call: Call, action: Action, form: Mapping[str, str], ahead: str = "") -> VoiceResponse:
         self._record(call, action)
-        return self.enter(session, call, action.goto, form)
+        return self.enter(session, call, action.goto, form, ahead=ahead)
+
+    def _menu(self, call: Call, step: Step, attempt: int, now: dt.datetime, form: Mapping[str, str]) -> VoiceResponse:
+        """A menu's Gather: its intro on the first visit, the retry words after a miss, the prompt;
+        room for the keys a caller may type ahead; and the words it listens for."""
+        text = self.render(step.prompt or "", now)
+        if attempt > 1 and step.retry:
+            text = f"{self.render(step.retry, now)} {text}"
+        visits = sum(1 for entry in call.ivr_path if entry.get("step") == step.name and "key" not in entry)
+        if step.intro and attempt == 1 and visits <= 1:
+            text = f"{self.render(step.intro, now)} {text}"
+        return twiml.menu(self.voice, text, self.keys_url(call, step.name, attempt), self.gather_timeout_s(form),
+                          self.flow.keys_ahead(step.name), self.flow.hints(step) if step.speech else None)
+
+    def is_relay(self, form: Mapping[str, str]) -> bool:
+        """Whether the call comes through a text relay service (its number starts with a relay
+        prefix, such as Relay UK's 18001): an assistant reads the menus to the caller and types their answer."""
+        digits = "".join(c for c in form.get("From", "") if c.isdigit())
+        return any(digits.startswith(prefix) for prefix in self.settings.ivr.relay_prefixes)
+
+    def gather_timeout_s(self, form: Mapping[str, str]) -> int:
+        """How long a menu waits for a key: longer for a relay call, so the assistant can type."""
+        ivr = self.settings.ivr
+        return ivr.relay_gather_timeout_s if self.is_relay(form) else ivr.gather_timeout_s
 
     # -- leaving the IVR ----------------------------------------------------------------------
 
@@ -279,7 +359,7 @@ class Interpreter:
         Built without the database. The waitUrl is what keeps the caller reachable: Twilio fetches it
         again after every stretch of hold music, and each fetch tries to record the caller and put
         them in line (`wait`, then `adopt`) until the database answers. It carries the moment they
-        were held (their place in line among the others held) and the key they pressed in the
+        were held (their place in line among the others held) and the keys they pressed in the
         request that failed, so that nothing they chose is lost.
         """
         now = utcnow()
@@ -299,23 +379,33 @@ class Interpreter:
         """Put in line a caller Twilio holds in its queue whom the service has no place in line for.
 
         That is a caller held while the database could not be written (`hold_in_outage`), found by
-        their waitUrl or by reconciliation with Twilio. A key pressed in the request that failed is
-        applied if it was pressed at the step the call is at; from there the flow is followed as if
+        their waitUrl or by reconciliation with Twilio. The keys pressed in the request that failed
+        are applied if they were pressed at the step the call is at (those typed ahead answering the
+        menus after it, as `keys` would take them); from there the flow is followed as if
         the caller had pressed nothing (each menu's `no_input`), which records the flags the flow
         gives an unanswered question (self-referral or eligibility unconfirmed, for a handler to ask
         by voice) and the need it assumes. The caller's place is `placed_at`, when they were held.
         """
         name = call.step if call.step in self.flow.steps else self.flow.start
-        applied = None
+        now = utcnow()
+        applied = ""
         step = self.flow.steps.get(pending_step or "")
         if step is not None and step.type == "menu" and pending_step == name and pending_key:
-            action = step.keys.get(pending_key[:1])
-            if action is not None and self._reaches_queue(action.goto):
-                self._path(call, {"step": name, "key": pending_key[:1]})
-                self.log(session, call, "key", name, key=pending_key[:1], recovered=True)
+            # The keys pressed at that menu, and those typed ahead for the menus after it, as `keys` would take them.
+            for key in pending_key:
+                step = self.flow.step(name)
+                action = step.keys.get(key) if step.type == "menu" and (not applied or step.type_ahead) else None
+                if action is None or not self._reaches_queue(action.goto):
+                    break
+                self._path(call, {"step": name, "key": key})
+                self.log(session, call, "key", name, key=key, recovered=True)
                 self._record(call, action)
-                name, applied = action.goto, pending_key[:1]
-        now = utcnow()
+                name, applied = action.goto, applied + key
+                for _hop in range(len(self.flow.steps)):
+                    hours = self.flow.step(name)
+                    if hours.type != "hours":
+                        break
+                    name = (hours.open if self.hours.is_open(now) else hours.closed) or name
         for _hop in range(len(self.flow.steps)):
             step = self.flow.step(name)
             if step.type == "queue":
@@ -337,9 +427,18 @@ class Interpreter:
         self._path(call, {"step": queue.name})
         entry = self._join_line(session, call, placed_at)
         self.log(session, call, "queued", queue.name, need=call.need, flags=list(call.flags), held=True,
-                 source=source, key_recovered=applied)
+                 source=source, key_recovered=applied or None)
         session.flush()  # its id orders it in line (routing.position) and claims the call's one entry
         return entry
+
+    def _speak_now_here(self, call: Call, name: str) -> bool:
+        """Whether the speak-now key reaches a person at menu `name`: at a menu that leads to the
+        line, and at one reached from such a menu (a confirmation before the call would end, where a
+        caller asking for a person is put through rather than hung up on). Not out of hours."""
+        if self._reaches_queue(name):
+            return True
+        previous = self.previous_menu(call, name)
+        return previous is not None and self._reaches_queue(previous)
 
     def _reaches_queue(self, name: str) -> bool:
         """Whether the flow, followed with no key pressed, leads from step `name` to the queue."""
@@ -397,16 +496,31 @@ class Interpreter:
         else:
             text = self.render(step.announce["position"], now, position=place, wait=routing.spoken_wait(wait_s))
         callback_url = None
-        if (
-            step.callback_key
-            and (waited >= self.settings.queue.offer_callback_after_s or wait_s is None)
-            and call.caller_number_status in ("valid", None)
-            and parse_caller(form.get("From")).status == "valid"
-        ):
+        offer_due = bool(step.callback_key) and (waited >= self.settings.queue.offer_callback_after_s or wait_s is None)
+        if offer_due and self.can_call_back(call, form):
             text = f"{text} {self.render(step.announce['callback_offer'], now)}"
             callback_url = url_for("voice.queue_key", n=len(call.ivr_path))
+        elif offer_due and "no_callback" in step.announce and not self._told_no_callback(session, call):
+            # Others are offered a call-back now. This caller cannot be (a withheld number, or one we
+            # cannot ring): rather than leave them wondering, say so once, beside the wait to expect.
+            text = f"{self.render(step.announce['no_callback'], now)} {text}"
+            self.log(session, call, NO_CALLBACK_TOLD, step.name, number=call.caller_number_status)
         loops = max(1, round(self.settings.queue.announce_every_s / HOLD_CLIP_S))
         return twiml.hold(self.voice, text, self.music_url(), loops, callback_url)
+
+    @staticmethod
+    def can_call_back(call: Call, form: Mapping[str, str]) -> bool:
+        """Whether the caller's number is one the service can ring back: shown, valid, and a UK
+        number (the service rings UK numbers only; a caller from abroad is not promised a call)."""
+        parsed = parse_caller(form.get("From"))
+        return (call.caller_number_status in ("valid", None) and parsed.status == "valid"
+                and (parsed.e164 or "").startswith("+44"))
+
+    @staticmethod
+    def _told_no_callback(session: Session, call: Call) -> bool:
+        """Whether this caller has already been told that they cannot be called back."""
+        return session.scalar(select(CallEvent.id).where(CallEvent.call_id == call.id, CallEvent.kind == NO_CALLBACK_TOLD)
+                              .limit(1)) is not None
 
     def queue_key(self, session: Session, call: Call, digits: str, form: Mapping[str, str]) -> VoiceResponse:
         """A key pressed while waiting: the callback key takes the caller out of the line politely."""

@@ -43,6 +43,8 @@ class Action:
     need: str | None = None
     flag: str | None = None
     answer: Mapping[str, str] = field(default_factory=dict)
+    #: What a caller may say instead of pressing the key, at a menu that listens for speech.
+    words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,10 @@ class Step:
     closed: str | None = None
     prompt: str | None = None
     retry: str | None = None
+    intro: str | None = None
     attempts: int = 3
+    type_ahead: bool = True
+    input: str = "dtmf"
     keys: Mapping[str, Action] = field(default_factory=dict)
     no_input: Action | None = None
     outcome: str | None = None
@@ -68,6 +73,19 @@ class Step:
     callback_key: str | None = None
     callback: str | None = None
 
+    @property
+    def speech(self) -> bool:
+        """Whether this menu listens for words as well as keys."""
+        return "speech" in self.input.split()
+
+    def hints(self) -> list[str]:
+        """Every word or phrase this menu's keys listen for, to help the speech recogniser."""
+        return [word for action in self.keys.values() for word in action.words]
+
+    def key_for(self, speech: str) -> str | None:
+        """The key whose words the caller said, or None (see `best_key`)."""
+        return best_key([(word, key) for key, action in self.keys.items() for word in action.words], speech)
+
     def targets(self) -> list[str]:
         """Every step this one can lead to."""
         found = [self.next, self.open, self.closed, self.no_number, self.callback]
@@ -75,6 +93,24 @@ class Step:
         if self.no_input:
             found.append(self.no_input.goto)
         return [target for target in found if target]
+
+
+def best_key(words: list[tuple[str, str]], speech: str) -> str | None:
+    """The key of the (word, key) pairs whose word the caller said, or None: the longest phrase
+    heard wins, so "someone else" is not taken for a key listening for "someone"."""
+    said = _spoken(speech)
+    best: tuple[int, str] | None = None
+    for word, key in words:
+        phrase = _spoken(word)
+        if phrase in said and (best is None or len(phrase) > best[0]):
+            best = (len(phrase), key)
+    return best[1] if best else None
+
+
+def _spoken(text: str) -> str:
+    """Words as compared: lower case, punctuation as spaces ("That's me." and "that s me" match),
+    padded with spaces so that a phrase matches whole words only."""
+    return " " + " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) + " "
 
 
 @dataclass(frozen=True)
@@ -89,17 +125,27 @@ class SpeakNow:
 
 @dataclass(frozen=True)
 class MenuKeys:
-    """Keys that mean the same at every menu: `repeat` hears it again; `speak_now` reaches a person
-    (at menus from which the line can be reached). No menu may use them for anything else."""
+    """Keys that mean the same at every menu: `repeat` hears it again; `back` goes back to the menu
+    before; `speak_now` reaches a person (at menus from which the line can be reached). No menu may
+    use them for anything else."""
 
     repeat: str | None = None
     speak_now: SpeakNow | None = None
+    back: str | None = None
+    #: What a caller may say instead of each of these keys (by meaning), at menus that listen for speech.
+    words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def spoken(self) -> list[tuple[str, str]]:
+        """(word, key) for every word that stands for one of these keys."""
+        return [(word, key) for key, meaning in self.reserved().items() for word in self.words.get(meaning, ())]
 
     def reserved(self) -> dict[str, str]:
         """The keys taken, by what they do."""
         taken = {}
         if self.repeat:
             taken[self.repeat] = "repeat"
+        if self.back:
+            taken[self.back] = "back"
         if self.speak_now:
             taken[self.speak_now.key] = "speak_now"
         return taken
@@ -119,6 +165,34 @@ class Flow:
     def step(self, name: str) -> Step:
         """The step called `name`; KeyError if the flow has none (a stale or forged URL)."""
         return self.steps[name]
+
+    def key_for(self, step: Step, speech: str) -> str | None:
+        """The key the caller's words stand for at menu `step`: one of its keys' words, or the words
+        of a key that means the same at every menu ("go back"); None when nothing matched."""
+        own = [(word, key) for key, action in step.keys.items() for word in action.words]
+        return best_key(own + self.menu_keys.spoken(), speech)
+
+    def hints(self, step: Step) -> list[str]:
+        """Every word or phrase menu `step` listens for, to help the speech recogniser."""
+        return step.hints() + [word for word, _key in self.menu_keys.spoken()]
+
+    def keys_ahead(self, name: str) -> int:
+        """How many keys menu `name` takes at once: its own, and one for each menu after it that a
+        caller who knows the flow can answer before hearing it (menus reached by a key, through
+        `hours` steps, that take `type_ahead`). Twilio's Gather hears keys only while it listens, so
+        a caller typing ahead must press them all into this menu's Gather (numDigits); the
+        interpreter then answers the menus one key at a time."""
+        return self._depth(name, frozenset())
+
+    def _depth(self, name: str, seen: frozenset[str]) -> int:
+        step = self.steps.get(name)
+        if step is None or name in seen:
+            return 0
+        if step.type == "hours":
+            return max(self._depth(step.open or "", seen | {name}), self._depth(step.closed or "", seen | {name}))
+        if step.type != "menu" or (seen and not step.type_ahead):
+            return 0
+        return 1 + max((self._depth(action.goto, seen | {name}) for action in step.keys.values()), default=0)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -193,8 +267,14 @@ def parse_flow(data: Any, path: Path) -> Flow:
             if key in step.keys:
                 problems.append(f"{where}: step {step.name}: key {key!r} is the {meaning} key of every menu "
                                 "(menu_keys); a menu may not use it for anything else")
+        if step.speech:
+            own = {" ".join(word.lower().split()) for word in step.hints()}
+            shared = sorted(word for word, _key in menu_keys.spoken() if " ".join(word.lower().split()) in own)
+            if shared:
+                problems.append(f"{where}: step {step.name}: the words {', '.join(map(repr, shared))} are given for a "
+                                "key of this menu and for a key of every menu (menu_keys.words)")
     for step in steps.values():
-        for text_field in ("say", "prompt", "retry"):
+        for text_field in ("say", "prompt", "retry", "intro"):
             value = getattr(step, text_field)
             if value is not None:
                 problems += _check_text(value, known_names, f"{where}: step {step.name}: {text_field}")
@@ -250,6 +330,7 @@ class _Action(_Part):
     need: Need | None = None
     flag: Word | None = None
     answer: TextMap | None = None
+    words: Annotated[list[Annotated[StrictStr, Field(min_length=1)]], Field(min_length=1)] | None = None
 
 
 class _Say(_Part):
@@ -268,9 +349,26 @@ class _Menu(_Part):
     type: Literal["menu"]
     prompt: Prompt
     retry: StrictStr = None  # type: ignore[assignment] - may be left out, but not given as null
+    intro: StrictStr = None  # type: ignore[assignment] - may be left out, but not given as null
     attempts: Annotated[StrictInt, Field(ge=1, le=5)] = 3
+    type_ahead: StrictBool = True
+    input: Literal["dtmf", "dtmf speech"] = "dtmf"
     keys: Annotated[dict[Keypad, _Action], Field(min_length=1), BeforeValidator(_as_text_key)]
     no_input: _Action
+
+    @model_validator(mode="after")
+    def _words(self) -> "_Menu":
+        heard = [word.lower() for action in self.keys.values() for word in action.words or []]
+        if self.input == "dtmf" and heard:
+            raise ValueError("keys have words but the menu does not listen for them (input: dtmf speech)")
+        if self.input != "dtmf" and not heard:
+            raise ValueError("the menu listens for speech (input: dtmf speech) but no key has words")
+        twice = sorted({word for word in heard if heard.count(word) > 1})
+        if twice:
+            raise ValueError(f"the words {', '.join(map(repr, twice))} are given for more than one key")
+        if self.no_input.words:
+            raise ValueError("no_input cannot have words")
+        return self
 
 
 class _Hangup(_Part):
@@ -317,12 +415,22 @@ class _SpeakNow(_Part):
 
 class _MenuKeys(_Part):
     repeat: Keypad | None = None
+    back: Keypad | None = None
     speak_now: _SpeakNow | None = None
+    words: dict[Literal["repeat", "back", "speak_now"],
+                Annotated[list[Annotated[StrictStr, Field(min_length=1)]], Field(min_length=1)]] | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> "_MenuKeys":
-        if self.repeat is not None and self.speak_now is not None and self.repeat == self.speak_now.key:
-            raise ValueError("repeat and speak_now cannot be the same key")
+        named = [("repeat", self.repeat), ("back", self.back), ("speak_now", self.speak_now.key if self.speak_now else None)]
+        given = [(meaning, key) for meaning, key in named if key is not None]
+        for index, (meaning, key) in enumerate(given):
+            for other, other_key in given[index + 1:]:
+                if key == other_key:
+                    raise ValueError(f"{meaning} and {other} cannot be the same key")
+        for meaning in self.words or {}:
+            if meaning not in dict(given):
+                raise ValueError(f"words for {meaning}, which has no key")
         return self
 
 
@@ -341,7 +449,7 @@ _TEXTS = TypeAdapter(Union[TextMap, None])
 
 
 #: The steps' texts, in the order their problems are reported.
-_TEXT_FIELDS = ("say", "prompt", "retry", "next", "open", "closed", "outcome", "no_number", "callback")
+_TEXT_FIELDS = ("say", "prompt", "retry", "intro", "next", "open", "closed", "outcome", "no_number", "callback")
 #: Fields a step type requires, in the order a missing one is reported.
 _REQUIRED = {
     "say": ("say", "next"),
@@ -371,6 +479,8 @@ def _action_problem(label: str, loc: tuple[Any, ...], error: Mapping[str, Any]) 
         return 2, f"{label}: {_NEEDS_ARE}"
     if field_name == "answer":
         return 3, f"{label}: answer must map names to text"
+    if field_name == "words":
+        return 3.5, f"{label}: words must be a list of words or phrases"
     return 4, f"{label}: flag must be a word such as self_referral_unconfirmed"
 
 
@@ -386,7 +496,7 @@ def _step_problem(raw: Any, error: Mapping[str, Any]) -> tuple[int, str]:
     loc = tuple(error["loc"][1:])  # past the step type pydantic chose by
     field_name = loc[0] if loc else None
     if not loc:
-        return 90, _validator_message(error)  # the queue step's own checks
+        return 90, _validator_message(error)  # a step type's own checks (menu words, queue prompts)
     if error["type"] == "extra_forbidden" and len(loc) == 1:
         return 2, f"unknown key {field_name!r} for a {kind} step"
     if field_name in _REQUIRED[kind] and (len(loc) == 1 and error["type"] == "missing" or raw.get(field_name) in (None, "", {})):
@@ -396,6 +506,8 @@ def _step_problem(raw: Any, error: Mapping[str, Any]) -> tuple[int, str]:
         return 4, f"{field_name} must be text"
     if field_name == "attempts":
         return 5, "attempts must be a whole number from 1 to 5"
+    if field_name == "input":
+        return 5.5, "input must be dtmf or dtmf speech"
     if field_name == "keys":
         if len(loc) == 1:
             return 6, "keys must map keypad keys to actions"
@@ -420,11 +532,13 @@ def _menu_keys_problem(error: Mapping[str, Any]) -> tuple[int, str]:
     if not loc:
         if error["type"] == "value_error":
             return 9, _validator_message(error)
-        return 0, "must be a mapping with repeat and speak_now"
+        return 0, "must be a mapping with repeat, back and speak_now"
     if error["type"] == "extra_forbidden" and len(loc) == 1:
         return 1, f"unknown key {loc[0]!r}"
-    if loc[0] == "repeat":
-        return 2, "repeat is not a keypad key"
+    if loc[0] in ("repeat", "back"):
+        return 2, f"{loc[0]} is not a keypad key"
+    if loc[0] == "words":
+        return 2.5, "words must map repeat, back or speak_now to a list of words or phrases"
     if len(loc) == 1 or loc[1] == "key":
         return 3, "speak_now needs key: <a keypad key>"
     if error["type"] == "extra_forbidden":
@@ -449,11 +563,13 @@ def _parse_menu_keys(raw: Any) -> MenuKeys:
     speak_now = None
     if keys.speak_now is not None:
         speak_now = SpeakNow(keys.speak_now.key, keys.speak_now.need, dict(keys.speak_now.unconfirmed or {}))
-    return MenuKeys(keys.repeat, speak_now)
+    words = {meaning: tuple(spoken) for meaning, spoken in (keys.words or {}).items()}
+    return MenuKeys(keys.repeat, speak_now, keys.back, words)
 
 
 def _action(action: _Action) -> Action:
-    return Action(goto=action.goto, need=action.need, flag=action.flag, answer=dict(action.answer or {}))
+    return Action(goto=action.goto, need=action.need, flag=action.flag, answer=dict(action.answer or {}),
+                  words=tuple(action.words or ()))
 
 
 def _parse_step(name: str, raw: Any) -> Step:

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from twilio.twiml.voice_response import Conference, Dial, Enqueue, Gather, VoiceResponse
 
 
+#: Seconds of silence after a caller's words before Twilio sends them.
+SPEECH_PAUSE_S = 2
+
+
 @dataclass(frozen=True)
 class Voice:
     """How prompts are spoken."""
@@ -32,10 +36,23 @@ def speak_then_redirect(voice: Voice, text: str, next_url: str) -> VoiceResponse
     return response
 
 
-def menu(voice: Voice, text: str, keys_url: str, timeout_s: int = 6) -> VoiceResponse:
-    """Ask for one key; no key falls through to the same URL with no Digits, counted as an attempt."""
+def menu(voice: Voice, text: str, keys_url: str, timeout_s: int = 4, num_digits: int = 1,
+         hints: list[str] | None = None) -> VoiceResponse:
+    """Ask for a key (or, with `hints`, words too) while the prompt plays: a key interrupts it.
+
+    `num_digits` lets a caller who knows the menus type the keys for the menus ahead into this one
+    Gather (Twilio hears keys only while a Gather listens); `timeout_s` is both the silence after
+    the prompt and the pause between keys that ends them. No finishing key: every key is a menu
+    key. No key falls through to the same URL with no Digits, counted as an attempt.
+    """
     response = VoiceResponse()
-    gather = Gather(num_digits=1, action=keys_url, method="POST", timeout=timeout_s, action_on_empty_result=False)
+    listen: dict[str, object] = {}
+    if hints:
+        # A pause of SPEECH_PAUSE_S ends the words: "auto" is not allowed with Twilio's default speech model.
+        listen = {"input": "dtmf speech", "hints": ", ".join(hints), "language": voice.language,
+                  "speech_timeout": SPEECH_PAUSE_S}
+    gather = Gather(num_digits=num_digits, action=keys_url, method="POST", timeout=timeout_s, finish_on_key="",
+                    action_on_empty_result=False, **listen)
     voice.say(gather, text)
     response.append(gather)
     response.redirect(keys_url, method="POST")

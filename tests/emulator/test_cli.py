@@ -85,3 +85,14 @@ def test_module_help_lists_the_options():
                    "--time-scale", "--webhook-timeout", "--signal-port", "--tls-dir"):
         assert option in result.stdout
     assert "--keys" in run_module("simulate-call", "--help").stdout
+
+
+def test_simulate_call_keys_can_type_ahead_or_speak():
+    import click
+    import pytest
+
+    from helpline.emulator.cli import parse_keys
+
+    assert parse_keys("barge:111,say:my own health,-,2") == ["barge:111", "say:my own health", "", "2"]
+    with pytest.raises(click.BadParameter, match="say:<words>"):
+        parse_keys("barge:1a")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -227,3 +228,73 @@ def test_speech_input_takes_the_callers_words(emu, scenario):
     emu.say(sid, "my own health")
     hit = scenario.wait_for("menu")[0]
     assert hit.values["SpeechResult"] == "my own health"
+
+
+def test_speech_only_gather_does_not_hear_keys(emu, scenario):
+    response = VoiceResponse()
+    response.gather(input="speech", action="menu", timeout=30, hints="myself, someone else", language="en-GB")
+    scenario.route("voice", response)
+    scenario.route("menu", VoiceResponse())
+    sid = emu.place_call(url=scenario.url("voice"))
+    started = emu.wait_for(sid, "gather.started")
+    assert (started["input"], started["hints"], started["language"]) == ("speech", "myself, someone else", "en-GB")
+    assert emu.press(sid, "1") is False
+    emu.say(sid, "myself")
+    hit = scenario.wait_for("menu")[0]
+    assert (hit.values["SpeechResult"], hit.values["Confidence"], hit.values["Digits"]) == ("myself", "0.9", "")
+
+
+def test_scripted_words_and_typed_ahead_keys(emu, scenario):
+    response = VoiceResponse()
+    gather = Gather(input="dtmf speech", num_digits=3, action="menu", timeout=5)
+    gather.say("A long menu " * 20)
+    response.append(gather)
+    scenario.route("voice", response)
+    scenario.route("menu", VoiceResponse())
+    sid = emu.place_call(url=scenario.url("voice"), keys=["barge:123"])
+    ended = emu.wait_for(sid, "gather.ended")
+    assert (ended["digits"], ended["reason"], ended["barged_in"]) == ("123", "num-digits", True)
+    assert scenario.wait_for("menu")[0].values["Digits"] == "123"
+
+    sid = emu.place_call(url=scenario.url("voice"), keys=["say:my own health"])
+    assert emu.wait_for(sid, "gather.ended")["speech"] == "my own health"
+    assert scenario.wait_for("menu", count=2)[1].values["SpeechResult"] == "my own health"
+
+
+def test_without_barge_in_the_prompt_plays_to_the_end_and_the_keys_still_count(emu, scenario):
+    response = VoiceResponse()
+    gather = Gather(num_digits=1, action="menu", timeout=10, barge_in=False)
+    gather.say("Please listen to the whole of this")
+    gather.say("and this too")
+    response.append(gather)
+    scenario.route("voice", response)
+    scenario.route("menu", VoiceResponse())
+    sid = emu.place_call(url=scenario.url("voice"), keys=["barge:4"])
+    ended = emu.wait_for(sid, "gather.ended")
+    assert (ended["digits"], ended["barged_in"]) == ("4", False)
+    says = [e["text"] for e in emu.call(sid)["events"] if e["kind"] == "say"]
+    assert says == ["Please listen to the whole of this", "and this too"]
+
+
+def test_events_carry_call_time_with_prompts_at_their_spoken_length(emu, scenario):
+    response = VoiceResponse()
+    response.say("word " * 27)  # ten seconds at the emulator's speaking rate
+    response.hangup()
+    scenario.route("voice", response)
+    sid = emu.place_call(url=scenario.url("voice"))
+    state = emu.wait_until_ended(sid)
+    ended = next(e for e in state["events"] if e["kind"] == "ended")
+    answered = next(e for e in state["events"] if e.get("call_s") is not None)
+    wall = (dt.datetime.fromisoformat(ended["at"]) - dt.datetime.fromisoformat(answered["at"])).total_seconds()
+    # Ten seconds of speech, plus whatever else took real time (the webhook), which is not scaled.
+    assert 10 <= ended["call_s"] <= 10 + wall + 0.5
+
+
+def test_auto_speech_timeout_with_the_default_model_warns_as_twilio_does(emu, scenario):
+    response = VoiceResponse()
+    response.gather(input="speech", action="menu", timeout=5, speech_timeout="auto")
+    scenario.route("voice", response)
+    scenario.route("menu", VoiceResponse())
+    sid = emu.place_call(url=scenario.url("voice"), keys=["say:hello"])
+    assert emu.wait_for_alert(code=13335, call_sid=sid)["level"] == "warning"
+    assert scenario.wait_for("menu")[0].values["SpeechResult"] == "hello"

@@ -22,8 +22,13 @@ function describe(e, who) {
     case "say": return `IVR: "${e.text}"` + (e.loop === 0 ? " (repeating)" : e.loop > 1 ? ` (x${e.loop})` : "");
     case "play": return e.digits ? `tones ${e.digits}` : e.hold_music ? "♪ hold music" : `♪ ${e.url}`;
     case "pause": return `(pause ${e.length}s)`;
-    case "gather.started": return `… listening for keys (timeout ${e.timeout}s${e.num_digits ? ", " + e.num_digits + " key(s)" : ""})`;
-    case "gather.ended": return e.digits ? `… got keys ${e.digits}` : `… no keys (${e.reason})`;
+    case "gather.started": {
+      const what = (e.input || "").includes("speech") ? "keys or words: type them under the keypad and press Say" : "keys";
+      return `… listening for ${what} (timeout ${e.timeout}s${e.num_digits ? ", up to " + e.num_digits + " key(s)" : ""})`;
+    }
+    case "gather.ended":
+      if (e.speech) return `… heard "${e.speech}"`;
+      return e.digits ? `… got keys ${e.digits}` : `… no keys (${e.reason})`;
     case "digits": return `${who} pressed ${e.digits}` + (e.heard_by ? "" : " (nobody listening)");
     case "enqueued": return `queued in "${e.queue}" at position ${e.position}`;
     case "queue.wait": return `in queue: position ${e.position} of ${e.size}, waited ${e.queue_time}s`;
