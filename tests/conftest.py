@@ -260,3 +260,12 @@ def smtp_catcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any
         yield View(caught)  # type: ignore[misc]
     finally:
         catcher.stop()
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Under pytest-xdist (scripts/test runs one worker a core) each file's tests run on one worker,
+    in order, so a module's fixtures (a running stack, an identity provider) start once and its
+    tests may build on each other; the tests that start several processes of their own share one
+    worker (`xdist_group("processes")`), so they never compete with each other."""
+    if item.get_closest_marker("xdist_group") is None:
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
