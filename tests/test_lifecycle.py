@@ -216,3 +216,21 @@ def test_a_presence_move_the_table_does_not_list_is_refused_before_anything_chan
     assert all(PRESENCE_MOVES[state] for state in Presence)
     assert all(any(state in allowed for allowed in PRESENCE_MOVES.values()) for state in Presence)
     assert presence_sources(Presence.OFFERED) == (Presence.AVAILABLE,)
+
+
+def test_every_presence_move_the_table_allows_works_and_every_other_is_refused(session):
+    """The table walked whole: from each presence to each other, set_presence moves the handler as
+    the table says or refuses without changing them."""
+    from helpline import presence
+    from helpline.states import PRESENCE_MOVES, PresenceError
+
+    for before in Presence:
+        for after in Presence:
+            person = handler(session, presence_=before)
+            if after == before or after in PRESENCE_MOVES[before]:
+                presence.set_presence(session, person, after, NOW)
+                assert person.presence == after
+            else:
+                with pytest.raises(PresenceError):
+                    presence.set_presence(session, person, after, NOW)
+                assert person.presence == before
