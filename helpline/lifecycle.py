@@ -188,7 +188,7 @@ def _release(session: Session, entry: QueueEntry, reason: str, now: dt.datetime)
     handler = _fresh(session, Handler, entry.handler_id) if entry.handler_id is not None else None
     if handler is not None and handler.current_call_id == entry.call_id and handler.presence == Presence.OFFERED:
         announce(session, "offer_withdrawn", handler_id=handler.id, call_id=entry.call_id, reason=reason)
-        presence.set_presence(session, handler, Presence.AVAILABLE, now)
+        presence.free_again(session, handler, now)
 
 
 # -- accepting and connecting -----------------------------------------------------------------------------
@@ -278,7 +278,7 @@ def connect_failed(session: Session, entry: QueueEntry, handler: Handler, detail
         caller_hung_up(session, entry, now, handler=handler)
         return
     back_in_line(session, entry, now, not_before=entry.not_before)
-    presence.set_presence(session, handler, Presence.AVAILABLE, now)
+    presence.free_again(session, handler, now)
 
 
 def held(session: Session, call_id: int, handler_id: int, on_hold: bool) -> None:
@@ -338,7 +338,7 @@ def caller_hung_up(session: Session, entry: QueueEntry, now: dt.datetime, *, cal
     if handler is not None and handler.current_call_id == call.id and handler.presence in (Presence.OFFERED, Presence.ON_CALL):
         if handler.presence == Presence.OFFERED:
             announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call.id, reason="abandoned")
-        presence.set_presence(session, handler, Presence.AVAILABLE, now)
+        presence.free_again(session, handler, now)
     announce(session, "queue_changed")
 
 
@@ -366,7 +366,7 @@ def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | 
     else:
         back_in_line(session, entry, now, not_before=now + CALLBACK_RETRY)
     if handler is not None and handler.current_call_id == entry.call_id and handler.presence == Presence.ON_CALL:
-        presence.set_presence(session, handler, Presence.AVAILABLE, now)
+        presence.free_again(session, handler, now)
 
 
 # -- the end of the call, and wrap-up ---------------------------------------------------------------------------
@@ -380,7 +380,7 @@ def call_ended(session: Session, call_id: int, now: dt.datetime) -> None:
     for handler in holders:
         if handler.presence == Presence.OFFERED:
             announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call_id, reason="abandoned")
-            presence.set_presence(session, handler, Presence.AVAILABLE, now)
+            presence.free_again(session, handler, now)
         elif (handler.presence == Presence.ON_CALL and entry is not None and entry.state == QueueState.ANSWERED
               and entry.kind == "live"):
             start_wrap_up(session, handler, now)

@@ -78,16 +78,23 @@ def test_two_handlers_on_two_processes_accepting_one_call_only_one_wins(stack: S
         for console in (bob, cara):
             emulator.register_client(console.identity, auto_answer=True)
             assert console.post("/api/me/status", {"status": "available"}).status_code == 200
+        # Handlers of the tests before closed their consoles: each is offline once the service has
+        # heard the socket close (or is freed later with none open), so bob and cara alone may be offered the call.
+        free = text("SELECT u.username, h.presence, (SELECT COUNT(*) FROM console_connections c WHERE c.handler_id = h.id) "
+                    "FROM handlers h JOIN users u ON u.id = h.user_id WHERE h.presence IN ('available', 'offered')")
+        wait_until(lambda: sorted(name for name, _presence, _consoles in rows(stack, free)) == ["bob", "cara"], 30,
+                   lambda: f"free, with their consoles: {rows(stack, free)}")
         sid = emulator.place_call("+447700900222", url=f"{stack.service_url(0)}/voice/incoming", keys=["1", "1", "0"])
         offered_to = None
         for console in (bob, cara):
             try:
-                offer = console.wait_for("offer", timeout=15 if offered_to is None else 1)
+                offer = console.wait_for("offer", timeout=30 if offered_to is None else 1)
                 offered_to = console
                 call_id = offer["call_id"]
             except AssertionError:
                 continue
-        assert offered_to is not None
+        entry = select(QueueEntry.state, QueueEntry.handler_id).join(Call, Call.id == QueueEntry.call_id).where(Call.call_sid == sid)
+        assert offered_to is not None, f"no offer; the call's entry: {scalar(stack, entry)}"
         start = threading.Barrier(2)
         answers: dict[str, int] = {}
 
@@ -107,6 +114,16 @@ def test_two_handlers_on_two_processes_accepting_one_call_only_one_wins(stack: S
     finally:
         bob.close()
         cara.close()
+
+
+def rows(stack: Stack, statement: Any) -> list[tuple[Any, ...]]:
+    """Every row of a query on the stack's database."""
+    engine = stack.sql_engine()
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(statement)]
+    finally:
+        engine.dispose()
 
 
 # -- routing decisions racing in two processes -------------------------------------------------------

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, f
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from .. import lifecycle
+from .. import lifecycle, presence
 from ..events import announce
 from ..reports import WEB_ALERT_HANDLER
 from ..risk import ALERT_TOPIC
@@ -319,8 +319,6 @@ def hold_until_safe(session: Session, handler: Any, call_id: int, now: dt.dateti
     withdrawn, it waits for the next safe moment, and the time returned says until when. None when
     the call may be rung now (a phone call, no windows given, or inside one).
     """
-    from .. import routing
-
     call = session.get(Call, call_id)
     if call is None or call.channel != "web" or not call.request_enc:
         return None
@@ -335,7 +333,7 @@ def hold_until_safe(session: Session, handler: Any, call_id: int, now: dt.dateti
     later = first_safe_moment(hours, spans, now) or hours.next_opening(now) or now + _HORIZON
     if handler.presence == "offered" and handler.current_call_id == call_id:
         lifecycle.withdraw(session, handler, "outside_safe_times", now)
-        routing.set_presence(session, handler, "available", now)
+        presence.free_again(session, handler, now)
     entry.not_before = later
     session.add(CallEvent(call_id=call_id, at=now, kind="held_until_safe", detail={"not_before": later.isoformat()}))
     announce(session, "queue_changed")
