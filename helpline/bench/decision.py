@@ -60,7 +60,7 @@ def _fill(database: Database, waiting: int, hard: bool, now: dt.datetime) -> Non
         for position, call_id in enumerate(ids):
             unfit = hard and position < waiting * 9 // 10
             entries.append({"call_id": call_id, "kind": "live", "state": "waiting", "need": NEEDS[position % len(NEEDS)],
-                            "flags": ["language:cy"] if unfit else [], "priority": 100,
+                            "flags": ["language:cy"] if unfit else [], "language": "cy" if unfit else None, "priority": 100,
                             "placed_at": start + dt.timedelta(microseconds=position), "declined_by": [], "attempts": 0})
         session.execute(insert(QueueEntry), entries)
 
