@@ -63,16 +63,25 @@ class Free:
     rank: int = 0
 
 
+def language_asked(flags: Iterable[Any] | None) -> str | None:
+    """The language a call's `language:<code>` flag asks for (the last, if several), or None.
+
+    The queue entry keeps it in a column of its own (QueueEntry.language), so that the line's SQL can
+    look past calls in languages nobody free speaks without reading their flags.
+    """
+    language = None
+    for flag in flags or ():
+        if isinstance(flag, str) and flag.startswith("language:"):
+            language = flag.split(":", 1)[1]
+    return language
+
+
 def requirements(need: str | None, flags: Iterable[str]) -> tuple[frozenset[str], str | None]:
     """The skills and the language a call asks for."""
     skills = {need} if need in SKILLED_NEEDS else set()
-    language = None
-    for flag in flags:
-        if flag == "dentist":
-            skills.add("dentist")
-        elif isinstance(flag, str) and flag.startswith("language:"):
-            language = flag.split(":", 1)[1]
-    return frozenset(skills), language
+    if "dentist" in flags:
+        skills.add("dentist")
+    return frozenset(skills), language_asked(flags)
 
 
 def fits(handler: Free, entry: Waiting) -> bool:

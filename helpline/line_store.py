@@ -1,9 +1,10 @@
 """The store behind routing: the SQL that reads the line and the free handlers, and writes an offer.
 
-Most of it is about PostgreSQL's plans: each need's line is read through one index
-(ix_queue_entries_state_need_order) with the statements built once (`_statements`), the service's
-own words written into the SQL (`constant`) so that a prepared statement keeps a good plan, and a
-long line walked in keyset pages. Every state change is a conditional UPDATE, so that with several
+Most of it is about the plans: each need's line is read through its indexes, never scanned - its
+head through ix_queue_entries_state_need_order, and the first call someone free may take, when the
+head is not one, through seeks on the caller's language (ix_queue_entries_state_need_language_order)
+and on the fallback wait (`_takeable_statements`). The statements are built once, with the service's
+own words written into the SQL (`constant`) so that a PostgreSQL prepared statement keeps a good plan. Every state change is a conditional UPDATE, so that with several
 processes on one database exactly one of two racing changes wins; on PostgreSQL what routing reads
 is also locked with FOR UPDATE SKIP LOCKED, and on SQLite every write transaction is BEGIN IMMEDIATE
 (db.py). Routing passes take turns across processes: on PostgreSQL each holds a transaction advisory
@@ -33,10 +34,10 @@ from .events import announce
 from .models import CallEvent, Handler, QueueEntry
 from .states import Move, Presence, QueueState, presence_sources, sources, target
 
-#: Entries fetched at a time when a need's line must be walked past calls nobody free can take: a
-#: few at first (the usual walk stops within them), then more at a time, so that a long walk takes
-#: a handful of round trips and not one per few rows.
-_BATCHES = (16, 128, 1024)
+#: Entries fetched at a time when the head of a need's line is not one someone free may take: a few
+#: at first (the first that SQL lets through is usually it), then more at a time, so that looking
+#: past many that only Python can rule out (declined, dentistry) takes a handful of round trips.
+_BATCHES = (4, 64, 1024)
 
 
 #: The PostgreSQL advisory lock routing passes take turns on (any fixed 64-bit number; "route").
@@ -44,11 +45,6 @@ ROUTING_LOCK = 0x726F757465
 
 
 _TAKE_TURN = select(func.pg_advisory_xact_lock(ROUTING_LOCK))
-
-
-def _locked(session: Session, query):  # type: ignore[no-untyped-def]
-    """Lock the rows `query` reads, skipping rows another process holds (PostgreSQL only)."""
-    return query.with_for_update(skip_locked=True) if is_postgresql(session) else query
 
 
 _WAITING_COLUMNS = (QueueEntry.id, QueueEntry.call_id, QueueEntry.kind, QueueEntry.need, QueueEntry.flags,
@@ -78,40 +74,90 @@ def _need_is(need: str | None):  # type: ignore[no-untyped-def]
     return QueueEntry.need.is_(None) if need is None else QueueEntry.need == constant(need)
 
 
+#: The line's order: priority, then when the caller joined, then id (line.py).
+_LINE_ORDER = (QueueEntry.priority, QueueEntry.placed_at, QueueEntry.id)
+
+
+#: In line now: a callback waits while its `not_before` is ahead.
+_DUE_NOW = or_(QueueEntry.not_before.is_(None), QueueEntry.not_before <= bindparam("now"))
+
+
 @functools.cache
 def _statements(need: str | None) -> dict[str, Any]:
     """The queries over one need's line, built once: building SQL costs more Python than running it.
 
-    Each is served by ix_queue_entries_state_need_order: an equality on state and need, then the
-    line order, so LIMIT stops after the rows it returns.
+    Served by ix_queue_entries_state_need_order: an equality on state and need, then the line order,
+    so LIMIT stops after the rows it returns.
     """
-    due_now = or_(QueueEntry.not_before.is_(None), QueueEntry.not_before <= bindparam("now"))
     line = (
         select(*_WAITING_COLUMNS)
-        .where(QueueEntry.state == constant(QueueState.WAITING), _need_is(need), due_now)
-        .order_by(QueueEntry.priority, QueueEntry.placed_at, QueueEntry.id)
+        .where(QueueEntry.state == constant(QueueState.WAITING), _need_is(need), _DUE_NOW)
+        .order_by(*_LINE_ORDER)
     )
-    after = tuple_(QueueEntry.priority, QueueEntry.placed_at, QueueEntry.id) > tuple_(
-        bindparam("priority"), bindparam("placed_at"), bindparam("id"))
-    waited = line.where(QueueEntry.priority == bindparam("priority"), QueueEntry.placed_at <= bindparam("cutoff"),
-                        tuple_(QueueEntry.placed_at, QueueEntry.id) > tuple_(bindparam("placed_at"), bindparam("id")))
-    return {
-        "head": line.limit(constant(1)),
-        "next_priority": line.where(QueueEntry.priority > bindparam("priority")).limit(constant(1)),
-        "batch": {size: line.where(after).limit(constant(size)) for size in _BATCHES},
-        # Old enough for the fallback within one priority: an index range on placed_at.
-        "waited": {size: waited.limit(constant(size)) for size in _BATCHES},
-    }
+    return {"head": line.limit(constant(1))}
+
+
+@functools.cache
+def _takeable_statements(need: str | None, languages: int, locking: bool) -> dict[int, Any]:
+    """The entries of one need's line that someone free may be offered as far as SQL can tell, in
+    line order: one statement per size in _BATCHES, built once. The first (the usual and only one)
+    reads from the head of the line on; the others continue after a keyset position (`priority`,
+    `placed_at`, `id`). The first has no such condition because nothing it needs comes before the
+    head, and because PostgreSQL estimates a row comparison by its first column alone: with every
+    call at one priority it would expect no rows at all, and might as well read the line through the
+    other index, filtering on the language, as through the language's own.
+
+    `languages` is how many languages the free handlers with the need's skill speak, bound as
+    `language_0`, `language_1`, ...; -1 when nobody free has the skill, so that only calls past the
+    fallback wait can go. `locking`: each branch locks the rows it returns, skipping rows another
+    transaction holds (PostgreSQL, where FOR UPDATE goes inside a UNION's branches, not on it). Each
+    branch of the UNION ALL is a seek on an index, LIMITed on its own:
+
+    * a call asking for no language, or for one of those languages: ix_queue_entries_state_need_language_order,
+      one seek per language (an equality on state, need and language, then the line order), so calls
+      in other languages are never read;
+    * a call placed at or before `cutoff`, in the head's priority (`head_priority`: no entry of the
+      line comes before it): ix_queue_entries_state_need_order, a range on placed_at within it;
+    * the same in the priorities after it (a supervisor's moves make these few, and usually none).
+
+    The union is a superset of what `decision.takeable` accepts, and never leaves out a call it
+    accepts: declines, dentistry and the handlers one by one are checked on the rows it returns,
+    in Python, as before. So the decisions are the same as walking the whole line.
+    """
+    columns = [column.label(column.key) for column in _WAITING_COLUMNS]
+    after = tuple_(*_LINE_ORDER) > tuple_(bindparam("priority"), bindparam("placed_at"), bindparam("id"))
+    mine = (QueueEntry.state == constant(QueueState.WAITING), _need_is(need), _DUE_NOW)
+    waited = QueueEntry.placed_at <= bindparam("cutoff")
+    head_priority = bindparam("head_priority")
+    # Each branch: its condition, and its order. A language's branch is ordered by the language first
+    # (one value within it, so the same order): PostgreSQL does not count `language IS NULL` as fixing
+    # the column, and would otherwise sort, or read the line through the other index and filter.
+    by_language = (QueueEntry.language, *_LINE_ORDER)
+    conditions: list[tuple[Any, tuple[Any, ...]]] = []
+    if languages >= 0:
+        conditions.append((QueueEntry.language.is_(None), by_language))
+        conditions += [(QueueEntry.language == bindparam(f"language_{index}"), by_language) for index in range(languages)]
+    conditions += [(and_(QueueEntry.priority == head_priority, waited), _LINE_ORDER),
+                   (and_(QueueEntry.priority > head_priority, waited), _LINE_ORDER)]
+
+    def branch(condition: Any, order: tuple[Any, ...], size: int) -> Any:
+        query = select(*columns).where(*mine, condition, *([after] if size != _BATCHES[0] else []))
+        query = query.order_by(*order).limit(constant(size))
+        return select((query.with_for_update(skip_locked=True) if locking else query).subquery())
+
+    def statement(size: int) -> Any:
+        branches = [branch(condition, order, size) for condition, order in conditions]
+        found = union_all(*branches).subquery()
+        return select(*(found.c[column.key] for column in _WAITING_COLUMNS)).order_by(
+            found.c.priority, found.c.placed_at, found.c.id).limit(constant(size))
+
+    return {size: statement(size) for size in _BATCHES}
 
 
 @functools.cache
 def _heads_statement() -> Any:
     """The first entry of every need's line, in one query."""
     return union_all(*(select(_statements(need)["head"].subquery()) for need in NEED_CLASSES))
-
-
-#: Before any real entry in keyset order.
-_START = {"priority": -(2**31), "placed_at": dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc), "id": 0}
 
 
 def _heads(rows: Iterable[Any]) -> dict[str | None, Waiting | None]:
@@ -123,37 +169,18 @@ def _heads(rows: Iterable[Any]) -> dict[str | None, Waiting | None]:
     return found
 
 
-def _pages(session: Session, batches: dict[int, Any], params: dict[str, Any],
-           position: dict[str, Any]) -> Iterator[Waiting]:
-    """The rows of `batches` (one statement per size in _BATCHES), a batch at a time, each continuing
-    after the last row seen (keyset paging): `position` names the keys and where to start."""
-    for size in itertools.chain(_BATCHES, itertools.repeat(_BATCHES[-1])):
-        rows = [_waiting(row) for row in session.connection().execute(
-            _locked(session, batches[size]), {**params, **position})]
+def _pages(session: Session, batches: dict[int, Any], params: dict[str, Any], first: list[Waiting]) -> Iterator[Waiting]:
+    """The rows of `batches` (one statement per size in _BATCHES), a batch at a time: `first`, the
+    first batch's rows, already read; then each batch after the last row seen (keyset paging)."""
+    rows, sizes = first, itertools.chain(_BATCHES, itertools.repeat(_BATCHES[-1]))
+    size = next(sizes)
+    while True:
         yield from rows
         if len(rows) < size:
             return
-        position = {key: getattr(rows[-1], key) for key in position}
-
-
-def _walk(session: Session, need: str | None, now: dt.datetime) -> Iterator[Waiting]:
-    """The need's line, in line order."""
-    return _pages(session, _statements(need)["batch"], {"now": now}, dict(_START))
-
-
-def _walk_waited(session: Session, need: str | None, now: dt.datetime, cutoff: dt.datetime) -> Iterator[Waiting]:
-    """The need's entries placed at or before `cutoff`, in line order.
-
-    Taken one priority at a time, so that each query is an index range on placed_at: a walk over
-    the whole line looking for old enough calls would read every recent one too.
-    """
-    statements = _statements(need)
-    head = session.connection().execute(statements["head"], {"now": now}).first()
-    while head is not None:
-        priority = head.priority
-        yield from _pages(session, statements["waited"], {"now": now, "priority": priority, "cutoff": cutoff},
-                          {"placed_at": _START["placed_at"], "id": 0})
-        head = session.connection().execute(statements["next_priority"], {"now": now, "priority": priority}).first()
+        position = {"priority": rows[-1].priority, "placed_at": rows[-1].placed_at, "id": rows[-1].id}
+        size = next(sizes)
+        rows = [_waiting(row) for row in session.connection().execute(batches[size], {**params, **position})]
 
 
 @functools.cache
@@ -188,24 +215,44 @@ def head(session: Session, need: str | None, now: dt.datetime) -> Waiting | None
     return _waiting(row) if row is not None else None
 
 
-def candidate(session: Session, need: str | None, free: list[Free], now: dt.datetime, cutoff: dt.datetime,
-               head: Waiting | None, held: set[int]) -> Waiting | None:
-    """The first entry of this need's line that someone free may be offered, or None.
-
-    Usually the head of the line; only calls nobody free may take (declined, or asking for
-    dentistry or a language nobody free has) are walked past, and so are the `held` ones, whose
-    offer failed in this pass because another transaction holds them.
-    """
-    if head is None:
+def _spoken(need: str | None, free: list[Free]) -> tuple[str, ...] | None:
+    """The languages spoken by the free handlers with the need's skill, in a fixed order (so that one
+    statement serves each count); None when nobody free has the skill."""
+    able = [handler for handler in free if need not in SKILLED_NEEDS or need in handler.skills]
+    if not able:
         return None
-    if head.id not in held and takeable(head, free, cutoff):
-        return head
-    if any(need not in SKILLED_NEEDS or need in handler.skills for handler in free):
-        entries = _walk(session, need, now)
-    else:
-        # Nobody free has the skill: only calls past the fallback wait can go.
-        entries = _walk_waited(session, need, now, cutoff)
-    return next((entry for entry in entries if entry.id not in held and takeable(entry, free, cutoff)), None)
+    return tuple(sorted({language for handler in able for language in handler.languages if isinstance(language, str)}))
+
+
+def candidates(session: Session, heads: dict[str | None, Waiting | None], free: list[Free], now: dt.datetime,
+               cutoff: dt.datetime, held: set[int]) -> dict[str | None, Waiting | None]:
+    """For each need of `heads` (its line's first entry, or None), the first entry of its line that
+    someone free may be offered, or None.
+
+    Usually the head of the line. Otherwise the database finds the first entry asking for no
+    language or one that a free handler with the skill speaks, or past the fallback wait
+    (`_takeable_statements`), for every such need in one round trip (run_together); only what SQL
+    cannot tell - declines, dentistry, the `held` entries, whose offer failed in this pass because
+    another transaction holds them - is looked past here, reading on in pages if it must.
+    """
+    found: dict[str | None, Waiting | None] = {}
+    looks: dict[str | None, tuple[dict[int, Any], dict[str, Any]]] = {}
+    for need, head in heads.items():
+        if head is None or (head.id not in held and takeable(head, free, cutoff)):
+            found[need] = head
+            continue
+        spoken = _spoken(need, free)
+        languages = () if spoken is None else spoken
+        statements = _takeable_statements(need, -1 if spoken is None else len(languages), is_postgresql(session))
+        looks[need] = statements, {"now": now, "cutoff": cutoff, "head_priority": head.priority,
+                                   **{f"language_{index}": language for index, language in enumerate(languages)}}
+    if not looks:
+        return found
+    first_pages = run_together(session, *((statements[_BATCHES[0]], params) for statements, params in looks.values()))
+    for (need, (statements, params)), rows in zip(looks.items(), first_pages):
+        entries = _pages(session, statements, params, [_waiting(row) for row in rows])
+        found[need] = next((entry for entry in entries if entry.id not in held and takeable(entry, free, cutoff)), None)
+    return found
 
 
 @functools.cache

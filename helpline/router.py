@@ -38,11 +38,12 @@ def route(session: Session, settings: RoutingSettings, now: dt.datetime) -> list
     # next pass (the holder's commit, or the sweep within a second) sees them as they are.
     held: set[int] = set()
     while free:
+        heads = {}
         for need in NEED_CLASSES:
             known = candidates.get(need, _UNKNOWN)
             if known is _UNKNOWN or (known is not None and not takeable(known, free, cutoff)):
-                head = fresh_heads.pop(need) if need in fresh_heads else line_store.head(session, need, now)
-                candidates[need] = line_store.candidate(session, need, free, now, cutoff, head, held)
+                heads[need] = fresh_heads.pop(need) if need in fresh_heads else line_store.head(session, need, now)
+        candidates.update(line_store.candidates(session, heads, free, now, cutoff, held))
         chosen = pick(candidates.values(), free, cutoff)
         if chosen is None:
             break

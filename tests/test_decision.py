@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from helpline.decision import Free, Waiting, choose_handler, fits, pick, requirements, takeable
+from helpline.decision import Free, Waiting, choose_handler, fits, language_asked, pick, requirements, takeable
 
 NOW = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.timezone.utc)
 #: Calls placed at or before this have waited long enough for any free handler.
@@ -30,6 +30,11 @@ def test_a_call_asks_for_its_skill_dentistry_and_language():
     welsh = person(1, 0, ALL | {"dentist"}, frozenset({"en", "cy"}))
     assert fits(welsh, call(1, "addiction", flags=("dentist", "language:cy")))
     assert not fits(person(2, 1), call(1, "addiction", flags=("dentist",)))
+
+
+def test_the_language_asked_for_is_the_last_language_flag():
+    assert language_asked(["dentist", "language:cy", "language:pl"]) == "pl"
+    assert language_asked(["dentist"]) is None and language_asked(None) is None and language_asked([7]) is None
 
 
 def test_the_first_in_line_goes_to_the_longest_idle_handler_who_fits():

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from helpline import lifecycle, presence, routing
 from helpline import router as router_module
 from helpline.config import RoutingSettings
+from helpline.decision import takeable
 from helpline.db import db
 from helpline.events import announce
 from helpline.models import Call, CallEvent, Handler, QueueEntry
@@ -459,6 +460,165 @@ def test_a_long_walk_past_calls_nobody_free_can_take_takes_a_handful_of_queries(
         routing.route(session, SETTINGS, NOW)
     assert offered_to(session, entry) == person.id
     assert len(statements) < 12, len(statements)
+
+
+# -- the first call someone free may take, when the head of the line is not one: found in SQL ----
+
+def test_calls_in_a_language_nobody_free_speaks_are_passed_over_for_one_they_do(session):
+    welsh = [waiting(session, ago(40 - index), flags=["language:cy"]) for index in range(5)]
+    french = waiting(session, ago(30), flags=["language:fr"])
+    plain = waiting(session, ago(20))
+    person = handler(session, languages=["en", "fr"], idle_since=ago(60))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, french) == person.id
+    assert [offered_to(session, entry) for entry in [*welsh, plain]] == [None] * 6
+
+
+def test_a_call_in_a_language_spoken_only_by_a_handler_without_the_skill_is_passed_over(session):
+    welsh = waiting(session, ago(40), need="addiction", flags=["language:cy"])
+    plain = waiting(session, ago(30), need="addiction")
+    handler(session, skills=["mental_health"], languages=["en", "cy"], idle_since=ago(600))
+    skilled = handler(session, skills=["addiction"], languages=["en"], idle_since=ago(60))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, plain) == skilled.id and offered_to(session, welsh) is None
+
+
+def test_a_dentistry_call_behind_the_head_is_passed_over_by_a_handler_without_dentistry(session):
+    waiting(session, ago(50), flags=["language:cy"])
+    dentist = waiting(session, ago(40), flags=["dentist"])
+    plain = waiting(session, ago(30))
+    person = handler(session, idle_since=ago(60))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, plain) == person.id and offered_to(session, dentist) is None
+
+
+def test_a_call_past_the_fallback_wait_behind_the_head_goes_before_later_calls_that_fit(session):
+    """The head was moved up and nobody free speaks its language; behind it, a call in another
+    language that has waited past the fallback comes before a later call that fits."""
+    waiting(session, ago(5), flags=["language:cy"], priority=50)
+    waited = waiting(session, ago(90), flags=["language:fr"])
+    fits = waiting(session, ago(30))
+    person = handler(session, idle_since=ago(60))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, waited) == person.id and offered_to(session, fits) is None
+
+
+def test_a_call_past_the_fallback_wait_in_the_heads_own_priority_is_found(session):
+    person = handler(session, idle_since=ago(60))
+    declined = waiting(session, ago(95), flags=["language:cy"])
+    declined.declined_by = [person.id]
+    waited = waiting(session, ago(90), flags=["language:cy"])
+    fits = waiting(session, ago(30))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, waited) == person.id
+    assert offered_to(session, declined) is None and offered_to(session, fits) is None
+
+
+def test_only_calls_past_the_fallback_wait_go_when_nobody_free_has_the_skill(session):
+    waiting(session, ago(5), need="addiction", priority=50)
+    recent = waiting(session, ago(30), need="addiction")
+    person = handler(session, skills=["mental_health"], idle_since=ago(60))
+    assert routing.route(session, SETTINGS, NOW) == []
+    waited = waiting(session, ago(90), need="addiction", flags=["language:cy"])
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, waited) == person.id and offered_to(session, recent) is None
+
+
+def test_a_callback_held_back_is_not_offered_and_one_whose_time_has_come_keeps_its_place(session):
+    waiting(session, ago(50), flags=["language:cy"])
+    held_back = waiting(session, ago(45), kind="callback", not_before=later(60))
+    due = waiting(session, ago(40), kind="callback", not_before=ago(1))
+    live = waiting(session, ago(30))
+    person = handler(session, idle_since=ago(60))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, due) == person.id
+    assert offered_to(session, held_back) is None and offered_to(session, live) is None
+
+
+def test_a_call_declined_by_the_only_free_handler_is_passed_over(session):
+    person = handler(session, idle_since=ago(60))
+    waiting(session, ago(50), flags=["language:cy"])
+    declined = waiting(session, ago(40))
+    declined.declined_by = [person.id]
+    plain = waiting(session, ago(30))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, plain) == person.id and offered_to(session, declined) is None
+
+
+def test_the_language_column_follows_the_flags(session):
+    entry = waiting(session, ago(30), flags=["dentist", "language:cy"])
+    fresh(session, entry)
+    assert entry.language == "cy"
+    entry.flags = ["dentist"]
+    fresh(session, entry)
+    assert entry.language is None
+
+
+def test_a_row_whose_language_column_was_never_written_is_still_routed_by_its_flags(session):
+    """A NULL language is no condition to the SQL: the flags still keep the call from a handler who
+    does not speak it."""
+    waiting(session, ago(50), flags=["language:cy"])
+    call = session.execute(insert(Call).returning(Call.id), [{"call_sid": "CA-no-language", "flags": []}]).scalar_one()
+    unwritten = session.execute(insert(QueueEntry).returning(QueueEntry.id), [{
+        "call_id": call, "kind": "live", "state": "waiting", "need": "mental_health", "flags": ["language:fr"],
+        "priority": 100, "placed_at": ago(40), "declined_by": [], "attempts": 0}]).scalar_one()
+    plain = waiting(session, ago(30))
+    person = handler(session, idle_since=ago(60))
+    routing.route(session, SETTINGS, NOW)
+    assert offered_to(session, plain) == person.id
+    assert session.get(QueueEntry, unwritten).state == "waiting"
+
+
+def _decided_in_python(session: Session, now: dt.datetime) -> list[tuple[int, int]]:
+    """The offers a pass should make, decided by reading the whole line and filtering it in Python."""
+    from helpline import line_store
+
+    free, _ = line_store.free_and_heads(session, now)
+    cutoff = now - dt.timedelta(seconds=SETTINGS.skill_fallback_after_s)
+    line = [routing.Waiting(entry.id, entry.call_id, entry.kind, entry.need, tuple(entry.flags), entry.priority,
+                            entry.placed_at, tuple(entry.declined_by)) for entry in session.scalars(
+        select(QueueEntry).where(QueueEntry.state == "waiting",
+                                 (QueueEntry.not_before.is_(None)) | (QueueEntry.not_before <= now)))]
+    line.sort(key=lambda entry: entry.order)
+    made = []
+    while free:
+        heads = {need: next((entry for entry in line if entry.need == need and takeable(entry, free, cutoff)), None)
+                 for need in routing.NEED_CLASSES}
+        chosen = routing.pick(heads.values(), free, cutoff)
+        if chosen is None:
+            break
+        entry, person = chosen
+        made.append((entry.call_id, person.id))
+        line.remove(entry)
+        free.remove(person)
+    return made
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_decisions_are_those_of_filtering_the_whole_line(session, seed):
+    """A line mixing languages, dentistry, declines, priorities, held-back callbacks and calls on
+    either side of the fallback wait: the offers made are those of reading it all in Python."""
+    import random
+
+    chance = random.Random(seed)
+    people = [handler(session, skills=chance.sample(["mental_health", "addiction", "return_to_work", "dentist"],
+                                                    chance.randint(0, 3)),
+                      languages=chance.sample(["en", "cy", "fr", "pl"], chance.randint(1, 2)), idle_since=ago(3000 + index))
+              for index in range(6)]
+    for index in range(300):
+        flags = [flag for flag, odds in (("dentist", 0.15), (f"language:{chance.choice(['cy', 'fr', 'pl', 'de'])}", 0.7))
+                 if chance.random() < odds]
+        entry = waiting(session, ago(chance.uniform(0, 150)), need=chance.choice([*routing.NEED_CLASSES]),
+                        kind=chance.choice(["live", "callback"]), flags=flags,
+                        priority=chance.choice([100] * 8 + [50, 10]),
+                        not_before=chance.choice([None] * 6 + [ago(10), later(10)]))
+        if chance.random() < 0.1:
+            entry.declined_by = [person.id for person in chance.sample(people, 2)]
+    fresh(session)
+    expected = _decided_in_python(session, NOW)
+    offers = routing.route(session, SETTINGS, NOW)
+    assert expected, "the line should give at least one offer"
+    assert [(offer.call_id, offer.handler_id) for offer in offers] == expected
 
 
 # -- the routing thread, and passes taking turns ------------------------------------------------

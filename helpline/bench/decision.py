@@ -13,10 +13,15 @@ PostgreSQL they are the decisions before psycopg prepares the router's statement
 run on a connection), which the router's own connection does once in a process's life, in its
 first seconds; the percentiles are the decision as the router makes it all day after that.
 
-Two lines are timed: the usual one, whose first call the free handler can take, and a hard one,
-where the first nine in ten calls ask for a language the handler does not speak and have not waited
-long enough for the fallback, so routing must look past them (keyset pages over an index, never a
-scan of the whole line).
+Two lines are timed: the ordinary one, whose first call the free handler can take, and the hard
+line, where the first nine in ten calls ask for a language the handler does not speak and have not
+waited long enough for the fallback, so routing must find the first call the handler can take behind
+them (an index seek on the calls' language, never a walk over the line).
+
+To time only the decision, without the rest of the benchmark:
+`python -c 'from pathlib import Path; from helpline.bench.decision import time_routing_decision;
+print(time_routing_decision("postgresql", "postgresql+psycopg://postgres@127.0.0.1:5432/test", 10_000, Path("/tmp")))'`
+("sqlite" and None for SQLite; the folder holds its database file).
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ def _fill(database: Database, waiting: int, hard: bool, now: dt.datetime) -> Non
         for position, call_id in enumerate(ids):
             unfit = hard and position < waiting * 9 // 10
             entries.append({"call_id": call_id, "kind": "live", "state": "waiting", "need": NEEDS[position % len(NEEDS)],
-                            "flags": ["language:cy"] if unfit else [], "priority": 100,
+                            "flags": ["language:cy"] if unfit else [], "language": "cy" if unfit else None, "priority": 100,
                             "placed_at": start + dt.timedelta(microseconds=position), "declined_by": [], "attempts": 0})
         session.execute(insert(QueueEntry), entries)
 

@@ -20,7 +20,9 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, WriteOnlyMapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, WriteOnlyMapped, mapped_column, relationship, validates
+
+from ..decision import language_asked
 
 
 def utcnow() -> dt.datetime:
@@ -212,6 +214,9 @@ class QueueEntry(Base):
         Index("ix_queue_entries_state_order", "state", "priority", "placed_at"),
         # Routing seeks the head of the line for one need at a time (see routing.py).
         Index("ix_queue_entries_state_need_order", "state", "need", "priority", "placed_at", "id"),
+        # Routing seeks the first call of a need's line in each language a free handler speaks
+        # (line_store.py), instead of walking past the calls in other languages.
+        Index("ix_queue_entries_state_need_language_order", "state", "need", "language", "priority", "placed_at", "id"),
         {"info": {"pipelined": "update"}},
     )
 
@@ -222,6 +227,11 @@ class QueueEntry(Base):
     state: Mapped[str] = mapped_column(String(16), default="waiting")
     need: Mapped[Optional[str]] = mapped_column(String(32))
     flags: Mapped[list[Any]] = mapped_column(default=list)
+    #: The language the flags ask for (decision.language_asked), None when they ask for none: set
+    #: whenever the flags are (`_flags_set`), so that routing's SQL can seek the calls in a language
+    #: (line_store.py). None is also "no condition" to that SQL, so a row written without it (a Core
+    #: INSERT of the flags alone) is still routed right, only found less directly; the flags decide.
+    language: Mapped[Optional[str]] = mapped_column(Text)
     #: Lower goes first; supervisors may move a call up.
     priority: Mapped[int] = mapped_column(default=100)
     placed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -242,6 +252,12 @@ class QueueEntry(Base):
     caller_leg_sid: Mapped[Optional[str]] = mapped_column(String(64))
 
     call: Mapped[Call] = relationship(back_populates="queue_entry")
+
+    @validates("flags")
+    def _flags_set(self, _key: str, flags: list[Any]) -> list[Any]:
+        """Keep `language` the one the new flags ask for."""
+        self.language = language_asked(flags)
+        return flags
 
 
 class WebhookReply(Base):
