@@ -6,7 +6,15 @@ Revises: 0001
 from alembic import op
 import sqlalchemy as sa
 
-from helpline.decision import language_asked
+
+def language_asked(flags: list[object] | None) -> str | None:
+    """The language a call's `language:<code>` flag asks for (the last, if several), as the service
+    read it when this revision was written (kept here, so the revision never changes with the code)."""
+    language = None
+    for flag in flags or ():
+        if isinstance(flag, str) and flag.startswith("language:"):
+            language = flag.split(":", 1)[1]
+    return language
 
 
 revision = '0012'
