@@ -13,6 +13,14 @@ from helpline.models import Call, CallEvent, QueueEntry
 from .walker import CallWalker
 
 
+def assert_put_through(app, walker: CallWalker) -> None:  # type: ignore[no-untyped-def]
+    """The caller is in line to speak to someone now, and their call has not been ended."""
+    assert walker.enqueue() is not None
+    with app.app_context():
+        call = the_call(walker.sid)
+        assert call.need == "speak_now" and call.outcome is None
+
+
 def the_call(sid: str) -> Call:
     """The stored record of a call."""
     db.session.expire_all()
@@ -416,10 +424,7 @@ def test_zero_at_a_confirmation_reaches_a_person_rather_than_ending_the_call(app
         walker.press(key)
     assert "press 9" in walker.heard[-1]
     walker.press("0")
-    assert walker.enqueue() is not None
-    with app.app_context():
-        call = the_call(walker.sid)
-        assert call.need == "speak_now" and call.outcome is None
+    assert_put_through(app, walker)
 
 
 def test_star_repeats_a_confirmation(app, twilio):
@@ -441,10 +446,7 @@ def test_the_keys_of_every_menu_can_be_said_too(app, twilio):
     walker.say("sorry, I pressed the wrong key")  # at the confirmation: back to the menu before
     assert "If you are calling about your own health" in walker.heard[-1] and not walker.hung_up()
     walker.say("I'd like to speak to someone")
-    assert walker.enqueue() is not None
-    with app.app_context():
-        call = the_call(walker.sid)
-        assert call.need == "speak_now" and call.outcome is None
+    assert_put_through(app, walker)
 
 
 def test_yes_at_a_confirmation_ends_the_call(app, twilio):
