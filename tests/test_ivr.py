@@ -281,13 +281,14 @@ def test_zero_out_of_hours_reaches_nobody_and_is_not_taken_for_a_callback(app_fa
 def test_the_greeting_is_spoken_outside_any_menu_and_everything_after_it_inside_one(app, twilio):
     walker = CallWalker(twilio)
     document = walker.start()
-    # The service's name and the emergency advice: no Gather, so no key can cut them short.
-    assert document.find("Gather") is None and "999" in walker.text and "116 123" in walker.text
+    # The service's name, that it is confidential, and the emergency advice: no Gather, so no key can cut them short.
+    assert document.find("Gather") is None and "confidential" in walker.text
+    assert "999" in walker.text and "116 123" in walker.text
     menu = walker.until_menu()
     gather = menu.find("Gather")
     said = gather.find("Say").text
     # The confidentiality words open the first menu, inside its Gather: a key interrupts them.
-    assert said.startswith("This service is free and confidential") and "press 1" in said
+    assert said.startswith("Nothing you tell us is shared with your employer") and "press 1" in said
     assert gather.get("finishOnKey") == "" and gather.get("timeout") == "4"
 
 
