@@ -188,7 +188,7 @@ def _release(session: Session, entry: QueueEntry, reason: str, now: dt.datetime)
     handler = _fresh(session, Handler, entry.handler_id) if entry.handler_id is not None else None
     if handler is not None and handler.current_call_id == entry.call_id and handler.presence == Presence.OFFERED:
         announce(session, "offer_withdrawn", handler_id=handler.id, call_id=entry.call_id, reason=reason)
-        presence.free_again(session, handler, now)
+        presence.set_presence(session, handler, Presence.AVAILABLE, now)
 
 
 # -- accepting and connecting -----------------------------------------------------------------------------
@@ -278,7 +278,7 @@ def connect_failed(session: Session, entry: QueueEntry, handler: Handler, detail
         caller_hung_up(session, entry, now, handler=handler)
         return
     back_in_line(session, entry, now, not_before=entry.not_before)
-    presence.free_again(session, handler, now)
+    presence.set_presence(session, handler, Presence.AVAILABLE, now)
 
 
 def held(session: Session, call_id: int, handler_id: int, on_hold: bool) -> None:
@@ -335,10 +335,12 @@ def caller_hung_up(session: Session, entry: QueueEntry, now: dt.datetime, *, cal
         entry.left_at = entry.left_at or now
         call.dequeued_at = call.dequeued_at or now
     settle(session, call, "abandoned", call.step, now)
+    if handler is not None:
+        presence.lock(session, handler)  # their console may have closed meanwhile (handler_gone): read them afresh
     if handler is not None and handler.current_call_id == call.id and handler.presence in (Presence.OFFERED, Presence.ON_CALL):
         if handler.presence == Presence.OFFERED:
             announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call.id, reason="abandoned")
-        presence.free_again(session, handler, now)
+        presence.set_presence(session, handler, Presence.AVAILABLE, now)
     announce(session, "queue_changed")
 
 
@@ -366,7 +368,7 @@ def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | 
     else:
         back_in_line(session, entry, now, not_before=now + CALLBACK_RETRY)
     if handler is not None and handler.current_call_id == entry.call_id and handler.presence == Presence.ON_CALL:
-        presence.free_again(session, handler, now)
+        presence.set_presence(session, handler, Presence.AVAILABLE, now)
 
 
 # -- the end of the call, and wrap-up ---------------------------------------------------------------------------
@@ -374,13 +376,16 @@ def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | 
 def call_ended(session: Session, call_id: int, now: dt.datetime) -> None:
     """The caller's call ended (status callback): withdraw an offer of it, or start the handler's wrap-up."""
     entry = entry_for(session, call_id)
-    holders = session.scalars(
-        select(Handler).where(Handler.current_call_id == call_id).execution_options(populate_existing=True)
-    ).all()
+    # Locked, so that a handler whose console closes at the same moment (handler_gone) is moved by one
+    # of the two after the other, never freed by this one from what it read before they left.
+    holders_query = select(Handler).where(Handler.current_call_id == call_id)
+    if is_postgresql(session):
+        holders_query = holders_query.with_for_update()
+    holders = session.scalars(holders_query.execution_options(populate_existing=True)).all()
     for handler in holders:
         if handler.presence == Presence.OFFERED:
             announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call_id, reason="abandoned")
-            presence.free_again(session, handler, now)
+            presence.set_presence(session, handler, Presence.AVAILABLE, now)
         elif (handler.presence == Presence.ON_CALL and entry is not None and entry.state == QueueState.ANSWERED
               and entry.kind == "live"):
             start_wrap_up(session, handler, now)
@@ -580,6 +585,7 @@ def handler_gone(session: Session, handler_id: int, now: dt.datetime) -> None:
     handler = _fresh(session, Handler, handler_id)
     if handler is None:
         return
+    presence.lock(session, handler)
     if handler.presence == Presence.OFFERED:
         withdraw(session, handler, "disconnected", now)
     if handler.presence in (Presence.AVAILABLE, Presence.OFFERED):

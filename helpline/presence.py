@@ -122,14 +122,6 @@ def lock(session: Session, handler: Handler) -> None:
     session.refresh(handler, with_for_update=True if is_postgresql(session) else None)
 
 
-def free_again(session: Session, handler: Handler, now: dt.datetime, reason: str | None = None) -> None:
-    """The service frees a handler (an offer withdrawn, a call over or not made): available if they
-    still have a console open, else offline, so that nobody is shown free, or counted free, who
-    could not take a call. (What a handler chooses for themselves is `set_presence`'s.)"""
-    set_presence(session, handler, Presence.AVAILABLE if connections(session, handler.id) else Presence.OFFLINE, now,
-                 reason=reason)
-
-
 def end_wrap_ups(session: Session, settings: RoutingSettings, now: dt.datetime) -> int:
     """Handlers whose wrap-up has lasted `routing.wrap_up_s` become available, or offline if they have
     closed every console meanwhile (an offer to them would ring nowhere)."""
@@ -142,5 +134,5 @@ def end_wrap_ups(session: Session, settings: RoutingSettings, now: dt.datetime) 
         if handler.current_call_id is not None:
             session.add(CallEvent(call_id=handler.current_call_id, kind="wrap_up_timed_out", at=now,
                                   detail={"handler_id": handler.id}))
-        free_again(session, handler, now)
+        set_presence(session, handler, Presence.AVAILABLE if connections(session, handler.id) else Presence.OFFLINE, now)
     return len(handlers)

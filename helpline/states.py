@@ -98,13 +98,11 @@ PRESENCE_MOVES: dict[Presence, frozenset[Presence]] = {
     _OFF: frozenset({_FREE, _BREAK}),
     # Their own choice; offered a call by routing; taking a call from the line; their console gone.
     _FREE: frozenset({_BREAK, _OFF, _OFFERED, _ON_CALL}),
-    # Declined, withdrawn or the caller gone (free again, or offline with no console open); missed
-    # (a break); accepted; console gone.
+    # Declined, withdrawn or the caller gone (free again); missed (a break); accepted; console gone.
     _OFFERED: frozenset({_FREE, _BREAK, _ON_CALL, _OFF}),
     # The call ended (wrap-up); connecting failed, a callback unanswered or the caller gone before
-    # they were through (free again, or offline with no console open); their phone unreachable (a
-    # break, so no call rings nowhere).
-    _ON_CALL: frozenset({_WRAP_UP, _FREE, _OFF, _BREAK}),
+    # they were through (free again); their phone unreachable (a break, so no call rings nowhere).
+    _ON_CALL: frozenset({_WRAP_UP, _FREE, _BREAK}),
     # Outcome recorded or wrap-up timed out (free, or offline with no console open); ending the
     # call failed at Twilio, so it is still up (back on the call).
     _WRAP_UP: frozenset({_FREE, _OFF, _ON_CALL}),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ from typing import Iterator, Mapping
 
 import requests
 
+from helpline.bench.stack import free_port  # a port whose neighbour is free too (the emulator takes both)
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A TCP port nobody is listening on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def base_environment(extra: Mapping[str, str]) -> dict[str, str]:

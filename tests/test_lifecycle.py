@@ -234,15 +234,3 @@ def test_every_presence_move_the_table_allows_works_and_every_other_is_refused(s
                 with pytest.raises(PresenceError):
                     presence.set_presence(session, person, after, NOW)
                 assert person.presence == before
-
-
-def test_a_handler_the_service_frees_with_no_console_open_goes_offline(session):
-    """The caller hangs up while their call is offered to a handler whose console has just closed
-    (the two may cross): the handler is not shown, or counted, free."""
-    person = handler(session, idle_since=NOW - dt.timedelta(minutes=5), connected=False)
-    entry = waiting(session, NOW - dt.timedelta(minutes=1))
-    person.presence, person.current_call_id = Presence.OFFERED, entry.call_id
-    entry.state, entry.handler_id = QueueState.OFFERED, person.id
-    session.flush()
-    lifecycle.caller_hung_up(session, entry, NOW, handler=person)
-    assert person.presence == "offline" and entry.state == "abandoned"

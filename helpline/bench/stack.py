@@ -47,10 +47,18 @@ LOG_DIR_NAME = "logs"
 
 
 def free_port() -> int:
-    """A TCP port nobody is listening on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A TCP port nobody is listening on now, nor on the port after it: the emulator listens on both
+    (its Voice SDK signalling takes the next one), and another run may be choosing ports beside us."""
+    for _attempt in range(50):
+        with socket.socket() as probe, socket.socket() as neighbour:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+            try:
+                neighbour.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two free ports side by side")
 
 
 def clean_environment(extra: Mapping[str, str]) -> dict[str, str]:

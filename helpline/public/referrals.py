@@ -24,6 +24,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from .. import lifecycle, presence
+from ..states import Presence
 from ..events import announce
 from ..reports import WEB_ALERT_HANDLER
 from ..risk import ALERT_TOPIC
@@ -333,7 +334,7 @@ def hold_until_safe(session: Session, handler: Any, call_id: int, now: dt.dateti
     later = first_safe_moment(hours, spans, now) or hours.next_opening(now) or now + _HORIZON
     if handler.presence == "offered" and handler.current_call_id == call_id:
         lifecycle.withdraw(session, handler, "outside_safe_times", now)
-        presence.free_again(session, handler, now)
+        presence.set_presence(session, handler, Presence.AVAILABLE, now)
     entry.not_before = later
     session.add(CallEvent(call_id=call_id, at=now, kind="held_until_safe", detail={"not_before": later.isoformat()}))
     announce(session, "queue_changed")
