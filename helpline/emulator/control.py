@@ -93,9 +93,7 @@ def place_call() -> Response:
     if not url:
         return error(400, "no_voice_url", "The emulator has no Voice URL; start it with --voice-url.")
     call = engine.place_inbound_call(from_, to=data.get("to") or None, url=url, method=data.get("method"),
-                                     status_callback=data.get("status_callback") or None)
-    for keys in data.get("script") or []:
-        call.press(str(keys or ""), when="next-gather")
+                                     status_callback=data.get("status_callback") or None, script=data.get("script") or [])
     response = jsonify(call.describe())
     response.status_code = 201
     return response

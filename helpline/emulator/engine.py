@@ -176,9 +176,11 @@ class Emulator:
         return result
 
     def place_inbound_call(self, from_: str, to: str | None = None, url: str | None = None,
-                           method: str | None = None, status_callback: str | None = None) -> Call:
+                           method: str | None = None, status_callback: str | None = None,
+                           script: Iterable[str] = ()) -> Call:
         """A person dials the helpline number: an inbound call to the configured Voice URL and status
-        callback (or, for this call, `url` and `status_callback`)."""
+        callback (or, for this call, `url` and `status_callback`). `script` holds the entries pressed
+        (or said) at successive Gathers, queued before the call starts so that the first Gather has its own."""
         call = Call(self, direction="inbound", from_=from_, to=to or self.config.phone_number,
                     url=url or self.config.voice_url, method=method or self.config.voice_method,
                     status_callback=status_callback or self.config.status_callback,
@@ -186,6 +188,8 @@ class Emulator:
                     status_callback_events=self.config.status_callback_events)
         self.register_call(call)
         call.event("call.started", direction="inbound", **{"from": call.from_, "to": call.to})
+        for entry in script:
+            call.press(str(entry or ""), when="next-gather")
         call.start()
         return call
 
