@@ -169,14 +169,8 @@ def _append_rows(session: Session) -> list[tuple[Executable, dict[str, Any]]]:
     rows = []
     for state in sorted(taken, key=lambda one: one.insert_order):
         statement, columns = _append_statement(state.class_)
-        values = {}
-        for column in columns:
-            if column.key in state.dict:
-                values[column.key] = state.dict[column.key]
-            elif column.default is not None:
-                values[column.key] = column.default.arg(None) if column.default.is_callable else column.default.arg
-            else:
-                values[column.key] = None
+        given = {column.key: state.dict[column.key] for column in columns if column.key in state.dict}
+        values = {column.key: None for column in columns} | with_defaults(state.mapper.local_table, given)
         rows.append((statement, values))
         session.expunge(state.obj())
     return rows
