@@ -582,10 +582,11 @@ def handler_gone(session: Session, handler_id: int, now: dt.datetime) -> None:
 
     A handler on a call keeps it (the call is on their phone or softphone, and ends by itself).
     """
-    handler = _fresh(session, Handler, handler_id)
+    # Read as the database has it now, and locked: a hang-up crossing their leaving waits its turn.
+    handler = session.get(Handler, handler_id, populate_existing=True,
+                          with_for_update=True if is_postgresql(session) else None)
     if handler is None:
         return
-    presence.lock(session, handler)
     if handler.presence == Presence.OFFERED:
         withdraw(session, handler, "disconnected", now)
     if handler.presence in (Presence.AVAILABLE, Presence.OFFERED):
