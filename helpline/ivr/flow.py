@@ -9,6 +9,8 @@ stops start-up with one line naming the file, the step and the problem.
 
 from __future__ import annotations
 
+import functools
+
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,13 +80,17 @@ class Step:
         """Whether this menu listens for words as well as keys."""
         return "speech" in self.input.split()
 
+    def spoken(self) -> list[tuple[str, str]]:
+        """Each word or phrase this menu's keys listen for, with its key."""
+        return [(word, key) for key, action in self.keys.items() for word in action.words]
+
     def hints(self) -> list[str]:
         """Every word or phrase this menu's keys listen for, to help the speech recogniser."""
-        return [word for action in self.keys.values() for word in action.words]
+        return [word for word, _key in self.spoken()]
 
     def key_for(self, speech: str) -> str | None:
         """The key whose words the caller said, or None (see `best_key`)."""
-        return best_key([(word, key) for key, action in self.keys.items() for word in action.words], speech)
+        return best_key(self.spoken(), speech)
 
     def targets(self) -> list[str]:
         """Every step this one can lead to."""
@@ -169,8 +175,7 @@ class Flow:
     def key_for(self, step: Step, speech: str) -> str | None:
         """The key the caller's words stand for at menu `step`: one of its keys' words, or the words
         of a key that means the same at every menu ("go back"); None when nothing matched."""
-        own = [(word, key) for key, action in step.keys.items() for word in action.words]
-        return best_key(own + self.menu_keys.spoken(), speech)
+        return best_key(step.spoken() + self.menu_keys.spoken(), speech)
 
     def hints(self, step: Step) -> list[str]:
         """Every word or phrase menu `step` listens for, to help the speech recogniser."""
@@ -182,7 +187,13 @@ class Flow:
         `hours` steps, that take `type_ahead`). Twilio's Gather hears keys only while it listens, so
         a caller typing ahead must press them all into this menu's Gather (numDigits); the
         interpreter then answers the menus one key at a time."""
-        return self._depth(name, frozenset())
+        return self._keys_ahead.get(name, 0)
+
+    @functools.cached_property
+    def _keys_ahead(self) -> dict[str, int]:
+        """`keys_ahead` of every step, worked out once: the flow never changes once loaded, and every
+        menu the IVR speaks asks for it."""
+        return {name: self._depth(name, frozenset()) for name in self.steps}
 
     def _depth(self, name: str, seen: frozenset[str]) -> int:
         step = self.steps.get(name)
