@@ -2,7 +2,8 @@
 
 SQLite is the embedded default (WAL so readers never wait for the writer, foreign keys enforced,
 deleted content overwritten). Write transactions on SQLite start with BEGIN IMMEDIATE, so that two
-threads that read and then write take turns instead of failing with "database is locked".
+threads that read and then write take turns instead of failing with "database is locked"; threads of
+one process take those turns at a lock of their own (`WriterLock`), woken as soon as it is free.
 
 On PostgreSQL a pooled connection is pinged before use only when it has lain idle for a while
 (`PING_AFTER_IDLE_S`): SQLAlchemy's `pool_pre_ping` would add a round trip to every request and
@@ -11,7 +12,7 @@ every routing pass, to check a connection that answered a moment ago.
 There is one way to commit: `session.commit()`. Every session the service makes is a
 `ServiceSession`, whose commit on PostgreSQL sends the changes to tables marked `pipelined` (see
 models.Base), and any statements given to `write_with_commit`, with the COMMIT, in one round trip;
-elsewhere it is SQLAlchemy's commit. It raises only for a transaction that did not commit: every
+on SQLite it writes the same rows on the driver, without the ORM's flush. It raises only for a transaction that did not commit: every
 check on what it sends (an UPDATE that must find its row) runs inside the transaction, before the
 COMMIT. One helper beside it saves round trips: `run_together` (statements sent together within the
 session's transaction, for the routing pass). The compiled forms they send are kept in a cache of
@@ -49,13 +50,95 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 PING_AFTER_IDLE_S = 2.0
 
 
+#: Seconds a write transaction on SQLite waits for another to finish before failing "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 30.0
+#: One writer lock per SQLite file in this process (see `WriterLock`), shared by every engine on it.
+_SQLITE_WRITERS: dict[str, "WriterLock"] = {}
+_SQLITE_WRITERS_LOCK = threading.Lock()
+
+
+class WriterLock:
+    """Threads of one process take turns at an SQLite file's write lock here, not in SQLite.
+
+    Every transaction on SQLite starts with BEGIN IMMEDIATE, which takes the file's one write lock.
+    A thread that finds it taken is made to wait by SQLite's busy handler, which sleeps and tries
+    again - for 1, 2, 5, 10 ... up to 100 ms at a time - so under load the lock stood free while
+    the next writer slept: webhooks waited hundreds of milliseconds behind a transaction of two,
+    and the worker sat idle. Here a thread waits on a Python lock instead and is woken the moment
+    the holder commits or rolls back. Another process on the same file (an admin command) still
+    meets SQLite's own busy handler. `acquire` fails as SQLite would, "database is locked", after
+    the same timeout.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
+            import sqlite3
+
+            raise sqlite3.OperationalError("database is locked")
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def _sqlite_connection_class(writer: WriterLock) -> type:
+    """An sqlite3 connection class that holds `writer` from BEGIN IMMEDIATE until its commit or rollback."""
+    import sqlite3
+
+    class WriterLockedConnection(sqlite3.Connection):
+        holds_writer = False
+
+        def begin_immediate(self) -> None:
+            writer.acquire()
+            self.holds_writer = True
+            try:
+                self.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self._let_go()
+                raise
+
+        def _let_go(self) -> None:
+            if self.holds_writer:
+                self.holds_writer = False
+                writer.release()
+
+        def commit(self) -> None:
+            try:
+                super().commit()
+            finally:
+                # A COMMIT that fails (SQLITE_BUSY on a checkpoint) leaves the transaction open:
+                # the writer is held until its rollback.
+                if not self.in_transaction:
+                    self._let_go()
+
+        def rollback(self) -> None:
+            try:
+                super().rollback()
+            finally:
+                self._let_go()
+
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                self._let_go()
+
+    return WriterLockedConnection
+
+
 def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
     """Create an engine for `url` with the settings the service relies on."""
     if url.startswith("sqlite"):
         database = url.split(":///", 1)[-1]
+        connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            with _SQLITE_WRITERS_LOCK:
+                writer = _SQLITE_WRITERS.setdefault(str(Path(database).resolve()), WriterLock())
+            connect_args["factory"] = _sqlite_connection_class(writer)
+        engine = create_engine(url, connect_args=connect_args)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -66,12 +149,16 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA secure_delete=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection):  # type: ignore[no-untyped-def]
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            dbapi_connection = connection.connection.driver_connection
+            if hasattr(dbapi_connection, "begin_immediate"):
+                dbapi_connection.begin_immediate()
+            else:  # an in-memory database: one connection, nobody to take turns with
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
@@ -112,22 +199,24 @@ def is_postgresql(session: Session) -> bool:
 #: How many statements' compiled forms are kept (the least recently used goes first). The service
 #: sends a few dozen statements built once and kept; the bound is for any built afresh per use.
 COMPILED_CACHE_SIZE = 512
-#: The statements of run_together and ServiceSession.commit, compiled for PostgreSQL: by id, with the
+#: The statements of run_together and ServiceSession.commit, compiled: by id and dialect, with the
 #: statement kept alive beside its compiled form so that its id is not reused while it is here, and
 #: the bind processors of the parameters whose type has one (JSON, UTC timestamps).
-_COMPILED: OrderedDict[int, tuple[Executable, Any, list[tuple[str, Callable[[Any], Any]]]]] = OrderedDict()
+_COMPILED: OrderedDict[tuple[int, str], tuple[Executable, Any, list[tuple[str, Callable[[Any], Any]]]]] = OrderedDict()
 #: The router thread and request threads share the cache.
 _COMPILED_LOCK = threading.Lock()
 
 
 def _compile(statement: Executable, dialect: Any) -> tuple[Any, list[tuple[str, Callable[[Any], Any]]]]:
     """The statement compiled for `dialect`, from the cache if there, with its parameters' bind processors."""
-    key = id(statement)
+    key = (id(statement), dialect.name)
     with _COMPILED_LOCK:
         cached = _COMPILED.get(key)
         if cached is not None and cached[0] is statement:
             _COMPILED.move_to_end(key)
             return cached[1], cached[2]
+    if dialect.name == "sqlite":
+        dialect = _sqlite_named()
     # An IN list's values are bound one by one here: SQLAlchemy expands them only when it runs a statement itself.
     sql = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     processors = [(name, processor) for bind, name in sql.bind_names.items()
@@ -140,8 +229,17 @@ def _compile(statement: Executable, dialect: Any) -> tuple[Any, list[tuple[str, 
     return sql, processors
 
 
+@functools.cache
+def _sqlite_named() -> Any:
+    """SQLite's dialect with parameters bound by name (sqlite3 takes both), so that a compiled
+    statement's parameters go to the driver as the dict `construct_params` makes."""
+    from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+
+    return SQLiteDialect_pysqlite(paramstyle="named")
+
+
 def _compiled(statements: Sequence[tuple[Executable, dict[str, Any]]], dialect: Any) -> list[tuple[str, Any]]:
-    """Each statement's SQL (compiled once while cached) and its parameters, for psycopg."""
+    """Each statement's SQL (compiled once while cached) and its parameters, for the driver."""
     compiled = []
     for statement, params in statements:
         sql, processors = _compile(statement, dialect)
@@ -187,7 +285,7 @@ def _append_statement(cls: type) -> tuple[Executable, list[Any]]:
     return insert(table).values({column.key: bindparam(column.key, type_=column.type) for column in columns}), columns
 
 
-def _update_rows(session: Session) -> list[tuple[Executable, dict[str, Any]]]:
+def _update_rows(session: Session, checked_in_sql: bool) -> list[tuple[Executable, dict[str, Any]]]:
     """The changes to the session's objects of "update" tables as UPDATEs by primary key, which the
     ORM then takes as written. An object whose foreign keys a changed relationship sets stays for
     the ORM (a relationship kept on the other side's rows, a call's queue entry, is the flush's to
@@ -206,7 +304,7 @@ def _update_rows(session: Session) -> list[tuple[Executable, dict[str, Any]]]:
                    if prop.key in state.dict and state.attrs[prop.key].history.has_changes()}
         if not changed:
             continue
-        rows.append((_update_statement(state.class_, tuple(sorted(changed))), {"pk": state.identity[0], **{
+        rows.append((_update_statement(state.class_, tuple(sorted(changed)), checked_in_sql), {"pk": state.identity[0], **{
             f"new_{key}": value for key, value in changed.items()}}))
         for key, value in changed.items():
             set_committed_value(obj, key, value)
@@ -218,12 +316,14 @@ ROW_GONE = "helpline: the row to update has gone"
 
 
 @functools.cache
-def _update_statement(cls: type, keys: tuple[str, ...]) -> Executable:
+def _update_statement(cls: type, keys: tuple[str, ...], checked_in_sql: bool) -> Executable:
     """The UPDATE for an "update" class and a set of changed columns (see `ServiceSession.commit`), built once.
 
-    It is checked where it runs, as the ORM checks its own UPDATEs: the statement fails if it did
-    not change exactly one row (the row went, erased while the request ran), and so the
-    transaction fails before its COMMIT, never after. The failure is a cast of `ROW_GONE` to a
+    It is checked as the ORM checks its own UPDATEs: it must change exactly one row (else the row
+    went, erased while the request ran), and so the transaction fails before its COMMIT, never
+    after. On SQLite the driver's row count says so, statement by statement. Sent in a pipeline
+    (`checked_in_sql`, PostgreSQL), nothing is read until the COMMIT has gone, so the statement
+    checks itself: it fails if it did not change exactly one row, by a cast of `ROW_GONE` to a
     number, made only then (a CASE's other branch is not run), which `ServiceSession.commit` recognises.
     """
     mapper = inspect(cls)
@@ -234,9 +334,11 @@ def _update_statement(cls: type, keys: tuple[str, ...]) -> Executable:
     columns = {key: mapper.column_attrs[key].columns[0] for key in keys}
     (primary_key,) = table.primary_key.columns
     changed = update(table).where(primary_key == bindparam("pk")).values(
-        {column: bindparam(f"new_{key}", type_=column.type) for key, column in columns.items()}
-    ).returning(primary_key).cte("changed")
-    rows = select(func.count()).select_from(changed).scalar_subquery()
+        {column: bindparam(f"new_{key}", type_=column.type) for key, column in columns.items()})
+    if not checked_in_sql:
+        return changed
+    counted = changed.returning(primary_key).cte("changed")
+    rows = select(func.count()).select_from(counted).scalar_subquery()
     gone = cast(func.concat(literal_column(f"'{ROW_GONE}: '"), rows), Integer)
     return select(case((rows == literal_column("1"), literal_column("1")), else_=gone))
 
@@ -316,8 +418,10 @@ class ServiceSession(Session):
     and leaves the transaction for the caller to roll back (which forgets the changes as usual); an
     UPDATE whose row has gone raises StaleDataError, as the ORM's flush would. Nothing raises once
     the COMMIT has gone through: what was written stands, and the caller is not told otherwise.
-    Elsewhere (SQLite) it is SQLAlchemy's commit. Either way the session's after-commit hooks run
-    (the announcements of events.py).
+    On SQLite the same rows are written the same way, statement by statement on the driver, before
+    SQLAlchemy's commit: not for round trips (there are none) but because the ORM's flush of them
+    cost more than the rest of a webhook. Either way the session's after-commit hooks run (the
+    announcements of events.py).
     """
 
     def write_with_commit(self, statement: Executable) -> None:
@@ -334,11 +438,11 @@ class ServiceSession(Session):
             self.execute(statement)
 
     def commit(self) -> None:
-        if self.get_bind().dialect.name != "postgresql":
-            super().commit()
-            return
         connection = self.connection()
-        updates = _update_rows(self)
+        if connection.dialect.name != "postgresql":
+            self._commit_in_turn(connection)
+            return
+        updates = _update_rows(self, checked_in_sql=True)
         statements = [(statement, {}) for statement in self.info.pop(WITH_COMMIT, [])]
         compiled = _compiled((*updates, *_append_rows(self), *statements), connection.dialect)
         # What must be written in the same transaction at commit (audit.py chains its entries so) is
@@ -373,6 +477,25 @@ class ServiceSession(Session):
                 with contextlib.suppress(connection.dialect.loaded_dbapi.Error):
                     raw.autocommit = False  # type: ignore[union-attr]
         # The transaction has ended on the server: psycopg knows, and SQLAlchemy's own COMMIT sends nothing.
+        super().commit()
+
+    def _commit_in_turn(self, connection: Any) -> None:
+        """SQLite's commit: the same writes as PostgreSQL's, statement by statement on the driver
+        (there is no round trip to save, but the ORM's flush is the webhook's largest cost), then
+        SQLAlchemy's commit."""
+        updates = _update_rows(self, checked_in_sql=False)
+        appends = _append_rows(self)
+        self.dispatch.before_commit(self)
+        self.flush()
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        for index, (sql, params) in enumerate(_compiled((*updates, *appends), connection.dialect)):
+            try:
+                cursor = raw.execute(sql, params)
+            except connection.dialect.loaded_dbapi.Error as exc:
+                _raise_wrapped(connection, raw, sql, exc)
+            if index < len(updates) and cursor.rowcount != 1:
+                raise StaleDataError("an UPDATE written with the commit matched no row")
         super().commit()
 
     def rollback(self) -> None:

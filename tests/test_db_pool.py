@@ -374,7 +374,7 @@ def test_the_cache_of_compiled_statements_keeps_a_fixed_number(app, database_url
             assert [tuple(row) for row in first] == [(number + 1,)] and [tuple(row) for row in again] == [(1,)]
         if database_url.startswith("postgresql"):
             assert len(database._COMPILED) == 4
-            assert id(kept) in database._COMPILED  # in use, so never the least recently used
+            assert (id(kept), "postgresql") in database._COMPILED  # in use, so never the least recently used
         db.session.rollback()
 
 

@@ -62,8 +62,8 @@ NAMING = {
 class Base(DeclarativeBase):
     """Declarative base for every table.
 
-    A table's `info["pipelined"]` says how `ServiceSession.commit` (db.py) may write its rows on PostgreSQL, in
-    the COMMIT's own round trip instead of the flush's: "append" for rows only ever added, that
+    A table's `info["pipelined"]` says how `ServiceSession.commit` (db.py) may write its rows without the ORM's
+    flush (on PostgreSQL in the COMMIT's own round trip): "append" for rows only ever added, that
     nothing refers to and whose ids nobody reads (a call's timeline); "update" for rows whose
     changed columns may be written by primary key after the rest of the flush.
     """
