@@ -77,29 +77,27 @@ class WriterLock:
         if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
             import sqlite3
 
-            raise sqlite3.OperationalError("database is locked")
+            from sqlalchemy.exc import OperationalError
+
+            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
 
     def release(self) -> None:
         self._lock.release()
 
 
 def _sqlite_connection_class(writer: WriterLock) -> type:
-    """An sqlite3 connection class that holds `writer` from BEGIN IMMEDIATE until its commit or rollback."""
+    """An sqlite3 connection class that holds `writer` from its transaction's start (`take_writer`)
+    until its commit, rollback or closing."""
     import sqlite3
 
     class WriterLockedConnection(sqlite3.Connection):
         holds_writer = False
 
-        def begin_immediate(self) -> None:
+        def take_writer(self) -> None:
             writer.acquire()
             self.holds_writer = True
-            try:
-                self.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                self._let_go()
-                raise
 
-        def _let_go(self) -> None:
+        def let_writer_go(self) -> None:
             if self.holds_writer:
                 self.holds_writer = False
                 writer.release()
@@ -111,19 +109,19 @@ def _sqlite_connection_class(writer: WriterLock) -> type:
                 # A COMMIT that fails (SQLITE_BUSY on a checkpoint) leaves the transaction open:
                 # the writer is held until its rollback.
                 if not self.in_transaction:
-                    self._let_go()
+                    self.let_writer_go()
 
         def rollback(self) -> None:
             try:
                 super().rollback()
             finally:
-                self._let_go()
+                self.let_writer_go()
 
         def close(self) -> None:
             try:
                 super().close()
             finally:
-                self._let_go()
+                self.let_writer_go()
 
     return WriterLockedConnection
 
@@ -155,10 +153,15 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection):  # type: ignore[no-untyped-def]
             dbapi_connection = connection.connection.driver_connection
-            if hasattr(dbapi_connection, "begin_immediate"):
-                dbapi_connection.begin_immediate()
-            else:  # an in-memory database: one connection, nobody to take turns with
+            if not hasattr(dbapi_connection, "take_writer"):  # in memory: one connection, nobody to take turns with
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            dbapi_connection.take_writer()
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                dbapi_connection.let_writer_go()
+                raise
 
         return engine
     engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)

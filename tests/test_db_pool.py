@@ -400,3 +400,64 @@ def test_a_statement_written_with_the_commit_is_in_its_transaction(app, database
         session.add(Call(call_sid="CA" + "1" * 32))
         session.commit()
         assert calls() == 2
+
+
+def test_threads_take_turns_at_the_sqlite_write_lock_in_python(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """A write transaction on SQLite holds its file's WriterLock from BEGIN to COMMIT or ROLLBACK (or
+    the connection's closing); a thread that finds it taken waits there, and fails as SQLite would,
+    "database is locked", once the busy timeout has passed."""
+    import threading
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from helpline import db as database
+
+    url = f"sqlite:///{tmp_path / 'turns.db'}"
+    engine = database.make_engine(url)
+    writer = database._SQLITE_WRITERS[str((tmp_path / "turns.db").resolve())]
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE t (n INTEGER)"))
+        assert not writer._lock.locked()
+        for ending in ("commit", "rollback", "close"):
+            connection = engine.connect()
+            connection.execute(text("INSERT INTO t VALUES (1)"))
+            assert writer._lock.locked()
+            if ending != "close":
+                getattr(connection, ending)()
+            connection.close()
+            assert not writer._lock.locked(), ending
+
+        # A second engine on the same file (the scheduler's) shares the lock.
+        other = database.make_engine(url)
+        holder = engine.connect()
+        holder.execute(text("INSERT INTO t VALUES (2)"))
+        went_in = threading.Event()
+
+        def second_writer() -> None:
+            with other.begin() as connection:
+                connection.execute(text("INSERT INTO t VALUES (3)"))
+                went_in.set()
+
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        assert not went_in.wait(0.3)  # waiting for its turn
+        holder.commit()
+        thread.join(5)
+        assert went_in.is_set()
+        holder.close()
+
+        monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+        holder = engine.connect()
+        holder.execute(text("INSERT INTO t VALUES (4)"))
+        with pytest.raises(OperationalError, match="database is locked"):
+            with other.connect() as connection:
+                connection.execute(text("INSERT INTO t VALUES (5)"))
+        holder.commit()
+        holder.close()
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT n FROM t ORDER BY n")).scalars().all() == [1, 2, 3, 4]
+        other.dispose()
+    finally:
+        engine.dispose()
