@@ -87,6 +87,12 @@ def test_the_saturated_mode_compares_the_helpline_with_a_bare_flask_app(tmp_path
     assert figures["helpline_webhooks_per_s"] > 0 and figures["bare_flask_webhooks_per_s"] > 0
     assert figures["helpline_errors"] == 0 and figures["bare_flask_errors"] == 0
     assert figures["helpline_calls_recorded"] > 0
+    # The worker's CPU for each webhook, for both apps, and the verdicts on them.
+    assert 0 < figures["bare_flask_worker_cpu_ms_per_webhook"] < figures["helpline_worker_cpu_ms_per_webhook"]
+    verdicts = json.loads((output / "bench.json").read_text())["verdicts"]
+    assert {"saturated_throughput_at_least_half_the_bare_apps", "saturated_p99_within_5x_the_bare_apps",
+            "worker_cpu_per_webhook_under_2ms"} <= {name for name, met in verdicts.items() if met is not None}
+    assert "helpline_worker_cpu_ms_per_webhook" in result.stdout
 
 
 def test_emulated_consoles_skip_the_pure_python_utf8_check():

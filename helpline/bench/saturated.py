@@ -20,7 +20,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urljoin
 
 import requests
@@ -39,8 +39,11 @@ KEYS = ("1", "1", "1")
 class Driver:
     """Callers back to back against `urls` (one per serving process) for `seconds`."""
 
-    def __init__(self, urls: list[str], auth_token: str, account_sid: str, seconds: float):
+    def __init__(self, urls: list[str], auth_token: str, account_sid: str, seconds: float,
+                 serving_cpu_ms: Callable[[], int]):
         self.urls = urls
+        #: CPU the serving processes have used so far, in ms (read at both ends of the measured time).
+        self.serving_cpu_ms = serving_cpu_ms
         self.validator = RequestValidator(auth_token)
         self.account_sid = account_sid
         self.seconds = seconds
@@ -123,17 +126,26 @@ class Driver:
         with self._lock:
             self.latencies.clear()
             warm_calls = self.calls
+            cpu_from = self.serving_cpu_ms()
         measured_from = time.perf_counter()
         time.sleep(self.seconds)
         with self._lock:
             count, latencies, calls = len(self.latencies), list(self.latencies), self.calls - warm_calls
+            cpu_ms = self.serving_cpu_ms() - cpu_from
         elapsed = time.perf_counter() - measured_from
         self._stop.set()
         for thread in threads:
             thread.join(timeout=35)
         return {"webhooks_per_s": round(count / elapsed, 1), "calls_per_s": round(calls / elapsed, 2),
+                "cpu_ms_per_webhook": round(cpu_ms / count, 2) if count else None,
                 "latency_ms": summary(latencies), "errors": len(self.errors), "error_examples": self.errors[:5],
                 "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def worker_cpu_ms(children: list[Child]) -> int:
+    """CPU used so far by the serving workers of `children` (gunicorn's workers, not their supervisors)."""
+    return sum(figures.get("cpu_ms", 0) for child in children
+               for role, figures in child.memory().items() if role.startswith("worker"))
 
 
 def _bare_processes(workdir: Path, processes: int, auth_token: str, worker: str) -> list[Child]:
@@ -161,7 +173,9 @@ def run_saturated(options: StackOptions, seconds: float) -> dict[str, Any]:
     with Stack(options) as stack:
         env = stack.base_env
         urls = [stack.service_url(index) for index in range(options.processes)]
-        helpline = Driver(urls, env["TWILIO_AUTH_TOKEN"], env["TWILIO_ACCOUNT_SID"], seconds).run()
+        services = [stack.service(index) for index in range(options.processes)]
+        helpline = Driver(urls, env["TWILIO_AUTH_TOKEN"], env["TWILIO_ACCOUNT_SID"], seconds,
+                          lambda: worker_cpu_ms(services)).run()
         results["memory"] = stack.memory()
         engine = stack.sql_engine()
         try:
@@ -175,7 +189,8 @@ def run_saturated(options: StackOptions, seconds: float) -> dict[str, Any]:
     # Served as `helpline serve` serves the helpline on this database, so that only the app differs.
     bare_children = _bare_processes(options.workdir, options.processes, token, WORKER_CLASSES[options.database])
     try:
-        bare = Driver([child.url or "" for child in bare_children], token, "AC" + "0" * 32, seconds).run()
+        bare = Driver([child.url or "" for child in bare_children], token, "AC" + "0" * 32, seconds,
+                      lambda: worker_cpu_ms(bare_children)).run()
         for child in bare_children:
             results["memory"][child.name] = child.memory()
     finally:
@@ -186,6 +201,8 @@ def run_saturated(options: StackOptions, seconds: float) -> dict[str, Any]:
         "bare_flask_webhooks_per_s": bare["webhooks_per_s"],
         "helpline_share_of_bare": round(helpline["webhooks_per_s"] / bare["webhooks_per_s"], 2) if bare["webhooks_per_s"] else None,
         "helpline_calls_per_s": helpline["calls_per_s"],
+        "helpline_worker_cpu_ms_per_webhook": helpline["cpu_ms_per_webhook"],
+        "bare_flask_worker_cpu_ms_per_webhook": bare["cpu_ms_per_webhook"],
         "helpline_latency_ms": helpline["latency_ms"],
         "bare_flask_latency_ms": bare["latency_ms"],
         "helpline_errors": helpline["errors"],
