@@ -300,17 +300,23 @@ def _update_rows(session: Session, checked_in_sql: bool) -> list[tuple[Executabl
         state = inspect(obj)
         if _pipelined(state) != "update" or state.identity is None or len(state.identity) != 1:
             continue
-        if any(relationship.direction is MANYTOONE and state.attrs[relationship.key].history.has_changes()
-               for relationship in state.mapper.relationships):
+        if any(relationship.direction is MANYTOONE and relationship.key in state.committed_state
+               and state.attrs[relationship.key].history.has_changes() for relationship in state.mapper.relationships):
             continue
-        changed = {prop.key: state.dict[prop.key] for prop in state.mapper.column_attrs
-                   if prop.key in state.dict and state.attrs[prop.key].history.has_changes()}
-        if not changed:
-            continue
-        rows.append((_update_statement(state.class_, tuple(sorted(changed)), checked_in_sql), {"pk": state.identity[0], **{
-            f"new_{key}": value for key, value in changed.items()}}))
-        for key, value in changed.items():
-            set_committed_value(obj, key, value)
+        # Only the attributes the request touched can have changed (committed_state keeps their old values).
+        columns = state.mapper.column_attrs
+        changed = {key: state.dict[key] for key in state.committed_state
+                   if key in columns and key in state.dict and state.attrs[key].history.has_changes()}
+        if changed:
+            rows.append((_update_statement(state.class_, tuple(sorted(changed)), checked_in_sql),
+                         {"pk": state.identity[0], **{f"new_{key}": value for key, value in changed.items()}}))
+        if not state.expired_attributes and all(key in columns for key in state.committed_state):
+            # All it touched is written here, or was set to what it was: nothing is left of it for the
+            # ORM's flush, which would otherwise walk it (and every object like it) to find that out.
+            state._commit_all(state.dict, session.identity_map)
+        else:
+            for key, value in changed.items():
+                set_committed_value(obj, key, value)
     return rows
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, joinedload
@@ -506,6 +506,10 @@ def handler_rung_again(session: Session, entry: QueueEntry, leg: str) -> None:
 
 # -- reading a call for a webhook ---------------------------------------------------------------------------------
 
+#: The call with a CallSid and its queue entry (built once: every webhook asks it).
+CALL_BY_SID = select(Call).options(joinedload(Call.queue_entry)).where(Call.call_sid == bindparam("call_sid"))
+
+
 def find_call(session: Session, call_sid: str) -> Call | None:
     """The call with this CallSid, if the service has seen it, with its queue entry (if any).
 
@@ -513,7 +517,7 @@ def find_call(session: Session, call_sid: str) -> Call | None:
     after changing the call, and a lazy load there would first flush those changes (a round trip of
     its own) and then query again.
     """
-    return session.scalar(select(Call).options(joinedload(Call.queue_entry)).where(Call.call_sid == call_sid))
+    return session.scalar(CALL_BY_SID, {"call_sid": call_sid})
 
 
 def call_for_webhook(session: Session, call_sid: str, status: str | None = None, *, new: bool = False) -> Call:
