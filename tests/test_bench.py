@@ -179,11 +179,11 @@ def test_a_burst_queues_every_caller_and_tells_each_their_true_position(tmp_path
 
 def test_the_position_check_finds_a_wrong_announcement():
     """A hand-made line: A, B and C join in turn and A is taken at t=10, so C is third, then second."""
-    from helpline.bench.burst import Announcement, InLine, check_positions, stretches
+    from helpline.bench.burst import Announcement, InLine, check_positions, history
 
-    line = {1: InLine(1, (100, 0.0, 1), stretches(0.0, None, 11.0, [("accepted", 10.0)])),
-            2: InLine(2, (100, 1.0, 2), stretches(1.0, None, None, [])),
-            3: InLine(3, (100, 2.0, 3), stretches(2.0, None, None, []))}
+    line = {1: InLine(1, (100, 0.0, 1), history(0.0, None, 11.0, [("accepted", 10.0)])[0]),
+            2: InLine(2, (100, 1.0, 2), history(1.0, None, None, [])[0]),
+            3: InLine(3, (100, 2.0, 3), history(2.0, None, None, [])[0])}
     right = [Announcement(3, 4.9, 5.0, 3), Announcement(3, 11.9, 12.0, 2), Announcement(2, 4.0, 4.1, 2),
              Announcement(1, 2.0, 2.1, 1)]
     check = check_positions(line, right)
@@ -198,21 +198,37 @@ def test_the_position_check_finds_a_wrong_announcement():
     wrong = [Announcement(3, 11.9, 12.0, 3), Announcement(3, 5.0, 5.1, 1), Announcement(1, 3.0, 3.1, 2)]
     check = check_positions(line, wrong)
     assert not check.ok and len(check.wrong) == 3
-    assert check.wrong[0] == (3, 3, [2])
+    assert (check.wrong[0][0].position, check.wrong[0][1]) == (3, [2])
     # An announcement to a caller the records never placed in line is not passed either.
     check = check_positions(line, [Announcement(99, 1.0, 1.1, 1)])
     assert not check.ok and check.unknown == 1
 
 
 def test_an_entry_taken_and_put_back_in_line_is_counted_in_line_again():
-    from helpline.bench.burst import InLine, Line, stretches
+    from helpline.bench.burst import InLine, Line, history
 
-    # Accepted at 5, the connection failed at 6 (back in line), an offer missed while in line at 6.5
-    # (no move), accepted again at 8, answered at 9.
-    taken = stretches(0.0, None, 9.0, [("accepted", 5.0), ("connect_failed", 6.0), ("offer_missed", 6.5), ("accepted", 8.0)])
-    assert taken == [(0.0, 5.0), (6.0, 8.0)]
-    line = Line({1: InLine(1, (100, 0.0, 1), taken), 2: InLine(2, (100, 1.0, 2), stretches(1.0, None, None, []))})
+    # Accepted at 5, the connection failed at 6 (back in its place), an offer missed while in line at
+    # 6.5 (no move), accepted again at 8, answered at 9.
+    taken, moved = history(0.0, None, 9.0, [("accepted", 5.0), ("connect_failed", 6.0), ("offer_missed", 6.5),
+                                            ("accepted", 8.0)])
+    assert (taken, moved) == ([(0.0, 5.0), (6.0, 8.0)], None)
+    line = Line({1: InLine(1, (100, 0.0, 1), taken), 2: InLine(2, (100, 1.0, 2), history(1.0, None, None, [])[0])})
     assert [line.position(2, moment) for moment in (2.0, 5.5, 7.0, 8.5)] == [2, 1, 2, 1]
+
+
+def test_an_entry_put_back_at_the_head_of_the_line_is_ahead_of_everyone_from_then_on():
+    from helpline.bench.burst import InLine, Line, history
+
+    # C joined third, was taken at 5, and its handler's phone never answered: at 6 it is put back at
+    # the head of the line (priority 99, under everyone's 100), until taken again at 8.
+    spent, moved = history(2.0, None, 9.0, [("accepted", 5.0), ("offer_missed", 6.0), ("accepted", 8.0)])
+    assert (spent, moved) == ([(2.0, 5.0), (6.0, 8.0)], 6.0)
+    line = Line({1: InLine(1, (100, 0.0, 1), history(0.0, None, None, [])[0]),
+                 2: InLine(2, (100, 1.0, 2), history(1.0, None, None, [])[0]),
+                 3: InLine(3, (100, 2.0, 3), spent, moved_up=(moved, 99))})
+    assert [line.position(1, moment) for moment in (3.0, 5.5, 7.0, 8.5)] == [1, 1, 2, 1]
+    assert [line.position(2, moment) for moment in (3.0, 7.0)] == [2, 3]
+    assert [line.position(3, moment) for moment in (3.0, 7.0)] == [3, 1]
 
 
 def test_announcements_and_their_waits_are_read_from_the_transcript():

@@ -58,6 +58,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from ..emulator.client import EmulatorClient
+from ..wait_estimate import TOLD
 from ..models import CallEvent, Call, QueueEntry
 from .checks import audit_calls
 from .handlers import Handler, Pace
@@ -102,38 +103,59 @@ class BurstOptions:
 
 # -- the records: the line as the service kept it ------------------------------------------------------------
 
+#: The priority every caller joins the line at: the column's default (a supervisor may move a call
+#: up; nobody does in a benchmark run).
+JOINING_PRIORITY: int = QueueEntry.__table__.c.priority.default.arg  # type: ignore[attr-defined]
+
+
 @dataclass
 class InLine:
-    """One queue entry: its place in order and the stretches (from, to) it spent in line."""
+    """One queue entry: its place in order when it joined, the stretches (from, to) it spent in line,
+    and when it was put back at the head of the line, with the priority that gave it, if it was."""
 
     call_id: int
     key: tuple[int, float, int]
     stretches: list[tuple[float, float]] = field(default_factory=list)
+    moved_up: tuple[float, int] | None = None
 
-    def in_line(self, moment: float) -> bool:
-        """Whether the entry was in line at `moment`."""
-        return any(start <= moment < end for start, end in self.stretches)
+    def key_at(self, moment: float) -> tuple[int, float, int]:
+        """Its place in order at `moment`: (priority, placed_at, id), lower first."""
+        if self.moved_up is not None and moment >= self.moved_up[0]:
+            return (self.moved_up[1], *self.key[1:])
+        return self.key
 
 
-def stretches(placed: float, not_before: float | None, left: float | None,
-              moves: Iterable[tuple[str, float]]) -> list[tuple[float, float]]:
-    """The stretches an entry spent in line, from its placing, its moves (`accepted` takes it out;
-    `connect_failed` or `offer_missed` after an accept put it back) and its `left_at`."""
+def history(placed: float, not_before: float | None, left: float | None,
+            moves: Iterable[tuple[str, float]]) -> tuple[list[tuple[float, float]], float | None]:
+    """The stretches an entry spent in line, and when it was first put back at the head of the line.
+
+    Read from its placing, its moves and its `left_at`: `accepted` takes it out of the line (a
+    handler has it); `connect_failed` puts it back in its place, and `offer_missed` while out of the
+    line (the handler's phone never answered) puts it back at the head of the line. An `offer_missed`
+    while in line (an offer not taken in time) moves nothing.
+    """
     result: list[tuple[float, float]] = []
     since: float | None = max(placed, not_before or placed)
+    moved: float | None = None
     for kind, at in moves:
         if kind == "accepted" and since is not None:
             result.append((since, at))
             since = None
         elif kind in ("connect_failed", "offer_missed") and since is None:
             since = at
+            if kind == "offer_missed" and moved is None:
+                moved = at
     if since is not None:
         result.append((since, left if left is not None else math.inf))
-    return result
+    return result, moved
 
 
 def line_from_records(engine: Any) -> dict[int, InLine]:
-    """Every live queue entry of the run, by call id, read from queue_entries and call_events."""
+    """Every live queue entry of the run, by call id, read from queue_entries and call_events.
+
+    An entry put back at the head of the line more than once is given its final priority from the
+    first time (the records keep no earlier one); every other entry joined at JOINING_PRIORITY.
+    """
     with engine.connect() as connection:
         entries = connection.execute(select(QueueEntry.id, QueueEntry.call_id, QueueEntry.priority, QueueEntry.placed_at,
                                             QueueEntry.not_before, QueueEntry.left_at)
@@ -147,9 +169,11 @@ def line_from_records(engine: Any) -> dict[int, InLine]:
     line = {}
     for entry_id, call_id, priority, placed_at, not_before, left_at in entries:
         placed = placed_at.timestamp()
-        line[call_id] = InLine(call_id, (priority, placed, entry_id), stretches(
-            placed, not_before.timestamp() if not_before else None, left_at.timestamp() if left_at else None,
-            sorted(moves.get(call_id, []), key=lambda move: move[1])))
+        spent, moved = history(placed, not_before.timestamp() if not_before else None,
+                               left_at.timestamp() if left_at else None,
+                               sorted(moves.get(call_id, []), key=lambda move: move[1]))
+        joined = priority if moved is None else JOINING_PRIORITY
+        line[call_id] = InLine(call_id, (joined, placed, entry_id), spent, None if moved is None else (moved, priority))
     return line
 
 
@@ -170,6 +194,10 @@ class Announcement:
 
 def _at(event: dict[str, Any]) -> float:
     return dt.datetime.fromisoformat(event["at"]).timestamp()
+
+
+def _iso(moment: float) -> str:
+    return dt.datetime.fromtimestamp(moment, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def announcements(events: list[dict[str, Any]], call_id: int) -> list[Announcement]:
@@ -200,8 +228,8 @@ class PositionCheck:
     changed_meanwhile: int = 0
     #: Wrong only by a change in the line within the window.
     within_window: int = 0
-    #: (call id, announced, true positions in the window) of each mismatch.
-    wrong: list[tuple[int, int, list[int]]] = field(default_factory=list)
+    #: Each mismatch, with the true positions in its window.
+    wrong: list[tuple[Announcement, list[int]]] = field(default_factory=list)
     #: Announcements to calls with no queue entry in the records.
     unknown: int = 0
 
@@ -214,7 +242,8 @@ class PositionCheck:
         """As plain data (the mismatches cut to the first few)."""
         return {"announced": self.announced, "ok": self.ok, "exact": self.exact, "changed_meanwhile": self.changed_meanwhile,
                 "within_window": self.within_window, "mismatches": len(self.wrong), "unknown": self.unknown,
-                "examples": [{"call_id": call_id, "said": said, "true": true} for call_id, said, true in self.wrong[:5]]}
+                "examples": [{"call_id": said.call_id, "said": said.position, "true": true,
+                              "asked": _iso(said.asked), "heard": _iso(said.heard)} for said, true in self.wrong[:5]]}
 
 
 class Line:
@@ -222,20 +251,42 @@ class Line:
 
     def __init__(self, entries: dict[int, InLine]):
         self.entries = entries
-        self.order = sorted(entries.values(), key=lambda entry: entry.key)
-        self.rank = {entry.call_id: index for index, entry in enumerate(self.order)}
+        self._ahead: dict[int, list[tuple[float, float]]] = {}
+
+    def ahead(self, call_id: int) -> list[tuple[float, float]]:
+        """The stretches in which each other entry was in line ahead of this one."""
+        if call_id in self._ahead:
+            return self._ahead[call_id]
+        me = self.entries[call_id]
+        found = []
+        for other in self.entries.values():
+            if other is me:
+                continue
+            if me.moved_up is None and other.moved_up is None:
+                if other.key < me.key:
+                    found += other.stretches
+                continue
+            # One of the two changed its place in order: compare them piece by piece.
+            cuts = sorted({moved[0] for moved in (me.moved_up, other.moved_up) if moved is not None})
+            bounds = [-math.inf, *cuts, math.inf]
+            for low, high in zip(bounds, bounds[1:]):
+                probe = low if low > -math.inf else high - 1
+                if other.key_at(probe) < me.key_at(probe):
+                    found += [(max(start, low), min(end, high)) for start, end in other.stretches
+                              if max(start, low) < min(end, high)]
+        self._ahead[call_id] = found
+        return found
 
     def positions(self, call_id: int, since: float, until: float) -> list[int]:
         """The caller's true position at `since` and after every change in the line up to `until`."""
-        ahead = self.order[:self.rank[call_id]]
-        count = sum(1 for entry in ahead if entry.in_line(since))
+        ahead = self.ahead(call_id)
+        count = sum(1 for start, end in ahead if start <= since < end)
         changes: list[tuple[float, int]] = []
-        for entry in ahead:
-            for start, end in entry.stretches:
-                if since < start <= until:
-                    changes.append((start, 1))
-                if since < end <= until:
-                    changes.append((end, -1))
+        for start, end in ahead:
+            if since < start <= until:
+                changes.append((start, 1))
+            if since < end <= until:
+                changes.append((end, -1))
         found = [count + 1]
         for _moment, step in sorted(changes):
             count += step
@@ -265,8 +316,26 @@ def check_positions(entries: dict[int, InLine], heard: Iterable[Announcement], w
             if said.position in true:
                 check.within_window += 1
             else:
-                check.wrong.append((said.call_id, said.position, sorted(set(true))))
+                check.wrong.append((said, sorted(set(true))))
     return check
+
+
+def told_against_records(entries: dict[int, InLine], told: Iterable[tuple[int, float, int]],
+                         window_s: float = WINDOW_S) -> dict[str, Any]:
+    """The places the service recorded telling callers (its `wait_estimate` events: call id, when,
+    place) against the records' true position within `window_s` of that moment. Not a target: when
+    announcements are wrong, it says whether the service worked the place out wrong (these disagree
+    too) or the caller heard something other than what it worked out."""
+    line = Line(entries)
+    checked, disagree = 0, []
+    for call_id, moment, place in told:
+        if call_id not in entries:
+            continue
+        checked += 1
+        true = line.positions(call_id, moment - window_s, moment + window_s)
+        if place not in true:
+            disagree.append({"call_id": call_id, "told": place, "true": sorted(set(true)), "at": _iso(moment)})
+    return {"told": checked, "disagree": len(disagree), "examples": disagree[:5]}
 
 
 def wait_seconds(spoken: str | None) -> int | None:
@@ -331,6 +400,9 @@ def measure(stack: Stack, emulator: EmulatorClient, sids: list[str], window_s: f
         with engine.connect() as connection:
             ids = dict(connection.execute(select(Call.call_sid, Call.id)).all())
         entries = line_from_records(engine)
+        with engine.connect() as connection:
+            told = [(call_id, at.timestamp(), (detail or {}).get("place")) for call_id, at, detail in connection.execute(
+                select(CallEvent.call_id, CallEvent.at, CallEvent.detail).where(CallEvent.kind == TOLD))]
     finally:
         engine.dispose()
     webhooks: dict[str, list[float]] = {"every": [], "ivr": [], "wait": [], "connect": []}
@@ -355,7 +427,8 @@ def measure(stack: Stack, emulator: EmulatorClient, sids: list[str], window_s: f
             "queued": {"placed": len(sids), "queued": len(sids) - len(not_queued), "not_queued": not_queued[:5],
                        "ok": not not_queued and audit.ok},
             "positions": {**check.as_dict(), "window_ms": round(window_s * 1000),
-                          "callers_who_heard_one": len(heard_by)},
+                          "callers_who_heard_one": len(heard_by),
+                          "service_told_vs_records": told_against_records(entries, told, window_s)},
             "wait_estimates": {"told": len(heard), "implausible": len(implausible), "ok": bool(heard) and not implausible,
                                "without_a_wait": sum(1 for said in heard if said.wait is None),
                                "examples": [{"position": said.position, "wait": said.wait} for said in implausible[:5]]},

@@ -218,7 +218,10 @@ def _burst_lines(burst: Mapping[str, Any] | None) -> list[str]:
              f"{said['exact']} true when heard, {said['changed_meanwhile']} true when worked out but changed before "
              f"heard, {said['within_window']} off only by a change within {said['window_ms']} ms, "
              f"mismatches {said['mismatches']}, to callers not in the records {said['unknown']}"
-             + (f"; e.g. {said['examples'][:3]}" if said["examples"] else ""),
+             + ("; e.g. " + ", ".join(f"call {one['call_id']} told {one['said']} at {one['heard']}, true {one['true']}"
+                                      for one in said["examples"][:3]) if said["examples"] else ""),
+             f"burst positions as the service recorded telling them ({said['service_told_vs_records']['told']}), "
+             f"against the records: {said['service_told_vs_records']['disagree']} disagree",
              f"burst wait estimates: {waits['told']} told, without a wait {waits['without_a_wait']}, "
              f"implausible {waits['implausible']}" + (f"; e.g. {waits['examples'][:3]}" if waits["examples"] else "")]
     shares = burst.get("cpu_share") or {}
