@@ -25,9 +25,12 @@ What is judged, and how:
   Each "You are number N in line" is set against the caller's true position, worked out from the
   service's records alone: each queue entry's place in order (`priority`, `placed_at`, id) and the
   stretches it spent in line - from `placed_at` to its `accepted` event (a handler took it: it left
-  the line), back in line at a `connect_failed` (or a missed offer after an accept), and out at
+  the line), back in its place at a `connect_failed`, or at the head of the line (a lower priority
+  from then on) at an `offer_missed` after an accept (the handler's phone never answered), and out at
   `left_at` (answered or abandoned). The true position at a moment is one more than the entries
-  ahead of it in line then. The service works the position out while answering the waitUrl, and the
+  ahead of it in line then. The places the service recorded telling callers (its `wait_estimate`
+  events) are set against the same records too: not a target, but it says whether a wrong
+  announcement was worked out wrong or heard other than it was worked out. The service works the position out while answering the waitUrl, and the
   caller hears it a moment later: an announcement is right when N was the true position at some
   moment from the waitUrl request to the start of the `<Say>`, widened by `window_s` (250 ms) either
   side for a change in the line that close to it. Any other is a mismatch; the target is none.
