@@ -61,8 +61,8 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from ..emulator.client import EmulatorClient
+from ..models import Call, CallEvent, QueueEntry
 from ..wait_estimate import TOLD
-from ..models import CallEvent, Call, QueueEntry
 from .checks import audit_calls
 from .handlers import Handler, Pace
 from .paced import (RssSampler, Scripts, create_users, place_calls, reaches_line, seed_services, start_handlers,
@@ -400,10 +400,9 @@ def measure(stack: Stack, emulator: EmulatorClient, sids: list[str], window_s: f
     engine = stack.sql_engine()
     try:
         audit = audit_calls(engine, sids)
-        with engine.connect() as connection:
-            ids = dict(connection.execute(select(Call.call_sid, Call.id)).all())
         entries = line_from_records(engine)
         with engine.connect() as connection:
+            ids = dict(connection.execute(select(Call.call_sid, Call.id)).all())
             told = [(call_id, at.timestamp(), (detail or {}).get("place")) for call_id, at, detail in connection.execute(
                 select(CallEvent.call_id, CallEvent.at, CallEvent.detail).where(CallEvent.kind == TOLD))]
     finally:
