@@ -155,3 +155,109 @@ def test_answer_to_queue_is_told_apart_for_callers_who_type_ahead_and_callers_wh
     assert (figures["typed_ahead"]["n"], figures["typed_ahead"]["p50"]) == (2, 11.5)
     assert (figures["listened"]["n"], figures["listened"]["p50"]) == (1, 80.0)
     assert reaches_line(("barge:111",)) and not reaches_line(("1", "2")) and any(keys == ("barge:111",) for _, keys in SCRIPTS)
+
+
+def test_a_burst_queues_every_caller_and_tells_each_their_true_position(tmp_path):
+    """A small burst through the real stack: every caller queued, nothing lost, and every position
+    announced true by the service's own records (timing targets are the machine's, not asserted)."""
+    output = tmp_path / "burst"
+    result = run_cli(["bench", "--mode", "burst", "--callers", "30", "--ramp", "5", "--handlers", "3", "--time-scale", "0.1",
+                      "--talk", "0.5,1", "--decision-calls", "0", "--output", str(output)], {}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "helpline bench - burst" in result.stdout and "\nburst positions: " in result.stdout
+    figures = json.loads((output / "bench.json").read_text())
+    assert figures["calls"]["placed"] == 30 and figures["calls"]["ok"], figures["calls"]
+    burst = figures["burst"]
+    assert burst["queued"] == {"placed": 30, "queued": 30, "not_queued": [], "ok": True}
+    assert burst["unheard"] == 0
+    # Three handlers cannot keep up with thirty callers in five seconds: most wait and are told where they are.
+    positions = burst["positions"]
+    assert positions["callers_who_heard_one"] >= 20 and positions["mismatches"] == 0 and positions["unknown"] == 0
+    assert positions["ok"], positions
+    assert burst["wait_estimates"]["ok"] and burst["wait_estimates"]["told"] == positions["announced"]
+    assert figures["latency_ms"]["every_webhook"]["n"] >= 30 * 4 and figures["latency_ms"]["queue_wait_webhook"]["n"] >= 20
+    assert {name for name, share in burst["cpu_share"].items()} >= {"emulator/main", "serve-0/worker", "bench/main"}
+    verdicts = figures["verdicts"]
+    assert verdicts["burst_every_caller_queued"] and verdicts["burst_positions_right"] and verdicts["burst_wait_estimates_plausible"]
+    assert "burst_no_webhook_over_2s" in verdicts and "ivr_webhook_p99_under_25ms" not in verdicts
+    assert "target burst_positions_right: met" in result.stdout
+
+
+def test_the_position_check_finds_a_wrong_announcement():
+    """A hand-made line: A, B and C join in turn and A is taken at t=10, so C is third, then second."""
+    from helpline.bench.burst import Announcement, InLine, check_positions, history
+
+    line = {1: InLine(1, (100, 0.0, 1), history(0.0, None, 11.0, [("accepted", 10.0)])[0]),
+            2: InLine(2, (100, 1.0, 2), history(1.0, None, None, [])[0]),
+            3: InLine(3, (100, 2.0, 3), history(2.0, None, None, [])[0])}
+    right = [Announcement(3, 4.9, 5.0, 3), Announcement(3, 11.9, 12.0, 2), Announcement(2, 4.0, 4.1, 2),
+             Announcement(1, 2.0, 2.1, 1)]
+    check = check_positions(line, right)
+    assert check.ok and (check.announced, check.exact) == (4, 4)
+    # Worked out just before A was taken and heard just after: true while the service answered.
+    check = check_positions(line, [Announcement(3, 9.9, 10.1, 3)])
+    assert check.ok and check.changed_meanwhile == 1
+    # Asked just after A was taken but still said 3: a change within 250 ms before it, excused.
+    check = check_positions(line, [Announcement(3, 10.2, 10.3, 3)])
+    assert check.ok and check.within_window == 1
+    # Wrong: said 3 two seconds after A left, said 1 while A and B were ahead, said 2 to the head of the line.
+    wrong = [Announcement(3, 11.9, 12.0, 3), Announcement(3, 5.0, 5.1, 1), Announcement(1, 3.0, 3.1, 2)]
+    check = check_positions(line, wrong)
+    assert not check.ok and len(check.wrong) == 3
+    assert (check.wrong[0][0].position, check.wrong[0][1]) == (3, [2])
+    # An announcement to a caller the records never placed in line is not passed either.
+    check = check_positions(line, [Announcement(99, 1.0, 1.1, 1)])
+    assert not check.ok and check.unknown == 1
+
+
+def test_an_entry_taken_and_put_back_in_line_is_counted_in_line_again():
+    from helpline.bench.burst import InLine, Line, history
+
+    # Accepted at 5, the connection failed at 6 (back in its place), an offer missed while in line at
+    # 6.5 (no move), accepted again at 8, answered at 9.
+    taken, moved = history(0.0, None, 9.0, [("accepted", 5.0), ("connect_failed", 6.0), ("offer_missed", 6.5),
+                                            ("accepted", 8.0)])
+    assert (taken, moved) == ([(0.0, 5.0), (6.0, 8.0)], None)
+    line = Line({1: InLine(1, (100, 0.0, 1), taken), 2: InLine(2, (100, 1.0, 2), history(1.0, None, None, [])[0])})
+    assert [line.position(2, moment) for moment in (2.0, 5.5, 7.0, 8.5)] == [2, 1, 2, 1]
+
+
+def test_an_entry_put_back_at_the_head_of_the_line_is_ahead_of_everyone_from_then_on():
+    from helpline.bench.burst import InLine, Line, history
+
+    # C joined third, was taken at 5, and its handler's phone never answered: at 6 it is put back at
+    # the head of the line (priority 99, under everyone's 100), until taken again at 8.
+    spent, moved = history(2.0, None, 9.0, [("accepted", 5.0), ("offer_missed", 6.0), ("accepted", 8.0)])
+    assert (spent, moved) == ([(2.0, 5.0), (6.0, 8.0)], 6.0)
+    line = Line({1: InLine(1, (100, 0.0, 1), history(0.0, None, None, [])[0]),
+                 2: InLine(2, (100, 1.0, 2), history(1.0, None, None, [])[0]),
+                 3: InLine(3, (100, 2.0, 3), spent, moved_up=(moved, 99))})
+    assert [line.position(1, moment) for moment in (3.0, 5.5, 7.0, 8.5)] == [1, 1, 2, 1]
+    assert [line.position(2, moment) for moment in (3.0, 7.0)] == [2, 3]
+    assert [line.position(3, moment) for moment in (3.0, 7.0)] == [3, 1]
+
+
+def test_announcements_and_their_waits_are_read_from_the_transcript():
+    from helpline.bench.burst import Announcement, announcements, plausible_wait, wait_seconds
+
+    def at(seconds: float) -> str:
+        return f"2026-01-01T00:00:{seconds:06.3f}+00:00"
+
+    said = ("We will put you through to one of our team as soon as someone is free. You are number 12 in line, and the "
+            "wait is likely to be about 4 minutes. If you would rather we called you back, press 2 at any time.")
+    events = [{"kind": "say", "text": "Thank you. Please stay on the line.", "at": at(1)},
+              {"kind": "webhook", "url": "http://127.0.0.1:1/voice/queue/wait", "at": at(2)},
+              {"kind": "webhook.response", "at": at(2.1)},
+              {"kind": "say", "text": said, "at": at(2.2)},
+              {"kind": "webhook", "url": "http://127.0.0.1:1/voice/queue/wait", "at": at(20)},
+              {"kind": "webhook.response", "at": at(20.1)},
+              {"kind": "say", "text": "You are number 3 in line. Nobody is free to answer just now, so we cannot tell you "
+                                      "how long the wait will be.", "at": at(20.2)}]
+    heard = announcements(events, 7)
+    assert [(one.position, one.wait, round(one.heard - one.asked, 3)) for one in heard] == [(12, "about 4 minutes", 0.2),
+                                                                                              (3, None, 0.2)]
+    assert plausible_wait(heard[0]) and not plausible_wait(heard[1])
+    assert (wait_seconds("less than a minute"), wait_seconds("about an hour"), wait_seconds("about 1.5 hours")) == (59, 3600, 5400)
+    assert not plausible_wait(Announcement(7, 0, 0, 2, "about -3 minutes"))
+    assert not plausible_wait(Announcement(7, 0, 0, 2, "about 9 hours"))
+    assert plausible_wait(Announcement(7, 0, 0, 400, "about 5.5 hours"))

@@ -25,10 +25,11 @@ def _setup_line(database: str, redis_url: str | None, processes: int) -> str:
 
 
 @click.command("bench")
-@click.option("--mode", type=click.Choice(["paced", "saturated"]), default="paced", show_default=True,
-              help="paced: callers at a realistic pace with handlers answering; saturated: webhooks back to back.")
-@click.option("--callers", default=200, show_default=True, type=click.IntRange(1, 5000))
-@click.option("--handlers", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--mode", type=click.Choice(["paced", "saturated", "burst"]), default="paced", show_default=True,
+              help="paced: callers at a realistic pace with handlers answering; saturated: webhooks back to back; "
+                   "burst: a thousand callers within a minute, a few handlers answering.")
+@click.option("--callers", default=None, type=click.IntRange(1, 5000), help="Callers [default: 200; burst: 1000].")
+@click.option("--handlers", default=None, type=click.IntRange(1, 500), help="Handlers [default: 50; burst: 20].")
 @click.option("--database", type=click.Choice(["sqlite", "postgresql"]), default="sqlite", show_default=True)
 @click.option("--postgres-url", default=None,
               help=f"PostgreSQL server to create the run's database on [default: $HELPLINE_TEST_POSTGRES_URL or {DEFAULT_POSTGRES_URL}].")
@@ -37,7 +38,8 @@ def _setup_line(database: str, redis_url: str | None, processes: int) -> str:
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 16), help="`helpline serve` processes.")
 @click.option("--time-scale", default=0.4, show_default=True, type=click.FloatRange(0.01, 1.0),
               help="The emulator's time scale: how long prompts take (0.4 = two and a half times faster than life).")
-@click.option("--ramp", "ramp_s", default=None, type=click.FloatRange(0.0), help="Seconds over which callers ring in.")
+@click.option("--ramp", "ramp_s", default=None, type=click.FloatRange(0.0),
+              help="Seconds over which callers ring in [default: paced, handlers two-thirds busy; burst: 60].")
 @click.option("--talk", "talk_s", default="2,4", show_default=True, help="Seconds a handler talks: MIN,MAX.")
 @click.option("--book-every", default=5, show_default=True, type=click.IntRange(0), help="Book on one call in N (0 = never).")
 @click.option("--duration", "saturated_s", default=10.0, show_default=True, type=click.FloatRange(1.0),
@@ -56,11 +58,16 @@ def _setup_line(database: str, redis_url: str | None, processes: int) -> str:
               help="Seconds after the first caller rings that the fault begins.")
 @click.option("--fault-for", "fault_for_s", default=15.0, show_default=True, type=click.FloatRange(0.0),
               help="Seconds the fault lasts before the server or process is started again.")
-def bench_command(mode: str, callers: int, handlers: int, database: str, postgres_url: str | None, redis_url: str | None,
+def bench_command(mode: str, callers: int | None, handlers: int | None, database: str, postgres_url: str | None, redis_url: str | None,
                   processes: int, time_scale: float, ramp_s: float | None, talk_s: str, book_every: int, saturated_s: float,
                   decision_calls: int, output_dir: str, keep: bool, seed: int, fault: str | None, fault_at_s: float,
                   fault_for_s: float) -> None:
     """Benchmark the helpline: the service, the Twilio emulator and emulated callers and handlers, all started here."""
+    burst = mode == "burst"
+    callers = callers if callers is not None else 1000 if burst else 200
+    handlers = handlers if handlers is not None else 20 if burst else 50
+    if burst and ramp_s is None:
+        ramp_s = 60.0
     if fault is not None:
         if mode != "paced":
             raise click.UsageError("--fault needs --mode paced (callers and handlers to judge it by)")
@@ -130,7 +137,7 @@ def _run(mode: str, callers: int, handlers: int, database: str, postgres_url: st
     try:
         options = StackOptions(workdir=workdir, database=database, postgres_url=postgres_url, redis_url=redis_url,
                                processes=processes, time_scale=time_scale, keep_database=keep,
-                               consoles_per_process=-(-handlers // processes) if mode == "paced" else 0,
+                               consoles_per_process=-(-handlers // processes) if mode in ("paced", "burst") else 0,
                                proxy=fault is not None and fault[0] == "kill")
         if mode == "paced":
             # Imported here: the emulated consoles need the `bench` extra (Socket.IO client, WebSocket).
@@ -150,6 +157,18 @@ def _run(mode: str, callers: int, handlers: int, database: str, postgres_url: st
                     planned = (FaultPlan(kind, at_s, for_s), FaultServers(postgres, redis_server))
                     click.echo(f"fault: {kind} at {at_s:g}s for {for_s:g}s", err=True)
                 results.update(run_paced(stack, paced, planned))
+                if stack.scheduler_note:
+                    results.setdefault("notes", []).append(stack.scheduler_note)
+        elif mode == "burst":
+            from .burst import BurstOptions, run_burst
+            from .handlers import Pace
+
+            click.echo(f"starting {results['setup']} ...", err=True)
+            with running(options) as stack:
+                click.echo(f"ringing in {callers} callers over {ramp_s:g}s to {handlers} handlers ...", err=True)
+                assert ramp_s is not None
+                results.update(run_burst(stack, BurstOptions(callers=callers, handlers=handlers, ramp_s=ramp_s, seed=seed,
+                                                             pace=Pace(talk_s=(low, high), book_every=book_every))))
                 if stack.scheduler_note:
                     results.setdefault("notes", []).append(stack.scheduler_note)
         else:

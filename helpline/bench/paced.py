@@ -142,23 +142,28 @@ def caller_number(index: int) -> str:
     return f"+447700{900000 + index:06d}"
 
 
-def choose_script(rng: random.Random) -> list[str]:
-    """One caller's keys, drawn from SCRIPTS."""
-    weights = [weight for weight, _ in SCRIPTS]
-    return list(rng.choices([keys for _, keys in SCRIPTS], weights)[0])
+Scripts = tuple[tuple[float, tuple[str, ...]], ...]
 
 
-def place_calls(stack: Stack, emulator: EmulatorClient, count: int, ramp_s: float, rng: random.Random) -> list[str]:
+def choose_script(rng: random.Random, scripts: Scripts = SCRIPTS) -> list[str]:
+    """One caller's keys, drawn from `scripts` (SCRIPTS unless told) by their weights."""
+    weights = [weight for weight, _ in scripts]
+    return list(rng.choices([keys for _, keys in scripts], weights)[0])
+
+
+def place_calls(stack: Stack, emulator: EmulatorClient, count: int, ramp_s: float, rng: random.Random,
+                scripts: Scripts = SCRIPTS) -> list[str]:
     """Ring in `count` callers evenly over `ramp_s` seconds, each to the next serving process in turn
-    (its Voice URL and its status callbacks, which a proxy would spread over the processes too)."""
+    (its Voice URL and its status callbacks, which a proxy would spread over the processes too), each
+    caller's keys drawn from `scripts`."""
     sids = []
     started = time.monotonic()
     for index in range(count):
         due = started + ramp_s * index / max(1, count)
         time.sleep(max(0.0, due - time.monotonic()))
         service = stack.webhook_url(index % len(stack.ports))
-        sids.append(emulator.place_call(caller_number(index), url=f"{service}/voice/incoming", keys=choose_script(rng),
-                                        status_callback=f"{service}/voice/status"))
+        sids.append(emulator.place_call(caller_number(index), url=f"{service}/voice/incoming",
+                                        keys=choose_script(rng, scripts), status_callback=f"{service}/voice/status"))
     return sids
 
 
@@ -373,23 +378,28 @@ def measure(stack: Stack, emulator: EmulatorClient, sids: list[str], handlers: l
 
 class RssSampler:
     """The largest resident set of each of the service's processes while the calls run (VmHWM also
-    counts the log-ins before them, whose password hashing briefly takes tens of MB)."""
+    counts the log-ins before them, whose password hashing briefly takes tens of MB), and the CPU
+    time every process of the run (the emulator's and the benchmark's too) has used at each sample."""
 
     def __init__(self, stack: Stack, every_s: float = 0.5):
         self.stack = stack
         self.every_s = every_s
         self.peaks: dict[str, int] = {}
+        #: process/role -> (time.time(), CPU milliseconds used so far) at each sample.
+        self.cpu: dict[str, list[tuple[float, int]]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
+            stamp = time.time()
             for name, roles in self.stack.memory().items():
-                if not is_service_process(name):
-                    continue
                 for role, figures in roles.items():
                     key = f"{name}/{role}"
-                    self.peaks[key] = max(self.peaks.get(key, 0), figures.get("VmRSS", 0))
+                    if "cpu_ms" in figures:
+                        self.cpu.setdefault(key, []).append((stamp, figures["cpu_ms"]))
+                    if is_service_process(name):
+                        self.peaks[key] = max(self.peaks.get(key, 0), figures.get("VmRSS", 0))
 
     def start(self) -> "RssSampler":
         """Start sampling."""
@@ -404,6 +414,27 @@ class RssSampler:
     def peaks_mb(self) -> dict[str, float]:
         """The peaks, in MB."""
         return {key: round(kb / 1024, 1) for key, kb in sorted(self.peaks.items())}
+
+    def cpu_share(self, since: float, until: float, window_s: float = 5.0) -> dict[str, dict[str, float]]:
+        """How busy each process was between `since` and `until` (time.time()): its CPU time over
+        the wall time, on average and in its busiest `window_s` (1.0 = one core all the time; a
+        Python process is held near one core by its interpreter lock)."""
+        shares = {}
+        for key, samples in sorted(self.cpu.items()):
+            inside = [(stamp, ms) for stamp, ms in samples if since <= stamp <= until]
+            if len(inside) < 2:
+                continue
+            mean = (inside[-1][1] - inside[0][1]) / 1000 / max(0.001, inside[-1][0] - inside[0][0])
+            busiest = 0.0
+            first = 0
+            for last in range(1, len(inside)):
+                while inside[last][0] - inside[first][0] > window_s and first < last - 1:
+                    first += 1
+                elapsed = inside[last][0] - inside[first][0]
+                if elapsed >= window_s * 0.8:
+                    busiest = max(busiest, (inside[last][1] - inside[first][1]) / 1000 / elapsed)
+            shares[key] = {"mean": round(mean, 2), "busiest": round(max(busiest, mean), 2)}
+        return shares
 
 
 def judge_fault(stack: Stack, emulator: EmulatorClient, sids: list[str], handlers: list[Handler]) -> Verdict:

@@ -23,6 +23,10 @@ TARGETS = {
     "saturated_share_of_bare": 0.5,
     "saturated_p99_times_bare": 5.0,
     "worker_cpu_ms_per_webhook": 2.0,
+    # A burst (burst.py): no webhook slower than this, and no position announcement wrong beyond a
+    # change in the line this close to it.
+    "burst_webhook_max_ms": 2000.0,
+    "burst_position_window_ms": 250.0,
 }
 
 
@@ -122,6 +126,21 @@ def verdicts(results: Mapping[str, Any]) -> dict[str, bool | None]:
             else helpline_p99 <= TARGETS["saturated_p99_times_bare"] * bare_p99,
             "worker_cpu_per_webhook_under_2ms": None if cpu is None else cpu < TARGETS["worker_cpu_ms_per_webhook"],
         }
+    burst = results.get("burst")
+    if burst:
+        # A burst is judged by its own targets: a slow webhook, not the everyday 25 ms, and the line.
+        slowest = (steps.get("every_webhook") or {}).get("max")
+        return {
+            "no_lost_or_duplicated_call": audit.get("ok") if audit else None,
+            "burst_no_webhook_over_2s": None if slowest is None else slowest <= TARGETS["burst_webhook_max_ms"],
+            "burst_every_caller_queued": burst["queued"]["ok"],
+            "burst_positions_right": burst["positions"]["ok"],
+            "burst_wait_estimates_plausible": burst["wait_estimates"]["ok"],
+            "each_process_under_150mb": None if not peaks else max(peaks) < TARGETS["process_peak_rss_mb"],
+            "routing_decision_p99_under_1ms": None if decision is None else decision < TARGETS["routing_decision_ms"],
+            "routing_decision_hard_line_p99_under_2ms":
+                None if hard_line is None else hard_line < TARGETS["routing_decision_hard_line_p99_ms"],
+        }
     return {
         **judged,
         "no_lost_or_duplicated_call": audit.get("ok") if audit else None,
@@ -173,6 +192,7 @@ def table(results: Mapping[str, Any]) -> list[str]:
         lines.append(f"wait estimate vs the wait that followed ({told['n']} told to callers then answered): "
                      f"median error {told['median_abs_error_s']} s, p90 error {told['p90_abs_error_s']} s, "
                      f"median signed {told['median_error_s']} s (+ told too long)")
+    lines += _burst_lines(results.get("burst"))
     for name, value in (results.get("saturated") or {}).items():
         lines.append(f"saturated {name}: {value}")
     if results.get("routing_decision"):
@@ -197,6 +217,35 @@ def table(results: Mapping[str, Any]) -> list[str]:
         lines.append(f"target {name}: {'-' if met is None else 'met' if met else 'MISSED'}")
     for note in results.get("notes", []):
         lines.append(f"note: {note}")
+    return lines
+
+
+def _burst_lines(burst: Mapping[str, Any] | None) -> list[str]:
+    """The burst's own figures: queueing, announcements, wait estimates, and how busy each process was."""
+    if not burst:
+        return []
+    queued, said, waits = burst["queued"], burst["positions"], burst["wait_estimates"]
+    lines = [f"burst: rang in over {burst['seconds']['ringing']}s, every caller queued and told a position "
+             f"{burst['seconds']['until_all_told']}s after the first rang; webhooks over 2 s: {burst['webhooks_over_2s']}",
+             f"burst queue: {queued['queued']} of {queued['placed']} callers queued"
+             + (f" (not: {', '.join(queued['not_queued'])})" if queued["not_queued"] else "")
+             + (f"; {burst['unheard']} heard no position" if burst.get("unheard") else ""),
+             f"burst positions: {said['announced']} announced to {said['callers_who_heard_one']} callers; "
+             f"{said['exact']} true when heard, {said['changed_meanwhile']} true when worked out but changed before "
+             f"heard, {said['within_window']} off only by a change within {said['window_ms']} ms, "
+             f"mismatches {said['mismatches']}, to callers not in the records {said['unknown']}"
+             + ("; e.g. " + ", ".join(f"call {one['call_id']} told {one['said']} at {one['heard']}, true {one['true']}"
+                                      for one in said["examples"][:3]) if said["examples"] else ""),
+             f"burst positions as the service recorded telling them ({said['service_told_vs_records']['told']}), "
+             f"against the records: {said['service_told_vs_records']['disagree']} disagree",
+             f"burst wait estimates: {waits['told']} told, without a wait {waits['without_a_wait']}, "
+             f"implausible {waits['implausible']}" + (f"; e.g. {waits['examples'][:3]}" if waits["examples"] else "")]
+    shares = burst.get("cpu_share") or {}
+    if shares:
+        busiest = max(shares, key=lambda name: shares[name]["busiest"])
+        lines.append("burst CPU share while callers rang in (1.0 = one core; mean / busiest 5 s): "
+                     + ", ".join(f"{name} {share['mean']} / {share['busiest']}" for name, share in shares.items())
+                     + f"; the busiest: {busiest}")
     return lines
 
 
