@@ -25,7 +25,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence
@@ -58,31 +58,55 @@ _SQLITE_WRITERS_LOCK = threading.Lock()
 
 
 class WriterLock:
-    """Threads of one process take turns at an SQLite file's write lock here, not in SQLite.
+    """Threads of one process take turns at an SQLite file's write lock here, not in SQLite: in turn.
 
     Every transaction on SQLite starts with BEGIN IMMEDIATE, which takes the file's one write lock.
     A thread that finds it taken is made to wait by SQLite's busy handler, which sleeps and tries
     again - for 1, 2, 5, 10 ... up to 100 ms at a time - so under load the lock stood free while
-    the next writer slept: webhooks waited hundreds of milliseconds behind a transaction of two,
-    and the worker sat idle. Here a thread waits on a Python lock instead and is woken the moment
-    the holder commits or rolls back. Another process on the same file (an admin command) still
-    meets SQLite's own busy handler. `acquire` fails as SQLite would, "database is locked", after
-    the same timeout.
+    the next writer slept, and whoever happened to try at the right moment went first: webhooks
+    waited hundreds of milliseconds behind transactions of two, some for seconds. Here a thread
+    waits in a queue and is handed the lock the moment the one before it commits or rolls back,
+    first come, first served, so that under a burst no caller's webhook is passed over. Another
+    process on the same file (an admin command) still meets SQLite's own busy handler. `acquire`
+    fails as SQLite would, "database is locked", after the same timeout.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._guard = threading.Lock()
+        self._held = False
+        #: One lock per waiting thread, in the order they came; released to hand the writer over.
+        self._waiting: deque[threading.Lock] = deque()
+
+    def locked(self) -> bool:
+        return self._held
 
     def acquire(self) -> None:
-        if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
-            import sqlite3
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiting.append(turn)
+        if turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
+            return  # handed over by `release`
+        with self._guard:
+            try:
+                self._waiting.remove(turn)
+            except ValueError:
+                return  # handed over just as the wait ran out: it is ours
+        import sqlite3
 
-            from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import OperationalError
 
-            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
+        raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
 
     def release(self) -> None:
-        self._lock.release()
+        with self._guard:
+            if self._waiting:
+                self._waiting.popleft().release()  # still held: now by the next in the queue
+            else:
+                self._held = False
 
 
 def _sqlite_connection_class(writer: WriterLock) -> type:

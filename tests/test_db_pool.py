@@ -405,7 +405,7 @@ def test_a_statement_written_with_the_commit_is_in_its_transaction(app, database
 def test_threads_take_turns_at_the_sqlite_write_lock_in_python(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     """A write transaction on SQLite holds its file's WriterLock from BEGIN to COMMIT or ROLLBACK (or
     the connection's closing); a thread that finds it taken waits there, and fails as SQLite would,
-    "database is locked", once the busy timeout has passed."""
+    "database is locked", once the busy timeout has passed. Waiting threads go in the order they came."""
     import threading
 
     from sqlalchemy import text
@@ -419,15 +419,15 @@ def test_threads_take_turns_at_the_sqlite_write_lock_in_python(tmp_path, monkeyp
     try:
         with engine.begin() as connection:
             connection.execute(text("CREATE TABLE t (n INTEGER)"))
-        assert not writer._lock.locked()
+        assert not writer.locked()
         for ending in ("commit", "rollback", "close"):
             connection = engine.connect()
             connection.execute(text("INSERT INTO t VALUES (1)"))
-            assert writer._lock.locked()
+            assert writer.locked()
             if ending != "close":
                 getattr(connection, ending)()
             connection.close()
-            assert not writer._lock.locked(), ending
+            assert not writer.locked(), ending
 
         # A second engine on the same file (the scheduler's) shares the lock.
         other = database.make_engine(url)
@@ -447,6 +447,26 @@ def test_threads_take_turns_at_the_sqlite_write_lock_in_python(tmp_path, monkeyp
         thread.join(5)
         assert went_in.is_set()
         holder.close()
+
+        # First come, first served: each waiting thread is handed the lock in turn.
+        order: list[int] = []
+        holder = engine.connect()
+        holder.execute(text("INSERT INTO t VALUES (2)"))
+        waiting = []
+        for number in range(5):
+            def in_turn(number: int = number) -> None:
+                writer.acquire()
+                order.append(number)
+                writer.release()
+            waiting.append(threading.Thread(target=in_turn))
+            waiting[-1].start()
+            while len(writer._waiting) <= number:  # queued before the next one starts
+                threading.Event().wait(0.01)
+        holder.rollback()
+        holder.close()
+        for thread in waiting:
+            thread.join(5)
+        assert order == [0, 1, 2, 3, 4] and not writer.locked()
 
         monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_S", 0.2)
         holder = engine.connect()
