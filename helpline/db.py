@@ -457,18 +457,19 @@ class ServiceSession(Session):
     announcements of events.py).
     """
 
-    def write_with_commit(self, statement: Executable) -> None:
-        """Write `statement` in this transaction, at the latest when it commits.
+    def write_with_commit(self, statement: Executable, params: dict[str, Any] | None = None) -> None:
+        """Write `statement` with `params` in this transaction, at the latest when it commits.
 
         On PostgreSQL it is sent with the COMMIT: a webhook that only records what Twilio reports
         is then one round trip, its transaction's BEGIN, the statement and the COMMIT together.
-        Elsewhere it runs now. Nothing reads its result, and it is sent as compiled, so it must name
-        every value a column needs (`with_defaults` fills in an INSERT's).
+        Elsewhere it runs now. Nothing reads its result, and it is sent as compiled (and its compiled
+        form is kept by the statement's identity: build it once and keep it), so it must name every
+        value a column needs (`with_defaults` fills in an INSERT's).
         """
         if self.get_bind().dialect.name == "postgresql":
-            self.info.setdefault(WITH_COMMIT, []).append(statement)
+            self.info.setdefault(WITH_COMMIT, []).append((statement, params or {}))
         else:
-            self.execute(statement)
+            self.execute(statement, params or {})
 
     def commit(self) -> None:
         connection = self.connection()
@@ -476,7 +477,7 @@ class ServiceSession(Session):
             self._commit_in_turn(connection)
             return
         updates = _update_rows(self, checked_in_sql=True)
-        statements = [(statement, {}) for statement in self.info.pop(WITH_COMMIT, [])]
+        statements = self.info.pop(WITH_COMMIT, [])
         compiled = _compiled((*updates, *_append_rows(self), *statements), connection.dialect)
         # What must be written in the same transaction at commit (audit.py chains its entries so) is
         # written now, before the COMMIT goes; the hooks run again in SQLAlchemy's commit, with nothing left.

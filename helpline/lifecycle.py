@@ -15,6 +15,7 @@ for the webhooks, so that the views (voice.py, connect.py) hold no SQL of their 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, func, literal, or_, select, update
@@ -425,30 +426,49 @@ def status_progressed(session: ServiceSession, call_sid: str, new_status: str, s
     newer (its status is one of `behind`, those at or before it, and the sequence number only
     grows), with its timeline event. On PostgreSQL the two are one statement sent with the COMMIT,
     one round trip (ServiceSession.write_with_commit); on SQLite two statements in one transaction.
+    The statements are built once for each kind of callback (`_progress_statements`).
     """
-    calls, events = Call.__table__, CallEvent.__table__
-    values: dict[str, object] = {"twilio_status": new_status}
-    newer = or_(calls.c.twilio_status.is_(None), calls.c.twilio_status.in_(behind))
-    if sequence is not None:
-        values["twilio_sequence"] = sequence
-        newer = and_(newer, calls.c.twilio_sequence < sequence)
     postgresql = is_postgresql(session)
-    insert = pg_insert if postgresql else sqlite_insert
-    moved = (insert(calls).values(with_defaults(calls, {"call_sid": call_sid, **values}))
-             .on_conflict_do_update(index_elements=[calls.c.call_sid], set_=values, where=newer)
-             .returning(calls.c.id, calls.c.step))
-    now, detail = utcnow(), {"status": new_status, "sequence": sequence}
+    moved, logged = _progress_statements(tuple(behind), sequence is not None, postgresql)
+    given = {"call_sid": call_sid, "twilio_status": new_status}
+    params = with_defaults(Call.__table__, given if sequence is None else given | {"twilio_sequence": sequence})
+    event = {"event_at": utcnow(), "event_detail": {"status": new_status, "sequence": sequence}}
     if postgresql:
-        row = moved.cte("moved")
-        logged = select(row.c.id, literal(now, events.c.at.type), literal("status"), row.c.step,
-                        literal(detail, events.c.detail.type))
-        session.write_with_commit(events.insert().from_select(["call_id", "at", "kind", "step", "detail"], logged)
-                                  .add_cte(row, nest_here=True))
+        session.write_with_commit(logged, params | event)
     else:
-        found = session.execute(moved).first()
+        found = session.execute(moved, params).first()
         if found is not None:
-            session.execute(events.insert().values(call_id=found.id, at=now, kind="status", step=found.step, detail=detail))
+            session.execute(logged, {**event, "call_id": found.id, "step": found.step})
     session.commit()
+
+
+@functools.cache
+def _progress_statements(behind: tuple[str, ...], with_sequence: bool, postgresql: bool) -> tuple[Any, Any]:
+    """status_progressed's upsert of the call (returning its id and step), and the timeline event
+    written from it: on PostgreSQL one statement, the upsert a CTE of the insert; on SQLite the
+    event's own insert, given the call's id and step. (The statuses are compared one by one, not
+    as an IN list, which would be expanded into the compiled form with the first call's values.)"""
+    calls, events = Call.__table__, CallEvent.__table__
+    columns = with_defaults(calls, {"call_sid": None, "twilio_status": None, "twilio_sequence": None})
+    newer = or_(calls.c.twilio_status.is_(None), *(calls.c.twilio_status == status for status in behind))
+    moving = ["twilio_status"]
+    if with_sequence:
+        moving.append("twilio_sequence")
+        newer = and_(newer, calls.c.twilio_sequence < bindparam("twilio_sequence"))
+    upsert = (pg_insert if postgresql else sqlite_insert)(calls).values(
+        {key: bindparam(key, type_=calls.c[key].type) for key in columns})
+    moved = (upsert.on_conflict_do_update(index_elements=[calls.c.call_sid],
+                                          set_={key: upsert.excluded[key] for key in moving}, where=newer)
+             .returning(calls.c.id, calls.c.step))
+    at, detail = bindparam("event_at", type_=events.c.at.type), bindparam("event_detail", type_=events.c.detail.type)
+    if not postgresql:
+        return moved, events.insert().values(call_id=bindparam("call_id"), at=at, kind="status",
+                                             step=bindparam("step"), detail=detail)
+    row = moved.cte("moved")
+    logged = (events.insert().from_select(["call_id", "at", "kind", "step", "detail"],
+                                          select(row.c.id, at, literal("status"), row.c.step, detail))
+              .add_cte(row, nest_here=True))
+    return moved, logged
 
 
 def leg_detail(leg: str | None, handler_leg_sid: str | None) -> dict[str, str]:
@@ -463,30 +483,48 @@ def conference_event(session: ServiceSession, call_id: int, kind: str, conferenc
     conference's SID on a connecting or answered entry that has none yet; and commit.
 
     On PostgreSQL one statement sent with the COMMIT (the update a data-modifying CTE beside the
-    insert); on SQLite two statements in one transaction.
+    insert); on SQLite two statements in one transaction. They are built once (`_conference_statements`).
     """
+    # Also while still `connecting`: the conference often starts before the accept has committed.
+    remember = conference_sid.startswith("CF")
+    postgresql = is_postgresql(session)
+    logged, remembered = _conference_statements(bool(leg), remember, postgresql)
+    params = {"the_call_id": call_id, "event_at": utcnow(), "event_kind": kind, "the_conference_sid": conference_sid,
+              "leg": leg, "caller_detail": leg_detail(leg, None), "handler_detail": leg_detail(leg, leg)}
+    if postgresql:
+        session.write_with_commit(logged, params)
+    else:
+        session.execute(logged, params)
+        if remembered is not None:
+            session.execute(remembered, params)
+    session.commit()
+
+
+@functools.cache
+def _conference_statements(with_leg: bool, remember: bool, postgresql: bool) -> tuple[Any, Any]:
+    """conference_event's insert of the timeline event (its detail saying whose leg, when it names
+    one) and update of the entry's conference SID (None when there is none to remember); on
+    PostgreSQL the update is a CTE of the insert."""
     entries, events = QueueEntry.__table__, CallEvent.__table__
+    call_id = bindparam("the_call_id", type_=entries.c.call_id.type)  # not a column's name: see bindparam()
     entry = select(entries.c.handler_leg_sid).where(entries.c.call_id == call_id).cte("entry")
     json = events.c.detail.type
-    detail: Any = literal(leg_detail(leg, None), json)
-    if leg:
-        detail = case((entry.c.handler_leg_sid == leg, literal(leg_detail(leg, leg), json)), else_=detail)
+    detail: Any = bindparam("caller_detail", type_=json)
+    if with_leg:
+        detail = case((entry.c.handler_leg_sid == bindparam("leg"), bindparam("handler_detail", type_=json)),
+                      else_=detail)
     logged = events.insert().from_select(
         ["call_id", "at", "kind", "detail"],
-        select(literal(call_id), literal(utcnow(), events.c.at.type), literal(kind), detail).select_from(entry))
+        select(call_id, bindparam("event_at", type_=events.c.at.type), bindparam("event_kind"), detail)
+        .select_from(entry))
     remembered = None
-    if conference_sid.startswith("CF"):
-        # Also while still `connecting`: the conference often starts before the accept has committed.
-        remembered = (update(entries).values(conference_sid=conference_sid)
+    if remember:
+        remembered = (update(entries).values(conference_sid=bindparam("the_conference_sid"))
                       .where(entries.c.call_id == call_id, entries.c.conference_sid.is_(None),
-                             entries.c.state.in_(WITH_HANDLER)))
-    if is_postgresql(session):
-        session.write_with_commit(logged if remembered is None else logged.add_cte(remembered.cte("remembered"), nest_here=True))
-    else:
-        session.execute(logged)
-        if remembered is not None:
-            session.execute(remembered)
-    session.commit()
+                             or_(*(entries.c.state == state for state in WITH_HANDLER))))
+    if postgresql and remembered is not None:
+        return logged.add_cte(remembered.cte("remembered"), nest_here=True), None
+    return logged, remembered
 
 
 def remember_conference(session: Session, entry: QueueEntry, conference_sid: str) -> None:
