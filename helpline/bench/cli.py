@@ -36,8 +36,9 @@ def _setup_line(database: str, redis_url: str | None, processes: int) -> str:
 @click.option("--redis", "redis_url", is_flag=False, flag_value=DEFAULT_REDIS_URL, default=None,
               help=f"Carry Socket.IO events through this Redis (bare --redis: {DEFAULT_REDIS_URL}).")
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 16), help="`helpline serve` processes.")
-@click.option("--time-scale", default=0.4, show_default=True, type=click.FloatRange(0.01, 1.0),
-              help="The emulator's time scale: how long prompts take (0.4 = two and a half times faster than life).")
+@click.option("--time-scale", default=None, type=click.FloatRange(0.01, 1.0),
+              help="The emulator's time scale: how long prompts take (0.4 = two and a half times faster than life) "
+                   "[default: 0.4; burst: 1.0, callers who hear prompts and hold music as long as real ones do].")
 @click.option("--ramp", "ramp_s", default=None, type=click.FloatRange(0.0),
               help="Seconds over which callers ring in [default: paced, handlers two-thirds busy; burst: 60].")
 @click.option("--talk", "talk_s", default="2,4", show_default=True, help="Seconds a handler talks: MIN,MAX.")
@@ -59,7 +60,7 @@ def _setup_line(database: str, redis_url: str | None, processes: int) -> str:
 @click.option("--fault-for", "fault_for_s", default=15.0, show_default=True, type=click.FloatRange(0.0),
               help="Seconds the fault lasts before the server or process is started again.")
 def bench_command(mode: str, callers: int | None, handlers: int | None, database: str, postgres_url: str | None, redis_url: str | None,
-                  processes: int, time_scale: float, ramp_s: float | None, talk_s: str, book_every: int, saturated_s: float,
+                  processes: int, time_scale: float | None, ramp_s: float | None, talk_s: str, book_every: int, saturated_s: float,
                   decision_calls: int, output_dir: str, keep: bool, seed: int, fault: str | None, fault_at_s: float,
                   fault_for_s: float) -> None:
     """Benchmark the helpline: the service, the Twilio emulator and emulated callers and handlers, all started here."""
@@ -68,6 +69,11 @@ def bench_command(mode: str, callers: int | None, handlers: int | None, database
     handlers = handlers if handlers is not None else 20 if burst else 50
     if burst and ramp_s is None:
         ramp_s = 60.0
+    if time_scale is None:
+        # A burst is callers arriving faster than life, not calls going faster: at a shorter scale
+        # each waiting caller's hold music would end, and ask the service what to say next, sooner
+        # than any real caller's does.
+        time_scale = 1.0 if burst else 0.4
     if fault is not None:
         if mode != "paced":
             raise click.UsageError("--fault needs --mode paced (callers and handlers to judge it by)")
