@@ -142,10 +142,22 @@ def content_security_policy(app: Flask, page: bool = True) -> str:
     return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
 
 
+def _policy(app: Flask, page: bool) -> str:
+    """content_security_policy for the response; for anything but a page (a webhook's TwiML, the
+    API's JSON) it depends on the settings alone, and is worked out once for them."""
+    if page:
+        return content_security_policy(app, page=True)
+    settings = app.config["HELPLINE"]
+    cached = app.extensions.get("helpline.fixed_policy")
+    if cached is None or cached[0] is not settings:
+        cached = app.extensions["helpline.fixed_policy"] = (settings, content_security_policy(app, page=False))
+    return cached[1]  # type: ignore[no-any-return]
+
+
 def _set_headers(response: Response) -> Response:
     app = current_app
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", content_security_policy(app, page=response.mimetype == "text/html"))
+    headers.setdefault("Content-Security-Policy", _policy(app, page=response.mimetype == "text/html"))
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "no-referrer")
