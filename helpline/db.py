@@ -472,10 +472,10 @@ class ServiceSession(Session):
             self.execute(statement, params or {})
 
     def commit(self) -> None:
-        connection = self.connection()
-        if connection.dialect.name != "postgresql":
-            self._commit_in_turn(connection)
+        if self.get_bind().dialect.name != "postgresql":
+            self._commit_in_turn()
             return
+        connection = self.connection()
         updates = _update_rows(self, checked_in_sql=True)
         statements = self.info.pop(WITH_COMMIT, [])
         compiled = _compiled((*updates, *_append_rows(self), *statements), connection.dialect)
@@ -513,23 +513,26 @@ class ServiceSession(Session):
         # The transaction has ended on the server: psycopg knows, and SQLAlchemy's own COMMIT sends nothing.
         super().commit()
 
-    def _commit_in_turn(self, connection: Any) -> None:
+    def _commit_in_turn(self) -> None:
         """SQLite's commit: the same writes as PostgreSQL's, statement by statement on the driver
         (there is no round trip to save, but the ORM's flush is the webhook's largest cost), then
-        SQLAlchemy's commit."""
+        SQLAlchemy's commit. A session with nothing of the kind to write (one that only read) does
+        not take the database's write lock for it."""
         updates = _update_rows(self, checked_in_sql=False)
         appends = _append_rows(self)
-        self.dispatch.before_commit(self)
-        self.flush()
-        raw = connection.connection.dbapi_connection
-        assert raw is not None
-        for index, (sql, params) in enumerate(_compiled((*updates, *appends), connection.dialect)):
-            try:
-                cursor = raw.execute(sql, params)
-            except connection.dialect.loaded_dbapi.Error as exc:
-                _raise_wrapped(connection, raw, sql, exc)
-            if index < len(updates) and cursor.rowcount != 1:
-                raise StaleDataError("an UPDATE written with the commit matched no row")
+        if updates or appends:
+            self.dispatch.before_commit(self)
+            self.flush()
+            connection = self.connection()
+            raw = connection.connection.dbapi_connection
+            assert raw is not None
+            for index, (sql, params) in enumerate(_compiled((*updates, *appends), connection.dialect)):
+                try:
+                    cursor = raw.execute(sql, params)
+                except connection.dialect.loaded_dbapi.Error as exc:
+                    _raise_wrapped(connection, raw, sql, exc)
+                if index < len(updates) and cursor.rowcount != 1:
+                    raise StaleDataError("an UPDATE written with the commit matched no row")
         super().commit()
 
     def rollback(self) -> None:
