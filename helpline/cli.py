@@ -85,7 +85,8 @@ def serve(host: str, port: int) -> None:
 
     click.echo(f"helpline serving on http://{host}:{port} (public URL {settings.public_url})")
     run_server(build, host, port, worker_class(settings.resolved_database_url), settings.server.threads,
-               in_worker=in_worker, malloc_arenas=settings.server.malloc_arenas)
+               in_worker=in_worker, malloc_arenas=settings.server.malloc_arenas,
+               mmap_threshold_kib=settings.server.malloc_mmap_threshold_kib)
 
 
 def _preflight(settings: Settings) -> None:

@@ -136,6 +136,51 @@ def test_a_bad_arena_setting_is_a_clear_configuration_error(tmp_path):
         load_settings({"server": {"threads": 8, "malloc_arenas": -1}}, environ={})
 
 
+MMAP_PROBE = """
+import sys, threading
+from helpline.server import limit_malloc_arenas, pin_mmap_threshold
+from helpline.users import hash_password
+limit_malloc_arenas(2)
+if int(sys.argv[1]):
+    assert pin_mmap_threshold(int(sys.argv[1]))
+def rss_kib():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS"))
+before = rss_kib()
+def log_ins():
+    for _ in range(6):
+        hash_password("correct horse battery")
+threads = [threading.Thread(target=log_ins) for _ in range(2)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+print(rss_kib() - before)
+"""
+
+
+def _kept_after_log_ins_mib(threshold_kib: int) -> float:
+    done = subprocess.run([sys.executable, "-c", MMAP_PROBE, str(threshold_kib)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout) / 1024
+
+
+def test_serve_pins_the_mmap_threshold_so_log_ins_give_their_memory_back():
+    """Two threads checking passwords (19 MiB each, argon2): with glibc's moving threshold the
+    process keeps tens of MiB afterwards; pinned, it gives them back."""
+    if "glibc" not in " ".join(__import__("platform").libc_ver()):
+        pytest.skip("glibc only")
+    assert _kept_after_log_ins_mib(0) > 15
+    assert _kept_after_log_ins_mib(1024) < 5
+
+
+def test_the_mmap_threshold_defaults_to_1_mib_and_a_bad_one_is_a_clear_configuration_error():
+    from helpline.config import ConfigError, load_settings
+
+    assert load_settings(environ={}).server.malloc_mmap_threshold_kib == 1024
+    for bad in (-1, 64 * 1024):
+        with pytest.raises(ConfigError, match="malloc_mmap_threshold_kib"):
+            load_settings({"server": {"threads": 8, "malloc_mmap_threshold_kib": bad}}, environ={})
+
+
 def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
