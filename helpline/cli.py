@@ -65,7 +65,10 @@ def serve(host: str, port: int) -> None:
 
     def build() -> Flask:
         from . import create_app
+        from .server import REDIS_IMPORTS, skip_unused_imports
 
+        if not settings.redis_url:
+            skip_unused_imports(REDIS_IMPORTS)
         return create_app(settings=settings)
 
     def in_worker(app: Flask) -> None:

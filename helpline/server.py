@@ -89,9 +89,14 @@ UNUSED_IMPORTS = (
 )
 
 
-def skip_unused_imports() -> None:
-    """Make `import` of each UNUSED_IMPORTS fail as if not installed (the libraries fall back cleanly)."""
-    for name in UNUSED_IMPORTS:
+#: Imported by python-socketio for its Redis message queue, which the service uses only when
+#: `redis_url` is set (realtime.py). Without it the worker is 6.7 MB smaller.
+REDIS_IMPORTS = ("redis",)
+
+
+def skip_unused_imports(names: tuple[str, ...] = UNUSED_IMPORTS) -> None:
+    """Make `import` of each of `names` fail as if not installed (the libraries fall back cleanly)."""
+    for name in names:
         sys.modules.setdefault(name, None)  # type: ignore[assignment]
 
 

@@ -233,6 +233,26 @@ def test_the_supervising_process_imports_none_of_the_app_and_the_worker_skips_ai
     assert done.stdout.split("\n")[:2] == ["[]", "None False"]
 
 
+NO_REDIS_PROBE = """
+import sys
+from helpline.server import REDIS_IMPORTS, skip_unused_imports
+skip_unused_imports(REDIS_IMPORTS)
+from helpline import create_app
+from helpline.config import load_settings
+app = create_app(settings=load_settings({"instance_path": sys.argv[1]}, environ={}))
+import socketio.redis_manager
+print(socketio.redis_manager.redis, app.test_client().get("/healthz").status_code)
+"""
+
+
+def test_without_a_redis_url_the_worker_does_without_the_redis_client(tmp_path):
+    """python-socketio imports redis for a message queue the service uses only with `redis_url`."""
+    done = subprocess.run([sys.executable, "-c", NO_REDIS_PROBE, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "200"]
+
+
 def test_the_worker_freezes_its_start_up_heap_once_its_background_work_has_started(monkeypatch):
     """Full collections in a gevent worker stop every request: the app's start-up objects are moved
     out of the collector's sight once the worker is ready (server.freeze_heap)."""
