@@ -65,7 +65,10 @@ def serve(host: str, port: int) -> None:
 
     def build() -> Flask:
         from . import create_app
+        from .server import REDIS_IMPORTS, skip_unused_imports
 
+        if not settings.redis_url:
+            skip_unused_imports(REDIS_IMPORTS)
         return create_app(settings=settings)
 
     def in_worker(app: Flask) -> None:
@@ -85,7 +88,8 @@ def serve(host: str, port: int) -> None:
 
     click.echo(f"helpline serving on http://{host}:{port} (public URL {settings.public_url})")
     run_server(build, host, port, worker_class(settings.resolved_database_url), settings.server.threads,
-               in_worker=in_worker, malloc_arenas=settings.server.malloc_arenas)
+               in_worker=in_worker, malloc_arenas=settings.server.malloc_arenas,
+               mmap_threshold_kib=settings.server.malloc_mmap_threshold_kib)
 
 
 def _preflight(settings: Settings) -> None:

@@ -245,6 +245,9 @@ class ServerSettings(_Strict):
     threads: int = Field(ge=1, le=1000)
     #: glibc malloc arenas for `helpline serve` (0 = glibc's default of eight per core); see server.py.
     malloc_arenas: int = Field(default=2, strict=True, ge=0, le=64)
+    #: Allocations from this size (KiB) get pages of their own, returned when freed (0 = glibc's
+    #: default, which rises with the blocks freed); see server.py. glibc takes at most 32 MiB.
+    malloc_mmap_threshold_kib: int = Field(default=1024, strict=True, ge=0, le=32 * 1024)
 
 
 class SchedulerSettings(_Strict):

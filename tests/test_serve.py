@@ -136,6 +136,51 @@ def test_a_bad_arena_setting_is_a_clear_configuration_error(tmp_path):
         load_settings({"server": {"threads": 8, "malloc_arenas": -1}}, environ={})
 
 
+MMAP_PROBE = """
+import sys, threading
+from helpline.server import limit_malloc_arenas, pin_mmap_threshold
+from helpline.users import hash_password
+limit_malloc_arenas(2)
+if int(sys.argv[1]):
+    assert pin_mmap_threshold(int(sys.argv[1]))
+def rss_kib():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS"))
+before = rss_kib()
+def log_ins():
+    for _ in range(6):
+        hash_password("correct horse battery")
+threads = [threading.Thread(target=log_ins) for _ in range(2)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+print(rss_kib() - before)
+"""
+
+
+def _kept_after_log_ins_mib(threshold_kib: int) -> float:
+    done = subprocess.run([sys.executable, "-c", MMAP_PROBE, str(threshold_kib)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout) / 1024
+
+
+def test_serve_pins_the_mmap_threshold_so_log_ins_give_their_memory_back():
+    """Two threads checking passwords (19 MiB each, argon2): with glibc's moving threshold the
+    process keeps tens of MiB afterwards; pinned, it gives them back."""
+    if "glibc" not in " ".join(__import__("platform").libc_ver()):
+        pytest.skip("glibc only")
+    assert _kept_after_log_ins_mib(0) > 15
+    assert _kept_after_log_ins_mib(1024) < 5
+
+
+def test_the_mmap_threshold_defaults_to_1_mib_and_a_bad_one_is_a_clear_configuration_error():
+    from helpline.config import ConfigError, load_settings
+
+    assert load_settings(environ={}).server.malloc_mmap_threshold_kib == 1024
+    for bad in (-1, 64 * 1024):
+        with pytest.raises(ConfigError, match="malloc_mmap_threshold_kib"):
+            load_settings({"server": {"threads": 8, "malloc_mmap_threshold_kib": bad}}, environ={})
+
+
 def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -186,6 +231,26 @@ def test_the_supervising_process_imports_none_of_the_app_and_the_worker_skips_ai
     done = subprocess.run([sys.executable, "-c", LIGHT_MASTER_PROBE], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["[]", "None False"]
+
+
+NO_REDIS_PROBE = """
+import sys
+from helpline.server import REDIS_IMPORTS, skip_unused_imports
+skip_unused_imports(REDIS_IMPORTS)
+from helpline import create_app
+from helpline.config import load_settings
+app = create_app(settings=load_settings({"instance_path": sys.argv[1]}, environ={}))
+import socketio.redis_manager
+print(socketio.redis_manager.redis, app.test_client().get("/healthz").status_code)
+"""
+
+
+def test_without_a_redis_url_the_worker_does_without_the_redis_client(tmp_path):
+    """python-socketio imports redis for a message queue the service uses only with `redis_url`."""
+    done = subprocess.run([sys.executable, "-c", NO_REDIS_PROBE, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "200"]
 
 
 def test_the_worker_freezes_its_start_up_heap_once_its_background_work_has_started(monkeypatch):
