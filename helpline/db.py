@@ -12,9 +12,9 @@ every routing pass, to check a connection that answered a moment ago.
 There is one way to commit: `session.commit()`. Every session the service makes is a
 `ServiceSession`, whose commit on PostgreSQL sends the changes to tables marked `pipelined` (see
 models.Base), and any statements given to `write_with_commit`, with the COMMIT, in one round trip;
-on SQLite it writes the same rows on the driver, without the ORM's flush. It raises only for a transaction that did not commit: every
-check on what it sends (an UPDATE that must find its row) runs inside the transaction, before the
-COMMIT. One helper beside it saves round trips: `run_together` (statements sent together within the
+on SQLite it writes the same rows on the driver, without the ORM's flush. It raises only for a
+transaction that did not commit: every check on what it sends (an UPDATE that must find its row)
+runs inside the transaction, before the COMMIT. One helper beside it saves round trips: `run_together` (statements sent together within the
 session's transaction, for the routing pass). The compiled forms they send are kept in a cache of
 fixed size (`COMPILED_CACHE_SIZE`).
 """
@@ -58,7 +58,7 @@ _SQLITE_WRITERS_LOCK = threading.Lock()
 
 
 class WriterLock:
-    """Threads of one process take turns at an SQLite file's write lock here, not in SQLite: in turn.
+    """Threads of one process queue here for an SQLite file's write lock, not in SQLite.
 
     Every transaction on SQLite starts with BEGIN IMMEDIATE, which takes the file's one write lock.
     A thread that finds it taken is made to wait by SQLite's busy handler, which sleeps and tries
