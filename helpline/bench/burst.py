@@ -65,8 +65,8 @@ from ..models import Call, CallEvent, QueueEntry
 from ..wait_estimate import TOLD
 from .checks import audit_calls
 from .handlers import Handler, Pace
-from .paced import (RssSampler, Scripts, create_users, place_calls, reaches_line, seed_services, start_handlers,
-                    wait_until_ended, wait_until_recorded)
+from .paced import (RssSampler, Scripts, create_users, event_time, place_calls, reaches_line, seed_services,
+                    start_handlers, wait_until_ended, wait_until_recorded)
 from .report import summary
 from .stack import Stack
 
@@ -195,10 +195,6 @@ class Announcement:
     wait: str | None = None
 
 
-def _at(event: dict[str, Any]) -> float:
-    return dt.datetime.fromisoformat(event["at"]).timestamp()
-
-
 def _iso(moment: float) -> str:
     return dt.datetime.fromtimestamp(moment, dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -209,12 +205,12 @@ def announcements(events: list[dict[str, Any]], call_id: int) -> list[Announceme
     asked: float | None = None
     for event in events:
         if event["kind"] == "webhook" and urlsplit(event.get("url", "")).path.endswith("/queue/wait"):
-            asked = _at(event)
+            asked = event_time(event)
         elif event["kind"] == "say" and asked is not None:
             place = POSITION.search(event.get("text", ""))
             if place:
                 wait = WAIT.search(event["text"])
-                heard.append(Announcement(call_id, asked, _at(event), int(place.group(1)), wait.group(1) if wait else None))
+                heard.append(Announcement(call_id, asked, event_time(event), int(place.group(1)), wait.group(1) if wait else None))
     return heard
 
 
@@ -447,9 +443,9 @@ def webhook_times(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
         if event["kind"] == "webhook" and not event.get("response_ignored"):
             path = urlsplit(event.get("url", "")).path
             kind = "wait" if path.endswith("/queue/wait") else "connect" if path.startswith("/voice/connect") else "ivr"
-            asked = (kind, _at(event))
+            asked = (kind, event_time(event))
         elif event["kind"] in ("webhook.response", "webhook.failed") and asked is not None:
-            found.append((asked[0], (_at(event) - asked[1]) * 1000))
+            found.append((asked[0], (event_time(event) - asked[1]) * 1000))
             asked = None
     return found
 

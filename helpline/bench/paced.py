@@ -195,7 +195,8 @@ def wait_until_recorded(stack: Stack, sids: list[str], timeout: float = 30) -> N
         engine.dispose()
 
 
-def _at(event: dict[str, Any]) -> float:
+def event_time(event: dict[str, Any]) -> float:
+    """When an event of the emulator's call transcript happened, in seconds since the epoch."""
     return dt.datetime.fromisoformat(event["at"]).timestamp()
 
 
@@ -234,7 +235,7 @@ def trace(events: list[dict[str, Any]], sid: str, joined: float | None) -> CallT
     may still be hearing the step's last prompt then, before the emulator reaches <Enqueue>, and
     the service may route and redirect the call before it ever does.
     """
-    call = CallTrace(sid, _at(events[0]) if events else time.time(), joined=joined)
+    call = CallTrace(sid, event_time(events[0]) if events else time.time(), joined=joined)
     requested: tuple[str, float] | None = None
     # The reply to the latest menu's keys: the one that put the caller in line, once they are in
     # Twilio's queue or redirected to a handler (which may happen before they reach <Enqueue>).
@@ -243,21 +244,21 @@ def trace(events: list[dict[str, Any]], sid: str, joined: float | None) -> CallT
         kind = event["kind"]
         if kind == "webhook" and not event.get("response_ignored"):
             path = urlsplit(event["url"]).path
-            requested = ("connect" if path.startswith("/voice/connect") else "ivr", _at(event))
+            requested = ("connect" if path.startswith("/voice/connect") else "ivr", event_time(event))
         elif kind in ("webhook.response", "webhook.failed") and requested is not None:
-            call.webhooks.append((requested[0], (_at(event) - requested[1]) * 1000))
+            call.webhooks.append((requested[0], (event_time(event) - requested[1]) * 1000))
             requested = None
             if after_keys:
                 after_keys, replied_s = False, event.get("call_s")
         if kind == "redirected" and event.get("by") == "api" and call.redirected is None:
-            call.redirected = _at(event)
+            call.redirected = event_time(event)
         if kind == "gather.ended" and call.answer_to_queue_s is None:
             call.gathered.append(event.get("digits") or "")
             after_keys = bool(event.get("digits") or event.get("speech"))
         if call.answer_to_queue_s is None and (kind == "enqueued" or kind == "redirected" and event.get("by") == "api"):
             call.answer_to_queue_s = replied_s if replied_s is not None else event.get("call_s")
         if kind == "ended":
-            call.ended = _at(event)
+            call.ended = event_time(event)
     return call
 
 
