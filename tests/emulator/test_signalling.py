@@ -103,14 +103,21 @@ def run(coroutine: Any) -> Any:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-@pytest.mark.parametrize(("case", "jwt", "code"), [
-    ("not a token", "not-a-jwt", 31204),
-    ("another account's token", token("alice", account="AC" + "9" * 32), 31204),
-    ("a forged signature", token("alice", secret="not-the-auth-token-at-all"), 31204),
-    ("an unknown API key", token("alice", key="SK" + "5" * 32), 31204),
-    ("an expired token", token("alice", ttl=-60), 31205),
-])
-def test_a_bad_token_is_refused(address, case, jwt, code):
+# Each token is made when its test runs, not when tests are collected: a token
+# carries the time it was issued, and parallel workers must collect the same ids.
+BAD_TOKENS = [
+    ("not a token", lambda: "not-a-jwt", 31204),
+    ("another account's token", lambda: token("alice", account="AC" + "9" * 32), 31204),
+    ("a forged signature", lambda: token("alice", secret="not-the-auth-token-at-all"), 31204),
+    ("an unknown API key", lambda: token("alice", key="SK" + "5" * 32), 31204),
+    ("an expired token", lambda: token("alice", ttl=-60), 31205),
+]
+
+
+@pytest.mark.parametrize(("case", "make_jwt", "code"), BAD_TOKENS, ids=[case for case, _, _ in BAD_TOKENS])
+def test_a_bad_token_is_refused(address, case, make_jwt, code):
+    jwt = make_jwt()
+
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session:
             sdk = await connect(session, address)
