@@ -142,39 +142,47 @@ def content_security_policy(app: Flask, page: bool = True) -> str:
     return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
 
 
-def _policy(app: Flask, page: bool) -> str:
-    """content_security_policy for the response; for anything but a page (a webhook's TwiML, the
-    API's JSON) it depends on the settings alone, and is worked out once for them."""
-    if page:
-        return content_security_policy(app, page=True)
+def _fixed_headers(app: Flask) -> tuple[str, tuple[tuple[str, str, str], ...]]:
+    """The policy of a response that is not a page (a webhook's TwiML, the API's JSON), and the
+    headers every response carries (name, value, name in lower case): they depend on the settings
+    alone, and are worked out once for them."""
     settings = app.config["HELPLINE"]
-    cached = app.extensions.get("helpline.fixed_policy")
+    cached = app.extensions.get("helpline.fixed_headers")
     if cached is None or cached[0] is not settings:
-        cached = app.extensions["helpline.fixed_policy"] = (settings, content_security_policy(app, page=False))
-    return cached[1]  # type: ignore[no-any-return]
+        fixed = [
+            ("X-Content-Type-Options", "nosniff"),
+            ("X-Frame-Options", "DENY"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Permissions-Policy", "microphone=(self), camera=(), geolocation=(), payment=(), usb=(), display-capture=()"),
+            ("Cross-Origin-Opener-Policy", "same-origin"),
+            # same-site, not same-origin: the local emulator's dev phone (another port) plays our hold music.
+            ("Cross-Origin-Resource-Policy", "same-site"),
+        ]
+        if settings.public_url.startswith("https://"):
+            # No includeSubDomains: the organisation's other hosts are not ours to commit to HTTPS.
+            fixed.append(("Strict-Transport-Security", "max-age=31536000"))
+        cached = app.extensions["helpline.fixed_headers"] = (
+            settings, content_security_policy(app, page=False), tuple((name, value, name.lower()) for name, value in fixed))
+    return cached[1], cached[2]
 
 
 def _set_headers(response: Response) -> Response:
+    """Every response's security headers, where the view has not set its own."""
     app = current_app
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", _policy(app, page=response.mimetype == "text/html"))
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault(
-        "Permissions-Policy",
-        "microphone=(self), camera=(), geolocation=(), payment=(), usb=(), display-capture=()",
-    )
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    # same-site, not same-origin: the local emulator's dev phone (another port) plays our hold music.
-    headers.setdefault("Cross-Origin-Resource-Policy", "same-site")
-    if app.config["HELPLINE"].public_url.startswith("https://"):
-        # No includeSubDomains: the organisation's other hosts are not ours to commit to HTTPS.
-        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    policy, fixed = _fixed_headers(app)
+    # One pass over the response's headers, not one per header added (werkzeug's setdefault).
+    present = {name.lower() for name in headers.keys()}
+    if "content-security-policy" not in present:
+        page = response.mimetype == "text/html"
+        headers.add("Content-Security-Policy", content_security_policy(app, page=True) if page else policy)
+    headers.extend([(name, value) for name, value, lower in fixed if lower not in present])
     if not (request.endpoint or "").endswith("static"):
         headers["Cache-Control"] = "no-store"
-        headers.pop("ETag", None)
-        headers.pop("Last-Modified", None)
+        if "etag" in present:
+            del headers["ETag"]
+        if "last-modified" in present:
+            del headers["Last-Modified"]
     if getattr(g, "request_id", None):
         headers["X-Request-ID"] = g.request_id
     return response
