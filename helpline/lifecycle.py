@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from types import EllipsisType
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, func, literal, or_, select, update
@@ -374,15 +375,20 @@ def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | 
 
 # -- the end of the call, and wrap-up ---------------------------------------------------------------------------
 
-def call_ended(session: Session, call_id: int, now: dt.datetime) -> None:
-    """The caller's call ended (status callback): withdraw an offer of it, or start the handler's wrap-up."""
-    entry = entry_for(session, call_id)
+def call_ended(session: Session, call_id: int, now: dt.datetime, *, entry: QueueEntry | None | EllipsisType = ...) -> None:
+    """The caller's call ended (status callback): withdraw an offer of it, or start the handler's wrap-up.
+
+    `entry` is the call's queue entry (or None) as the transaction already holds it; it is read afresh otherwise.
+    """
+    if entry is ...:
+        entry = entry_for(session, call_id)
     # Locked, so that a handler whose console closes at the same moment (handler_gone) is moved by one
     # of the two after the other, never freed by this one from what it read before they left.
     holders_query = select(Handler).where(Handler.current_call_id == call_id)
     if is_postgresql(session):
         holders_query = holders_query.with_for_update()
-    holders = session.scalars(holders_query.execution_options(populate_existing=True)).all()
+    with session.no_autoflush:  # the call's own pending changes cannot make anyone its holder
+        holders = session.scalars(holders_query.execution_options(populate_existing=True)).all()
     for handler in holders:
         if handler.presence == Presence.OFFERED:
             announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call_id, reason="abandoned")

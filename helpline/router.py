@@ -111,9 +111,11 @@ def init_app(app: Flask) -> None:
         else:
             route_now(app)
 
-    def ended(call_id: int) -> None:
-        with db.transaction() as session:
-            lifecycle.call_ended(session, call_id, utcnow())
+    def ended(call_id: int, settled: bool = False) -> None:
+        # `settled`: the status callback's own transaction has already settled who held the call.
+        if not settled:
+            with db.transaction() as session:
+                lifecycle.call_ended(session, call_id, utcnow())
         wanted()
 
     db.bus.subscribe("queue_changed", lambda: wanted())

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import lifecycle
-from .db import db
+from .db import db, is_postgresql
 from .deferred import keep_for_replay, received_at
 from .errors import error, register_webhook_errors
 from .events import announce
@@ -213,7 +213,15 @@ def _apply_status(call_sid: str, new_status: str, sequence: int | None, duration
     if duration_text.isdigit():
         call.duration_s = int(duration_text)
     interpreter().abandon(session, call, now)
-    announce(session, "call_ended", call_id=call.id)
+    # Whoever holds the call (an offer of it, or the handler who was talking to them) is settled
+    # after the commit, in a transaction of its own (router.init_app): on PostgreSQL a routing pass
+    # in another process may offer the call between this transaction's reads and its commit. On
+    # SQLite this transaction has held the one write lock since its first read, so nothing can come
+    # between: it is settled here, and the transaction after the commit is saved.
+    settled = not is_postgresql(session)
+    if settled:
+        lifecycle.call_ended(session, call.id, now, entry=call.queue_entry)
+    announce(session, "call_ended", call_id=call.id, settled=settled)
     session.commit()
 
 

@@ -240,8 +240,13 @@ def test_each_ivr_webhook_takes_a_handful_of_statements(app, twilio, database_ur
         assert walker.xml.find("Enqueue") is not None
         took(["SELECT", "INSERT"], 4)  # + the queue entry
         status(twilio, walker.sid, "completed", 9, "40")  # hung up in the queue: abandoned, with their place
-        # the call and entry; the place; the writes with the COMMIT; then whether a handler held the call
-        took(["SELECT", "SELECT", "SELECT", "SELECT"], 4 + 4)
+        if postgresql:
+            # the call and entry; the place; the writes with the COMMIT; then, in a transaction of its
+            # own, the entry again and whether a handler held the call
+            took(["SELECT", "SELECT", "SELECT", "SELECT"], 4 + 4)
+        else:
+            # the call and entry; the place; whether a handler holds the call, in the same transaction
+            took(["SELECT", "SELECT", "SELECT"], 0)
 
 
 def test_an_unknown_status_is_refused(app, twilio):
