@@ -616,6 +616,21 @@ class Database:
         finally:
             session.close()
 
+    def read_without_writer(self, statement: Executable) -> list[Sequence[Any]] | None:
+        """On SQLite, the rows of `statement` (built once and kept, without parameters), read on a
+        pooled connection outside any transaction: without the write lock that every transaction
+        takes from its BEGIN (see WriterLock). In WAL mode the read sees the last commit and waits
+        for no writer. Rows come as the driver gives them (by position, unprocessed, as with
+        run_together). None on PostgreSQL, whose reads never wait for the writers."""
+        if self.engine is None or self.engine.dialect.name != "sqlite":
+            return None
+        sql, _processors = _compile(statement, self.engine.dialect)
+        connection = self.engine.raw_connection()
+        try:
+            return connection.driver_connection.execute(sql.string).fetchall()  # type: ignore[union-attr]
+        finally:
+            connection.close()
+
     def dispose(self) -> None:
         """Close every pooled connection (tests, shutdown)."""
         self.session.remove()

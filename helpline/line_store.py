@@ -196,6 +196,10 @@ def _free_statement(locking: bool) -> Any:
     return query.with_for_update(skip_locked=True, of=Handler) if locking else query
 
 
+#: How many handlers are free (for `nobody_free`).
+_FREE_COUNT = select(func.count()).select_from(_free_statement(False).subquery())
+
+
 def _free(rows: Iterable[Any]) -> list[Free]:
     """Available handlers with a live console, longest idle first, from `_free_statement`'s rows."""
     return [Free(row[0], frozenset(row[1] or ()), frozenset(row[2] or ()), rank) for rank, row in enumerate(rows)]
@@ -208,6 +212,16 @@ def free_and_heads(session: Session, now: dt.datetime) -> tuple[list[Free], dict
     reads = [(_free_statement(postgres), {}), (_heads_statement(), {"now": now})]
     *_, free_rows, head_rows = run_together(session, *([(_TAKE_TURN, {})] if postgres else []), *reads)
     return _free(free_rows), _heads(head_rows)
+
+
+def nobody_free(database: Any) -> bool:
+    """Whether, on SQLite, the last commit left no handler free: read without the write lock, so
+    that the routing pass that follows each caller joining or leaving the line, while every handler
+    is busy, holds up no webhook (and costs a read). A handler freed after the read is routed to by
+    the pass their own change asks for. Always False on PostgreSQL, where the pass itself is one
+    round trip (free_and_heads)."""
+    rows = database.read_without_writer(_FREE_COUNT)
+    return rows is not None and rows[0][0] == 0
 
 
 def head(session: Session, need: str | None, now: dt.datetime) -> Waiting | None:

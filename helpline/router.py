@@ -76,9 +76,15 @@ RETRY_AFTER_S = 0.5
 
 
 def route_now(app: Flask) -> list[Offer]:
-    """One routing pass in a transaction of its own, on the router's own connection (db.own_connection)."""
+    """One routing pass in a transaction of its own, on the router's own connection (db.own_connection).
+
+    Consoles are told the line has changed after every pass, offers or none (realtime.py).
+    """
     from .db import db
 
+    if line_store.nobody_free(db):
+        db.bus.publish("console_changed")
+        return []
     with db.transaction(db.own_connection("router")) as session:
         offers = route(session, app.config["HELPLINE"].routing, utcnow())
         announce(session, "console_changed")

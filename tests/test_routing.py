@@ -716,3 +716,34 @@ def test_routing_passes_take_turns_so_none_misses_a_call(app, database_url):
     assert [offer.call_id for offer in offers] and offers[0].handler_id == person_id
     with db.transaction() as session:
         assert session.scalar(select(QueueEntry.state).where(QueueEntry.id == entry_id)) == "offered"
+
+
+def test_with_nobody_free_a_pass_holds_up_no_webhook_and_still_tells_the_consoles(app, database_url):
+    """Every caller joining or leaving the line asks for a routing pass. With every handler busy or
+    away, on SQLite the pass reads that nobody is free without the write lock, so it does not wait
+    for (or hold up) the webhooks writing meanwhile; the consoles still hear that the line changed.
+    Once a handler is free the pass routes as ever."""
+    now = dt.datetime.now(dt.timezone.utc)
+    with db.transaction() as setup:
+        entry_id = waiting(setup, now - dt.timedelta(seconds=5)).id
+        handler(setup, presence_="on_call")
+    told: list[int] = []
+    db.bus.subscribe("console_changed", lambda: told.append(1))
+    offers: list[routing.Offer] = []
+    if database_url.startswith("sqlite"):
+        with db.transaction() as webhook:  # a webhook's transaction, holding the write lock throughout
+            webhook.execute(select(Call.id).limit(1))
+            finished = threading.Event()
+            passer = threading.Thread(target=lambda: (offers.extend(routing.route_now(app)), finished.set()))
+            passer.start()
+            assert finished.wait(timeout=5), "the pass waited for the write lock"
+    else:
+        offers.extend(routing.route_now(app))
+    assert offers == [] and told == [1]
+    with db.transaction() as setup:
+        free_id = handler(setup, idle_since=now - dt.timedelta(seconds=60)).id
+    offers.extend(routing.route_now(app))
+    assert [(offer.call_id, offer.handler_id) for offer in offers] and offers[0].handler_id == free_id
+    with db.transaction() as session:
+        assert session.scalar(select(QueueEntry.state).where(QueueEntry.id == entry_id)) == "offered"
+    assert told == [1, 1]
