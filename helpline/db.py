@@ -295,12 +295,18 @@ def _append_rows(session: Session) -> list[tuple[Executable, dict[str, Any]]]:
         taken.append(state)
     rows = []
     for state in sorted(taken, key=lambda one: one.insert_order):
-        statement, columns = _append_statement(state.class_)
-        given = {column.key: state.dict[column.key] for column in columns if column.key in state.dict}
-        values = {column.key: None for column in columns} | with_defaults(state.mapper.local_table, given)
-        rows.append((statement, values))
+        _statement, columns = _append_statement(state.class_)
+        rows.append(new_row(state.class_, **{column.key: state.dict[column.key] for column in columns if column.key in state.dict}))
         session.expunge(state.obj())
     return rows
+
+
+def new_row(cls: type, **given: Any) -> tuple[Executable, dict[str, Any]]:
+    """The INSERT of a row of an "append" class, built once, and its values: `given`, each other
+    column's default, or None. For `ServiceSession.write_with_commit`, which writes it without
+    making an object of it for the ORM (a webhook's stored reply)."""
+    statement, columns = _append_statement(cls)
+    return statement, {column.key: None for column in columns} | with_defaults(inspect(cls).local_table, given)
 
 
 @functools.cache
@@ -464,14 +470,12 @@ class ServiceSession(Session):
 
         On PostgreSQL it is sent with the COMMIT: a webhook that only records what Twilio reports
         is then one round trip, its transaction's BEGIN, the statement and the COMMIT together.
-        Elsewhere it runs now. Nothing reads its result, and it is sent as compiled (and its compiled
-        form is kept by the statement's identity: build it once and keep it), so it must name every
-        value a column needs (`with_defaults` fills in an INSERT's).
+        SQLite writes it at the commit too, on the driver. So nothing reads its result, nor sees
+        its row before the commit; and it is sent as compiled (and its compiled form is kept by the
+        statement's identity: build it once and keep it), so it must name every value a column
+        needs (`with_defaults` fills in an INSERT's, `new_row` makes a whole row).
         """
-        if self.get_bind().dialect.name == "postgresql":
-            self.info.setdefault(WITH_COMMIT, []).append((statement, params or {}))
-        else:
-            self.execute(statement, params or {})
+        self.info.setdefault(WITH_COMMIT, []).append((statement, params or {}))
 
     def commit(self) -> None:
         if self.get_bind().dialect.name != "postgresql":
@@ -522,13 +526,14 @@ class ServiceSession(Session):
         not take the database's write lock for it."""
         updates = _update_rows(self, checked_in_sql=False)
         appends = _append_rows(self)
-        if updates or appends:
+        statements = self.info.pop(WITH_COMMIT, [])
+        if updates or appends or statements:
             self.dispatch.before_commit(self)
             self.flush()
             connection = self.connection()
             raw = connection.connection.dbapi_connection
             assert raw is not None
-            for index, (sql, params) in enumerate(_compiled((*updates, *appends), connection.dialect)):
+            for index, (sql, params) in enumerate(_compiled((*updates, *appends, *statements), connection.dialect)):
                 try:
                     cursor = raw.execute(sql, params)
                 except connection.dialect.loaded_dbapi.Error as exc:
