@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from sqlalchemy import (Integer, String, and_, bindparam, exists, func, insert, literal_column, or_, select, true,
                         tuple_, union_all, update)
@@ -205,13 +205,41 @@ def _free(rows: Iterable[Any]) -> list[Free]:
     return [Free(row[0], frozenset(row[1] or ()), frozenset(row[2] or ()), rank) for rank, row in enumerate(rows)]
 
 
-def free_and_heads(session: Session, now: dt.datetime) -> tuple[list[Free], dict[str | None, Waiting | None]]:
+class FirstRead(NamedTuple):
+    """What a routing pass reads in its first round trip (`free_and_heads`)."""
+
+    free: list[Free]
+    heads: dict[str | None, Waiting | None]
+    #: First pages of the hard lines read ahead (`_LOOKED_FOR`), by need: statement, parameters, rows.
+    read_ahead: dict[str | None, tuple[Any, dict[str, Any], list[Any]]]
+
+
+#: The first pages the last pass on PostgreSQL had to read for the lines whose head nobody free could
+#: take (`candidates`), by need: the statement, and its parameters but the pass's time. The next pass
+#: reads them again in its first round trip, on the guess that the free handlers' languages and the
+#: heads' priorities are as they were, so that such a line costs no round trip more than any other;
+#: `candidates` takes those rows only where its own statement and parameters turn out the same. A
+#: hint shared by this process's passes: a wrong guess costs a read, never a wrong offer.
+_LOOKED_FOR: dict[str | None, tuple[Any, dict[str, Any]]] = {}
+
+
+def free_and_heads(session: Session, now: dt.datetime, cutoff: dt.datetime | None = None) -> FirstRead:
     """Take turns with other processes' passes, then read who is free and the head of each need's
-    line: one round trip (see run_together)."""
+    line, and (on PostgreSQL, given the pass's fallback `cutoff`) the pages read ahead: one round
+    trip (see run_together)."""
+    global _LOOKED_FOR  # replaced whole, never changed in place: another pass may be reading it
     postgres = is_postgresql(session)
+    lock = [(_TAKE_TURN, {})] if postgres else []
     reads = [(_free_statement(postgres), {}), (_heads_statement(), {"now": now})]
-    *_, free_rows, head_rows = run_together(session, *([(_TAKE_TURN, {})] if postgres else []), *reads)
-    return _free(free_rows), _heads(head_rows)
+    ahead = ({need: (statement, {**params, "now": now, "cutoff": cutoff}) for need, (statement, params) in _LOOKED_FOR.items()}
+             if postgres and cutoff is not None else {})
+    free_rows, head_rows, *page_rows = run_together(session, *lock, *reads, *ahead.values())[len(lock):]
+    if ahead and not free_rows:
+        # Nobody free, so nothing to look for: the guess is dropped, not read again at every pass
+        # until someone is (that pass looks for itself, and the next reads ahead again).
+        _LOOKED_FOR = {}
+    pages = {need: (statement, params, rows) for (need, (statement, params)), rows in zip(ahead.items(), page_rows)}
+    return FirstRead(_free(free_rows), _heads(head_rows), pages)
 
 
 def nobody_free(database: Any) -> bool:
@@ -239,7 +267,9 @@ def _spoken(need: str | None, free: list[Free]) -> tuple[str, ...] | None:
 
 
 def candidates(session: Session, heads: dict[str | None, Waiting | None], free: list[Free], now: dt.datetime,
-               cutoff: dt.datetime, held: set[int]) -> dict[str | None, Waiting | None]:
+               cutoff: dt.datetime, held: set[int],
+               read_ahead: dict[str | None, tuple[Any, dict[str, Any], list[Any]]] | None = None
+               ) -> dict[str | None, Waiting | None]:
     """For each need of `heads` (its line's first entry, or None), the first entry of its line that
     someone free may be offered, or None.
 
@@ -248,7 +278,11 @@ def candidates(session: Session, heads: dict[str | None, Waiting | None], free: 
     (`_takeable_statements`), for every such need in one round trip (run_together); only what SQL
     cannot tell - declines, dentistry, the `held` entries, whose offer failed in this pass because
     another transaction holds them - is looked past here, reading on in pages if it must.
+
+    `read_ahead` is given to a pass's first look: the first pages `free_and_heads` read ahead, used
+    where they are what this look would read, and what this look reads is remembered for the next pass.
     """
+    global _LOOKED_FOR  # replaced whole, never changed in place: another pass may be reading it
     found: dict[str | None, Waiting | None] = {}
     looks: dict[str | None, tuple[dict[int, Any], dict[str, Any]]] = {}
     for need, head in heads.items():
@@ -260,11 +294,20 @@ def candidates(session: Session, heads: dict[str | None, Waiting | None], free: 
         statements = _takeable_statements(need, -1 if spoken is None else len(languages), is_postgresql(session))
         looks[need] = statements, {"now": now, "cutoff": cutoff, "head_priority": head.priority,
                                    **{f"language_{index}": language for index, language in enumerate(languages)}}
+    if read_ahead is not None and is_postgresql(session):
+        _LOOKED_FOR = {need: (statements[_BATCHES[0]], {key: value for key, value in params.items() if key not in ("now", "cutoff")})
+                       for need, (statements, params) in looks.items()}
     if not looks:
         return found
-    first_pages = run_together(session, *((statements[_BATCHES[0]], params) for statements, params in looks.values()))
-    for (need, (statements, params)), rows in zip(looks.items(), first_pages):
-        entries = _pages(session, statements, params, [_waiting(row) for row in rows])
+    ahead = read_ahead or {}
+    first_pages = {need: ahead[need][2] for need, (statements, params) in looks.items()
+                   if need in ahead and ahead[need][0] is statements[_BATCHES[0]] and ahead[need][1] == params}
+    unread = [need for need in looks if need not in first_pages]
+    if unread:
+        pages = run_together(session, *((looks[need][0][_BATCHES[0]], looks[need][1]) for need in unread))
+        first_pages.update(zip(unread, pages))
+    for need, (statements, params) in looks.items():
+        entries = _pages(session, statements, params, [_waiting(row) for row in first_pages[need]])
         found[need] = next((entry for entry in entries if entry.id not in held and takeable(entry, free, cutoff)), None)
     return found
 

@@ -27,10 +27,12 @@ def route(session: Session, settings: RoutingSettings, now: dt.datetime) -> list
     """Offer waiting calls to free handlers until one side runs out; returns the offers made."""
     # Each need's first takeable entry is looked for again only when its line moves or the handlers
     # who could take it are gone.
-    free, fresh_heads = line_store.free_and_heads(session, now)
+    cutoff = now - dt.timedelta(seconds=settings.skill_fallback_after_s)
+    first = line_store.free_and_heads(session, now, cutoff)
+    free, fresh_heads = first.free, first.heads
+    read_ahead: dict[str | None, Any] | None = first.read_ahead
     if not free:
         return []
-    cutoff = now - dt.timedelta(seconds=settings.skill_fallback_after_s)
     candidates: dict[str | None, Waiting | None] = {}
     offers: list[Offer] = []
     # Entries whose offer failed: another transaction holds them (a claim, a hang-up) and they read
@@ -43,7 +45,8 @@ def route(session: Session, settings: RoutingSettings, now: dt.datetime) -> list
             known = candidates.get(need, _UNKNOWN)
             if known is _UNKNOWN or (known is not None and not takeable(known, free, cutoff)):
                 heads[need] = fresh_heads.pop(need) if need in fresh_heads else line_store.head(session, need, now)
-        candidates.update(line_store.candidates(session, heads, free, now, cutoff, held))
+        candidates.update(line_store.candidates(session, heads, free, now, cutoff, held, read_ahead))
+        read_ahead = None  # only the pass's first look is the one read ahead
         chosen = pick(candidates.values(), free, cutoff)
         if chosen is None:
             break

@@ -573,7 +573,7 @@ def _decided_in_python(session: Session, now: dt.datetime) -> list[tuple[int, in
     """The offers a pass should make, decided by reading the whole line and filtering it in Python."""
     from helpline import line_store
 
-    free, _ = line_store.free_and_heads(session, now)
+    free = line_store.free_and_heads(session, now).free
     cutoff = now - dt.timedelta(seconds=SETTINGS.skill_fallback_after_s)
     line = [routing.Waiting(entry.id, entry.call_id, entry.kind, entry.need, tuple(entry.flags), entry.priority,
                             entry.placed_at, tuple(entry.declined_by)) for entry in session.scalars(
@@ -747,3 +747,53 @@ def test_with_nobody_free_a_pass_holds_up_no_webhook_and_still_tells_the_console
     with db.transaction() as session:
         assert session.scalar(select(QueueEntry.state).where(QueueEntry.id == entry_id)) == "offered"
     assert told == [1, 1]
+
+
+@pytest.mark.postgres
+def test_a_hard_line_costs_no_round_trip_more_once_its_first_page_is_read_ahead(app, database_url, tmp_path):
+    """On PostgreSQL, a pass whose line's head nobody free may take reads that line's first page in a
+    round trip of its own. The next pass reads it ahead, with who is free and the heads, on the guess
+    that nothing has changed: one round trip fewer, and the same offer. A wrong guess costs a read."""
+    from helpline import line_store
+
+    from .conftest import round_trips
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no round trips to save")
+    now = dt.datetime.now(dt.timezone.utc)
+    with db.transaction() as setup:
+        for index in range(5):
+            waiting(setup, now - dt.timedelta(seconds=40 - index), flags=["language:cy"])
+        plain_call = waiting(setup, now - dt.timedelta(seconds=20)).call_id
+        person_id = handler(setup, languages=["en"], idle_since=now - dt.timedelta(seconds=600)).id
+    line_store._LOOKED_FOR.clear()
+
+    def one_pass() -> tuple[list[tuple[int, int]], int]:
+        with round_trips(db.engine, tmp_path) as wire:
+            with db.transaction() as session:
+                offers = routing.route(session, SETTINGS, now)
+                trips = wire()
+        with db.transaction() as session:  # the offer undone: the next pass decides about the same line
+            session.execute(QueueEntry.__table__.update().where(QueueEntry.call_id == plain_call)
+                            .values(state="waiting", handler_id=None, offered_at=None))
+            session.execute(Handler.__table__.update().where(Handler.id == person_id)
+                            .values(presence="available", current_call_id=None))
+        return [(offer.call_id, offer.handler_id) for offer in offers], trips
+
+    first, first_trips = one_pass()
+    second, second_trips = one_pass()
+    assert first == second == [(plain_call, person_id)]
+    assert second_trips == first_trips - 1, (first_trips, second_trips)
+    # The handler now speaks French too: the page read ahead (for English alone) is not the one wanted,
+    # and the one wanted is read as in the first pass.
+    with db.transaction() as session:
+        session.execute(Handler.__table__.update().where(Handler.id == person_id).values(languages=["en", "fr"]))
+    third, third_trips = one_pass()
+    assert third == first and third_trips == first_trips
+    # With nobody free there is nothing to look for: the guess is dropped, not read again every pass.
+    with db.transaction() as session:
+        session.execute(Handler.__table__.update().where(Handler.id == person_id).values(presence="on_call"))
+    assert line_store._LOOKED_FOR
+    with db.transaction() as session:
+        assert routing.route(session, SETTINGS, now) == []
+    assert line_store._LOOKED_FOR == {}
