@@ -626,8 +626,9 @@ class Database:
         pooled connection outside any transaction: without the write lock that every transaction
         takes from its BEGIN (see WriterLock). In WAL mode the read sees the last commit and waits
         for no writer. Rows come as the driver gives them (by position, unprocessed, as with
-        run_together). None on PostgreSQL, whose reads never wait for the writers."""
-        if self.engine is None or self.engine.dialect.name != "sqlite":
+        run_together). None on PostgreSQL, whose reads never wait for the writers, and for a
+        database in memory, which exists on its one connection alone."""
+        if self.engine is None or self.engine.dialect.name != "sqlite" or self.engine.url.database in (None, "", ":memory:"):
             return None
         sql, _processors = _compile(statement, self.engine.dialect)
         connection = self.engine.raw_connection()

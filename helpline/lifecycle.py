@@ -378,17 +378,23 @@ def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | 
 def call_ended(session: Session, call_id: int, now: dt.datetime, *, entry: QueueEntry | None | EllipsisType = ...) -> None:
     """The caller's call ended (status callback): withdraw an offer of it, or start the handler's wrap-up.
 
-    `entry` is the call's queue entry (or None) as the transaction already holds it; it is read afresh otherwise.
+    `entry` is the call's queue entry (or None) as the transaction that ended the call holds it
+    (voice.py, on SQLite); otherwise it, and the holders, are read afresh.
     """
-    if entry is ...:
-        entry = entry_for(session, call_id)
     # Locked, so that a handler whose console closes at the same moment (handler_gone) is moved by one
     # of the two after the other, never freed by this one from what it read before they left.
     holders_query = select(Handler).where(Handler.current_call_id == call_id)
     if is_postgresql(session):
         holders_query = holders_query.with_for_update()
-    with session.no_autoflush:  # the call's own pending changes cannot make anyone its holder
+    if entry is ...:
+        entry = entry_for(session, call_id)
         holders = session.scalars(holders_query.execution_options(populate_existing=True)).all()
+    else:
+        # Within the transaction that ended the call: a handler it has already moved (the one an offer
+        # of the call was withdrawn from) is taken as the transaction holds them, not as the database
+        # still has them; and nothing is written early for the query.
+        with session.no_autoflush:
+            holders = session.scalars(holders_query).all()
     for handler in holders:
         if handler.presence == Presence.OFFERED:
             announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call_id, reason="abandoned")

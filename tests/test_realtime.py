@@ -144,6 +144,31 @@ def test_a_caller_who_hangs_up_during_an_offer_is_recorded_and_the_handler_freed
     assert ann.get("/api/me").get_json()["presence"] == "available"
 
 
+def test_a_caller_who_hangs_up_during_an_offer_frees_the_handler_once(app, monkeypatch):
+    """The status callback withdraws the offer and frees the handler; settling the call's holders
+    after it (in the same transaction on SQLite) must take them as freed, not free them again."""
+    from helpline import presence
+
+    from .conftest import Twilio
+
+    ann = Console(app, "ann")
+    ann_socket = connect(app, ann)
+    ann.post("/api/me/status", {"status": "available"})
+    walker, call_id = queued_call(app)
+    assert received(ann_socket, "offer")[0]["call_id"] == call_id
+    moves: list[tuple[int, str]] = []
+    real = presence.set_presence
+
+    def spy(session, handler, to, now, reason=None):  # type: ignore[no-untyped-def]
+        moves.append((handler.id, to))
+        real(session, handler, to, now, reason)
+
+    monkeypatch.setattr(presence, "set_presence", spy)
+    Twilio(app.test_client()).post("/voice/status", {"CallSid": walker.sid, "CallStatus": "completed", "SequenceNumber": "5"})
+    assert [to for _, to in moves] == ["available"]
+    assert ann.get("/api/me").get_json()["presence"] == "available"
+
+
 def test_a_missed_offer_sends_the_handler_on_break(app):
     from helpline.models import utcnow
     from helpline.realtime import sweep_once
