@@ -150,12 +150,21 @@ def _sqlite_connection_class(writer: WriterLock) -> type:
     return WriterLockedConnection
 
 
+def sqlite_file(url: Any) -> str | None:
+    """The file of an SQLite database URL (a string or SQLAlchemy's URL); None for another
+    database, or for an SQLite database in memory."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
+
+
 def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
     """Create an engine for `url` with the settings the service relies on."""
     if url.startswith("sqlite"):
-        database = url.split(":///", 1)[-1]
+        database = sqlite_file(url)
         connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
-        if database and database != ":memory:":
+        if database is not None:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             with _SQLITE_WRITERS_LOCK:
                 writer = _SQLITE_WRITERS.setdefault(str(Path(database).resolve()), WriterLock())
@@ -628,7 +637,7 @@ class Database:
         for no writer. Rows come as the driver gives them (by position, unprocessed, as with
         run_together). None on PostgreSQL, whose reads never wait for the writers, and for a
         database in memory, which exists on its one connection alone."""
-        if self.engine is None or self.engine.dialect.name != "sqlite" or self.engine.url.database in (None, "", ":memory:"):
+        if self.engine is None or sqlite_file(self.engine.url) is None:
             return None
         sql, _processors = _compile(statement, self.engine.dialect)
         connection = self.engine.raw_connection()
@@ -666,10 +675,9 @@ def restrict_sqlite_file(url: str) -> None:
     -wal and -shm files the same mode), tightened if an older one was world-readable."""
     import os
 
-    parsed = make_url(url)
-    if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
+    path = sqlite_file(url)
+    if path is None:
         return
-    path = parsed.database
     if not os.path.exists(path):
         folder = os.path.dirname(path)
         if folder:
