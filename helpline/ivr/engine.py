@@ -428,7 +428,6 @@ class Interpreter:
         entry = self._join_line(session, call, placed_at)
         self.log(session, call, "queued", queue.name, need=call.need, flags=list(call.flags), held=True,
                  source=source, key_recovered=applied or None)
-        session.flush()  # its id orders it in line (routing.position) and claims the call's one entry
         return entry
 
     def _speak_now_here(self, call: Call, name: str) -> bool:
