@@ -36,7 +36,7 @@ from sqlalchemy import (Integer, bindparam, case, cast, create_engine, event, fu
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import MANYTOONE, Session, scoped_session, sessionmaker
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import NO_VALUE, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Executable
 
@@ -344,10 +344,13 @@ def _update_rows(session: Session, checked_in_sql: bool) -> list[tuple[Executabl
         if any(relationship.direction is MANYTOONE and relationship.key in state.committed_state
                and state.attrs[relationship.key].history.has_changes() for relationship in state.mapper.relationships):
             continue
-        # Only the attributes the request touched can have changed (committed_state keeps their old values).
+        # Only the attributes the request touched can have changed: committed_state keeps their old
+        # values (NO_VALUE for one set before it was loaded), and a value set back to what it was is
+        # not written (the comparison the ORM's own history makes for a column).
         columns = state.mapper.column_attrs
-        changed = {key: state.dict[key] for key in state.committed_state
-                   if key in columns and key in state.dict and state.attrs[key].history.has_changes()}
+        old = state.committed_state
+        changed = {key: value for key in old
+                   if key in columns and (value := state.dict.get(key, NO_VALUE)) is not NO_VALUE and value != old[key]}
         if changed:
             rows.append((_update_statement(state.class_, tuple(sorted(changed)), checked_in_sql),
                          {"pk": state.identity[0], **{f"new_{key}": value for key, value in changed.items()}}))
