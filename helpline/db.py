@@ -248,11 +248,13 @@ _COMPILED_LOCK = threading.Lock()
 def _compile(statement: Executable, dialect: Any) -> tuple[Any, list[tuple[str, Callable[[Any], Any]]]]:
     """The statement compiled for `dialect`, from the cache if there, with its parameters' bind processors."""
     key = (id(statement), dialect.name)
-    with _COMPILED_LOCK:
-        cached = _COMPILED.get(key)
-        if cached is not None and cached[0] is statement:
+    # Found without the lock, which guards only a new entry and the evictions it makes: each of the
+    # two steps here is one operation of the dictionary, whole under the GIL, and every commit asks.
+    cached = _COMPILED.get(key)
+    if cached is not None and cached[0] is statement:
+        with contextlib.suppress(KeyError):  # evicted by another thread just now: it is still this one
             _COMPILED.move_to_end(key)
-            return cached[1], cached[2]
+        return cached[1], cached[2]
     if dialect.name == "sqlite":
         dialect = _sqlite_named()
     # An IN list's values are bound one by one here: SQLAlchemy expands them only when it runs a statement itself.
@@ -261,7 +263,6 @@ def _compile(statement: Executable, dialect: Any) -> tuple[Any, list[tuple[str, 
                   if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None]
     with _COMPILED_LOCK:
         _COMPILED[key] = (statement, sql, processors)
-        _COMPILED.move_to_end(key)
         while len(_COMPILED) > COMPILED_CACHE_SIZE:
             _COMPILED.popitem(last=False)
     return sql, processors
@@ -563,6 +564,41 @@ class ServiceSession(Session):
         super().close()
 
 
+class _Readers:
+    """Each thread's own connection to the SQLite file, for reads outside any transaction
+    (Database.read_without_writer). The sqlite3 module's default mode runs a SELECT outside any
+    transaction, so a read holds nothing once its rows are fetched."""
+
+    def __init__(self) -> None:
+        #: The file, once an engine on one is made.
+        self.path: str | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        #: Every thread's connection, to close; and how many times they have all been closed, so that
+        #: a thread holding a closed one opens another.
+        self._open: list[Any] = []
+        self._generation = 0
+
+    def connection(self) -> Any:
+        import sqlite3
+
+        mine = getattr(self._local, "mine", None)
+        if mine is None or mine[0] != self._generation:
+            reader = sqlite3.connect(self.path or "", timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False)
+            with self._lock:
+                self._open.append(reader)
+                self._local.mine = mine = (self._generation, reader)
+        return mine[1]
+
+    def close_all(self) -> None:
+        """Close every thread's connection (the engine is replaced or disposed)."""
+        with self._lock:
+            self._generation += 1
+            readers, self._open = self._open, []
+        for reader in readers:
+            reader.close()
+
+
 class Database:
     """The engine and session factory of one process, bound to a Flask app with `init_app`."""
 
@@ -573,6 +609,8 @@ class Database:
         #: Subscribers hear about committed changes (see events.py).
         self.bus = Bus()
         self._own: dict[str, tuple[Engine, sessionmaker[ServiceSession]]] = {}
+        #: Each thread's connection for reads without the write lock (`read_without_writer`).
+        self._readers = _Readers()
 
     def _make_session(self) -> ServiceSession:
         if self.factory is None:
@@ -585,7 +623,9 @@ class Database:
             self.session.remove()
             self.engine.dispose()
         self._dispose_own()
+        self._readers.close_all()
         self.engine = make_engine(url)
+        self._readers.path = sqlite_file(self.engine.url)
         self.factory = sessionmaker(self.engine, class_=ServiceSession, expire_on_commit=False, info={"bus": self.bus})
 
     def own_connection(self, name: str) -> sessionmaker[ServiceSession]:
@@ -634,20 +674,21 @@ class Database:
             session.close()
 
     def read_without_writer(self, statement: Executable) -> list[Sequence[Any]] | None:
-        """On SQLite, the rows of `statement` (built once and kept, without parameters), read on a
-        pooled connection outside any transaction: without the write lock that every transaction
-        takes from its BEGIN (see WriterLock). In WAL mode the read sees the last commit and waits
-        for no writer. Rows come as the driver gives them (by position, unprocessed, as with
-        run_together). None on PostgreSQL, whose reads never wait for the writers, and for a
-        database in memory, which exists on its one connection alone."""
-        if self.engine is None or sqlite_file(self.engine.url) is None:
+        """On SQLite, the rows of `statement` (built once and kept, without parameters), read outside
+        any transaction: without the write lock that every transaction takes from its BEGIN (see
+        WriterLock). In WAL mode the read sees the last commit and waits for no writer. Rows come as
+        the driver gives them (by position, unprocessed, as with run_together). None on PostgreSQL,
+        whose reads never wait for the writers, and for a database in memory, which exists on its
+        one connection alone.
+
+        The read runs on a connection the thread keeps for these reads alone (the router's thread
+        asks after every caller who joins or leaves the line): taking one from the pool and giving
+        it back cost more than the read.
+        """
+        if self.engine is None or self._readers.path is None:
             return None
         sql, _processors = _compile(statement, self.engine.dialect)
-        connection = self.engine.raw_connection()
-        try:
-            return connection.driver_connection.execute(sql.string).fetchall()  # type: ignore[union-attr]
-        finally:
-            connection.close()
+        return self._readers.connection().execute(sql.string).fetchall()
 
     def dispose(self) -> None:
         """Close every pooled connection (tests, shutdown)."""
@@ -655,6 +696,7 @@ class Database:
         if self.engine is not None:
             self.engine.dispose()
         self._dispose_own()
+        self._readers.close_all()
 
 
 db = Database()

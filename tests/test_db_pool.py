@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, text
 
 from helpline import db as db_module
 from helpline.db import make_engine
@@ -480,3 +480,79 @@ def test_threads_take_turns_at_the_sqlite_write_lock_in_python(tmp_path, monkeyp
         other.dispose()
     finally:
         engine.dispose()
+
+
+def test_only_the_columns_a_request_changed_are_updated(app, database_url, monkeypatch):  # type: ignore[no-untyped-def]
+    """The commit writes a changed row's changed columns alone: a column set back to the value it
+    had is left out, and a row whose every change is undone is not written at all."""
+    from sqlalchemy import select
+
+    from helpline import db as database
+    from helpline.db import db
+    from helpline.models import Call
+
+    written: list[tuple[str, ...]] = []
+    update_statement = database._update_statement
+    monkeypatch.setattr(database, "_update_statement",
+                        lambda cls, keys, checked: (written.append(keys), update_statement(cls, keys, checked))[1])
+    with app.app_context():
+        db.session.add(Call(call_sid="CA" + "7" * 32, step="greeting", answers={"about": "self"}))
+        db.session.commit()
+        db.session.remove()
+        call = db.session.scalar(select(Call))
+        call.step = "greeting"  # as it was
+        call.answers = {"about": "self"}  # an equal value, a new object
+        call.need = "mental_health"
+        db.session.commit()
+        assert written == [("need",)]
+        db.session.remove()
+        call = db.session.scalar(select(Call))
+        call.need = "addiction"
+        call.need = "mental_health"  # undone before the commit
+        db.session.commit()
+        assert written == [("need",)]
+        db.session.remove()
+        assert db.session.scalar(select(Call.need)) == "mental_health"
+
+
+def test_reads_without_the_write_lock_keep_a_connection_per_thread_and_follow_the_database(tmp_path):  # type: ignore[no-untyped-def]
+    """On SQLite, `read_without_writer` reads on a connection its thread keeps: it sees each commit
+    as it is made, while another transaction holds the write lock; a database opened in its place is
+    read from then on, and disposing of the database closes every such connection."""
+    import sqlite3
+    import threading
+
+    from sqlalchemy import select
+
+    from helpline.db import Database, upgrade
+    from helpline.models import Call
+
+    first, second = (f"sqlite:///{tmp_path / name}" for name in ("first.db", "second.db"))
+    for url in (first, second):
+        upgrade(url)
+    database = Database()
+    database.configure(first)
+    count = select(func.count(Call.id))
+    try:
+        assert database.read_without_writer(count) == [(0,)]
+        with database.transaction() as session:
+            session.add(Call(call_sid="CA" + "8" * 32))
+        assert database.read_without_writer(count) == [(1,)]
+        kept = database._readers.connection()
+        with database.transaction() as writing:
+            writing.execute(select(Call.id).limit(1))  # holds the write lock from its BEGIN
+            elsewhere: list[object] = []
+            reader = threading.Thread(target=lambda: elsewhere.append(database.read_without_writer(count)))
+            reader.start()
+            reader.join(timeout=5)
+            assert elsewhere == [[(1,)]]  # read on the other thread's own connection, without waiting
+        assert database._readers.connection() is kept  # and this thread's is the one it had
+        database.configure(second)
+        assert database.read_without_writer(count) == [(0,)]
+        with pytest.raises(sqlite3.ProgrammingError):
+            kept.execute("SELECT 1")  # closed when the database was replaced
+        kept = database._readers.connection()
+    finally:
+        database.dispose()
+    with pytest.raises(sqlite3.ProgrammingError):
+        kept.execute("SELECT 1")
