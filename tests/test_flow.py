@@ -60,6 +60,8 @@ CASES = [
     ("missing prompt", lambda d: d["steps"]["eligibility"].pop("prompt"), "step eligibility: missing prompt"),
     ("empty say", lambda d: d["steps"]["greeting"].update(say=""), "step greeting: missing prompt"),
     ("unknown placeholder", lambda d: d["steps"]["greeting"].update(say="Hi {sevice_name}"), "step greeting: say: unknown placeholder {sevice_name}"),
+    ("a text named as the service's own", lambda d: d["texts"].update(opening_hours="Always."),
+     "texts.opening_hours: {opening_hours} is the service's own placeholder"),
     ("bad type", lambda d: d["steps"]["greeting"].update(type="speak"), "step greeting: type must be one of"),
     ("bad key", lambda d: d["steps"]["need"]["keys"].update({"x": {"goto": "queue"}}), "step need: key 'x' is not a keypad key"),
     ("unknown need", lambda d: d["steps"]["need"]["keys"]["1"].update(need="sadness"), "step need: key 1: need must be one of"),

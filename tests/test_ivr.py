@@ -459,3 +459,24 @@ def test_yes_at_a_confirmation_ends_the_call(app, twilio):
     assert walker.hung_up()
     with app.app_context():
         assert the_call(walker.sid).outcome == "ineligible"
+
+
+def test_a_prompt_fills_each_placeholder_it_names_and_texts_may_name_texts_in_any_order(app, monkeypatch):
+    """A prompt's placeholders are filled from the values given, the flow's texts and the service's
+    own values; a text may name a text written after it; a text that names itself through another
+    is left empty there rather than never ending; and the calendar is read only for a prompt that
+    names the next opening."""
+    import dataclasses
+
+    interpreter = app.extensions["helpline.ivr"]
+    texts = {"first": "Before {second}.", "second": "then {service_name}", "loop_a": "a {loop_b}", "loop_b": "b {loop_a}"}
+    speaker = dataclasses.replace(interpreter, flow=dataclasses.replace(interpreter.flow, texts=texts))
+    read: list[dt.datetime] = []
+    monkeypatch.setattr(type(speaker), "spoken_next_opening", lambda self, now: read.append(now) or "tomorrow at 8 a.m.")
+    now = dt.datetime(2026, 12, 7, 20, tzinfo=dt.timezone.utc)
+    name = app.config["HELPLINE"].service.name
+    assert speaker.render("{first} You are number {position}.", now, position=3) == f"Before then {name}. You are number 3."
+    assert speaker.render("{loop_a}", now) == "a b"
+    assert read == []
+    assert speaker.render("We open {next_opening}.", now) == "We open tomorrow at 8 a.m."
+    assert read == [now]

@@ -10,7 +10,7 @@ import datetime as dt
 import re
 import string
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from flask import url_for
 from sqlalchemy import select
@@ -60,21 +60,25 @@ class Interpreter:
     # -- text ---------------------------------------------------------------------------------
 
     def render(self, text: str, now: dt.datetime, **values: Any) -> str:
-        """Fill a prompt's placeholders: the flow's texts, then the service's own values."""
-        known: dict[str, Any] = {
-            "service_name": self.settings.service.name,
-            "opening_hours": self.hours.spoken_summary(),
-            "next_opening": self.spoken_next_opening(now),
-            "callback_number": self.spoken_callback_number(),
-            "position": "",
-            "wait": "",
-            **values,
-        }
-        for name, snippet in self.flow.texts.items():
-            known[name] = string.Formatter().vformat(snippet, (), _Blank(known))
-        spoken = " ".join(string.Formatter().vformat(text, (), known).split())
+        """Fill a prompt's placeholders: `values`, the flow's texts, then the service's own values,
+        each worked out only when the prompt (or a text it uses) names it (see _Placeholders)."""
+        spoken = " ".join(string.Formatter().vformat(text, (), _Placeholders(self, now, values)).split())
         # A time that ends a sentence ("tomorrow at 8 a.m.") keeps one full stop, not two.
         return _DOUBLED_STOP.sub(r"\1.m.", spoken)
+
+    def service_value(self, name: str, now: dt.datetime) -> str | None:
+        """The service's own placeholder `name` as spoken now; None for a name that is not one of them."""
+        if name == "service_name":
+            return self.settings.service.name
+        if name == "opening_hours":
+            return self.hours.spoken_summary()
+        if name == "next_opening":
+            return self.spoken_next_opening(now)
+        if name == "callback_number":
+            return self.spoken_callback_number()
+        if name in ("position", "wait"):
+            return ""  # the queue's own, given by the prompt that says them
+        return None
 
     def spoken_callback_number(self) -> str:
         """The number callbacks come from (twilio.callback_caller_id, else the helpline's own), as it
@@ -592,8 +596,49 @@ def _held_since(form: Mapping[str, str], call: Call, now: dt.datetime) -> dt.dat
     return min(max(since, earliest), now)
 
 
-class _Blank(dict):  # type: ignore[type-arg]
-    """Placeholder values for shared texts, leaving a text's own unknown names empty."""
+class _Placeholders(dict):  # type: ignore[type-arg]
+    """A prompt's placeholder values, each worked out when the prompt first names it: most prompts
+    name one or two, and the next opening alone reads the calendar.
 
-    def __missing__(self, key: str) -> str:
-        return ""
+    A flow text is filled the same way, except that a name it does not know is left empty (as is a
+    text that names itself, through others); a name the prompt itself does not know is an error,
+    which the flow's check at start-up rules out.
+    """
+
+    def __init__(self, interpreter: Interpreter, now: dt.datetime, values: dict[str, Any]):
+        super().__init__(values)
+        self.interpreter, self.now = interpreter, now
+        self._filling: set[str] = set()
+
+    def __missing__(self, name: str) -> Any:
+        value = self.interpreter.service_value(name, self.now)
+        if value is None:
+            text = self.interpreter.flow.texts.get(name)
+            if text is None or name in self._filling:
+                raise KeyError(name)
+            self._filling.add(name)
+            try:
+                value = string.Formatter().vformat(text, (), _InText(self))
+            finally:
+                self._filling.discard(name)
+        self[name] = value
+        return value
+
+
+class _InText(Mapping[str, Any]):
+    """A flow text's view of the placeholders: a name it does not know is left empty."""
+
+    def __init__(self, placeholders: _Placeholders):
+        self.placeholders = placeholders
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self.placeholders[name]
+        except KeyError:
+            return ""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.placeholders)
+
+    def __len__(self) -> int:
+        return len(self.placeholders)

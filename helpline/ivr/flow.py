@@ -260,6 +260,8 @@ def parse_flow(data: Any, path: Path) -> Flow:
         raise FlowError(problems + [f"{where}: steps: the flow has no steps"])
     known_names = set(PLACEHOLDERS) | set(texts)
     for name, value in texts.items():
+        if name in PLACEHOLDERS:
+            problems.append(f"{where}: texts.{name}: {{{name}}} is the service's own placeholder; give the text another name")
         problems += _check_text(value, known_names - {name}, f"{where}: texts.{name}")
 
     try:
