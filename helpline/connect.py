@@ -26,7 +26,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from . import audit, lifecycle, routing
 from .contacts import latest_voicemail_choice
-from .db import db
+from .db import append, db
 from .deferred import keep_for_replay
 from .errors import error, register_webhook_errors
 from .ivr import twiml
@@ -249,7 +249,7 @@ def end_call(handler: Handler, call_id: int) -> None:
     if handler.presence != "on_call" or handler.current_call_id != call_id:
         session.rollback()
         raise routing.RoutingError("not_connected", "you are not connected to this call")
-    session.add(CallEvent(call_id=call_id, kind="ended_by_handler", detail={"handler_id": handler.id}))
+    append(session, CallEvent, call_id=call_id, kind="ended_by_handler", detail={"handler_id": handler.id})
     lifecycle.start_wrap_up(session, handler, utcnow())
     session.commit()
     if entry.kind == "email":
@@ -260,7 +260,7 @@ def end_call(handler: Handler, call_id: int) -> None:
         routing.lock(session, handler)
         if handler.presence == "wrap_up" and handler.current_call_id == call_id:
             routing.set_presence(session, handler, "on_call", utcnow())
-        session.add(CallEvent(call_id=call_id, kind="end_failed", detail={"handler_id": handler.id, "detail": str(exc)}))
+        append(session, CallEvent, call_id=call_id, kind="end_failed", detail={"handler_id": handler.id, "detail": str(exc)})
         session.commit()
         raise routing.RoutingError("twilio_failed", str(exc)) from None
 
@@ -330,8 +330,8 @@ def consult(handler: Handler, user: Any, call_id: int, supervisor_id: int) -> di
     except TwilioUnavailable as exc:
         _release_caller(twilio, entry)
         raise routing.RoutingError("twilio_failed", str(exc)) from None
-    db.session.add(CallEvent(call_id=call_id, kind="consult_started",
-                             detail={"handler_id": handler.id, "supervisor_id": supervisor.id, "leg": leg}))
+    append(db.session, CallEvent, call_id=call_id, kind="consult_started",
+           detail={"handler_id": handler.id, "supervisor_id": supervisor.id, "leg": leg})
     audit.record(db.session, user, "call.consult", "call", call_id, supervisor_id=supervisor.id)
     db.session.commit()
     return {"call_id": call_id, "supervisor_id": supervisor.id, "identity": identity, "leg_sid": leg}
@@ -353,8 +353,8 @@ def consult_join(handler: Handler, user: Any, call_id: int) -> None:
     if opened is None:
         raise routing.RoutingError("no_consult", "no supervisor is being asked into this call")
     _update_caller(gateway(), entry, hold=False)
-    db.session.add(CallEvent(call_id=call_id, kind="consult_ended",
-                             detail={"handler_id": handler.id, "supervisor_id": opened[1], "joined": True}))
+    append(db.session, CallEvent, call_id=call_id, kind="consult_ended",
+           detail={"handler_id": handler.id, "supervisor_id": opened[1], "joined": True})
     audit.record(db.session, user, "call.consult_join", "call", call_id, supervisor_id=opened[1])
     db.session.commit()
 
@@ -377,8 +377,8 @@ def consult_return(handler: Handler, user: Any, call_id: int) -> None:
                 raise routing.RoutingError("twilio_failed", str(exc)) from None
     _hang_up_quietly(twilio, leg)  # still ringing, it is not a participant yet: stop the ring
     _update_caller(twilio, entry, hold=False)
-    db.session.add(CallEvent(call_id=call_id, kind="consult_returned",
-                             detail={"handler_id": handler.id, "supervisor_id": supervisor_id}))
+    append(db.session, CallEvent, call_id=call_id, kind="consult_returned",
+           detail={"handler_id": handler.id, "supervisor_id": supervisor_id})
     audit.record(db.session, user, "call.consult_return", "call", call_id, supervisor_id=supervisor_id)
     db.session.commit()
 
@@ -435,7 +435,7 @@ def _reached_voicemail(entry: QueueEntry, call: Call) -> str | None:
     locked = routing.lock_entry(session, entry.call_id)
     handler_leg = locked.handler_leg_sid if locked is not None else None
     if locked is not None and locked.state in ("connecting", "answered"):
-        session.add(CallEvent(call_id=entry.call_id, kind="callback_voicemail", detail={"message_left": voicemail_safe(call)}))
+        append(session, CallEvent, call_id=entry.call_id, kind="callback_voicemail", detail={"message_left": voicemail_safe(call)})
         lifecycle.callback_unanswered(session, locked, _holder(locked), "machine", utcnow())
     message = None
     if voicemail_safe(call):
@@ -475,7 +475,7 @@ def conference(call_id: int) -> Response:
         return Response(status=204)
     if conference_sid.startswith("CF") and entry.conference_sid is None and entry.state in ("connecting", "answered"):
         entry.conference_sid = conference_sid
-    db.session.add(CallEvent(call_id=call_id, kind=kind, detail=lifecycle.leg_detail(leg, entry.handler_leg_sid)))
+    append(db.session, CallEvent, call_id=call_id, kind=kind, detail=lifecycle.leg_detail(leg, entry.handler_leg_sid))
     handler = _holder(entry)
     if handler is not None and handler.current_call_id == call_id:
         lifecycle.start_wrap_up(db.session, handler, utcnow())
@@ -518,7 +518,7 @@ def _handler_unreachable(call_id: int, sid: str, status: str, again: bool) -> Re
     assert call is not None
     caller_leg = entry.caller_leg_sid
     if again:
-        session.add(CallEvent(call_id=call_id, kind="handler_not_back", detail={"handler_id": entry.handler_id, "status": status}))
+        append(session, CallEvent, call_id=call_id, kind="handler_not_back", detail={"handler_id": entry.handler_id, "status": status})
     lifecycle.handler_unreachable(session, entry, _holder(entry), status, utcnow())
     live = entry.kind == "live" and call.ended_at is None
     session.commit()
@@ -574,7 +574,7 @@ def _handler_dropped(twilio: TwilioGateway, entry: QueueEntry, handler: Handler,
         session.rollback()
         return  # a repeated callback: the first one is already seeing to it
     locked.handler_leg_sid = None  # the next leg's callbacks are taken, whichever comes first
-    session.add(CallEvent(call_id=entry.call_id, kind="handler_dropped", detail={"handler_id": handler.id}))
+    append(session, CallEvent, call_id=entry.call_id, kind="handler_dropped", detail={"handler_id": handler.id})
     session.commit()
     if locked.caller_leg_sid:
         try:
@@ -606,7 +606,7 @@ def _handler_back(call_id: int, sid: str) -> Response:
         return Response(status=204)
     if entry.handler_leg_sid is None:
         entry.handler_leg_sid = sid
-    session.add(CallEvent(call_id=call_id, kind="handler_back", detail={"handler_id": entry.handler_id}))
+    append(session, CallEvent, call_id=call_id, kind="handler_back", detail={"handler_id": entry.handler_id})
     session.commit()
     conference_sid = entry.conference_sid
     if conference_sid and entry.caller_leg_sid:
@@ -631,7 +631,7 @@ def caller_leg(call_id: int) -> Response:
         return Response(status=204)
     handler = _holder(entry)
     now = utcnow()
-    db.session.add(CallEvent(call_id=call_id, kind="status", detail={"status": status, "leg": "callback"}))
+    append(db.session, CallEvent, call_id=call_id, kind="status", detail={"status": status, "leg": "callback"})
     handler_leg_sid = entry.handler_leg_sid
     if status in UNANSWERED:
         lifecycle.callback_unanswered(db.session, entry, handler, status, now)

@@ -319,6 +319,15 @@ def new_row(cls: type, **given: Any) -> tuple[Executable, dict[str, Any]]:
     return statement, {column.key: None for column in columns} | with_defaults(inspect(cls).local_table, given)
 
 
+def append(session: Session | scoped_session[Any], cls: type, **given: Any) -> None:
+    """Add a row to an "append" table (see models.Base), such as a line of a call's timeline: built
+    as `new_row` builds it and written with the session's commit (`ServiceSession.write_with_commit`),
+    in the order added. No ORM object is made of it, which cost a webhook more than the INSERT; so
+    the transaction that adds it does not read it back, and it has no id until it is written."""
+    own = session() if isinstance(session, scoped_session) else session
+    own.write_with_commit(*new_row(cls, **given))
+
+
 @functools.cache
 def _append_statement(cls: type) -> tuple[Executable, list[Any]]:
     """The INSERT for an "append" class's rows, and its columns (see `ServiceSession.commit`), built once."""

@@ -27,7 +27,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from . import line, line_store, presence
 from .config import RoutingSettings
-from .db import ServiceSession, is_postgresql, with_defaults
+from .db import ServiceSession, append, is_postgresql, with_defaults
 from .events import announce
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
 from .states import (CALLBACK_ATTEMPTS, CALLBACK_RETRY, IN_LINE, WITH_HANDLER, WRAP_UP_OUTCOMES, Move, Presence,
@@ -54,16 +54,16 @@ def settle(session: Session, call: Call, outcome: str, step: str | None, now: dt
     if call.outcome is None:
         call.outcome = outcome
         call.outcome_step = step
-        session.add(CallEvent(call_id=call.id, kind="outcome", step=step, detail={"outcome": outcome},
-                              **({"at": now} if now is not None else {})))
+        append(session, CallEvent, call_id=call.id, kind="outcome", step=step, detail={"outcome": outcome},
+               **({"at": now} if now is not None else {}))
 
 
 def about_someone_else(session: Session, call: Call, now: dt.datetime | None = None) -> None:
     """The handler learnt the call is about someone else's health: that is how it ends, whatever the
     phone menu had recorded (the service takes self-referrals only)."""
     call.outcome = "third_party"
-    session.add(CallEvent(call_id=call.id, kind="outcome", step=call.outcome_step, detail={"outcome": "third_party"},
-                          **({"at": now} if now is not None else {})))
+    append(session, CallEvent, call_id=call.id, kind="outcome", step=call.outcome_step, detail={"outcome": "third_party"},
+           **({"at": now} if now is not None else {}))
 
 
 # -- joining the line -----------------------------------------------------------------------------------
@@ -170,14 +170,14 @@ def decline(session: Session, handler: Handler, call_id: int, now: dt.datetime) 
     entry = withdraw(session, handler, "declined", now)
     if entry is not None:
         entry.declined_by = [*entry.declined_by, handler.id]
-        session.add(CallEvent(call_id=call_id, kind="offer_declined", at=now, detail={"handler_id": handler.id}))
+        append(session, CallEvent, call_id=call_id, kind="offer_declined", at=now, detail={"handler_id": handler.id})
     presence.set_presence(session, handler, Presence.AVAILABLE, now)
 
 
 def offer_missed(session: Session, entry: QueueEntry, now: dt.datetime) -> None:
     """An offer left unanswered past the timeout: the call goes back in line, its handler on break."""
     handler = _fresh(session, Handler, entry.handler_id) if entry.handler_id is not None else None
-    session.add(CallEvent(call_id=entry.call_id, kind="offer_missed", at=now, detail={"handler_id": entry.handler_id}))
+    append(session, CallEvent, call_id=entry.call_id, kind="offer_missed", at=now, detail={"handler_id": entry.handler_id})
     if handler is not None and handler.current_call_id == entry.call_id:
         withdraw(session, handler, "timeout", now)
         presence.set_presence(session, handler, Presence.BREAK, now, reason="offer_missed")
@@ -242,7 +242,7 @@ def claim(session: Session, handler: Handler, call_id: int, now: dt.datetime) ->
     if moved is None:
         raise RoutingError("not_free", "your status changed; try again")
     assert moved is handler
-    session.add(CallEvent(call_id=call_id, kind="accepted", at=now, detail={"handler_id": handler.id}))
+    append(session, CallEvent, call_id=call_id, kind="accepted", at=now, detail={"handler_id": handler.id})
     announce(session, "presence", handler_id=handler.id, presence=Presence.ON_CALL, since=now.isoformat())
     announce(session, "console_changed")
     return entry
@@ -275,8 +275,8 @@ def connected(session: Session, entry: QueueEntry, handler: Handler, now: dt.dat
     if entry.kind == "live":
         call.dequeued_at = call.dequeued_at or now
         settle(session, call, "answered", call.step, now)
-    session.add(CallEvent(call_id=call.id, kind="answered" if entry.kind == "live" else "callback_placed", at=now,
-                          detail={"handler_id": handler.id}))
+    append(session, CallEvent, call_id=call.id, kind="answered" if entry.kind == "live" else "callback_placed", at=now,
+           detail={"handler_id": handler.id})
     announce(session, "queue_changed")
     announce(session, "console_changed")
     return True
@@ -286,7 +286,7 @@ def connect_failed(session: Session, entry: QueueEntry, handler: Handler, detail
     """Twilio could not connect them: the caller keeps their place, the handler is free again and told."""
     call = _fresh(session, Call, entry.call_id)
     assert call is not None
-    session.add(CallEvent(call_id=entry.call_id, kind="connect_failed", at=now, detail={"handler_id": handler.id, "detail": detail}))
+    append(session, CallEvent, call_id=entry.call_id, kind="connect_failed", at=now, detail={"handler_id": handler.id, "detail": detail})
     announce(session, "connect_failed", handler_id=handler.id, call_id=entry.call_id, detail=detail)
     if entry.kind == "live" and call.ended_at is not None:
         caller_hung_up(session, entry, now, handler=handler)
@@ -297,7 +297,7 @@ def connect_failed(session: Session, entry: QueueEntry, handler: Handler, detail
 
 def held(session: Session, call_id: int, handler_id: int, on_hold: bool) -> None:
     """The handler put the caller on hold (with the helpline's music), or took them off it."""
-    session.add(CallEvent(call_id=call_id, kind="hold" if on_hold else "unhold", detail={"handler_id": handler_id}))
+    append(session, CallEvent, call_id=call_id, kind="hold" if on_hold else "unhold", detail={"handler_id": handler_id})
 
 
 # -- leaving the line ---------------------------------------------------------------------------------------
@@ -361,8 +361,8 @@ def caller_hung_up(session: Session, entry: QueueEntry, now: dt.datetime, *, cal
 def handler_unreachable(session: Session, entry: QueueEntry, handler: Handler | None, status: str, now: dt.datetime) -> None:
     """The handler's phone or softphone never answered: a missed offer; the call goes back to the head
     of the line (the caller had reached the front, and it was not their doing)."""
-    session.add(CallEvent(call_id=entry.call_id, kind="offer_missed", at=now,
-                          detail={"handler_id": entry.handler_id, "status": status}))
+    append(session, CallEvent, call_id=entry.call_id, kind="offer_missed", at=now,
+           detail={"handler_id": entry.handler_id, "status": status})
     back_in_line(session, entry, now, front=True)
     if handler is not None and handler.current_call_id == entry.call_id and handler.presence == Presence.ON_CALL:
         presence.set_presence(session, handler, Presence.BREAK, now, reason="handler_unreachable")
@@ -373,8 +373,8 @@ def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | 
     last = entry.attempts + 1 >= CALLBACK_ATTEMPTS
     target(Move.CALLBACK_CLOSED if last else Move.BACK_IN_LINE, entry.state)  # refuse before changing anything
     entry.attempts += 1
-    session.add(CallEvent(call_id=entry.call_id, kind="callback_unanswered", at=now,
-                          detail={"status": status, "attempt": entry.attempts}))
+    append(session, CallEvent, call_id=entry.call_id, kind="callback_unanswered", at=now,
+           detail={"status": status, "attempt": entry.attempts})
     if last:
         apply(entry, Move.CALLBACK_CLOSED)
         entry.left_at, entry.left_reason = now, "callback_unanswered"
@@ -426,7 +426,7 @@ def start_wrap_up(session: Session, handler: Handler, now: dt.datetime) -> None:
     presence.set_presence(session, handler, Presence.WRAP_UP, now)
     handler.current_call_id = call_id
     if call_id is not None:
-        session.add(CallEvent(call_id=call_id, kind="wrap_up_started", at=now, detail={"handler_id": handler.id}))
+        append(session, CallEvent, call_id=call_id, kind="wrap_up_started", at=now, detail={"handler_id": handler.id})
 
 
 def finish_wrap_up(session: Session, handler: Handler, call_id: int, outcome: str, now: dt.datetime) -> None:
@@ -436,7 +436,7 @@ def finish_wrap_up(session: Session, handler: Handler, call_id: int, outcome: st
         raise RoutingError("bad_outcome", f"outcome must be one of {', '.join(WRAP_UP_OUTCOMES)}", status=400)
     if handler.current_call_id != call_id or handler.presence not in (Presence.ON_CALL, Presence.WRAP_UP):
         raise RoutingError("not_your_call", "you are not on or wrapping up this call")
-    session.add(CallEvent(call_id=call_id, kind="wrap_up", at=now, detail={"handler_id": handler.id, "outcome": outcome}))
+    append(session, CallEvent, call_id=call_id, kind="wrap_up", at=now, detail={"handler_id": handler.id, "outcome": outcome})
     presence.set_presence(session, handler, Presence.AVAILABLE, now)
 
 

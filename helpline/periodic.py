@@ -24,7 +24,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select, update
 
-from .db import db
+from .db import append, db
 from .events import announce
 from .models import CallEvent, QueueEntry, utcnow
 from .routing import IN_LINE
@@ -116,7 +116,7 @@ def release_due_callbacks(now: dt.datetime | None = None) -> int:
                 .values(not_before=None).execution_options(synchronize_session=False))
             if moved.rowcount == 1:
                 released += 1
-                session.add(CallEvent(call_id=call_id, kind="callback_due", at=now, detail={}))
+                append(session, CallEvent, call_id=call_id, kind="callback_due", at=now, detail={})
         if released:
             announce(session, "queue_changed")
     if released:

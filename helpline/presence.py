@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from .config import RoutingSettings
-from .db import is_postgresql
+from .db import append, is_postgresql
 from .events import announce
 from .models import CallEvent, ConsoleConnection, Handler
 from .states import Presence, check_presence_move
@@ -132,7 +132,7 @@ def end_wrap_ups(session: Session, settings: RoutingSettings, now: dt.datetime) 
     ).all()
     for handler in handlers:
         if handler.current_call_id is not None:
-            session.add(CallEvent(call_id=handler.current_call_id, kind="wrap_up_timed_out", at=now,
-                                  detail={"handler_id": handler.id}))
+            append(session, CallEvent, call_id=handler.current_call_id, kind="wrap_up_timed_out", at=now,
+                   detail={"handler_id": handler.id})
         set_presence(session, handler, Presence.AVAILABLE if connections(session, handler.id) else Presence.OFFLINE, now)
     return len(handlers)

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .crypto import Vault
+from .db import append
 from .events import announce
 from .models import Call, CallEvent, Questionnaire, utcnow
 from .risk import ALERT_TOPIC, alert_payload
@@ -191,8 +192,8 @@ def record(session: Session, vault: Vault, call: Call, contact_id: Optional[int]
                         result_enc=vault.encrypt(json.dumps(result, sort_keys=True)) or "")
     session.add(row)
     session.flush()
-    session.add(CallEvent(call_id=call.id, at=now, kind="questionnaire",
-                          detail={"questionnaire_id": row.id, "kind": submitted.kind, "risk_raised": risk_raised}))
+    append(session, CallEvent, call_id=call.id, at=now, kind="questionnaire",
+           detail={"questionnaire_id": row.id, "kind": submitted.kind, "risk_raised": risk_raised})
     if risk_raised:
         announce(session, ALERT_TOPIC, **alert_payload(call.id, user_id, user_name, "immediate", now.isoformat(),
                                                       source="phq9"))

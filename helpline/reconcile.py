@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
-from .db import db, is_postgresql
+from .db import append, db, is_postgresql
 from .events import announce
 from .models import Call, CallEvent, WebhookReply, utcnow
 from .twilio_rest import NOT_FOUND, TwilioGateway, TwilioUnavailable, gateway
@@ -113,8 +113,8 @@ def settle(session: Session, call_id: int, status: str, ended_at: dt.datetime, d
     call.ended_at = ended_at
     if duration_s is not None:
         call.duration_s = duration_s
-    session.add(CallEvent(call_id=call.id, kind="reconciled", at=now, step=call.step,
-                          detail={"status": status, "duration_s": duration_s}))
+    append(session, CallEvent, call_id=call.id, kind="reconciled", at=now, step=call.step,
+           detail={"status": status, "duration_s": duration_s})
     # The same consequences as the status callback's: the caller leaves the line (abandoned, if
     # nobody answered), and a handler on the call moves to wrap-up.
     current_app.extensions["helpline.ivr"].abandon(session, call, now)
@@ -177,7 +177,7 @@ def adopt(live: dict[str, dict[str, Any]], waiting: list[tuple[str, Any]], now: 
                 call = Call(call_sid=call_sid, started_at=_aware(info.get("start_time"), now), twilio_status="in-progress")
                 session.add(call)
                 session.flush()
-                session.add(CallEvent(call_id=call.id, kind="recorded_from_twilio", at=now, detail={"status": "in-progress"}))
+                append(session, CallEvent, call_id=call.id, kind="recorded_from_twilio", at=now, detail={"status": "in-progress"})
                 call_id = call.id
         except IntegrityError:
             continue

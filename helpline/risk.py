@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .crypto import Vault
-from .db import db
+from .db import append, db
 from .events import announce
 from .models import RISK_LEVELS, Call, CallEvent, RiskScreen, utcnow
 from .realtime import socketio
@@ -96,8 +96,8 @@ def record(session: Session, vault: Vault, call: Call, handler_user_id: int, han
                         answers_enc=vault.encrypt(json.dumps(answers.model_dump(), sort_keys=True)) or "")
     session.add(screen)
     session.flush()
-    session.add(CallEvent(call_id=call.id, at=now, kind="risk", detail={"level": level, "screen_id": screen.id,
-                                                                        "handler_user_id": handler_user_id}))
+    append(session, CallEvent, call_id=call.id, at=now, kind="risk",
+           detail={"level": level, "screen_id": screen.id, "handler_user_id": handler_user_id})
     if level == "immediate":
         announce(session, ALERT_TOPIC, **alert_payload(call.id, handler_user_id, handler_name, level, now.isoformat()))
     return screen

@@ -33,7 +33,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from . import audit, presence, reports, routing
 from .connect import conference_name
-from .db import db, is_postgresql
+from .db import append, db, is_postgresql
 from .events import announce
 from .models import Booking, Call, CallEvent, Clinician, Handler, QueueEntry, Site, User, utcnow
 from .softphone import supervisor_identity
@@ -76,7 +76,7 @@ def _note(session: Session, supervisor: Any, call_id: int | None, kind: str, act
           **detail: Any) -> None:
     """Put the action on the call's timeline and in the audit log."""
     if call_id is not None:
-        session.add(CallEvent(call_id=call_id, kind=kind, at=now, detail={"supervisor_id": supervisor.id, **detail}))
+        append(session, CallEvent, call_id=call_id, kind=kind, at=now, detail={"supervisor_id": supervisor.id, **detail})
     audit.record(session, supervisor, action, "call" if call_id is not None else "handler",
                  call_id if call_id is not None else detail.get("handler_id"), **detail)
 
@@ -303,8 +303,8 @@ def _ring(session: Session, twilio: TwilioGateway, supervisor: Any, entry: Queue
     """
     call_id, handler_leg, handler_id = entry.call_id, entry.handler_leg_sid, entry.handler_id
     assert handler_leg is not None
-    session.add(CallEvent(call_id=call_id, kind="supervisor_ringing", at=now,
-                          detail={"supervisor_id": supervisor.id, "mode": mode}))
+    append(session, CallEvent, call_id=call_id, kind="supervisor_ringing", at=now,
+           detail={"supervisor_id": supervisor.id, "mode": mode})
     session.commit()
     identity = supervisor_identity(supervisor.id)
     options = {key: value for key, value in _participant_changes(mode, handler_leg).items() if value}
@@ -316,8 +316,8 @@ def _ring(session: Session, twilio: TwilioGateway, supervisor: Any, entry: Queue
             status_callback=twilio.absolute(status_path), status_callback_method="POST",
             status_callback_event=["answered", "completed"], **options)
     except TwilioUnavailable as exc:
-        session.add(CallEvent(call_id=call_id, kind="supervisor_left", at=utcnow(),
-                              detail={"supervisor_id": supervisor.id, "status": "twilio_failed"}))
+        append(session, CallEvent, call_id=call_id, kind="supervisor_left", at=utcnow(),
+               detail={"supervisor_id": supervisor.id, "status": "twilio_failed"})
         session.commit()
         raise SupervisionError("twilio_failed", str(exc)) from None
     _note(session, supervisor, call_id, f"supervisor_{mode}", f"supervision.{mode}", utcnow(),
@@ -380,8 +380,8 @@ def state(session: Session, supervisor: Any, call_id: int, now: dt.datetime) -> 
 
 def _record_left(session: Session, call_id: int, supervisor_id: int, leg_sid: str | None, status: str,
                  now: dt.datetime) -> None:
-    session.add(CallEvent(call_id=call_id, kind="supervisor_left", at=now,
-                          detail={"supervisor_id": supervisor_id, "leg_sid": leg_sid, "status": status}))
+    append(session, CallEvent, call_id=call_id, kind="supervisor_left", at=now,
+           detail={"supervisor_id": supervisor_id, "leg_sid": leg_sid, "status": status})
 
 
 # -- Twilio's reports on a supervisor's leg -----------------------------------------------------------

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import lifecycle
-from .db import db, is_postgresql
+from .db import append, db, is_postgresql
 from .deferred import keep_for_replay, received_at
 from .errors import error, register_webhook_errors
 from .events import announce
@@ -208,7 +208,7 @@ def _apply_status(call_sid: str, new_status: str, sequence: int | None, duration
     call.twilio_status = new_status
     if sequence is not None:
         call.twilio_sequence = sequence
-    session.add(CallEvent(call_id=call.id, kind="status", step=call.step, detail={"status": new_status, "sequence": sequence}))
+    append(session, CallEvent, call_id=call.id, kind="status", step=call.step, detail={"status": new_status, "sequence": sequence})
     call.ended_at = now
     if duration_text.isdigit():
         call.duration_s = int(duration_text)

@@ -229,6 +229,42 @@ def test_append_only_rows_committed_with_the_session_keep_their_values_and_order
         assert db.session.scalar(select(WebhookReply.created_at)) >= start
 
 
+def test_lines_appended_without_an_object_keep_their_order_and_their_transaction(app, database_url, tmp_path):  # type: ignore[no-untyped-def]
+    """`append` adds a timeline line as a row, with no ORM object: written with the commit in the
+    order added, with its defaults; on PostgreSQL in the COMMIT's round trip; and not at all when
+    its transaction rolls back."""
+    from sqlalchemy import select
+
+    from helpline.db import append, db
+    from helpline.models import Call, CallEvent, utcnow
+
+    from .conftest import round_trips
+
+    with app.app_context(), contextlib.ExitStack() as stack:
+        wire = stack.enter_context(round_trips(db.engine, tmp_path)) if database_url.startswith("postgresql") else None
+        call = Call(call_sid="CA" + "c" * 32)
+        db.session.add(call)
+        db.session.commit()
+        append(db.session, CallEvent, call_id=call.id, kind="lost", step="welcome")
+        db.session.rollback()
+        start = utcnow()
+        call.step = "menu"  # read back: the BEGIN and the SELECT
+        before = wire() if wire is not None else 0
+        append(db.session, CallEvent, call_id=call.id, kind="step", step="welcome")
+        append(db.session(), CallEvent, call_id=call.id, kind="key", step="menu", detail={"key": "1"})
+        append(db.session, CallEvent, call_id=call.id, kind="outcome", at=start, detail={"outcome": "ended"})
+        db.session.commit()
+        if wire is not None:
+            assert wire() - before == 1  # the call's UPDATE, the lines and the COMMIT
+        db.session.remove()
+        written = db.session.execute(select(CallEvent.kind, CallEvent.step, CallEvent.detail, CallEvent.at)
+                                     .order_by(CallEvent.id)).all()
+        assert [(kind, step, detail) for kind, step, detail, _ in written] == [
+            ("step", "welcome", {}), ("key", "menu", {"key": "1"}), ("outcome", None, {"outcome": "ended"})]
+        assert all(at >= start for _, _, _, at in written[:2]) and written[2][3] == start
+        assert db.session.scalar(select(Call.step)) == "menu"
+
+
 def test_append_only_rows_are_not_written_when_the_commit_fails(app, database_url):  # type: ignore[no-untyped-def]
     from sqlalchemy import func, select
     from sqlalchemy.exc import IntegrityError

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from helpline import lifecycle, routing
-from helpline.db import db
+from helpline.db import ServiceSession, db
 from helpline.models import Call, CallEvent, QueueEntry
 from helpline.states import TRANSITIONS, Move, Presence, QueueState, TransitionError, apply, sources, target
 
@@ -24,7 +24,7 @@ PAIRS = [(move, state) for move in Move for state in STATES]
 
 @pytest.fixture
 def session(app) -> Iterator[Session]:  # type: ignore[no-untyped-def]
-    with Session(db.engine, expire_on_commit=False) as opened:
+    with ServiceSession(db.engine, expire_on_commit=False) as opened:  # as the service's own sessions are
         yield opened
 
 

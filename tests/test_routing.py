@@ -15,7 +15,7 @@ from helpline import lifecycle, presence, routing
 from helpline import router as router_module
 from helpline.config import RoutingSettings
 from helpline.decision import takeable
-from helpline.db import db
+from helpline.db import ServiceSession, db
 from helpline.events import announce
 from helpline.models import Call, CallEvent, Handler, QueueEntry
 
@@ -37,7 +37,7 @@ def later(seconds: float) -> dt.datetime:
 @pytest.fixture
 def session(app) -> Iterator[Session]:  # type: ignore[no-untyped-def]
     """A session with no event bus: these tests call routing directly, with an explicit `now`."""
-    with Session(db.engine, expire_on_commit=False) as opened:
+    with ServiceSession(db.engine, expire_on_commit=False) as opened:
         yield opened
 
 
@@ -54,6 +54,8 @@ def offered_to(session: Session, entry: QueueEntry) -> int | None:
 
 
 def events(session: Session, call_id: int, kind: str) -> list[CallEvent]:
+    """The call's timeline lines of `kind`, once committed: lines are written with the commit (db.append)."""
+    session.commit()
     return list(session.scalars(select(CallEvent).where(CallEvent.call_id == call_id, CallEvent.kind == kind)))
 
 
@@ -218,13 +220,13 @@ def test_an_offer_leaves_a_call_another_transaction_holds_without_waiting(app, d
     with db.engine.connect() as other:
         held = other.begin()
         other.execute(select(QueueEntry.id).where(QueueEntry.id == entry.id).with_for_update())
-        with Session(db.engine) as session:
+        with ServiceSession(db.engine) as session:
             started = time.monotonic()
             assert routing.make_offer(session, _as_waiting(entry), person_id, SETTINGS, NOW) is None
             assert time.monotonic() - started < 1
             session.commit()
         held.rollback()
-    with Session(db.engine) as session:
+    with ServiceSession(db.engine) as session:
         assert session.scalar(select(Handler.presence).where(Handler.id == person_id)) == "available"
         assert session.scalar(select(QueueEntry.state).where(QueueEntry.id == entry.id)) == "waiting"
 
@@ -244,7 +246,7 @@ def test_a_pass_walks_past_a_call_another_transaction_holds_instead_of_trying_it
         other.execute(select(QueueEntry.id).where(QueueEntry.id == held_entry.id).with_for_update())
 
         def route() -> None:
-            with Session(db.engine) as session:
+            with ServiceSession(db.engine) as session:
                 offers.extend(routing.route(session, SETTINGS, NOW))
                 session.commit()
 

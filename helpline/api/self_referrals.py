@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import audit
 from ..auth import roles_required
-from ..db import db
+from ..db import append, db
 from ..models import Call, CallEvent, utcnow
 from ..public import referrals
 from ..security import client_address
@@ -120,7 +120,7 @@ def email_reply(call_id: int) -> Response | tuple[Response, int]:
                                reply.body.strip() + REPLY_FOOTER.format(reference=details.get("reference", "")))
     except mail.MailUnavailable as exc:
         return error(502, "mail_failed", str(exc))
-    db.session.add(CallEvent(call_id=call_id, kind="email_sent", detail={"handler_id": handler.id}))
+    append(db.session, CallEvent, call_id=call_id, kind="email_sent", detail={"handler_id": handler.id})
     audit.record(db.session, current_user, "call.email_sent", "call", call_id)
     db.session.commit()
     return jsonify(EmailSent(sent=True, message_id=message_id).model_dump())

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from .. import audit, contacts, jobs, mail, partners
 from ..auth import roles_required
-from ..db import db
+from ..db import append, db
 from ..errors import error
 from ..models import CallEvent, utcnow
 from ..twilio_rest import TwilioUnavailable, gateway
@@ -122,7 +122,7 @@ def send_signposts(call_id: int) -> tuple[Response, int] | Response:
     contact.details_enc = vault().encrypt(json.dumps(fields, sort_keys=True))
     contact.updated_at = now
     # The timeline says that a signpost went out, never to whom or which.
-    db.session.add(CallEvent(call_id=call.id, kind="signpost", detail={"count": len(chosen), "result": result}))
+    append(db.session, CallEvent, call_id=call.id, kind="signpost", detail={"count": len(chosen), "result": result})
     audit.record(db.session, current_user, "contact.signpost", "contact", contact.id, fields=["signposts"])
     db.session.commit()
     return jsonify({"result": result, "channel": request_body.channel, "services": sent["services"]}), 201

@@ -20,6 +20,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from .. import lifecycle, routing
 from ..config import Settings
 from ..crypto import Vault
+from ..db import append
 from ..events import announce
 from ..hours import OpeningHours
 from ..models import Call, CallEvent, Handler, QueueEntry, utcnow
@@ -112,7 +113,7 @@ class Interpreter:
     @staticmethod
     def log(session: Session, call: Call, kind: str, step: str | None, **detail: Any) -> None:
         """Add a line to the call's timeline."""
-        session.add(CallEvent(call_id=call.id, kind=kind, step=step, detail=detail))
+        append(session, CallEvent, call_id=call.id, kind=kind, step=step, detail=detail)
 
     def _path(self, call: Call, entry: dict[str, Any]) -> None:
         call.ivr_path = [*call.ivr_path, {**entry, "at": utcnow().isoformat()}]
@@ -492,7 +493,7 @@ class Interpreter:
         wait_s = routing.estimated_wait_s(session, place, now, self.settings.queue.default_wait_estimate_s)
         waited = (now - (call.queued_at or now)).total_seconds()
         # What they were told, to set against the wait that follows (the benchmark's estimate error).
-        session.add(CallEvent(call_id=call.id, kind=TOLD, at=now, detail={"place": place, "estimate_s": wait_s}))
+        append(session, CallEvent, call_id=call.id, kind=TOLD, at=now, detail={"place": place, "estimate_s": wait_s})
         if wait_s is None:
             # Nobody on duty: no time would be honest; say so, and offer the call-back now.
             text = self.render(step.announce.get("no_estimate", NO_ESTIMATE), now, position=place)

@@ -24,6 +24,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from .. import lifecycle, presence
+from ..db import append
 from ..states import Presence
 from ..events import announce
 from ..reports import WEB_ALERT_HANDLER
@@ -293,11 +294,11 @@ def submit(session: Session, referral: Referral, now: dt.datetime) -> Outcome:
     entry = lifecycle.request_callback(session, call, keep_place=False, not_before=first_safe_moment(hours, spans, now),
                                        now=now, kind="callback" if how == "phone" else "email")
     entry.priority = AT_RISK_PRIORITY if at_risk else 100
-    session.add(CallEvent(call_id=call.id, at=now, kind="web_request", step="web_request",
-                          detail={"channel": "web", "contact_by": how, "windows": [list(span) for span in spans],
-                                  "not_before": entry.not_before.isoformat() if entry.not_before else None}))
+    append(session, CallEvent, call_id=call.id, at=now, kind="web_request", step="web_request",
+           detail={"channel": "web", "contact_by": how, "windows": [list(span) for span in spans],
+           "not_before": entry.not_before.isoformat() if entry.not_before else None})
     if at_risk:
-        session.add(CallEvent(call_id=call.id, at=now, kind="risk", detail={"level": "immediate", "source": "web_form"}))
+        append(session, CallEvent, call_id=call.id, at=now, kind="risk", detail={"level": "immediate", "source": "web_form"})
         announce(session, ALERT_TOPIC, kind="risk", call_id=call.id, handler={"id": None, "name": WEB_ALERT_HANDLER},
                  level="immediate", at=now.isoformat(), source="web_form")
     announce(session, "queue_changed")
@@ -336,6 +337,6 @@ def hold_until_safe(session: Session, handler: Any, call_id: int, now: dt.dateti
         lifecycle.withdraw(session, handler, "outside_safe_times", now)
         presence.set_presence(session, handler, Presence.AVAILABLE, now)
     entry.not_before = later
-    session.add(CallEvent(call_id=call_id, at=now, kind="held_until_safe", detail={"not_before": later.isoformat()}))
+    append(session, CallEvent, call_id=call_id, at=now, kind="held_until_safe", detail={"not_before": later.isoformat()})
     announce(session, "queue_changed")
     return later
