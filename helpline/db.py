@@ -14,7 +14,9 @@ There is one way to commit: `session.commit()`. Every session the service makes 
 models.Base), and any statements given to `write_with_commit`, with the COMMIT, in one round trip;
 on SQLite it writes the same rows on the driver, without the ORM's flush. It raises only for a
 transaction that did not commit: every check on what it sends (an UPDATE that must find its row)
-runs inside the transaction, before the COMMIT. One helper beside it saves round trips: `run_together` (statements sent together within the
+runs inside the transaction, before the COMMIT. A line of a call's timeline (or any row of an
+"append" table) is added with `append`, as a row written with the commit, without an ORM object.
+One helper beside it saves round trips: `run_together` (statements sent together within the
 session's transaction, for the routing pass). The compiled forms they send are kept in a cache of
 fixed size (`COMPILED_CACHE_SIZE`).
 """
