@@ -387,6 +387,11 @@ def callback_unanswered(session: Session, entry: QueueEntry, handler: Handler | 
 
 # -- the end of the call, and wrap-up ---------------------------------------------------------------------------
 
+#: Who holds a call (an offer of it, or the handler talking to them), read when it ends; built once.
+_HOLDERS = select(Handler).where(Handler.current_call_id == bindparam("call_id"))
+_HOLDERS_LOCKED = _HOLDERS.with_for_update()
+
+
 def call_ended(session: Session, call_id: int, now: dt.datetime, *, entry: QueueEntry | None | EllipsisType = ...) -> None:
     """The caller's call ended (status callback): withdraw an offer of it, or start the handler's wrap-up.
 
@@ -395,18 +400,16 @@ def call_ended(session: Session, call_id: int, now: dt.datetime, *, entry: Queue
     """
     # Locked, so that a handler whose console closes at the same moment (handler_gone) is moved by one
     # of the two after the other, never freed by this one from what it read before they left.
-    holders_query = select(Handler).where(Handler.current_call_id == call_id)
-    if is_postgresql(session):
-        holders_query = holders_query.with_for_update()
+    holders_query = _HOLDERS_LOCKED if is_postgresql(session) else _HOLDERS
     if entry is ...:
         entry = entry_for(session, call_id)
-        holders = session.scalars(holders_query.execution_options(populate_existing=True)).all()
+        holders = session.scalars(holders_query, {"call_id": call_id}, execution_options={"populate_existing": True}).all()
     else:
         # Within the transaction that ended the call: a handler it has already moved (the one an offer
         # of the call was withdrawn from) is taken as the transaction holds them, not as the database
         # still has them; and nothing is written early for the query.
         with session.no_autoflush:
-            holders = session.scalars(holders_query).all()
+            holders = session.scalars(holders_query, {"call_id": call_id}).all()
     for handler in holders:
         if handler.presence == Presence.OFFERED:
             announce(session, "offer_withdrawn", handler_id=handler.id, call_id=call_id, reason="abandoned")
