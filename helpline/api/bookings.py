@@ -22,7 +22,7 @@ from .. import booking as booking_service
 from .. import audit, contacts, jobs
 from ..auth import roles_required
 from ..calendar import booking_ics
-from ..db import db
+from ..db import append, db
 from ..models import Booking, CallEvent, Clinician, Contact, utcnow
 from ..errors import error
 from . import BadRequest, Routes, body
@@ -87,9 +87,9 @@ def follow_up(booking_id: int, kind: Literal["booked", "moved", "cancelled"]) ->
     return booking
 
 
-def booking_event(booking: Booking, action: str) -> CallEvent:
+def record_on_timeline(booking: Booking, action: str) -> None:
     """A line on the call's timeline: which booking, what happened; nothing personal."""
-    return CallEvent(call_id=booking.call_id, kind="booking", detail={"action": action, "booking_id": booking.id})
+    append(db.session, CallEvent, call_id=booking.call_id, kind="booking", detail={"action": action, "booking_id": booking.id})
 
 
 def booking_or_403(booking_id: int) -> Booking:
@@ -129,7 +129,7 @@ def create_booking() -> tuple[Response, int] | Response:
     try:
         fields = contacts.with_caller_number(vault(), call, contact)
         booking = booking_service.book(db.session, contact, fields, request_body.slot_id, current_user.id)
-        db.session.add(booking_event(booking, "booked"))
+        record_on_timeline(booking, "booked")
         db.session.commit()
     except booking_service.BookingRefused as exc:
         db.session.rollback()
@@ -162,7 +162,7 @@ def cancel_booking(booking_id: int) -> tuple[Response, int]:
     if booking.status == "cancelled":
         return response(booking)
     booking_service.cancel(booking)
-    db.session.add(booking_event(booking, "cancelled"))
+    record_on_timeline(booking, "cancelled")
     # Who cancelled someone's appointment, and when, belongs in the audit log like who made it.
     audit.record(db.session, current_user, "booking.cancel", "booking", booking.id)
     db.session.commit()
@@ -184,7 +184,7 @@ def reschedule_booking(booking_id: int) -> tuple[Response, int] | Response:
     contact = booking.contact
     try:
         booking_service.reschedule(db.session, booking, move.slot_id, fields=contacts.details(vault(), contact))
-        db.session.add(booking_event(booking, "moved"))
+        record_on_timeline(booking, "moved")
         db.session.commit()
     except booking_service.SlotNotFound as exc:
         db.session.rollback()
