@@ -79,20 +79,23 @@ def _new_entry(session: Session, call: Call, move: Move, placed_at: dt.datetime,
     INSERT must not flush them first.
     """
     with session.no_autoflush:
-        entry = session.scalar(insert(QueueEntry).values(
-            call_id=call.id, placed_at=placed_at, state=target(move, None), kind=kind, need=call.need,
-            flags=list(call.flags), not_before=not_before).returning(QueueEntry))
+        entry = session.scalar(insert(QueueEntry).values(call_id=call.id, placed_at=placed_at, state=target(move, None),
+                                                         **_description(call, kind, not_before)).returning(QueueEntry))
     assert entry is not None
     set_committed_value(call, "queue_entry", entry)
     return entry
 
 
+def _description(call: Call, kind: str, not_before: dt.datetime | None) -> dict[str, Any]:
+    """What an entry says of the call it is for: `kind`, the need and flags the caller gave, and
+    when it may be offered; a new entry is written with it, an entry the call has is given it."""
+    return {"kind": kind, "need": call.need, "flags": list(call.flags), "not_before": not_before}
+
+
 def _describe(entry: QueueEntry, call: Call, kind: str, not_before: dt.datetime | None) -> None:
     """An entry the call already has, now for `kind`, with the need and flags the caller gave."""
-    entry.kind = kind
-    entry.need = call.need
-    entry.flags = list(call.flags)
-    entry.not_before = not_before
+    for key, value in _description(call, kind, not_before).items():
+        setattr(entry, key, value)
 
 
 def join_line(session: Session, call: Call, placed_at: dt.datetime) -> QueueEntry:
