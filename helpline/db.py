@@ -315,17 +315,18 @@ def _append_rows(session: Session) -> list[tuple[Executable, dict[str, Any]]]:
 
 def new_row(cls: type, **given: Any) -> tuple[Executable, dict[str, Any]]:
     """The INSERT of a row of an "append" class, built once, and its values: `given`, each other
-    column's default, or None. For `ServiceSession.write_with_commit`, which writes it without
-    making an object of it for the ORM (a webhook's stored reply)."""
+    column's default, or None: what `append` writes with the commit, and what the commit writes
+    for an "append" object left in the session (`_append_rows`)."""
     statement, columns = _append_statement(cls)
     return statement, {column.key: None for column in columns} | with_defaults(inspect(cls).local_table, given)
 
 
 def append(session: Session | scoped_session[Any], cls: type, **given: Any) -> None:
-    """Add a row to an "append" table (see models.Base), such as a line of a call's timeline: built
-    as `new_row` builds it and written with the session's commit (`ServiceSession.write_with_commit`),
-    in the order added. No ORM object is made of it, which cost a webhook more than the INSERT; so
-    the transaction that adds it does not read it back, and it has no id until it is written."""
+    """Add a row to an "append" table (see models.Base), such as a line of a call's timeline or a
+    webhook's stored reply: built as `new_row` builds it and written with the session's commit
+    (`ServiceSession.write_with_commit`), in the order added. No ORM object is made of it, which
+    cost a webhook more than the INSERT; so the transaction that adds it does not read it back, and
+    it has no id until it is written."""
     own = session() if isinstance(session, scoped_session) else session
     own.write_with_commit(*new_row(cls, **given))
 

@@ -19,7 +19,7 @@ from flask import Response, current_app, request
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from .db import db, new_row
+from .db import append, db
 from .errors import error
 from .models import WebhookReply
 
@@ -110,7 +110,7 @@ def idempotent_twiml(view: Callable[..., str]) -> Callable[..., Response]:
         session = db.session()
         try:
             body = view(*args, call_sid=sid, **kwargs)
-            session.write_with_commit(*new_row(WebhookReply, call_sid=sid, request_key=key, body=body))
+            append(session, WebhookReply, call_sid=sid, request_key=key, body=body)
             session.commit()
         except Exception:
             # A retry (or the same request racing us) whose first run committed: its reply is the
