@@ -634,8 +634,7 @@ class Database:
         if self.engine is not None:
             self.session.remove()
             self.engine.dispose()
-        self._dispose_own()
-        self._readers.close_all()
+        self._close_kept()
         self.engine = make_engine(url)
         self._readers.path = sqlite_file(self.engine.url)
         self.factory = sessionmaker(self.engine, class_=ServiceSession, expire_on_commit=False, info={"bus": self.bus})
@@ -658,10 +657,12 @@ class Database:
             self._own[name] = (engine, sessionmaker(engine, class_=ServiceSession, expire_on_commit=False, info={"bus": self.bus}))
         return self._own[name][1]
 
-    def _dispose_own(self) -> None:
+    def _close_kept(self) -> None:
+        """Close the connections kept beside the pool: `own_connection`'s and the readers'."""
         for engine, _sessions in self._own.values():
             engine.dispose()
         self._own.clear()
+        self._readers.close_all()
 
     def init_app(self, app: Flask) -> None:
         """Bind to the app's configured URL and close the request's session when it ends."""
@@ -707,8 +708,7 @@ class Database:
         self.session.remove()
         if self.engine is not None:
             self.engine.dispose()
-        self._dispose_own()
-        self._readers.close_all()
+        self._close_kept()
 
 
 db = Database()
