@@ -15,7 +15,7 @@ import click
 from flask import Flask
 from sqlalchemy import select
 
-from . import audit, create_app, display, keys, mfa, staff_sessions, subjects
+from . import audit, create_app, display, episodes, keys, mfa, staff_sessions, subjects
 from .audit import Actor
 from .config import load_settings
 from .db import db, is_current
@@ -183,8 +183,6 @@ def _find(session, key_text: str, numbers: tuple[str, ...], contact_ids: tuple[i
         raise click.UsageError("name the person with --caller-number or --contact-id")
     if not reason.strip():
         raise click.UsageError("--reason must say why")
-    if contact_ids and not any(source.name != "calls" for source in subjects.sources()):
-        raise click.ClickException("no first-contact records are held by this version of the service")
     try:
         return subjects.find(session, key_text, numbers, contact_ids)
     except ValueError as exc:
@@ -221,6 +219,10 @@ def erase_subject(numbers: tuple[str, ...], contact_ids: tuple[int, ...], reason
                 return
             described = subject.describe()
             click.echo(f"found {len(described['calls'])} calls and {len(described['contacts'])} first-contact records", err=True)
+            upcoming = episodes.appointments_to_come(session, subject.contact_ids)
+            if upcoming:
+                click.echo(f"{upcoming} appointments still to come will be removed from their clinicians' diaries: "
+                           "tell the clinicians first", err=True)
             if not yes:
                 click.confirm("erase this person's personal data? This cannot be undone", abort=True, err=True)
             counts = subjects.erase(session, subject)

@@ -6,7 +6,8 @@ to each appointment (once it has begun) and, when treatment ends, the discharge 
 the record is kept `retention.discharged_record_days` (20 years by default: the NHS Records
 Management Code keeps mental-health records 20 years after treatment ends) and then removed by the
 purge rule below: the record, its bookings, risk screens and questionnaires go, and its call is
-anonymised (what statistics need stays, see retention.py).
+anonymised (what statistics need stays, see retention.py). A person's request to see or erase
+what is held about them (subjects.py) takes in the same records, whether discharged or not.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import datetime as dt
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from .booking import local_date
 from .config import Settings
-from .models import Booking, Clinician, Contact, Locality, Questionnaire, RiskScreen, utcnow
+from .crypto import Vault
+from .keys import vaults
+from .models import Booking, Clinician, Contact, Locality, Questionnaire, RiskScreen, Site, utcnow
 from .retention import anonymise_calls, retention_rule
+from .subjects import Subject, SubjectSource, register_subject_source, row_dict
 
 
 class AttendanceUpdate(BaseModel):
@@ -159,3 +163,61 @@ def episode_rows(contact_ids: list[int], call_ids: list[int]) -> list[Any]:
     """DELETE statements for what hangs off the records: their questionnaires, bookings and risk screens."""
     return [delete(Questionnaire).where(Questionnaire.contact_id.in_(contact_ids) | Questionnaire.call_id.in_(call_ids)),
             delete(Booking).where(Booking.contact_id.in_(contact_ids)), delete(RiskScreen).where(RiskScreen.call_id.in_(call_ids))]
+
+
+# -- a person's rights: their records in an export or an erasure (subjects.py) -----------------------
+
+
+def _subject_expand(session: Session, subject: Subject, keys: str) -> None:
+    """The records of the person's calls, those under their number's keyed hash, and those named by
+    id; and back from each record to its call.
+
+    The numbers written in a record (a phone to reach them on) are not followed to other calls: a
+    shared or work phone given to reach someone may be another person's own line.
+    """
+    hashes = {vault.keyed_hash(number) for number in subject.numbers for vault in vaults(keys)}
+    links = [column.in_(sorted(values)) for column, values in
+             ((Contact.id, subject.contact_ids), (Contact.call_id, subject.call_ids), (Contact.person_hash, hashes)) if values]
+    if not links:
+        return
+    for contact_id, call_id in session.execute(select(Contact.id, Contact.call_id).where(or_(*links))):
+        subject.contact_ids.add(contact_id)
+        subject.call_ids.add(call_id)
+
+
+def _subject_export(session: Session, subject: Subject, vault: Vault) -> dict[str, list[dict[str, Any]]]:
+    """The person's first-contact records, appointments, risk screens and questionnaires, decrypted."""
+    contact_ids, call_ids = sorted(subject.contact_ids), sorted(subject.call_ids)
+    bookings = session.execute(
+        select(Booking, Clinician.display_name, Site.name).join(Clinician, Booking.clinician_id == Clinician.id)
+        .outerjoin(Site, Booking.site_id == Site.id).where(Booking.contact_id.in_(contact_ids)).order_by(Booking.starts_at))
+    return {
+        "first_contact_records": [row_dict(contact, vault) for contact in
+                                  session.scalars(select(Contact).where(Contact.id.in_(contact_ids)).order_by(Contact.id))],
+        "appointments": [{**row_dict(booking, vault), "clinician": clinician, "site": site}
+                         for booking, clinician, site in bookings],
+        "risk_screens": [row_dict(screen, vault) for screen in
+                         session.scalars(select(RiskScreen).where(RiskScreen.call_id.in_(call_ids)).order_by(RiskScreen.at))],
+        "questionnaires": [row_dict(questionnaire, vault) for questionnaire in session.scalars(
+            select(Questionnaire).where(or_(Questionnaire.contact_id.in_(contact_ids), Questionnaire.call_id.in_(call_ids)))
+            .order_by(Questionnaire.at))],
+    }
+
+
+def _subject_erase(session: Session, subject: Subject) -> int:
+    """Remove the person's records with everything that hangs off them, as the purge removes an
+    episode past its time (their calls are anonymised by the calls' own source, after this)."""
+    contact_ids, call_ids = sorted(subject.contact_ids), sorted(subject.call_ids)
+    removed = 0
+    for statement in (*episode_rows(contact_ids, call_ids), delete(Contact).where(Contact.id.in_(contact_ids))):
+        removed += session.execute(statement.execution_options(synchronize_session=False)).rowcount or 0
+    return removed
+
+
+def appointments_to_come(session: Session, contact_ids: set[int]) -> int:
+    """How many of these records' appointments are booked and not yet over (an erasure removes them)."""
+    return session.scalar(select(func.count(Booking.id)).where(
+        Booking.contact_id.in_(sorted(contact_ids)), Booking.status == "booked", Booking.ends_at > utcnow())) or 0
+
+
+register_subject_source(SubjectSource("contacts", _subject_expand, _subject_export, _subject_erase))

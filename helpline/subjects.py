@@ -2,9 +2,10 @@
 
 A person is found by their phone number or by a first-contact record, and the search follows links
 until it stops finding more: a number finds calls (by keyed hash, under every configured key), a
-call gives its number, a contact gives its call, and so on. Each area that holds personal data
-registers a `SubjectSource` saying how to follow its links, export its rows and erase them; calls are
-registered here, first-contact records by their own module:
+call gives its number, a first-contact record gives its call, and so on. Each area that holds
+personal data registers a `SubjectSource` saying how to follow its links, export its rows and erase
+them; calls are registered here, first-contact records with their appointments, risk screens and
+questionnaires by episodes.py:
 
     register_subject_source(SubjectSource("contacts", expand=..., export=..., erase=...))
 
@@ -15,6 +16,7 @@ Both are audited by the caller (the CLI) with the reason given.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -88,19 +90,30 @@ def jsonable(value: Any) -> Any:
 
 
 def row_dict(row: Any, vault: Vault) -> dict[str, Any]:
-    """Every column of an ORM row, encrypted ones decrypted (named without their `_enc`)."""
+    """Every column of an ORM row, encrypted ones decrypted (named without their `_enc`); an
+    encrypted JSON object or list (a record's details, a screen's answers) is given as such."""
     data: dict[str, Any] = {}
     for column in row.__table__.columns:
         value = getattr(row, column.key)
         if is_encrypted(column):
             name = column.name.removesuffix("_enc")
             try:
-                data[name] = vault.decrypt(value)
+                data[name] = _parsed(vault.decrypt(value))
             except ValueError:
                 data[name] = "(cannot be decrypted with the configured keys)"
         else:
             data[column.name] = jsonable(value)
     return data
+
+
+def _parsed(text: str | None) -> Any:
+    """Decrypted text, or the JSON object or list it holds."""
+    if text and text[:1] in "{[":
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
 
 
 # -- calls ---------------------------------------------------------------------------------------

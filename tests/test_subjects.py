@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from helpline import keys, subjects
 from helpline.admin_cli import erase_subject, export_subject
 from helpline.crypto import Vault
 from helpline.db import db
-from helpline.models import AuditEntry, Call
+from helpline.models import (AuditEntry, Booking, Call, Clinician, Contact, Locality, Questionnaire, RiskScreen, Site,
+                             utcnow)
 
 from .test_audit import cli_env
 from .test_keys import queue_a_call
@@ -130,6 +132,106 @@ def test_erase_asks_first_and_is_audited(app, callers, database_url, tmp_path):
     assert result.exit_code == 0, result.output
     assert call_ids(callers["me"]) == set()  # the SIDs are gone with the numbers
     (entry,) = audited("subject.erase")
-    assert entry.reason == "erasure request 7" and entry.detail["rows"] == {"calls": 2}
+    assert entry.reason == "erasure request 7" and entry.detail["rows"] == {"contacts": 0, "calls": 2}
     export = run(export_subject, ["--caller-number", ME, "--reason", "check"], app, database_url, tmp_path)
     assert json.loads(export.stdout)["records"]["calls"] == []
+
+
+# -- first-contact records, their appointments, risk screens and questionnaires ----------------------
+
+
+def give_record(app, call_sid: str, details: dict[str, str], appointment_in_days: int = 7) -> int:  # type: ignore[no-untyped-def]
+    """A first-contact record for the call, with an appointment `appointment_in_days` from now (at a
+    site), a risk screen and a questionnaire. Returns the record's id."""
+    vault = app.extensions["helpline.vault"]
+    with db.transaction() as session:
+        if session.get(Locality, "QWO") is None:
+            session.add(Locality(code="QWO", name="NHS West Yorkshire ICB", region="North East and Yorkshire"))
+            session.flush()
+            session.add_all([Clinician(code="subject-clinician", display_name="Dr Seen", profession="psychiatrist", locality_code="QWO"),
+                             Site(code="subject-site", locality_code="QWO", name="Quiet Lane Clinic", town="Leeds")])
+            session.flush()
+        call = session.scalar(select(Call).where(Call.call_sid == call_sid))
+        contact = Contact(call_id=call.id, person_hash=call.caller_hash, about_self=True, disposition="booked",
+                          details_enc=vault.encrypt(json.dumps(details)))
+        session.add(contact)
+        session.flush()
+        start = utcnow().replace(microsecond=0) + dt.timedelta(days=appointment_in_days, hours=contact.id)  # a slot each
+        session.add_all([
+            Booking(call_id=call.id, contact_id=contact.id, clinician_id=session.scalar(select(Clinician.id)),
+                    site_id=session.scalar(select(Site.id)), modality="face_to_face", starts_at=start,
+                    ends_at=start + dt.timedelta(minutes=50), held_start=start),
+            RiskScreen(call_id=call.id, level="low", answers_enc=vault.encrypt('{"thoughts_of_harm": "no"}')),
+            Questionnaire(call_id=call.id, contact_id=contact.id, kind="gad7", recorded_by_role="clinician",
+                          result_enc=vault.encrypt('{"score": 9, "band": "mild"}')),
+        ])
+        return contact.id
+
+
+def left_of(contact_id: int) -> dict[str, int]:
+    """How many rows of the record, and of what hangs off it, are left."""
+    with db.transaction() as session:
+        contact = session.get(Contact, contact_id)
+        call_id = contact.call_id if contact is not None else -1
+        return {"record": int(contact is not None),
+                "appointments": len(session.scalars(select(Booking.id).where(Booking.contact_id == contact_id)).all()),
+                "risk_screens": len(session.scalars(select(RiskScreen.id).where(RiskScreen.call_id == call_id)).all()),
+                "questionnaires": len(session.scalars(select(Questionnaire.id).where(Questionnaire.contact_id == contact_id)).all())}
+
+
+def test_a_number_finds_the_persons_records_and_the_export_holds_them_decrypted(app, callers):
+    mine = give_record(app, callers["me"][0], {"name": "Dr Ada Example", "gmc_number": "1234567"})
+    theirs = give_record(app, callers["else"][0], {"name": "Dr Not Them"})
+    with app.app_context(), db.transaction() as session:
+        subject = subjects.find(session, key_text(app), [ME])
+        assert subject.contact_ids == {mine}
+        data = subjects.export(session, key_text(app), subject)
+    held = data["records"]["contacts"]
+    (record,) = held["first_contact_records"]
+    assert record["id"] == mine and record["details"] == {"name": "Dr Ada Example", "gmc_number": "1234567"}
+    (appointment,) = held["appointments"]
+    assert appointment["contact_id"] == mine and appointment["clinician"] == "Dr Seen" and appointment["site"] == "Quiet Lane Clinic"
+    assert [screen["answers"] for screen in held["risk_screens"]] == [{"thoughts_of_harm": "no"}]
+    assert [form["result"] for form in held["questionnaires"]] == [{"score": 9, "band": "mild"}]
+    assert "Not Them" not in json.dumps(data) and theirs not in subject.contact_ids
+
+
+def test_a_record_found_by_its_id_leads_to_all_of_that_persons_calls(app, callers):
+    record = give_record(app, callers["me"][1], {"name": "Dr Ada Example"})
+    with app.app_context(), db.transaction() as session:
+        subject = subjects.find(session, key_text(app), contact_ids=[record])
+    assert subject.call_ids == call_ids(callers["me"]) and subject.numbers == {ME}
+
+
+def test_numbers_written_in_a_record_are_not_followed_to_other_peoples_calls(app, callers):
+    # A shared or work phone given to reach the caller may be someone else's own line.
+    give_record(app, callers["me"][0], {"name": "Dr Ada Example", "phone_alt": SOMEONE_ELSE})
+    with app.app_context(), db.transaction() as session:
+        subject = subjects.find(session, key_text(app), [ME])
+    assert subject.call_ids == call_ids(callers["me"])
+
+
+def test_erasing_removes_the_records_and_what_hangs_off_them(app, callers):
+    mine = give_record(app, callers["me"][0], {"name": "Dr Ada Example"})
+    theirs = give_record(app, callers["else"][0], {"name": "Dr Not Them"})
+    with app.app_context(), db.transaction() as session:
+        counts = subjects.erase(session, subjects.find(session, key_text(app), [ME]))
+    assert counts == {"contacts": 4, "calls": 2}  # the record, its appointment, screen and questionnaire
+    assert left_of(mine) == {"record": 0, "appointments": 0, "risk_screens": 0, "questionnaires": 0}
+    assert left_of(theirs) == {"record": 1, "appointments": 1, "risk_screens": 1, "questionnaires": 1}
+    with db.transaction() as session:
+        assert subjects.find(session, key_text(app), [ME]).found is False
+
+
+def test_the_commands_take_a_record_id_and_erasing_warns_of_appointments_to_come(app, callers, database_url, tmp_path):
+    record = give_record(app, callers["me"][0], {"name": "Dr Ada Example"})
+    export = run(export_subject, ["--contact-id", str(record), "--reason", "SAR 13"], app, database_url, tmp_path)
+    assert export.exit_code == 0, export.output
+    assert json.loads(export.stdout)["records"]["contacts"]["first_contact_records"][0]["details"]["name"] == "Dr Ada Example"
+    erased = run(erase_subject, ["--contact-id", str(record), "--reason", "erasure request 8", "--yes"], app, database_url, tmp_path)
+    assert erased.exit_code == 0, erased.output
+    assert "found 2 calls and 1 first-contact records" in erased.stderr
+    assert "1 appointments still to come" in erased.stderr
+    assert left_of(record)["record"] == 0 and call_ids(callers["me"]) == set()
+    (entry,) = audited("subject.erase")
+    assert entry.detail["contacts"] == [record] and entry.detail["rows"] == {"contacts": 4, "calls": 2}
