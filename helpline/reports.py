@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Float, and_, case, func, literal, or_, select
+from sqlalchemy import Float, and_, case, exists, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
@@ -201,8 +201,18 @@ def _wrap_up_end() -> Any:
     )
 
 
+def reached_line() -> ColumnElement[bool]:
+    """A call that reached the line: it waited in it live, or it has a place in it (a call-back asked
+    for by phone or on the website). The channels count these; the live figures, those that waited."""
+    return or_(Call.queued_at.is_not(None), exists().where(QueueEntry.call_id == Call.id).correlate_except(QueueEntry))
+
+
 def queue_figures(session: Session, start: dt.datetime, end: dt.datetime, now: dt.datetime) -> dict[str, Any]:
-    """Service level, abandonment and average times for calls that started in [start, end), in one query."""
+    """Service level, abandonment and average times for calls that started in [start, end), in one query.
+
+    `reached_line` counts every call that reached the line, as the channels do; `reached_queue`, the
+    calls that waited in it live, which the service level and abandonment are figures of.
+    """
     reached = Call.queued_at.is_not(None)
     waiting = and_(reached, Call.dequeued_at.is_(None), Call.ended_at.is_(None))
     wait = seconds_between(Call.queued_at, Call.dequeued_at)
@@ -215,6 +225,7 @@ def queue_figures(session: Session, start: dt.datetime, end: dt.datetime, now: d
 
     columns = {
         "calls": func.count(Call.id),
+        "reached_line": count(reached_line()),
         "reached_queue": count(reached),
         "waiting": count(waiting),
         "answered": count(answered),
@@ -231,6 +242,7 @@ def queue_figures(session: Session, start: dt.datetime, end: dt.datetime, now: d
     ).one()._mapping
     figures: dict[str, Any] = {
         "calls": int(row["calls"]),
+        "reached_line": int(row["reached_line"]),
         "reached_queue": int(row["reached_queue"]),
         "answered": int(row["answered"]),
         "abandoned": int(row["abandoned"]),
@@ -404,7 +416,7 @@ def channel_counts(session: Session, start: dt.datetime, end: dt.datetime) -> di
     counts = dict.fromkeys(CHANNELS, 0)
     for name, number in session.execute(
         select(channel.label("channel"), func.count(Call.id)).outerjoin(QueueEntry, QueueEntry.call_id == Call.id)
-        .where(Call.started_at >= start, Call.started_at < end, Call.queued_at.is_not(None) | QueueEntry.id.is_not(None))
+        .where(Call.started_at >= start, Call.started_at < end, reached_line())
         .group_by(channel)
     ):
         counts[name] = counts.get(name, 0) + int(number)

@@ -28,7 +28,7 @@ def day(app):
 
 
 TODAY = {
-    "calls": 9, "reached_queue": 7, "answered": 3, "abandoned": 1, "still_waiting": 2,
+    "calls": 9, "reached_line": 7, "reached_queue": 7, "answered": 3, "abandoned": 1, "still_waiting": 2,
     "answered_within_20s": 1, "service_level_20s": round(1 / 6, 4),
     "answered_within_60s": 2, "service_level_60s": 0.4,
     "abandonment_rate": 0.2, "avg_answer_s": 48, "avg_handle_s": 360,

@@ -96,6 +96,7 @@ def test_service_levels_per_day_and_per_hour_in_the_summary_and_its_csv(app, edg
     assert report["by_day"][0]["service"]["answered_in_time"] == round(2 / 3, 4)
     assert report["totals"]["service"]["answered_in_time_all"] == round(4 / 6, 4)
     assert report["channels"] == {"phone": 6, "web": 0, "callback": 3}
+    assert report["totals"]["reached_line"] == sum(report["channels"].values())
     assert "servicelevel" not in report["definitions"]["answered_in_time"]["definition"]
     assert "60 seconds" in report["definitions"]["answered_in_time"]["definition"]
     supervisor = log_in(app, "supervisor")
@@ -179,3 +180,22 @@ def test_a_web_request_counts_under_its_own_channel(app):
         session.commit()
         day = reports.Period(DAY, DAY)
         assert reports.channel_counts(session, day.start, day.end) == {"phone": 1, "web": 1, "callback": 0}
+
+
+def test_reached_the_line_counts_what_the_channels_count(app):
+    """A call-back asked for in the phone menu, or on the website, reaches the line without waiting in it
+    live: the channels and the "Reached the line" total count it, the live figures do not."""
+    with app.app_context():
+        session = db.session
+        call(session, at(9), queued_after=10, wait=None)  # waiting live
+        from_menu = call(session, at(9, 5))
+        from_web = call(session, at(9, 10))
+        from_web.channel = "web"
+        for record in (from_menu, from_web):
+            session.add(QueueEntry(call_id=record.id, kind="callback", state="callback", need="mental_health",
+                                   placed_at=record.started_at + dt.timedelta(seconds=20)))
+        call(session, at(9, 15))  # hung up in the menu: never reached the line
+        session.commit()
+        report = reports.summary(db.session, reports.Period(DAY, DAY), NOW, TARGETS)
+    assert report["channels"] == {"phone": 1, "web": 1, "callback": 1}
+    assert (report["totals"]["calls"], report["totals"]["reached_line"], report["totals"]["reached_queue"]) == (4, 3, 1)

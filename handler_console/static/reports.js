@@ -172,7 +172,7 @@ function drawReport(report) {
   const t = report.totals;
   drawLevels(report);
   $("totals").replaceChildren(
-    total("Calls", String(t.calls)), total("Reached the line", String(t.reached_queue)), total("Answered", String(t.answered)),
+    total("Calls", String(t.calls)), total("Reached the line", String(t.reached_line)), total("Answered", String(t.answered)),
     total("Abandoned", pct(t.abandonment_rate)), total("Average wait", t.avg_answer_s == null ? "–" : clock(t.avg_answer_s)),
     total("Average handling", t.avg_handle_s == null ? "–" : clock(t.avg_handle_s)), total("Bookings", String(report.bookings.total)),
   );
