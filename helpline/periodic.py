@@ -62,6 +62,8 @@ class Periodic:
 PERIODIC: tuple[Periodic, ...] = (
     # Out-of-hours callback requests wait for the opening; at the opening they join the live line.
     Periodic("callbacks-due", "helpline.periodic:release_due_callbacks", "interval", {"seconds": 60}),
+    # A web call-back still in line when the times its person said are safe have passed waits for the next.
+    Periodic("safe-windows", "helpline.public.referrals:hold_closed_windows", "interval", {"seconds": 60}),
     # What Twilio has live and what the database thinks is live are brought together (reconcile.py):
     # callers held through an outage join the line, calls whose end was never recorded are settled.
     Periodic("reconcile-calls", "helpline.reconcile:reconcile_job", "interval", {"minutes": 1}),

@@ -15,12 +15,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from helpline import mail, public, reports
+from helpline import mail, public, reports, router
 from helpline.db import db
 from helpline.hours import OpeningHours
 from helpline.models import AuditEntry, Call, CallEvent, PublicSubmission, QueueEntry, utcnow
 from helpline.public import referrals
 
+from . import routing_factories
 from .test_console_api import Console, presence_of, service, state
 from .twilio_recorder import Recorder, twilio_api  # noqa: F401 - fixture
 
@@ -525,6 +526,37 @@ def test_a_web_call_back_is_never_rung_outside_its_safe_times(app_factory: Any, 
     assert entry.not_before.astimezone(LONDON).hour == int(window[:2])
     assert presence_of(app, ann.handler_id) == "available"
     assert ann.get("/api/queue").get_json()["calls"] == []
+
+
+def test_a_web_call_back_whose_safe_window_closes_in_line_leaves_it_until_the_next(
+        app_factory: Any, twilio_api: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody was free while it was safe to ring: within a minute the request leaves the line, its
+    offer is taken back, and it waits for its next safe moment. A request with no windows stays."""
+    app = service(app_factory, twilio_api.url)
+    hour = dt.datetime.now(LONDON).hour
+    window = f"{(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00" if hour < 21 else "01:00-02:00"
+    first_safe = referrals.first_safe_moment
+    monkeypatch.setattr(referrals, "first_safe_moment", lambda hours, spans, now: None)  # made inside it, earlier
+    Visitor(app).api(valid_request(contact={"phone": NUMBER, "safe_times": window}))
+    monkeypatch.setattr(referrals, "first_safe_moment", first_safe)
+    ann = Console(app, "ann")
+    [item] = ann.get("/api/queue").get_json()["calls"]
+    with app.app_context():
+        dee = routing_factories.handler(db.session, name="dee").id  # with a console open
+        db.session.commit()
+        router.route_now(app)
+    assert presence_of(app, dee) == "offered"  # it was in line
+    Visitor(app).api(valid_request(contact={"phone": "07700 900456", "safe_times": ""}))  # any time: stays
+    with app.app_context():
+        assert referrals.hold_closed_windows() == 1
+        assert referrals.hold_closed_windows() == 0  # held already: nothing more
+        logged = db.session.scalars(select(CallEvent.kind).where(CallEvent.call_id == item["id"])).all()
+    assert "held_until_safe" in logged
+    assert presence_of(app, dee) == "available"  # the offer taken back
+    entry, _ = state(app, item["id"])
+    assert entry.state == "waiting" and entry.not_before.astimezone(LONDON).hour == int(window[:2])
+    assert item["id"] not in [call["id"] for call in ann.get("/api/queue").get_json()["calls"]]
+    assert not [request for request in twilio_api.find("/Calls.json") if request.method == "POST"]
 
 
 def test_an_email_request_is_confirmed_discreetly_and_answered_by_email(app: Flask, smtp_catcher: Any) -> None:

@@ -317,9 +317,10 @@ def hold_until_safe(session: Session, handler: Any, call_id: int, now: dt.dateti
     """Keep a web call-back inside the times the person said are safe, at the moment it would be rung.
 
     A request waits out of line until its first safe moment (`not_before`), but it may still be in
-    line when that window closes (nobody was free). Accepted then, it is not rung: an offer of it is
-    withdrawn, it waits for the next safe moment, and the time returned says until when. None when
-    the call may be rung now (a phone call, no windows given, or inside one).
+    line when that window closes (nobody was free). Every minute such requests are held again
+    (`hold_closed_windows`); one accepted in the minute between is not rung either: an offer of it
+    is withdrawn, it waits for the next safe moment, and the time returned says until when. None
+    when the call may be rung now (a phone call, no windows given, or inside one).
     """
     call = session.get(Call, call_id)
     if call is None or call.channel != "web" or not call.request_enc:
@@ -327,16 +328,48 @@ def hold_until_safe(session: Session, handler: Any, call_id: int, now: dt.dateti
     entry = session.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
     if entry is None or entry.kind != "callback" or entry.state not in ("waiting", "offered"):
         return None
+    return _hold_outside_window(session, call, entry, handler, now)
+
+
+def hold_closed_windows(now: Optional[dt.datetime] = None) -> int:
+    """Web call-backs in line whose safe window has closed leave it until their next safe moment;
+    returns how many. Run every minute (periodic.py), so that a request nobody was free to ring
+    while it was safe is not offered, nor shown first in line, when it may not be rung. An offer of
+    one already made is withdrawn from its handler."""
+    from ..db import db
+    from ..models import Handler, utcnow
+
+    now = now or utcnow()
+    held = 0
+    with db.transaction() as session:
+        waiting = session.execute(
+            select(Call, QueueEntry).join(QueueEntry, QueueEntry.call_id == Call.id).where(
+                Call.channel == "web", Call.request_enc.is_not(None), QueueEntry.kind == "callback",
+                QueueEntry.state.in_(("waiting", "offered")),
+                QueueEntry.not_before.is_(None) | (QueueEntry.not_before <= now))).all()
+        for call, entry in waiting:
+            handler = session.get(Handler, entry.handler_id) if entry.state == "offered" and entry.handler_id else None
+            if handler is not None:
+                presence.lock(session, handler)  # an accept crossing this waits its turn, and finds it held
+            if _hold_outside_window(session, call, entry, handler, now) is not None:
+                held += 1
+    return held
+
+
+def _hold_outside_window(session: Session, call: Call, entry: QueueEntry, handler: Any,
+                         now: dt.datetime) -> Optional[dt.datetime]:
+    """Outside the request's safe windows: hold it out of line until the next safe moment (taking
+    back `handler`'s offer of it), and say until when; None inside one, or with no windows."""
     details = request_details(call) or {}
     spans = [(int(start), int(end)) for start, end in details.get("windows") or []]
     hours = current_app.extensions["helpline.ivr"].hours
     if not spans or in_window(hours.local(now), spans):
         return None
     later = first_safe_moment(hours, spans, now) or hours.next_opening(now) or now + _HORIZON
-    if handler.presence == "offered" and handler.current_call_id == call_id:
+    if handler is not None and handler.presence == "offered" and handler.current_call_id == call.id:
         lifecycle.withdraw(session, handler, "outside_safe_times", now)
         presence.set_presence(session, handler, Presence.AVAILABLE, now)
     entry.not_before = later
-    append(session, CallEvent, call_id=call_id, at=now, kind="held_until_safe", detail={"not_before": later.isoformat()})
+    append(session, CallEvent, call_id=call.id, at=now, kind="held_until_safe", detail={"not_before": later.isoformat()})
     announce(session, "queue_changed")
     return later
