@@ -37,7 +37,7 @@ from sqlalchemy import (Integer, bindparam, case, cast, create_engine, event, fu
                         select, update)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
-from sqlalchemy.orm import MANYTOONE, Session, scoped_session, sessionmaker
+from sqlalchemy.orm import MANYTOONE, Session, configure_mappers, make_transient_to_detached, scoped_session, sessionmaker
 from sqlalchemy.orm.attributes import NO_VALUE, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Executable
@@ -317,8 +317,30 @@ def new_row(cls: type, **given: Any) -> tuple[Executable, dict[str, Any]]:
     """The INSERT of a row of an "append" class, built once, and its values: `given`, each other
     column's default, or None: what `append` writes with the commit, and what the commit writes
     for an "append" object left in the session (`_append_rows`)."""
-    statement, columns = _append_statement(cls)
-    return statement, {column.key: None for column in columns} | with_defaults(inspect(cls).local_table, given)
+    statement, _columns = _append_statement(cls)
+    return statement, row_values(cls, **given)
+
+
+def row_values(cls: type, **given: Any) -> dict[str, Any]:
+    """A whole new row of `cls` but its primary key, by column: `given`, each other column's default, or None."""
+    table = inspect(cls).local_table
+    return {column.key: None for column in table.columns if not column.primary_key} | with_defaults(table, given)
+
+
+@functools.cache
+def insert_returning(cls: type, postgresql: bool = False, unique_on: str | None = None) -> Executable:
+    """The INSERT of a whole new row of `cls` (`row_values`) that returns it, for `load_one`; built
+    once. With `unique_on`, a row whose value of that unique column is taken is not written, and
+    nothing is returned (INSERT .. ON CONFLICT DO NOTHING, in the dialect's own form)."""
+    table = inspect(cls).local_table
+    values = {column.key: bindparam(column.key, type_=column.type) for column in table.columns if not column.primary_key}
+    if unique_on is None:
+        return insert(table).values(values).returning(*table.columns)
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    statement = (pg_insert if postgresql else sqlite_insert)(table).values(values)
+    return statement.on_conflict_do_nothing(index_elements=[table.c[unique_on]]).returning(*table.columns)
 
 
 def append(session: Session | scoped_session[Any], cls: type, **given: Any) -> None:
@@ -443,6 +465,71 @@ def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]
         return [cursor.fetchall() for cursor in cursors]
     except connection.dialect.loaded_dbapi.Error as exc:
         _raise_wrapped(connection, raw, compiled[0][0], exc)
+
+
+def load_one(session: Session, statement: Executable, params: dict[str, Any], *classes: type) -> tuple[Any, ...] | None:
+    """The first row of `statement` as objects of `classes`, persistent in `session` as if the ORM had
+    loaded them; None when there is no row. An object the session already holds is given as it holds
+    it, as the ORM gives it (an expired one reads itself afresh when used).
+
+    `statement` (built once and kept, its parameters bound by name) returns every column of each
+    class's table in turn, in the table's order: a SELECT of whole tables, an outer join's missing
+    row all NULL (its object then None), or an INSERT that returns the row it wrote (an INSERT .. ON
+    CONFLICT DO NOTHING may return none). It runs on the driver within the session's transaction, and
+    each value goes through its type's result processor, as SQLAlchemy's would. The ORM's own loading
+    works out how to build each object anew on every query, which cost a webhook more than the
+    query: a call is found on every one of them.
+    """
+    connection = session.connection()
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    sql, processors = _compile(statement, connection.dialect)
+    values = sql.construct_params(params)
+    for name, processor in processors:
+        if name in values:
+            values[name] = processor(values[name])
+    try:
+        rows = raw.execute(sql.string, values).fetchall()  # all of them: SQLite finishes an INSERT's RETURNING so
+    except connection.dialect.loaded_dbapi.Error as exc:
+        _raise_wrapped(connection, raw, sql.string, exc)
+    if not rows:
+        return None
+    row, start, loaded = rows[0], 0, []
+    for cls in classes:
+        mapper = inspect(cls)
+        columns = _row_columns(mapper, connection.dialect)
+        given = {key: processor(value) if processor is not None and value is not None else value
+                 for (key, processor), value in zip(columns, row[start:start + len(columns)])}
+        start += len(columns)
+        identity = mapper.identity_key_from_primary_key([given[column.key] for column in mapper.primary_key])
+        if None in identity[1]:
+            loaded.append(None)
+            continue
+        if identity in session.identity_map:
+            loaded.append(session.identity_map[identity])
+            continue
+        obj = mapper.class_manager.new_instance()
+        obj.__dict__.update(given)
+        make_transient_to_detached(obj)  # as loaded: every value committed, nothing to write
+        session.add(obj)
+        loaded.append(obj)
+    return tuple(loaded)
+
+
+#: `_row_columns` by mapper and dialect class.
+_ROW_COLUMNS: dict[tuple[Any, type], list[tuple[str, Callable[[Any], Any] | None]]] = {}
+
+
+def _row_columns(mapper: Any, dialect: Any) -> list[tuple[str, Callable[[Any], Any] | None]]:
+    """Each column of the mapper's table, in order: its attribute's key and its type's result processor."""
+    key = (mapper, type(dialect))
+    columns = _ROW_COLUMNS.get(key)
+    if columns is None:
+        configure_mappers()  # as the ORM's first query would: the objects made need their attributes set up
+        columns = _ROW_COLUMNS[key] = [
+            (mapper.get_property_by_column(column).key, column.type.dialect_impl(dialect).result_processor(dialect, None))
+            for column in mapper.local_table.columns]
+    return columns
 
 
 def with_defaults(table: Any, values: dict[str, Any]) -> dict[str, Any]:

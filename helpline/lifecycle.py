@@ -19,15 +19,15 @@ import functools
 from types import EllipsisType
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import line, line_store, presence
 from .config import RoutingSettings
-from .db import ServiceSession, append, is_postgresql, with_defaults
+from .db import ServiceSession, append, insert_returning, is_postgresql, load_one, row_values, with_defaults
 from .events import announce
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
 from .states import (CALLBACK_ATTEMPTS, CALLBACK_RETRY, IN_LINE, WITH_HANDLER, WRAP_UP_OUTCOMES, Move, Presence,
@@ -73,14 +73,13 @@ def _new_entry(session: Session, call: Call, move: Move, placed_at: dt.datetime,
     """The call's first place in line, made by `move` (the table says which state it starts in), for
     the need and flags the caller gave.
 
-    Written at once, by an INSERT that returns it, and set on the call as written: left to the ORM's
-    flush, a new entry tied to its call cost the webhook that queues a caller more than all its other
-    writes together. The call's own changes still go with the commit (db.ServiceSession), so the
-    INSERT must not flush them first.
+    Written at once, by an INSERT that returns it (db.load_one), and set on the call as written: left
+    to the ORM's flush, a new entry tied to its call cost the webhook that queues a caller more than
+    all its other writes together. The call's own changes still go with the commit (db.ServiceSession).
     """
-    with session.no_autoflush:
-        entry = session.scalar(insert(QueueEntry).values(call_id=call.id, placed_at=placed_at, state=target(move, None),
-                                                         **_description(call, kind, not_before)).returning(QueueEntry))
+    (entry,) = load_one(session, insert_returning(QueueEntry), row_values(
+        QueueEntry, call_id=call.id, placed_at=placed_at, state=target(move, None), **_description(call, kind, not_before)),
+        QueueEntry) or (None,)
     assert entry is not None
     set_committed_value(call, "queue_entry", entry)
     return entry
@@ -574,8 +573,9 @@ def handler_rung_again(session: Session, entry: QueueEntry, leg: str) -> None:
 
 # -- reading a call for a webhook ---------------------------------------------------------------------------------
 
-#: The call with a CallSid and its queue entry (built once: every webhook asks it).
-CALL_BY_SID = select(Call).options(joinedload(Call.queue_entry)).where(Call.call_sid == bindparam("call_sid"))
+#: A call by its SID, and its queue entry if it has one, as whole rows (see find_call): built once.
+_CALL_AND_ENTRY = (select(Call.__table__, QueueEntry.__table__).outerjoin(QueueEntry.__table__, QueueEntry.call_id == Call.id)
+                   .where(Call.call_sid == bindparam("call_sid")))
 
 
 def find_call(session: Session, call_sid: str) -> Call | None:
@@ -583,9 +583,18 @@ def find_call(session: Session, call_sid: str) -> Call | None:
 
     The entry comes in the same query (a LEFT JOIN): the queue, hold and hang-up steps read it
     after changing the call, and a lazy load there would first flush those changes (a round trip of
-    its own) and then query again.
+    its own) and then query again. Every webhook after a call's first finds it here, so the row is
+    read on the driver (db.load_one).
     """
-    return session.scalar(CALL_BY_SID, {"call_sid": call_sid})
+    found = load_one(session, _CALL_AND_ENTRY, {"call_sid": call_sid}, Call, QueueEntry)
+    return _with_entry(*found) if found is not None else None
+
+
+def _with_entry(call: Call, entry: QueueEntry | None) -> Call:
+    """The call, its queue entry set as read with it (unless the session already had it)."""
+    if "queue_entry" not in call.__dict__:
+        set_committed_value(call, "queue_entry", entry)
+    return call
 
 
 def call_for_webhook(session: Session, call_sid: str, status: str | None = None, *, new: bool = False) -> Call:
@@ -601,12 +610,10 @@ def call_for_webhook(session: Session, call_sid: str, status: str | None = None,
         call = find_call(session, call_sid)
         if call is not None:
             return call  # every webhook after a call's first: one query, not an insert that does nothing
-    upsert = pg_insert if is_postgresql(session) else sqlite_insert
-    made = session.scalar(upsert(Call).values(call_sid=call_sid, twilio_status=status)
-                          .on_conflict_do_nothing(index_elements=[Call.call_sid]).returning(Call))
+    made = load_one(session, insert_returning(Call, is_postgresql(session), unique_on="call_sid"),
+                    row_values(Call, call_sid=call_sid, twilio_status=status), Call)
     if made is not None:
-        set_committed_value(made, "queue_entry", None)  # a call made a moment ago has no place in line
-        return made
+        return _with_entry(made[0], None)  # a call made a moment ago has no place in line
     call = find_call(session, call_sid)
     assert call is not None
     return call

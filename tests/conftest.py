@@ -219,6 +219,27 @@ def round_trips(engine: Engine, folder: Path) -> Iterator[Callable[[], int]]:
                 pgconn.untrace()
 
 
+@contextlib.contextmanager
+def sqlite_statements(engine: Engine) -> Iterator[list[str]]:
+    """Every statement SQLite runs on `engine`'s connections while the block runs, as the driver sees
+    them: those SQLAlchemy runs, and those the service runs on the driver itself (db.load_one, the
+    writes of ServiceSession.commit), which SQLAlchemy's events do not see."""
+    sent: list[str] = []
+    traced: list[Any] = []
+
+    def trace(dbapi_connection, *_args):  # type: ignore[no-untyped-def]
+        dbapi_connection.set_trace_callback(sent.append)
+        traced.append(dbapi_connection)
+
+    event.listen(engine, "checkout", trace)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "checkout", trace)
+        for connection in traced:
+            connection.set_trace_callback(None)
+
+
 def assert_statements(sent: list[str], expected: list[str], database_url: str) -> None:
     """`sent` is `expected` on PostgreSQL; on SQLite, which inserts a table's rows one by one (in-process,
     so it costs little), the same apart from the INSERTs."""

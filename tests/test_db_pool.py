@@ -592,3 +592,48 @@ def test_reads_without_the_write_lock_keep_a_connection_per_thread_and_follow_th
         database.dispose()
     with pytest.raises(sqlite3.ProgrammingError):
         kept.execute("SELECT 1")
+
+
+def test_rows_loaded_on_the_driver_are_objects_as_the_orm_would_load_them(app, database_url):  # type: ignore[no-untyped-def]
+    """db.load_one (how a webhook finds and makes its call): each value typed as SQLAlchemy types it
+    (timestamps with their zone, JSON as lists and dicts), the objects persistent and clean, their
+    changes written once at the commit; an outer join's missing row is None; an object the session
+    already holds is the session's own; an INSERT .. ON CONFLICT DO NOTHING that writes nothing
+    returns nothing."""
+    import datetime as dt
+
+    from sqlalchemy import inspect, select
+
+    from helpline import lifecycle
+    from helpline.db import db, insert_returning, load_one, row_values
+    from helpline.models import Call, QueueEntry, utcnow
+
+    sid = "CA" + "7" * 32
+    with app.app_context():
+        made = lifecycle.call_for_webhook(db.session, sid, "ringing", new=True)
+        assert inspect(made).persistent and made.id and made.queue_entry is None
+        assert (made.ivr_path, made.answers, made.twilio_sequence, made.channel) == ([], {}, -1, "phone")
+        assert made.started_at.tzinfo is not None and abs(made.started_at - utcnow()) < dt.timedelta(minutes=1)
+        assert not db.session.dirty and not db.session.new
+        taken = insert_returning(Call, db.engine.dialect.name == "postgresql", unique_on="call_sid")
+        assert load_one(db.session, taken, row_values(Call, call_sid=sid), Call) is None  # the SID is taken
+        db.session.commit()
+        db.session.remove()
+
+        call = lifecycle.find_call(db.session, sid)
+        assert call.queue_entry is None and call.twilio_status == "ringing"
+        assert lifecycle.find_call(db.session, sid) is call  # the session's own copy
+        now = utcnow()
+        call.ivr_path = [{"step": "queue", "at": now.isoformat()}]
+        lifecycle.join_line(db.session, call, now)
+        db.session.commit()
+        db.session.remove()
+
+        call = lifecycle.find_call(db.session, sid)
+        entry = call.queue_entry
+        assert inspect(entry).persistent and entry.call_id == call.id and entry.state == "waiting"
+        assert (entry.placed_at, call.queued_at, call.ivr_path) == (now, now, [{"step": "queue", "at": now.isoformat()}])
+        assert entry.flags == [] and entry.declined_by == []
+        assert lifecycle.find_call(db.session, "CA" + "6" * 32) is None
+        db.session.remove()
+        assert db.session.scalar(select(QueueEntry.placed_at)) == now

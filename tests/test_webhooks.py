@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from helpline.db import db
 from helpline.models import Call, CallEvent, QueueEntry, WebhookReply
 
-from .conftest import PUBLIC_URL, Twilio, assert_statements, new_call_sid, round_trips, statements_sent
+from .conftest import PUBLIC_URL, Twilio, assert_statements, new_call_sid, round_trips, sqlite_statements, statements_sent
 from .walker import CallWalker
 
 
@@ -205,8 +205,9 @@ def test_each_ivr_webhook_takes_a_handful_of_statements(app, twilio, database_ur
     a new call is made by its insert (no look-up first), and the call's queue entry comes with it
     (no lazy load, which would flush the step's changes early and write twice). On PostgreSQL the
     stored reply, the call's timeline lines and the call's changes go with the COMMIT, in one round
-    trip (`db.ServiceSession.commit`): SQLAlchemy does not see those statements, and the round trips are
-    counted on the wire. SQLite writes them the same way, on the driver, one after another."""
+    trip (`db.ServiceSession.commit`), and the call is read and made on the driver (`db.load_one`):
+    SQLAlchemy sees none of those, so the round trips are counted on the wire, and the statements
+    SQLAlchemy sees beside them. On SQLite every statement is counted as the driver runs it."""
     from helpline import router
 
     monkeypatch.setattr(router, "route_now", lambda _app: None)  # routing is counted elsewhere
@@ -215,38 +216,50 @@ def test_each_ivr_webhook_takes_a_handful_of_statements(app, twilio, database_ur
     postgresql = database_url.startswith("postgresql")
     walker = CallWalker(twilio)
     with contextlib.ExitStack() as stack:
-        sent = stack.enter_context(statements_sent(engine, transaction_control=False))
-        wire = stack.enter_context(round_trips(engine, tmp_path)) if postgresql else None
+        if postgresql:
+            seen = stack.enter_context(statements_sent(engine, transaction_control=False))
+            wire = stack.enter_context(round_trips(engine, tmp_path))
+        else:
+            driver = stack.enter_context(sqlite_statements(engine))
         trips = [0]
 
-        def took(expected: list[str], expected_trips: int) -> None:
-            heads = [one.head() for one in sent]
-            assert_statements(heads, expected, database_url)
-            sent.clear()
-            if wire is not None:
+        def took(on_postgresql: list[str], expected_trips: int, on_sqlite: list[str]) -> None:
+            if postgresql:
+                assert [one.head() for one in seen] == on_postgresql
+                seen.clear()
                 assert wire() - trips[0] == expected_trips
                 trips[0] = wire()
+            else:
+                heads = [one.split()[0] for one in driver]
+                assert [head for head in heads if head not in ("BEGIN", "COMMIT", "ROLLBACK")] == on_sqlite
+                driver.clear()
+
+        def reset() -> None:
+            if postgresql:
+                seen.clear()
+                trips[0] = wire()
+            else:
+                driver.clear()
 
         # BEGIN, then each statement below, then the call's UPDATE, its lines and the reply with the COMMIT
         walker.start()
-        took(["INSERT"], 3)  # the call
+        # the call made; then its first step, two lines of its timeline and the stored reply
+        took([], 3, ["INSERT", "UPDATE", "INSERT", "INSERT", "INSERT"])
         walker.follow()
-        took(["SELECT"], 3)
+        took([], 3, ["SELECT", "UPDATE", "INSERT", "INSERT", "INSERT"])
         walker.press("1")
         walker.press("1")
-        sent.clear()
-        trips[0] = wire() if wire is not None else 0
+        reset()
         walker.request(walker.xml.find("Gather").get("action", ""), Digits="1")  # the need: into the queue
         assert walker.xml.find("Enqueue") is not None
-        took(["SELECT", "INSERT"], 4)  # + the queue entry
+        # + the queue entry, and one more line
+        took([], 4, ["SELECT", "INSERT", "UPDATE", "INSERT", "INSERT", "INSERT", "INSERT"])
         status(twilio, walker.sid, "completed", 9, "40")  # hung up in the queue: abandoned, with their place
-        if postgresql:
-            # the call and entry; the place; the writes with the COMMIT; then, in a transaction of its
-            # own, the entry again and whether a handler held the call
-            took(["SELECT", "SELECT", "SELECT", "SELECT"], 4 + 4)
-        else:
-            # the call and entry; the place; whether a handler holds the call, in the same transaction
-            took(["SELECT", "SELECT", "SELECT"], 0)
+        # the call and entry; the place; the writes with the COMMIT (the call's, the entry's, two lines);
+        # on PostgreSQL then, in a transaction of its own, the entry again and whether a handler held the
+        # call; on SQLite whether a handler holds the call, in the same transaction
+        took(["SELECT", "SELECT", "SELECT"], 4 + 4,
+             ["SELECT", "SELECT", "SELECT", "UPDATE", "UPDATE", "INSERT", "INSERT"])
 
 
 def test_an_unknown_status_is_refused(app, twilio):
