@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from helpline.models import Booking, Call, CallEvent, Clinician, Contact, Locality, Site
+from helpline.models import Booking, Call, CallEvent, Clinician, Contact, Locality, QueueEntry, Site
 
 from ..processes import run_cli
 from ..supervision_factories import DAY, at, call
@@ -40,6 +40,10 @@ def seed(engine) -> None:  # type: ignore[no-untyped-def]
         session.add(CallEvent(call_id=requested.id, kind="callback_requested", at=at(12, 0, 50)))
         session.add(CallEvent(call_id=requested.id, kind="callback_placed", at=at(12, 5)))
         call(session, at(13), outcome="third_party")
+        # A call-back asked for on the website: in the line, and in "Reached the line", without waiting in it live.
+        web = call(session, at(14), outcome="callback_requested")
+        web.channel = "web"
+        session.add(QueueEntry(call_id=web.id, kind="callback", state="waiting", need="mental_health", placed_at=at(14)))
         call(session, at(9, 30, 0, DAY - dt.timedelta(days=1)), queued_after=10, wait=20, outcome="answered", talk=100)
         names = {"QWO": "West Yorkshire", "QOP": "Greater Manchester"}
         for code, name in names.items():
@@ -102,7 +106,11 @@ def test_every_report_chart_is_drawn_with_its_table_and_the_presets_choose_the_p
     tab.log_in("rita", landing="/supervisor")
     page = tab.page
     page.goto(stack.service.url + "/supervisor/reports?from=2026-03-09&to=2026-03-10")
-    expect(page.locator("#totals")).to_contain_text("Calls7", timeout=20_000)
+    expect(page.locator("#totals")).to_contain_text("Calls8", timeout=20_000)
+    # Every call that reached the line, as the channels chart counts them: the web request too.
+    expect(page.locator("#totals")).to_contain_text("Reached the line7")
+    channels = page.evaluate("Chart.getChart(document.getElementById('chart-channels')).data.datasets[0].data")
+    assert sum(channels) == 7, channels
     for chart in CHARTS:
         # Chart.js has drawn into the canvas: it has a size and pixels that are not blank.
         drawn = page.evaluate(f"""() => {{
