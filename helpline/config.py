@@ -337,8 +337,9 @@ class RetentionSettings(_Strict):
     third_party_days: int = Field(default=30, strict=True, ge=1, le=36_500)
     ineligible_days: int = Field(default=30, strict=True, ge=1, le=36_500)
     abandoned_days: int = Field(default=30, strict=True, ge=1, le=36_500)
-    #: First-contact records, counted from the episode's discharge (episodes.py). 20 years: the NHS
-    #: Records Management Code keeps mental-health records 20 years after treatment ends.
+    #: First-contact records, counted from the episode's discharge, or from the last sign of care of one
+    #: never discharged (episodes.py). 20 years: the NHS Records Management Code keeps mental-health
+    #: records 20 years after treatment ends.
     discharged_record_days: int = Field(default=7305, strict=True, ge=1, le=36_500)
     webhook_replies_days: int = Field(default=2, strict=True, ge=1, le=365)
 

@@ -6,8 +6,10 @@ to each appointment (once it has begun) and, when treatment ends, the discharge 
 the record is kept `retention.discharged_record_days` (20 years by default: the NHS Records
 Management Code keeps mental-health records 20 years after treatment ends) and then removed by the
 purge rule below: the record, its bookings, risk screens and questionnaires go, and its call is
-anonymised (what statistics need stays, see retention.py). A person's request to see or erase
-what is held about them (subjects.py) takes in the same records, whether discharged or not.
+anonymised (what statistics need stays, see retention.py). An episode never discharged is kept as
+long from its last sign of care (the record's last change, appointment or questionnaire). A
+person's request to see or erase what is held about them (subjects.py) takes in the same records,
+whether discharged or not.
 """
 
 from __future__ import annotations
@@ -147,7 +149,26 @@ def patient_json(contact: Contact, bookings: list[Booking], fields: dict[str, An
 def _purge_discharged(session: Session, now: dt.datetime, settings: Settings) -> int:
     """Records whose episode ended more than `discharged_record_days` ago: removed, their calls anonymised."""
     cutoff = local_date(now) - dt.timedelta(days=settings.retention.discharged_record_days)
-    rows = session.execute(select(Contact.id, Contact.call_id).where(Contact.discharged_on < cutoff)).all()
+    return _remove(session, session.execute(select(Contact.id, Contact.call_id).where(Contact.discharged_on < cutoff)).all())
+
+
+@retention_rule("undischarged_contacts")
+def _purge_undischarged(session: Session, now: dt.datetime, settings: Settings) -> int:
+    """Records never discharged, untouched for `discharged_record_days`: removed as discharged ones are.
+
+    A clinician may never record the end of an episode (the caller was signposted elsewhere, or
+    stopped coming). Its last sign of care - the record's last change, its last appointment's end,
+    its last questionnaire - stands for the discharge, so that no record is kept for ever.
+    """
+    cutoff = now - dt.timedelta(days=settings.retention.discharged_record_days)
+    later_appointment = select(Booking.id).where(Booking.contact_id == Contact.id, Booking.ends_at >= cutoff).exists()
+    later_questionnaire = select(Questionnaire.id).where(Questionnaire.contact_id == Contact.id, Questionnaire.at >= cutoff).exists()
+    return _remove(session, session.execute(select(Contact.id, Contact.call_id).where(
+        Contact.discharged_on.is_(None), Contact.updated_at < cutoff, ~later_appointment, ~later_questionnaire)).all())
+
+
+def _remove(session: Session, rows: Any) -> int:
+    """Remove the records (contact id, call id) with what hangs off them, and anonymise their calls."""
     if not rows:
         return 0
     contact_ids = [contact_id for contact_id, _ in rows]

@@ -11,7 +11,7 @@ from helpline import retention
 from helpline.config import ConfigError, load_settings
 from helpline.db import db
 from helpline.models import (AuditEntry, Booking, Call, CallEvent, Clinician, Contact, Locality, LoginFailure, QueueEntry,
-                             Questionnaire, RiskScreen, WebhookReply)
+                             Questionnaire, RiskScreen, WebhookReply, utcnow)
 
 from . import conftest
 from .conftest import new_call_sid
@@ -235,6 +235,30 @@ def test_records_are_removed_twenty_years_after_discharge_and_their_calls_anonym
         assert the_call(kept[0]).caller_hash is not None
     # The open episode is never purged, however old its call: the period runs from discharge.
     assert run_purge(app)["discharged_contacts"] == 0
+
+
+def test_a_record_never_discharged_goes_the_same_period_after_its_last_sign_of_care(app):
+    """Its last change, appointment or questionnaire stands for the discharge nobody recorded."""
+    forgotten = make_record(app, None)  # called before NOW, an appointment a week later, a questionnaire today
+    seen_again = make_record(app, None, NOW - dt.timedelta(days=1))
+    today = utcnow()
+    later = today + dt.timedelta(days=730)
+    with db.transaction() as session:  # ... and another questionnaire two years on
+        session.add(Questionnaire(call_id=seen_again[0], contact_id=seen_again[1], kind="phq9", at=later,
+                                  recorded_by_role="clinician", result_enc="-"))
+    period = dt.timedelta(days=7305)
+
+    def purged(at: dt.datetime) -> int:
+        with app.app_context(), db.transaction() as session:
+            return retention.purge(session, at, app.config["HELPLINE"])["undischarged_contacts"]
+
+    assert purged(today + period - dt.timedelta(days=1)) == 0
+    assert purged(today + period + dt.timedelta(days=1)) == 1
+    assert record_left(*forgotten) == {"contact": 0, "bookings": 0, "risk": 0, "questionnaires": 0}
+    assert_anonymised(the_call(forgotten[0]))
+    assert record_left(*seen_again) == {"contact": 1, "bookings": 1, "risk": 1, "questionnaires": 2}
+    assert purged(later + period + dt.timedelta(days=1)) == 1
+    assert record_left(*seen_again)["contact"] == 0
 
 
 def test_the_period_after_discharge_is_configurable(app_factory):

@@ -108,7 +108,7 @@ def test_periodic_jobs_are_declared_as_data_and_synced_idempotently(app):
         changed = tuple(item if item.name != "reconcile-calls" else periodic.Periodic(item.name, item.func, "interval", {"minutes": 5})
                         for item in periodic.PERIODIC if item.name != "callbacks-due")
         assert periodic.sync(instance, changed) == {"periodic:reconcile-calls": "replaced", "periodic:retention-purge": "kept",
-                                                     "periodic:callbacks-due": "removed"}
+                                                     "periodic:safe-windows": "kept", "periodic:callbacks-due": "removed"}
         assert instance.get_job("periodic:callbacks-due") is None
     finally:
         scheduler.shutdown(app)
