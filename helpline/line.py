@@ -51,9 +51,11 @@ def position(session: Session, entry: QueueEntry, now: dt.datetime) -> int:
     return int(ahead or 0) + 1
 
 
-def estimated_wait_s(session: Session, place: int, now: dt.datetime, default_s: int) -> int | None:
-    """How long the caller at `place` is likely to wait; None when nobody is on duty (wait_estimate.py)."""
-    return estimate(session, place, now, default_s).seconds
+def estimated_wait_s(session: Session, place: int, now: dt.datetime, default_s: int, need: str | None = None,
+                     fallback_in_s: float = 0) -> int | None:
+    """How long the caller at `place`, who asked for `need`, is likely to wait; None when nobody is on
+    duty (wait_estimate.py)."""
+    return estimate(session, place, now, default_s, need, fallback_in_s).seconds
 
 
 def spoken_wait(seconds: int) -> str:

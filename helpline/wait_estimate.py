@@ -11,7 +11,11 @@ traffic in Erlangs, or the positional wait of the line as it stands when the han
 
 Inputs, each from an indexed query:
 * handlers on duty: available, being offered a call, on a call or wrapping up (on break and offline
-  are not on duty; the skills a call needs are not considered);
+  are not on duty); for a caller whose need asks for a skill, those with it. When nobody on duty has
+  it, any handler may take the call once it has waited `routing.skill_fallback_after_s`: the wait is
+  then the whole line's, and never less than the time left until then (`skill_fallback`). Callers
+  ahead with other needs still count as ahead, and languages are not considered: nobody is promised
+  too little;
 * AHT: the average handling (answer to end of wrap-up) of the calls handled in the last HANDLE_WINDOW,
   when there are at least MIN_HANDLED of them;
 * λ: callers who joined the line in the last ARRIVAL_WINDOW.
@@ -32,6 +36,7 @@ from typing import Any, Iterable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from .decision import SKILLED_NEEDS
 from .models import Call, CallEvent, Handler, QueueEntry, User
 
 #: Handlers counted as on duty: they will take a call now or when the one they are on is done.
@@ -56,7 +61,7 @@ class Estimate:
 
     #: The expected wait in seconds; None when no honest time can be given (nobody on duty).
     seconds: int | None
-    #: erlang_c, handler_free, recent_answers, default or nobody_on_duty.
+    #: erlang_c, handler_free, recent_answers, default, skill_fallback or nobody_on_duty.
     method: str
     on_duty: int
     free: int
@@ -105,12 +110,14 @@ def new_caller_wait(on_duty: int, free: int, waiting: int, handle_s: float, arri
     return max(chance * handle_s / (on_duty - traffic), behind_the_line), chance
 
 
-def _staff(session: Session) -> tuple[int, int]:
-    rows = dict(session.execute(
-        select(Handler.presence, func.count(Handler.id)).join(User, User.id == Handler.user_id)
-        .where(User.active.is_(True), Handler.presence.in_(ON_DUTY)).group_by(Handler.presence)
-    ).all())
-    return sum(int(number) for number in rows.values()), int(rows.get("available", 0))
+def _staff(session: Session, need: str | None = None) -> tuple[int, int]:
+    """Handlers on duty, and how many of them are free: of those with the skill `need` asks for, if any."""
+    rows = session.execute(
+        select(Handler.presence, Handler.skills).join(User, User.id == Handler.user_id)
+        .where(User.active.is_(True), Handler.presence.in_(ON_DUTY))
+    ).all()
+    able = [presence for presence, skills in rows if need not in SKILLED_NEEDS or need in (skills or ())]
+    return len(able), sum(1 for presence in able if presence == "available")
 
 
 def _handle_s(session: Session, now: dt.datetime) -> float | None:
@@ -142,9 +149,17 @@ def _recent_answers(session: Session, place: int, now: dt.datetime) -> int | Non
     return None
 
 
-def estimate(session: Session, place: int, now: dt.datetime, default_s: int) -> Estimate:
-    """The expected wait of the caller at `place` in line (1 = next)."""
-    on_duty, free = _staff(session)
+def estimate(session: Session, place: int, now: dt.datetime, default_s: int, need: str | None = None,
+             fallback_in_s: float = 0) -> Estimate:
+    """The expected wait of the caller at `place` in line (1 = next), who asked for `need`, and whom
+    any handler may take in `fallback_in_s` seconds (see the module's definitions)."""
+    on_duty, free = _staff(session, need)
+    if on_duty == 0 and need in SKILLED_NEEDS:
+        anyone = estimate(session, place, now, default_s)
+        if anyone.seconds is None:
+            return anyone
+        return Estimate(max(anyone.seconds, math.ceil(fallback_in_s)), "skill_fallback", anyone.on_duty, anyone.free,
+                        anyone.handle_s)
     if on_duty == 0:
         return Estimate(None, "nobody_on_duty", 0, 0)
     handle_s = _handle_s(session, now)

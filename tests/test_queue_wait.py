@@ -165,3 +165,17 @@ def test_the_cannot_call_back_notice_waits_for_the_moment_others_are_offered_a_c
     on_duty(app)  # offer_callback_after_s is 120
     walker = queued(twilio, caller="anonymous")
     assert "cannot call you back" not in " ".join(say.text for say in wait(walker).iter("Say"))
+
+
+def test_a_caller_is_told_the_wait_for_the_handlers_who_have_the_skill_they_need(app, twilio):
+    with app.app_context():
+        routing_factories.handler(db.session, presence_="on_call", skills=("mental_health",))
+        routing_factories.handler(db.session, presence_="on_call", skills=("addiction",))
+        now = utcnow()
+        for index in range(3):  # each handled for 10 minutes
+            answered = now - dt.timedelta(minutes=40 + index)
+            db.session.add(Call(call_sid=f"CA{index:032d}", outcome="answered", queued_at=answered - dt.timedelta(seconds=30),
+                                dequeued_at=answered, ended_at=answered + dt.timedelta(minutes=10)))
+        db.session.commit()
+    walker = queued(twilio)  # mental health: one of the two handlers can take it
+    assert "about 10 minutes" in wait(walker).find("Say").text  # not 5: the other cannot take it

@@ -86,3 +86,25 @@ def test_the_benchmark_error_is_the_estimate_less_the_wait_that_followed():
     figures = wait_estimate.errors(told)
     assert figures == {"n": 3, "median_abs_error_s": 20.0, "p90_abs_error_s": 52.0, "median_error_s": 10.0}
     assert wait_estimate.errors([])["median_abs_error_s"] is None
+
+
+def test_a_caller_whose_need_asks_for_a_skill_is_told_the_wait_for_the_handlers_with_it(app):
+    with app.app_context():
+        routing_factories.handler(db.session, presence_="on_call", skills=("mental_health",))
+        routing_factories.handler(db.session, presence_="on_call", skills=("mental_health", "addiction"))
+        db.session.add_all([_handled(minutes, 300, sid=minutes) for minutes in (5, 6, 7)])
+        db.session.commit()
+        now = utcnow()
+
+        def told(place: int, need: str | None, fallback_in_s: float = 0) -> wait_estimate.Estimate:
+            return wait_estimate.estimate(db.session, place, now, 180, need, fallback_in_s)
+
+        # Three calls to finish: at 2/300 a second with both handlers, at 1/300 with the one who has the skill.
+        assert (told(3, "mental_health").on_duty, told(3, "mental_health").seconds) == (2, 450)
+        assert (told(3, "addiction").on_duty, told(3, "addiction").seconds) == (1, 900)
+        assert told(3, "speak_now").seconds == told(3, None).seconds == 450  # fits anyone
+        # Nobody on duty has the skill: anyone may take the call after the fallback wait, so the whole
+        # line's wait, and never less than the time left until then.
+        fallback = told(1, "return_to_work", fallback_in_s=500)
+        assert (fallback.method, fallback.seconds) == ("skill_fallback", 500)
+        assert told(3, "return_to_work", fallback_in_s=20).seconds == 450

@@ -490,7 +490,9 @@ class Interpreter:
             # Not (or no longer) in our line: keep them waiting rather than lose them.
             return twiml.hold(self.voice, "Please hold.", self.music_url(), 1, None)
         place = routing.position(session, entry, now)
-        wait_s = routing.estimated_wait_s(session, place, now, self.settings.queue.default_wait_estimate_s)
+        fallback_at = entry.placed_at + dt.timedelta(seconds=self.settings.routing.skill_fallback_after_s)
+        wait_s = routing.estimated_wait_s(session, place, now, self.settings.queue.default_wait_estimate_s, entry.need,
+                                          (fallback_at - now).total_seconds())
         waited = (now - (call.queued_at or now)).total_seconds()
         # What they were told, to set against the wait that follows (the benchmark's estimate error).
         append(session, CallEvent, call_id=call.id, kind=TOLD, at=now, detail={"place": place, "estimate_s": wait_s})
