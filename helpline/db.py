@@ -323,8 +323,12 @@ def new_row(cls: type, **given: Any) -> tuple[Executable, dict[str, Any]]:
 
 def row_values(cls: type, **given: Any) -> dict[str, Any]:
     """A whole new row of `cls` but its primary key, by column: `given`, each other column's default, or None."""
-    table = inspect(cls).local_table
-    return {column.key: None for column in table.columns if not column.primary_key} | with_defaults(table, given)
+    fixed, made = _defaults(inspect(cls).local_table)
+    values = {**fixed, **given}
+    for key, make in made:
+        if key not in given:
+            values[key] = make(None)
+    return values
 
 
 @functools.cache
@@ -536,16 +540,29 @@ def with_defaults(table: Any, values: dict[str, Any]) -> dict[str, Any]:
     """`values` for an INSERT into `table`, with each other column's Python-side default filled in
     (SQLAlchemy fills them only when it runs the statement itself; a statement sent with the
     commit is sent as compiled)."""
-    filled = dict(values)
+    fixed, made = _defaults(table)
+    filled = {key: value for key, value in fixed.items() if value is not None and key not in values}
+    filled.update(values)
+    for key, make in made:
+        if key not in values:
+            filled[key] = make(None)
+    return filled
+
+
+@functools.cache
+def _defaults(table: Any) -> tuple[dict[str, Any], tuple[tuple[str, Callable[[Any], Any]], ...]]:
+    """Each column of `table` but its primary key with its fixed default (None where it has none), and
+    the columns whose default a function makes: worked out once, as every line of a timeline asks."""
+    fixed: dict[str, Any] = {}
+    made = []
     for column in table.columns:
-        if column.key in filled or column.default is None or column.primary_key:
+        if column.primary_key:
             continue
         default = column.default
-        if default.is_callable:
-            filled[column.key] = default.arg(None)
-        elif default.is_scalar:
-            filled[column.key] = default.arg
-    return filled
+        fixed[column.key] = default.arg if default is not None and default.is_scalar else None
+        if default is not None and default.is_callable:
+            made.append((column.key, default.arg))
+    return fixed, tuple(made)
 
 
 #: psycopg's word for a connection outside any transaction (pq.TransactionStatus.IDLE).
