@@ -196,27 +196,19 @@ def round_trips(engine: Engine, folder: Path) -> Iterator[Callable[[], int]]:
     from psycopg import pq
 
     log = folder / f"libpq-{uuid.uuid4().hex[:8]}.trace"
-    traced: list[Any] = []
     with open(log, "w") as sink:
 
-        def trace(dbapi_connection, *_args):  # type: ignore[no-untyped-def]
-            pgconn = dbapi_connection.pgconn
-            pgconn.trace(sink.fileno())
-            pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
-            traced.append(pgconn)
+        def trace(dbapi_connection):  # type: ignore[no-untyped-def]
+            dbapi_connection.pgconn.trace(sink.fileno())
+            dbapi_connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
 
         def count() -> int:
             sink.flush()
             sent = [line.split("\t") for line in log.read_text().splitlines()]
             return sum(1 for fields in sent if len(fields) > 2 and fields[0] == "F" and fields[2].startswith(("Sync", "Query")))
 
-        event.listen(engine, "checkout", trace)
-        try:
+        with each_connection(engine, trace, lambda dbapi_connection: dbapi_connection.pgconn.untrace()):
             yield count
-        finally:
-            event.remove(engine, "checkout", trace)
-            for pgconn in traced:
-                pgconn.untrace()
 
 
 @contextlib.contextmanager
@@ -225,19 +217,27 @@ def sqlite_statements(engine: Engine) -> Iterator[list[str]]:
     them: those SQLAlchemy runs, and those the service runs on the driver itself (db.load_one, the
     writes of ServiceSession.commit), which SQLAlchemy's events do not see."""
     sent: list[str] = []
-    traced: list[Any] = []
-
-    def trace(dbapi_connection, *_args):  # type: ignore[no-untyped-def]
-        dbapi_connection.set_trace_callback(sent.append)
-        traced.append(dbapi_connection)
-
-    event.listen(engine, "checkout", trace)
-    try:
+    with each_connection(engine, lambda dbapi_connection: dbapi_connection.set_trace_callback(sent.append),
+                         lambda dbapi_connection: dbapi_connection.set_trace_callback(None)):
         yield sent
+
+
+@contextlib.contextmanager
+def each_connection(engine: Engine, start: Callable[[Any], Any], stop: Callable[[Any], Any]) -> Iterator[None]:
+    """`start` on each driver connection `engine` hands out while the block runs; `stop` on each after it."""
+    started: list[Any] = []
+
+    def checked_out(dbapi_connection, *_args):  # type: ignore[no-untyped-def]
+        start(dbapi_connection)
+        started.append(dbapi_connection)
+
+    event.listen(engine, "checkout", checked_out)
+    try:
+        yield
     finally:
-        event.remove(engine, "checkout", trace)
-        for connection in traced:
-            connection.set_trace_callback(None)
+        event.remove(engine, "checkout", checked_out)
+        for dbapi_connection in started:
+            stop(dbapi_connection)
 
 
 def assert_statements(sent: list[str], expected: list[str], database_url: str) -> None:

@@ -24,12 +24,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from .. import lifecycle, presence
-from ..db import append
+from ..db import append, db
 from ..states import Presence
 from ..events import announce
 from ..reports import WEB_ALERT_HANDLER
 from ..risk import ALERT_TOPIC
-from ..models import Call, CallEvent, PublicSubmission, QueueEntry
+from ..models import Call, CallEvent, Handler, PublicSubmission, QueueEntry, utcnow
 from ..phone import normalise
 
 NEEDS = ("mental_health", "addiction", "return_to_work", "other")
@@ -336,9 +336,6 @@ def hold_closed_windows(now: Optional[dt.datetime] = None) -> int:
     returns how many. Run every minute (periodic.py), so that a request nobody was free to ring
     while it was safe is not offered, nor shown first in line, when it may not be rung. An offer of
     one already made is withdrawn from its handler."""
-    from ..db import db
-    from ..models import Handler, utcnow
-
     now = now or utcnow()
     held = 0
     with db.transaction() as session:
