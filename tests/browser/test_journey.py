@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import zoneinfo
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from sqlalchemy.orm import Session
 from helpline.reference_data import load_demo_services
 
 from .console import DESKTOP, axe_violations
+
+LONDON = zoneinfo.ZoneInfo("Europe/London")
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -193,7 +196,10 @@ def test_a_first_contact_from_the_call_to_the_clinicians_discharge(stack, consol
     # The appointment's day comes: attendance is recorded from the keyboard.
     start, end = stack.sql("select starts_at, ends_at from bookings")[0]
     length = dt.datetime.fromisoformat(str(end)) - dt.datetime.fromisoformat(str(start))
-    past = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)).replace(tzinfo=None)
+    # Two hours ago, but never before today began in London: the clinician's bookings start at today.
+    now = dt.datetime.now(dt.timezone.utc)
+    today_began = dt.datetime.combine(now.astimezone(LONDON).date(), dt.time(), LONDON).astimezone(dt.timezone.utc)
+    past = max(now - dt.timedelta(hours=2), today_began).replace(tzinfo=None)
     with stack.engine.begin() as connection:
         connection.execute(text("update bookings set starts_at = :s, held_start = :s, ends_at = :e"),
                            {"s": past.strftime("%Y-%m-%d %H:%M:%S.%f"), "e": (past + length).strftime("%Y-%m-%d %H:%M:%S.%f")})
