@@ -323,12 +323,8 @@ def new_row(cls: type, **given: Any) -> tuple[Executable, dict[str, Any]]:
 
 def row_values(cls: type, **given: Any) -> dict[str, Any]:
     """A whole new row of `cls` but its primary key, by column: `given`, each other column's default, or None."""
-    fixed, made = _defaults(inspect(cls).local_table)
-    values = {**fixed, **given}
-    for key, make in made:
-        if key not in given:
-            values[key] = make(None)
-    return values
+    table = inspect(cls).local_table
+    return _defaults(table)[0] | with_defaults(table, given)
 
 
 @functools.cache
@@ -337,7 +333,7 @@ def insert_returning(cls: type, postgresql: bool = False, unique_on: str | None 
     once. With `unique_on`, a row whose value of that unique column is taken is not written, and
     nothing is returned (INSERT .. ON CONFLICT DO NOTHING, in the dialect's own form)."""
     table = inspect(cls).local_table
-    values = {column.key: bindparam(column.key, type_=column.type) for column in table.columns if not column.primary_key}
+    values = _row_parameters(table)
     if unique_on is None:
         return insert(table).values(values).returning(*table.columns)
     from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -365,7 +361,12 @@ def _append_statement(cls: type) -> tuple[Executable, list[Any]]:
     if any(column.server_default is not None or (column.default is not None and not column.default.is_scalar
                                                   and not column.default.is_callable) for column in columns):
         raise TypeError(f"{cls.__name__} has defaults made by the database: it cannot be written in a pipeline")
-    return insert(table).values({column.key: bindparam(column.key, type_=column.type) for column in columns}), columns
+    return insert(table).values(_row_parameters(table)), columns
+
+
+def _row_parameters(table: Any) -> dict[str, Any]:
+    """A parameter, by the column's key, for each column of `table` but its primary key: a whole new row."""
+    return {column.key: bindparam(column.key, type_=column.type) for column in table.columns if not column.primary_key}
 
 
 def _update_rows(session: Session, checked_in_sql: bool) -> list[tuple[Executable, dict[str, Any]]]:
@@ -487,15 +488,11 @@ def load_one(session: Session, statement: Executable, params: dict[str, Any], *c
     connection = session.connection()
     raw = connection.connection.dbapi_connection
     assert raw is not None
-    sql, processors = _compile(statement, connection.dialect)
-    values = sql.construct_params(params)
-    for name, processor in processors:
-        if name in values:
-            values[name] = processor(values[name])
+    ((sql, values),) = _compiled(((statement, params),), connection.dialect)
     try:
-        rows = raw.execute(sql.string, values).fetchall()  # all of them: SQLite finishes an INSERT's RETURNING so
+        rows = raw.execute(sql, values).fetchall()  # all of them: SQLite finishes an INSERT's RETURNING so
     except connection.dialect.loaded_dbapi.Error as exc:
-        _raise_wrapped(connection, raw, sql.string, exc)
+        _raise_wrapped(connection, raw, sql, exc)
     if not rows:
         return None
     row, start, loaded = rows[0], 0, []
