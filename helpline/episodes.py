@@ -173,11 +173,17 @@ def _remove(session: Session, rows: Any) -> int:
         return 0
     contact_ids = [contact_id for contact_id, _ in rows]
     call_ids = [call_id for _, call_id in rows]
-    for table_delete in episode_rows(contact_ids, call_ids):
-        session.execute(table_delete.execution_options(synchronize_session=False))
-    session.execute(delete(Contact).where(Contact.id.in_(contact_ids)).execution_options(synchronize_session=False))
+    delete_records(session, contact_ids, call_ids)
     anonymise_calls(session, call_ids)
     return len(contact_ids)
+
+
+def delete_records(session: Session, contact_ids: list[int], call_ids: list[int]) -> int:
+    """Delete the records and what hangs off them (`episode_rows`); returns the rows deleted."""
+    deleted = 0
+    for statement in (*episode_rows(contact_ids, call_ids), delete(Contact).where(Contact.id.in_(contact_ids))):
+        deleted += session.execute(statement.execution_options(synchronize_session=False)).rowcount or 0
+    return deleted
 
 
 def episode_rows(contact_ids: list[int], call_ids: list[int]) -> list[Any]:
@@ -228,11 +234,7 @@ def _subject_export(session: Session, subject: Subject, vault: Vault) -> dict[st
 def _subject_erase(session: Session, subject: Subject) -> int:
     """Remove the person's records with everything that hangs off them, as the purge removes an
     episode past its time (their calls are anonymised by the calls' own source, after this)."""
-    contact_ids, call_ids = sorted(subject.contact_ids), sorted(subject.call_ids)
-    removed = 0
-    for statement in (*episode_rows(contact_ids, call_ids), delete(Contact).where(Contact.id.in_(contact_ids))):
-        removed += session.execute(statement.execution_options(synchronize_session=False)).rowcount or 0
-    return removed
+    return delete_records(session, sorted(subject.contact_ids), sorted(subject.call_ids))
 
 
 def appointments_to_come(session: Session, contact_ids: set[int]) -> int:
