@@ -31,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -110,13 +110,16 @@ def new_caller_wait(on_duty: int, free: int, waiting: int, handle_s: float, arri
     return max(chance * handle_s / (on_duty - traffic), behind_the_line), chance
 
 
-def _staff(session: Session, need: str | None = None) -> tuple[int, int]:
-    """Handlers on duty, and how many of them are free: of those with the skill `need` asks for, if any."""
-    rows = session.execute(
+def _on_duty(session: Session) -> Sequence[Any]:
+    """Each handler on duty: their presence and skills."""
+    return session.execute(
         select(Handler.presence, Handler.skills).join(User, User.id == Handler.user_id)
-        .where(User.active.is_(True), Handler.presence.in_(ON_DUTY))
-    ).all()
-    able = [presence for presence, skills in rows if need not in SKILLED_NEEDS or need in (skills or ())]
+        .where(User.active.is_(True), Handler.presence.in_(ON_DUTY))).all()
+
+
+def _staff(on_duty: Sequence[Any], need: str | None = None) -> tuple[int, int]:
+    """How many handlers are on duty, and how many free: of those with the skill `need` asks for, if any."""
+    able = [presence for presence, skills in on_duty if need not in SKILLED_NEEDS or need in (skills or ())]
     return len(able), sum(1 for presence in able if presence == "available")
 
 
@@ -153,13 +156,20 @@ def estimate(session: Session, place: int, now: dt.datetime, default_s: int, nee
              fallback_in_s: float = 0) -> Estimate:
     """The expected wait of the caller at `place` in line (1 = next), who asked for `need`, and whom
     any handler may take in `fallback_in_s` seconds (see the module's definitions)."""
-    on_duty, free = _staff(session, need)
+    staff = _on_duty(session)
+    on_duty, free = _staff(staff, need)
     if on_duty == 0 and need in SKILLED_NEEDS:
-        anyone = estimate(session, place, now, default_s)
+        anyone = _estimate(session, place, now, default_s, *_staff(staff))
         if anyone.seconds is None:
             return anyone
         return Estimate(max(anyone.seconds, math.ceil(fallback_in_s)), "skill_fallback", anyone.on_duty, anyone.free,
                         anyone.handle_s)
+    return _estimate(session, place, now, default_s, on_duty, free)
+
+
+def _estimate(session: Session, place: int, now: dt.datetime, default_s: int, on_duty: int, free: int) -> Estimate:
+    """The expected wait of the caller at `place`, with `on_duty` handlers who could take the call and
+    `free` of them free now."""
     if on_duty == 0:
         return Estimate(None, "nobody_on_duty", 0, 0)
     handle_s = _handle_s(session, now)
@@ -178,12 +188,12 @@ def for_new_caller(session: Session, now: dt.datetime, default_s: int) -> Estima
     """The wait a caller joining the line now can expect (the wallboard's figure)."""
     waiting = int(session.scalar(select(func.count(QueueEntry.id))
                                  .where(QueueEntry.state.in_(("waiting", "offered")), QueueEntry.kind == "live")) or 0)
-    on_duty, free = _staff(session)
+    on_duty, free = _staff(_on_duty(session))
     if on_duty == 0:
         return Estimate(None, "nobody_on_duty", 0, 0)
     handle_s = _handle_s(session, now)
     if handle_s is None:
-        return estimate(session, waiting + 1, now, default_s)
+        return _estimate(session, waiting + 1, now, default_s, on_duty, free)
     arrivals = session.scalar(select(func.count(Call.id)).where(Call.queued_at >= now - ARRIVAL_WINDOW)) or 0
     seconds, chance = new_caller_wait(on_duty, free, waiting, handle_s, int(arrivals) / ARRIVAL_WINDOW.total_seconds())
     return Estimate(round(seconds), "erlang_c", on_duty, free, round(handle_s, 1), round(chance, 3))
