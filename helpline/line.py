@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
+from .db import read_rows
+from .line_store import constant
 from .models import Call, Handler, QueueEntry, User
 from .states import IN_LINE
 from .wait_estimate import estimate
@@ -21,9 +23,13 @@ __all__ = ["IN_LINE", "due", "position", "estimated_wait_s", "spoken_wait", "que
 
 
 def due(now: dt.datetime):  # type: ignore[no-untyped-def]
-    """The SQL condition for an entry that is in line now (a callback waits for the line to open)."""
+    """The SQL condition for an entry that is in line now (a callback waits for the line to open).
+
+    The states are written into the SQL (`constant`): as a parameter, an IN list is expanded afresh
+    on every run, and a statement built once could not be sent to the driver as compiled (`read_rows`).
+    """
     return and_(
-        QueueEntry.state.in_(IN_LINE),
+        QueueEntry.state.in_([constant(state) for state in IN_LINE]),
         or_(QueueEntry.not_before.is_(None), QueueEntry.not_before <= now),
     )
 
@@ -47,8 +53,9 @@ _AHEAD = select(func.count(QueueEntry.id)).where(
 
 def position(session: Session, entry: QueueEntry, now: dt.datetime) -> int:
     """The entry's place in line, 1 for the next to be answered."""
-    ahead = session.scalar(_AHEAD, {"now": now, "priority": entry.priority, "placed_at": entry.placed_at, "id": entry.id})
-    return int(ahead or 0) + 1
+    ((ahead,),) = read_rows(session, _AHEAD, {"now": now, "priority": entry.priority, "placed_at": entry.placed_at,
+                                             "id": entry.id})
+    return int(ahead) + 1
 
 
 def estimated_wait_s(session: Session, place: int, now: dt.datetime, default_s: int, need: str | None = None,

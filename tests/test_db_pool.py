@@ -112,6 +112,42 @@ def test_statements_run_together_answer_as_if_run_one_by_one(app, database_url):
         assert run_together(session, (second, {"floor": 5})) == [[]]
 
 
+def test_rows_read_on_the_driver_see_pending_changes_unless_autoflush_is_off(app, database_url):  # type: ignore[no-untyped-def]
+    """db.read_rows (a caller's place in line): the same answer as session.execute, with the session's
+    pending changes written first as the ORM would, and left unwritten under no_autoflush."""
+    from sqlalchemy import bindparam, func, select
+
+    from helpline import lifecycle
+    from helpline.db import db, read_rows
+    from helpline.models import Call
+
+    count = select(func.count(Call.id)).where(Call.call_sid != bindparam("not_sid"))
+    with app.app_context():
+        lifecycle.call_for_webhook(db.session, "CA" + "1" * 32, "ringing", new=True)
+        db.session.commit()
+        db.session.add(Call(call_sid="CA" + "2" * 32, twilio_status="ringing"))
+        with db.session.no_autoflush:
+            assert read_rows(db.session, count, {"not_sid": "none"}) == [(1,)]
+        assert read_rows(db.session, count, {"not_sid": "none"}) == [(2,)]
+        assert read_rows(db.session, count, {"not_sid": "CA" + "1" * 32}) == db.session.execute(
+            count, {"not_sid": "CA" + "1" * 32}).all() == [(1,)]
+        db.session.rollback()
+
+
+def test_a_parameter_used_twice_in_a_statement_is_processed_once(app, database_url):  # type: ignore[no-untyped-def]
+    """A timestamp named twice (bindparam("at") in two places) goes to the driver once, processed
+    once: processed twice, SQLite's text form of it failed as a timestamp."""
+    from sqlalchemy import bindparam, func, or_, select
+
+    from helpline.db import db, read_rows
+    from helpline.models import Call, utcnow
+
+    twice = select(func.count(Call.id)).where(or_(Call.started_at < bindparam("at"), Call.started_at == bindparam("at")))
+    with app.app_context():
+        assert read_rows(db.session, twice, {"at": utcnow()}) == [(0,)]
+        db.session.rollback()
+
+
 def test_statements_run_together_on_a_dead_connection_fail_cleanly_and_the_next_use_reconnects(app, database_url):  # type: ignore[no-untyped-def]
     from sqlalchemy import literal_column, select
     from sqlalchemy.exc import OperationalError
@@ -637,3 +673,4 @@ def test_rows_loaded_on_the_driver_are_objects_as_the_orm_would_load_them(app, d
         assert lifecycle.find_call(db.session, "CA" + "6" * 32) is None
         db.session.remove()
         assert db.session.scalar(select(QueueEntry.placed_at)) == now
+
