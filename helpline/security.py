@@ -5,7 +5,8 @@
 - Every request of a logged-in user must find its server-side session record open (staff_sessions.py):
   log-out, a password change, an admin's "sign out everywhere" and the idle and absolute limits end
   it, and every copy of the cookie with it. The cookie is also permanent with the idle lifetime and
-  re-signed on each request, so a browser forgets it on its own too.
+  re-signed on each request, so a browser forgets it on its own too. Twilio's requests, which act
+  for nobody, open no session at all (`StaffSessionInterface`).
 - Log-in lockout per account (`max_failed_logins` wrong passwords or codes in a row pause it for
   `lockout_minutes`), and a throttle per client address counted in the database. Neither holds back a
   browser that has logged in as that user before (a device cookie, after OWASP): 20 guesses from behind
@@ -34,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, has_request_context, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from sqlalchemy import func, select, update
 from werkzeug.routing import IntegerConverter
 from sqlalchemy.orm import Session
@@ -409,6 +411,20 @@ def _guard_unrouted_twilio_paths() -> Response | None:
     return None
 
 
+class StaffSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed session cookie, for staff in browsers; none is opened for Twilio's requests.
+
+    Under /voice/ and /sms/ a request acts for nobody (its signature is its credential) and Twilio
+    sends no cookie: it gets Flask's null session, which holds nothing and sets no cookie, instead
+    of a serializer built to find no cookie, and a cookie's settings worked out to set none.
+    """
+
+    def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+        if request.path.startswith(TWILIO_PREFIXES) and app.config["SESSION_COOKIE_NAME"] not in request.cookies:
+            return None
+        return super().open_session(app, request)
+
+
 def _json_errors_for_machines(exc: Any) -> Response | Any:
     """4xx under /voice/, /sms/ and /api/ in the service's JSON error shape, not Flask's HTML page."""
     from werkzeug.exceptions import HTTPException
@@ -439,6 +455,7 @@ def init_app(app: Flask) -> None:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)  # type: ignore[method-assign]
+    app.session_interface = StaffSessionInterface()
     install_log_masking()
     app.before_request(_start_request)
     app.before_request(_guard_unrouted_twilio_paths)

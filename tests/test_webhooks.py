@@ -444,3 +444,24 @@ def test_the_connect_webhooks_keep_the_caller_and_the_callbacks_while_the_databa
     leg = twilio.post("/voice/connect/7/handler", {"CallSid": new_call_sid(), "CallStatus": "no-answer"})
     assert leg.status_code == 204
     assert len(app.extensions["helpline.deferred"]) == 1
+
+
+def test_twilio_requests_open_no_session_and_set_no_cookie(app, twilio, client):
+    """A webhook acts for nobody: it gets Flask's null session (security.StaffSessionInterface), and
+    its answer sets no cookie; a browser's request still gets the staff session."""
+    from flask import session
+
+    opened: list[bool] = []
+
+    @app.after_request
+    def note_session(response):  # type: ignore[no-untyped-def]
+        opened.append(not app.session_interface.is_null_session(session))
+        return response
+
+    answer = twilio.post("/voice/incoming", incoming_params(new_call_sid()))
+    assert answer.status_code == 200 and "Set-Cookie" not in answer.headers
+    unsigned = client.post("/voice/incoming", data=incoming_params(new_call_sid()))
+    assert unsigned.status_code == 403 and "Set-Cookie" not in unsigned.headers
+    page = client.get("/login")
+    assert page.status_code == 200 and "Set-Cookie" in page.headers
+    assert opened == [False, False, True]
