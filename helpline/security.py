@@ -29,7 +29,6 @@ import logging
 import re
 import secrets
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -220,7 +219,7 @@ def _start_request() -> Response | None:
     settings = current_app.config["HELPLINE"]
     offered = request.headers.get("X-Request-ID", "")
     # Trust a proxy's request id only when a proxy is configured; otherwise it is the client's word.
-    g.request_id = offered if settings.security.proxy_hops and REQUEST_ID.match(offered) else uuid.uuid4().hex
+    g.request_id = offered if settings.security.proxy_hops and REQUEST_ID.match(offered) else secrets.token_hex(16)
     return None
 
 

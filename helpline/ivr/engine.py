@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import string
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -63,7 +62,7 @@ class Interpreter:
     def render(self, text: str, now: dt.datetime, **values: Any) -> str:
         """Fill a prompt's placeholders: `values`, the flow's texts, then the service's own values,
         each worked out only when the prompt (or a text it uses) names it (see _Placeholders)."""
-        spoken = " ".join(string.Formatter().vformat(text, (), _Placeholders(self, now, values)).split())
+        spoken = " ".join(text.format_map(_Placeholders(self, now, values)).split())
         # A time that ends a sentence ("tomorrow at 8 a.m.") keeps one full stop, not two.
         return _DOUBLED_STOP.sub(r"\1.m.", spoken)
 
@@ -621,7 +620,7 @@ class _Placeholders(dict):  # type: ignore[type-arg]
                 raise KeyError(name)
             self._filling.add(name)
             try:
-                value = string.Formatter().vformat(text, (), _InText(self))
+                value = text.format_map(_InText(self))
             finally:
                 self._filling.discard(name)
         self[name] = value
