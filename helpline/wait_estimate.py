@@ -172,7 +172,12 @@ def _estimate(session: Session, place: int, now: dt.datetime, default_s: int, on
     `free` of them free now."""
     if on_duty == 0:
         return Estimate(None, "nobody_on_duty", 0, 0)
-    handle_s = _handle_s(session, now)
+    return _estimate_with(session, place, now, default_s, on_duty, free, _handle_s(session, now))
+
+
+def _estimate_with(session: Session, place: int, now: dt.datetime, default_s: int, on_duty: int, free: int,
+                   handle_s: float | None) -> Estimate:
+    """`_estimate` once the recent handling time is known (None: too few calls handled lately)."""
     if handle_s is not None:
         return Estimate(round(positional_wait(place, on_duty, free, handle_s)), "erlang_c", on_duty, free, round(handle_s, 1))
     if place <= free:
@@ -193,7 +198,7 @@ def for_new_caller(session: Session, now: dt.datetime, default_s: int) -> Estima
         return Estimate(None, "nobody_on_duty", 0, 0)
     handle_s = _handle_s(session, now)
     if handle_s is None:
-        return _estimate(session, waiting + 1, now, default_s, on_duty, free)
+        return _estimate_with(session, waiting + 1, now, default_s, on_duty, free, None)
     arrivals = session.scalar(select(func.count(Call.id)).where(Call.queued_at >= now - ARRIVAL_WINDOW)) or 0
     seconds, chance = new_caller_wait(on_duty, free, waiting, handle_s, int(arrivals) / ARRIVAL_WINDOW.total_seconds())
     return Estimate(round(seconds), "erlang_c", on_duty, free, round(handle_s, 1), round(chance, 3))
