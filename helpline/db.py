@@ -17,7 +17,7 @@ transaction that did not commit: every check on what it sends (an UPDATE that mu
 runs inside the transaction, before the COMMIT. A line of a call's timeline (or any row of an
 "append" table) is added with `append`, as a row written with the commit, without an ORM object.
 One helper beside it saves round trips: `run_together` (statements sent together within the
-session's transaction, for the routing pass). The compiled forms they send are kept in a cache of
+session's transaction, for the routing pass); `read_rows` runs one such statement on the driver. The compiled forms they send are kept in a cache of
 fixed size (`COMPILED_CACHE_SIZE`).
 """
 
@@ -461,12 +461,12 @@ def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         return [list(connection.execute(statement, params)) for statement, params in statements]
+    if len(statements) == 1:  # nothing to send together: a pipeline would only add its own messages
+        return [_driver_rows(connection, *statements[0])]
     raw = connection.connection.dbapi_connection
     assert raw is not None
     compiled = _compiled(statements, connection.dialect)
     try:
-        if len(compiled) == 1:  # nothing to send together: a pipeline would only add its own messages
-            return [raw.execute(*compiled[0]).fetchall()]  # type: ignore[union-attr]
         with raw.pipeline():  # type: ignore[union-attr]
             cursors = [raw.execute(sql, params) for sql, params in compiled]  # type: ignore[union-attr]
         return [cursor.fetchall() for cursor in cursors]
@@ -489,6 +489,7 @@ def read_rows(session: Session, statement: Executable, params: dict[str, Any]) -
 
 
 def _driver_rows(connection: Any, statement: Executable, params: dict[str, Any]) -> list[Sequence[Any]]:
+    """The rows of one statement, compiled once (`_compiled`), run on `connection`'s driver."""
     raw = connection.connection.dbapi_connection
     assert raw is not None
     ((sql, values),) = _compiled(((statement, params),), connection.dialect)

@@ -673,4 +673,3 @@ def test_rows_loaded_on_the_driver_are_objects_as_the_orm_would_load_them(app, d
         assert lifecycle.find_call(db.session, "CA" + "6" * 32) is None
         db.session.remove()
         assert db.session.scalar(select(QueueEntry.placed_at)) == now
-
