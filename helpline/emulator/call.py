@@ -1197,7 +1197,15 @@ class Call:
             raise
         finally:
             self.emulator.leave_conference(participant, "left")
+            self._forget_conference_signals()
         return conference.sid
+
+    def _forget_conference_signals(self) -> None:
+        """Drop news of a room this call has left: a start or an end delivered while a redirect was
+        also pending (the redirect is raised first) belongs to the old room, not the next document."""
+        with self.lock:
+            if isinstance(self._signal, (ConferenceStarted, ConferenceExit)):
+                self._signal = None
 
     def _conference_wait(self, options: dict[str, Any]) -> None:
         """Before the conference starts: the waitUrl (Play/Say/Pause/Redirect), hold music, or silence."""

@@ -177,3 +177,47 @@ def test_a_conference_wait_url_may_name_an_audio_file(emu, scenario):
     emu.wait_for(caller, lambda event: event["kind"] == "play" and event["url"].endswith("/music.wav"))
     assert not emu.alerts(call_sid=caller)
     emu.hangup(caller)
+
+
+def test_a_caller_redirected_while_their_room_starts_follows_the_redirect(emu, scenario, twilio):
+    """The room starts while the caller's wait music is still being fetched, and a redirect comes
+    before the fetch returns: the redirect wins, and the old room's start is not raised later in
+    the new document (it once ended the call with an internal error)."""
+    import threading
+
+    room = scenario.prefix + "-room"
+    handler = scenario.prefix + "-handler"
+    emu.register_client(handler, auto_answer=True)
+    response = VoiceResponse()
+    dial = Dial()
+    dial.conference(room, start_conference_on_enter=False, wait_url="slow-wait")
+    response.append(dial)
+    scenario.route("voice", response)
+    release = threading.Event()
+
+    def slow_wait(hit):
+        release.wait(5)
+        music = VoiceResponse()
+        music.pause(length=5)
+        return music
+
+    scenario.route("slow-wait", slow_wait)
+    moved = VoiceResponse()
+    moved.say("moved out of the room")
+    moved.pause(length=2)
+    moved.say("still here after the pause")
+    scenario.route("moved", moved)
+
+    caller = emu.place_call(url=scenario.url("voice"))
+    scenario.wait_for("slow-wait")
+    conference = next(c for c in twilio.conferences.list(friendly_name=room))
+    participant = twilio.conferences(conference.sid).participants.create(
+        from_="+441134960123", to="client:" + handler, start_conference_on_enter=True)
+    emu.wait_for(participant.call_sid, "conference.joined")
+    twilio.calls(caller).update(url=scenario.url("moved"), method="POST")
+    release.set()
+
+    emu.wait_for(caller, "say", text="still here after the pause")
+    assert not emu.alerts(call_sid=caller)
+    assert emu.call(caller)["status"] == "in-progress"
+    emu.hangup(caller)
