@@ -49,11 +49,6 @@ def interpreter() -> Interpreter:
     return current_app.extensions["helpline.ivr"]
 
 
-def find_call(call_sid: str) -> Call | None:
-    """The call with this CallSid, if the service has seen it, with its queue entry (if any)."""
-    return lifecycle.find_call(db.session, call_sid)
-
-
 def _call_or_start(call_sid: str, status: str | None = None, *, new: bool = False) -> Call:
     """The call record for a webhook, created if this is the first the service hears of the call
     (lifecycle.call_for_webhook: exactly one of racing webhooks makes it)."""
