@@ -172,7 +172,9 @@ def test_a_web_request_reaches_a_handler_and_rings_the_person_back(visitors: Any
     tab.log_in("wren")
     identity = tab.softphone_ready()
     stack.emulator.register_client(identity, auto_answer=True)
-    stack.emulator.register_phone(CALLER)
+    # The person answers when called back (left ringing, the call would give up within a fraction of a
+    # second at the emulator's time scale, and the handler be free again before the console had shown it).
+    stack.emulator.register_phone(CALLER, auto_answer=True)
 
     visitor = visitors(PHONE)
     visitor.fill_form()
@@ -194,6 +196,11 @@ def test_a_web_request_reaches_a_handler_and_rings_the_person_back(visitors: Any
     stack.emulator.phone_wait_for(CALLER, "incoming", timeout=20)
     expect(tab.page.locator("#fc-web-message")).to_have_text("Drinking more since the complaint.", timeout=15_000)
     expect(tab.page.locator("#fc-web-name")).to_have_text("Quinn")
+    # They hang up: the handler wraps up, the request still in front of them.
+    expect(tab.page.locator("#oncall-title")).to_have_text("On a call", timeout=15_000)
+    stack.emulator.hangup_phone(CALLER)
+    expect(tab.page.locator("#oncall-title")).to_have_text("Call ended: wrap up", timeout=15_000)
+    expect(tab.page.locator("#fc-web-message")).to_have_text("Drinking more since the complaint.")
 
 
 def test_an_email_request_is_confirmed_and_answered_from_the_console(visitors: Any, console: Any, make_user: Any,
