@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict, deque
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, NoReturn, Sequence
 
 from flask import Flask
 from sqlalchemy import (Integer, bindparam, case, cast, create_engine, event, func, insert, inspect, literal_column,
@@ -239,16 +239,28 @@ def is_postgresql(session: Session) -> bool:
 #: How many statements' compiled forms are kept (the least recently used goes first). The service
 #: sends a few dozen statements built once and kept; the bound is for any built afresh per use.
 COMPILED_CACHE_SIZE = 512
+Processor = Callable[[Any], Any]
+
+
+class Compiled(NamedTuple):
+    """A statement compiled for one dialect, and how its values are converted on the way."""
+
+    sql: Any
+    #: The bind processors of the parameters whose type has one (JSON, UTC timestamps), by name.
+    binds: list[tuple[str, Processor]]
+    #: Each result column's processor (None where the driver's value is the value), in order.
+    results: tuple[Processor | None, ...]
+
+
 #: The statements of run_together and ServiceSession.commit, compiled: by id and dialect, with the
-#: statement kept alive beside its compiled form so that its id is not reused while it is here, and
-#: the bind processors of the parameters whose type has one (JSON, UTC timestamps).
-_COMPILED: OrderedDict[tuple[int, str], tuple[Executable, Any, list[tuple[str, Callable[[Any], Any]]]]] = OrderedDict()
+#: statement kept alive beside its compiled form so that its id is not reused while it is here.
+_COMPILED: OrderedDict[tuple[int, str], tuple[Executable, Compiled]] = OrderedDict()
 #: The router thread and request threads share the cache.
 _COMPILED_LOCK = threading.Lock()
 
 
-def _compile(statement: Executable, dialect: Any) -> tuple[Any, list[tuple[str, Callable[[Any], Any]]]]:
-    """The statement compiled for `dialect`, from the cache if there, with its parameters' bind processors."""
+def _compile(statement: Executable, dialect: Any) -> Compiled:
+    """The statement compiled for `dialect`, from the cache if there, with its values' processors."""
     key = (id(statement), dialect.name)
     # Found without the lock, which guards only a new entry and the evictions it makes: each of the
     # two steps here is one operation of the dictionary, whole under the GIL, and every commit asks.
@@ -256,20 +268,23 @@ def _compile(statement: Executable, dialect: Any) -> tuple[Any, list[tuple[str, 
     if cached is not None and cached[0] is statement:
         with contextlib.suppress(KeyError):  # evicted by another thread just now: it is still this one
             _COMPILED.move_to_end(key)
-        return cached[1], cached[2]
+        return cached[1]
     if dialect.name == "sqlite":
         dialect = _sqlite_named()
     # An IN list's values are bound one by one here: SQLAlchemy expands them only when it runs a statement itself.
     sql = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     # By name, once each: a parameter used twice in the statement (bindparam("at") in two places) is
     # one value, to be processed once.
-    processors = list({name: processor for bind, name in sql.bind_names.items()
-                       if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}.items())
+    binds = list({name: processor for bind, name in sql.bind_names.items()
+                  if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}.items())
+    results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
+                    for column in getattr(statement, "exported_columns", ()))
+    compiled = Compiled(sql, binds, results)
     with _COMPILED_LOCK:
-        _COMPILED[key] = (statement, sql, processors)
+        _COMPILED[key] = (statement, compiled)
         while len(_COMPILED) > COMPILED_CACHE_SIZE:
             _COMPILED.popitem(last=False)
-    return sql, processors
+    return compiled
 
 
 @functools.cache
@@ -285,9 +300,9 @@ def _compiled(statements: Sequence[tuple[Executable, dict[str, Any]]], dialect: 
     """Each statement's SQL (compiled once while cached) and its parameters, for the driver."""
     compiled = []
     for statement, params in statements:
-        sql, processors = _compile(statement, dialect)
+        sql, binds, _results = _compile(statement, dialect)
         values = sql.construct_params(params)
-        for name, processor in processors:
+        for name, processor in binds:
             if name in values:
                 values[name] = processor(values[name])
         compiled.append((sql.string, values))
@@ -450,17 +465,19 @@ def run_together(session: Session, *statements: tuple[Executable, dict[str, Any]
 
     psycopg's pipeline sends them all (with the transaction's BEGIN, if they come first) and then
     reads the answers; the server still runs them one after another, each with its own snapshot, as
-    if sent one by one. Elsewhere they simply run in turn. It skips SQLAlchemy's per-statement work,
-    which on the routing path costs more than the statements themselves: so it is only for
-    statements whose compiled form can be cached by identity (built once and kept), whose
-    parameters are bound by name (their types' bind processors are applied, as SQLAlchemy's
-    would be), and whose rows are read by position, unprocessed. Like `session.execute`, it first
-    writes the session's pending changes.
+    if sent one by one. On SQLite they simply run in turn. Either way they run on the driver, without
+    SQLAlchemy's per-statement work, which on the routing path cost more than the statements
+    themselves: so it is only for statements whose compiled form can be cached by identity (built
+    once and kept), whose parameters are bound by name (their types' bind processors are applied, as
+    SQLAlchemy's would be), and whose rows are read by position. Their values are psycopg's own on
+    PostgreSQL; SQLite's driver gives timestamps and JSON as text, so there each value goes through
+    its column type's result processor, as SQLAlchemy's would (`_typed_rows`). Like
+    `session.execute`, it first writes the session's pending changes.
     """
     session.flush()
     connection = session.connection()
     if connection.dialect.name != "postgresql":
-        return [list(connection.execute(statement, params)) for statement, params in statements]
+        return [_typed_rows(connection, statement, params) for statement, params in statements]
     if len(statements) == 1:  # nothing to send together: a pipeline would only add its own messages
         return [_driver_rows(connection, *statements[0])]
     raw = connection.connection.dbapi_connection
@@ -488,15 +505,36 @@ def read_rows(session: Session, statement: Executable, params: dict[str, Any]) -
     return _driver_rows(session.connection(), statement, params)
 
 
-def _driver_rows(connection: Any, statement: Executable, params: dict[str, Any]) -> list[Sequence[Any]]:
-    """The rows of one statement, compiled once (`_compiled`), run on `connection`'s driver."""
+def driver_cursor(connection: Any, statement: Executable, params: dict[str, Any]) -> Any:
+    """One statement, compiled once (`_compiled`), run on `connection`'s driver: its cursor, for
+    its rows or its row count. Within the connection's transaction, as SQLAlchemy would run it."""
     raw = connection.connection.dbapi_connection
     assert raw is not None
     ((sql, values),) = _compiled(((statement, params),), connection.dialect)
     try:
-        return raw.execute(sql, values).fetchall()  # type: ignore[no-any-return]
+        return raw.execute(sql, values)
     except connection.dialect.loaded_dbapi.Error as exc:
         _raise_wrapped(connection, raw, sql, exc)
+
+
+def _driver_rows(connection: Any, statement: Executable, params: dict[str, Any]) -> list[Sequence[Any]]:
+    """The rows of one statement run on the driver (`driver_cursor`), as the driver gives them."""
+    return driver_cursor(connection, statement, params).fetchall()  # type: ignore[no-any-return]
+
+
+def _typed_rows(connection: Any, statement: Executable, params: dict[str, Any]) -> list[Sequence[Any]]:
+    """The rows of one statement run on the driver, each value through its column type's result
+    processor (a timestamp or JSON stored as text on SQLite comes back a datetime, a list), as
+    SQLAlchemy's own execute gives them."""
+    cursor = driver_cursor(connection, statement, params)
+    rows = cursor.fetchall()
+    processors = _compile(statement, connection.dialect).results
+    if not any(processors):
+        return rows  # type: ignore[no-any-return]
+    if len(processors) != len(cursor.description):
+        raise TypeError(f"{len(cursor.description)} columns came back where the statement names {len(processors)}")
+    return [tuple(value if process is None or value is None else process(value) for process, value in zip(processors, row))
+            for row in rows]
 
 
 def load_one(session: Session, statement: Executable, params: dict[str, Any], *classes: type) -> tuple[Any, ...] | None:
@@ -822,8 +860,7 @@ class Database:
         """
         if self.engine is None or self._readers.path is None:
             return None
-        sql, _processors = _compile(statement, self.engine.dialect)
-        return self._readers.connection().execute(sql.string).fetchall()
+        return self._readers.connection().execute(_compile(statement, self.engine.dialect).sql.string).fetchall()
 
     def dispose(self) -> None:
         """Close every pooled connection (tests, shutdown)."""

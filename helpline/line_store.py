@@ -28,7 +28,7 @@ from sqlalchemy import (Integer, String, and_, bindparam, exists, func, insert, 
 from sqlalchemy.orm import Session
 
 from .config import RoutingSettings
-from .db import is_postgresql, run_together
+from .db import driver_cursor, is_postgresql, new_row, run_together
 from .decision import NEED_CLASSES, SKILLED_NEEDS, Free, Offer, Waiting, takeable
 from .events import announce
 from .models import CallEvent, Handler, QueueEntry
@@ -314,8 +314,9 @@ def candidates(session: Session, heads: dict[str | None, Waiting | None], free: 
 
 @functools.cache
 def _offer_statements() -> dict[str, Any]:
-    """The statements of an offer made one at a time (SQLite), built once: on the tables, no ORM bookkeeping."""
-    entries, handlers, events = QueueEntry.__table__, Handler.__table__, CallEvent.__table__
+    """The statements of an offer made one at a time (SQLite), built once: on the tables, no ORM
+    bookkeeping, run on the driver (db.driver_cursor); the timeline's event is a row like any other (db.new_row)."""
+    entries, handlers = QueueEntry.__table__, Handler.__table__
     (waiting,) = sources(Move.OFFERED)
     (free,) = presence_sources(Presence.OFFERED)
     return {
@@ -328,7 +329,6 @@ def _offer_statements() -> dict[str, Any]:
         # Within the same transaction: the entry as it was before "entry" above, when the handler was not free.
         "undo": update(entries).where(entries.c.id == bindparam("entry_id"))
         .values(state=waiting, handler_id=None, offered_at=None),
-        "event": events.insert(),
     }
 
 
@@ -368,15 +368,15 @@ def _offer_in_steps(session: Session, entry: Waiting, handler_id: int, now: dt.d
     """The offer as conditional UPDATEs, one at a time (SQLite, where BEGIN IMMEDIATE already serialises)."""
     connection = session.connection()
     statements = _offer_statements()
-    taken = connection.execute(statements["entry"], {"entry_id": entry.id, "handler_id": handler_id, "at": now})
+    taken = driver_cursor(connection, statements["entry"], {"entry_id": entry.id, "handler_id": handler_id, "at": now})
     if taken.rowcount != 1:
         return False
-    claimed = connection.execute(statements["handler"], {"handler_id": handler_id, "at": now, "call": entry.call_id})
+    claimed = driver_cursor(connection, statements["handler"], {"handler_id": handler_id, "at": now, "call": entry.call_id})
     if claimed.rowcount != 1:
-        connection.execute(statements["undo"], {"entry_id": entry.id})
+        driver_cursor(connection, statements["undo"], {"entry_id": entry.id})
         return False
-    connection.execute(statements["event"], {"call_id": entry.call_id, "kind": "offered", "at": now,
-                                             "detail": {"handler_id": handler_id}})
+    driver_cursor(connection, *new_row(CallEvent, call_id=entry.call_id, kind="offered", at=now,
+                                       detail={"handler_id": handler_id}))
     return True
 
 

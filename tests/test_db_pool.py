@@ -112,6 +112,36 @@ def test_statements_run_together_answer_as_if_run_one_by_one(app, database_url):
         assert run_together(session, (second, {"floor": 5})) == [[]]
 
 
+def test_statements_run_together_give_values_typed_as_sqlalchemy_types_them(app, database_url):  # type: ignore[no-untyped-def]
+    """The routing pass reads the line through run_together: a timestamp comes back with its zone and
+    JSON as a list on either database (SQLite's driver gives both as text), as session.execute gives
+    them; a union of selects and a count are typed the same way."""
+    from sqlalchemy import func, select, union_all
+
+    from helpline import lifecycle
+    from helpline.db import db, run_together
+    from helpline.models import QueueEntry, utcnow
+
+    with app.app_context():
+        now = utcnow()
+        call = lifecycle.call_for_webhook(db.session, "CA" + "5" * 32, "ringing", new=True)
+        lifecycle.join_line(db.session, call, now)
+        call.queue_entry.flags = ["language:cy"]
+        db.session.commit()
+    columns = (QueueEntry.id, QueueEntry.placed_at, QueueEntry.flags, QueueEntry.declined_by, QueueEntry.language)
+    line = select(*columns).where(QueueEntry.state == "waiting")
+    both = union_all(line, line)
+    count = select(func.count(QueueEntry.id))
+    with db.transaction() as session:
+        rows, twice, counted = run_together(session, (line, {}), (both, {}), (count, {}))
+        expected = [tuple(row) for row in session.execute(line)]
+        assert [tuple(row) for row in rows] == expected and [tuple(row) for row in twice] == expected * 2
+        (entry_id, placed_at, flags, declined_by, language), = rows
+        assert placed_at == now and placed_at.tzinfo is not None
+        assert (flags, declined_by, language) == (["language:cy"], [], "cy")
+        assert [tuple(row) for row in counted] == [(1,)]
+
+
 def test_rows_read_on_the_driver_see_pending_changes_unless_autoflush_is_off(app, database_url):  # type: ignore[no-untyped-def]
     """db.read_rows (a caller's place in line): the same answer as session.execute, with the session's
     pending changes written first as the ORM would, and left unwritten under no_autoflush."""
