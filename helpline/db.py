@@ -17,8 +17,8 @@ transaction that did not commit: every check on what it sends (an UPDATE that mu
 runs inside the transaction, before the COMMIT. A line of a call's timeline (or any row of an
 "append" table) is added with `append`, as a row written with the commit, without an ORM object.
 One helper beside it saves round trips: `run_together` (statements sent together within the
-session's transaction, for the routing pass); `read_rows` runs one such statement on the driver. The compiled forms they send are kept in a cache of
-fixed size (`COMPILED_CACHE_SIZE`).
+session's transaction, for the routing pass); `read_rows` and `driver_cursor` run one such statement
+on the driver. The compiled forms they send are kept in a cache of fixed size (`COMPILED_CACHE_SIZE`).
 """
 
 from __future__ import annotations
@@ -239,6 +239,7 @@ def is_postgresql(session: Session) -> bool:
 #: How many statements' compiled forms are kept (the least recently used goes first). The service
 #: sends a few dozen statements built once and kept; the bound is for any built afresh per use.
 COMPILED_CACHE_SIZE = 512
+#: A type's conversion of one value, to the driver (bind) or from it (result).
 Processor = Callable[[Any], Any]
 
 
@@ -300,13 +301,18 @@ def _compiled(statements: Sequence[tuple[Executable, dict[str, Any]]], dialect: 
     """Each statement's SQL (compiled once while cached) and its parameters, for the driver."""
     compiled = []
     for statement, params in statements:
-        sql, binds, _results = _compile(statement, dialect)
-        values = sql.construct_params(params)
-        for name, processor in binds:
-            if name in values:
-                values[name] = processor(values[name])
-        compiled.append((sql.string, values))
+        one = _compile(statement, dialect)
+        compiled.append((one.sql.string, _bound(one, params)))
     return compiled
+
+
+def _bound(compiled: Compiled, params: dict[str, Any]) -> dict[str, Any]:
+    """The statement's parameters for the driver, each through its type's bind processor."""
+    values = compiled.sql.construct_params(params)
+    for name, processor in compiled.binds:
+        if name in values:
+            values[name] = processor(values[name])
+    return values  # type: ignore[no-any-return]
 
 
 def _pipelined(state: Any) -> str | None:
@@ -505,16 +511,22 @@ def read_rows(session: Session, statement: Executable, params: dict[str, Any]) -
     return _driver_rows(session.connection(), statement, params)
 
 
-def driver_cursor(connection: Any, statement: Executable, params: dict[str, Any]) -> Any:
-    """One statement, compiled once (`_compiled`), run on `connection`'s driver: its cursor, for
-    its rows or its row count. Within the connection's transaction, as SQLAlchemy would run it."""
+def _execute(connection: Any, statement: Executable, params: dict[str, Any]) -> tuple[Any, Compiled]:
+    """Run one statement, compiled once (`_compile`), on `connection`'s driver; its cursor and compiled form."""
     raw = connection.connection.dbapi_connection
     assert raw is not None
-    ((sql, values),) = _compiled(((statement, params),), connection.dialect)
+    compiled = _compile(statement, connection.dialect)
+    sql = compiled.sql.string
     try:
-        return raw.execute(sql, values)
+        return raw.execute(sql, _bound(compiled, params)), compiled
     except connection.dialect.loaded_dbapi.Error as exc:
         _raise_wrapped(connection, raw, sql, exc)
+
+
+def driver_cursor(connection: Any, statement: Executable, params: dict[str, Any]) -> Any:
+    """One statement run on `connection`'s driver (`_execute`): its cursor, for its rows or its row
+    count. Within the connection's transaction, as SQLAlchemy would run it."""
+    return _execute(connection, statement, params)[0]
 
 
 def _driver_rows(connection: Any, statement: Executable, params: dict[str, Any]) -> list[Sequence[Any]]:
@@ -526,9 +538,9 @@ def _typed_rows(connection: Any, statement: Executable, params: dict[str, Any]) 
     """The rows of one statement run on the driver, each value through its column type's result
     processor (a timestamp or JSON stored as text on SQLite comes back a datetime, a list), as
     SQLAlchemy's own execute gives them."""
-    cursor = driver_cursor(connection, statement, params)
+    cursor, compiled = _execute(connection, statement, params)
     rows = cursor.fetchall()
-    processors = _compile(statement, connection.dialect).results
+    processors = compiled.results
     if not any(processors):
         return rows  # type: ignore[no-any-return]
     if len(processors) != len(cursor.description):
