@@ -217,9 +217,9 @@ def now() -> float:
 
 def _start_request() -> Response | None:
     settings = current_app.config["HELPLINE"]
-    offered = request.headers.get("X-Request-ID", "")
     # Trust a proxy's request id only when a proxy is configured; otherwise it is the client's word.
-    g.request_id = offered if settings.security.proxy_hops and REQUEST_ID.match(offered) else secrets.token_hex(16)
+    offered = request.headers.get("X-Request-ID", "") if settings.security.proxy_hops else ""
+    g.request_id = offered if REQUEST_ID.match(offered) else secrets.token_hex(16)
     return None
 
 

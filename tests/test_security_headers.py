@@ -45,6 +45,19 @@ def test_every_response_carries_the_security_headers(client, path):
     assert len(headers["X-Request-ID"]) == 32
 
 
+@pytest.mark.parametrize(("proxy_hops", "offered", "kept"), [
+    (1, "nginx-0123456789abcdef", True),   # the proxy's id, so its log and ours name one request
+    (0, "nginx-0123456789abcdef", False),  # no proxy configured: the header is the client's word
+    (1, "bad id; with spaces", False),     # not an id: ours instead
+])
+def test_a_request_id_is_taken_from_the_proxy_only(app_factory, proxy_hops, offered, kept):
+    app = app_factory(security={"proxy_hops": proxy_hops})
+    answered = app.test_client().get("/login", headers={"X-Request-ID": offered}).headers["X-Request-ID"]
+    assert (answered == offered) is kept
+    if not kept:
+        assert len(answered) == 32
+
+
 def test_webhook_replies_carry_them_and_set_no_cookie(app, twilio):
     walker = CallWalker(twilio)
     response = twilio.post("/voice/incoming", walker.params())
