@@ -253,6 +253,20 @@ def assert_statements(sent: list[str], expected: list[str], database_url: str) -
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)?")
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def open_one_day_only(hours: str) -> tuple[dict[str, list[str]], str]:
+    """Weekly opening hours open for `hours` on one day only, the day after tomorrow in London, and
+    that day's name as the IVR speaks it. The line is then closed whenever the test runs: a fixed
+    day (open on Mondays) failed every Monday while it was open."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    day = dt.datetime.now(ZoneInfo("Europe/London")).date() + dt.timedelta(days=2)
+    return {name: [] for name in WEEKDAYS} | {WEEKDAYS[day.weekday()]: [hours]}, day.strftime("%A")
+
+
 def shows_number(text: str, fragment: str = "7911") -> bool:
     """Whether `text` holds `fragment` of the test caller's number (+44 7911 ...) anywhere but in a
     timestamp, whose microseconds hold any four digits by chance (".907911")."""
