@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, url_for
-from twilio.twiml.voice_response import VoiceResponse
 
 from . import audit, lifecycle, routing
 from .contacts import latest_voicemail_choice
@@ -400,20 +399,20 @@ def join(call_id: int, call_sid: str) -> str:
     interpreter = _interpreter()
     voice = interpreter.voice
     if entry is None or call is None or (entry.kind == "live" and call_sid != call.call_sid):
-        return str(twiml.hang_up())
+        return twiml.hang_up()
     if entry.state not in ("connecting", "answered"):
         if entry.kind == "live" and entry.state in routing.IN_LINE:
             step = interpreter.queue_step().name
-            return str(twiml.redirect(url_for("voice.step", name=step, n=len(call.ivr_path), requeued=call_sid)))
-        return str(twiml.speak_and_hang_up(voice, "Sorry, we could not connect this call. Goodbye."))
+            return twiml.redirect(url_for("voice.step", name=step, n=len(call.ivr_path), requeued=call_sid))
+        return twiml.speak_and_hang_up(voice, "Sorry, we could not connect this call. Goodbye.")
     greeting = None
     if entry.kind == "callback":
         if request.form.get("AnsweredBy", "") in NOT_A_PERSON:
             message = _reached_voicemail(entry, call)
-            return str(twiml.speak_and_hang_up(voice, message) if message else twiml.hang_up())
+            return twiml.speak_and_hang_up(voice, message) if message else twiml.hang_up()
         greeting = f"This is {interpreter.settings.service.name}, returning your call. Connecting you now."
-    return str(twiml.join_conference(voice, greeting, conference_name(call_id), interpreter.music_url(),
-                                     url_for("connect.conference", call_id=call_id)))
+    return twiml.join_conference(voice, greeting, conference_name(call_id), interpreter.music_url(),
+                                 url_for("connect.conference", call_id=call_id))
 
 
 def voicemail_safe(call: Call) -> bool:
@@ -667,14 +666,14 @@ def _unexpected(exc: Exception) -> Response:
         keep_for_replay()
         return Response(status=204)
     if request.endpoint == "connect.join":
-        return Response(str(_join_later()), mimetype="text/xml")
+        return Response(_join_later(), mimetype="text/xml")
     return error(500, "internal_error", "please retry")
 
 
 register_webhook_errors(bp, _unexpected)
 
 
-def _join_later() -> VoiceResponse:
+def _join_later() -> str:
     """TwiML that keeps the caller on the line and fetches their join again."""
     from urllib.parse import urlencode
 

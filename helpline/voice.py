@@ -63,9 +63,9 @@ def incoming(call_sid: str) -> str:
     if call.step is None:
         # Not started yet (a status callback may have made the record a moment ago).
         interpreter().log(db.session, call, "incoming", None)
-        return str(interpreter().start(db.session, call, request.form))
+        return interpreter().start(db.session, call, request.form)
     # A second, different request for a call we know: carry on where it is.
-    return str(interpreter().enter(db.session, call, call.step, request.form))
+    return interpreter().enter(db.session, call, call.step, request.form)
 
 
 @bp.post("/step/<name>")
@@ -80,8 +80,8 @@ def step(name: str, call_sid: str) -> str:
         # A redirect the call's own step did not send (a late or replayed one, from a step the call
         # has left): like a key, it only counts where the caller is. They hear where they are.
         log.info("ignored a redirect to step %s: the call is at %s", name, call.step)
-        return str(interpreter().current(call, request.form))
-    return str(interpreter().enter(db.session, call, name, request.form))
+        return interpreter().current(call, request.form)
+    return interpreter().enter(db.session, call, name, request.form)
 
 
 @bp.post("/step/<name>/keys")
@@ -90,15 +90,15 @@ def step_keys(name: str, call_sid: str) -> str:
     """The caller's key at a menu, or silence (no Digits)."""
     call = _call_or_start(call_sid)
     if name not in interpreter().flow.steps:
-        return str(interpreter().enter(db.session, call, call.step or interpreter().flow.start, request.form))
+        return interpreter().enter(db.session, call, call.step or interpreter().flow.start, request.form)
     if name != call.step:
         # A key for a step the call has already left (a late request, or a replayed one with another
         # digit): keys only count where the caller is. They hear where they are; nothing changes.
         log.info("ignored a key for step %s: the call is at %s", name, call.step)
-        return str(interpreter().current(call, request.form))
+        return interpreter().current(call, request.form)
     attempt = request.args.get("attempt", "1")
     attempt_number = int(attempt) if attempt.isdigit() and 0 < int(attempt) < 10 else 1
-    return str(interpreter().keys(db.session, call, name, attempt_number, _digits(), request.form, _speech()))
+    return interpreter().keys(db.session, call, name, attempt_number, _digits(), request.form, _speech())
 
 
 def _digits() -> str:
@@ -125,14 +125,14 @@ def queue_wait(call_sid: str) -> str:
     """
     params = {**request.form.to_dict(), "held": request.args.get("held", ""),
               "held_step": request.args.get("step", ""), "held_key": request.args.get("key", "")}
-    return str(interpreter().wait(db.session, _call_or_start(call_sid), params))
+    return interpreter().wait(db.session, _call_or_start(call_sid), params)
 
 
 @bp.post("/queue/key")
 @idempotent_twiml
 def queue_key(call_sid: str) -> str:
     """A key pressed while on hold."""
-    return str(interpreter().queue_key(db.session, _call_or_start(call_sid), request.form.get("Digits", ""), request.form))
+    return interpreter().queue_key(db.session, _call_or_start(call_sid), request.form.get("Digits", ""), request.form)
 
 
 @bp.post("/queue/left")
@@ -140,7 +140,7 @@ def queue_key(call_sid: str) -> str:
 def queue_left(call_sid: str) -> str:
     """Enqueue's action: the caller left the Twilio queue (QueueResult says why)."""
     result = request.form.get("QueueResult", "")
-    return str(interpreter().queue_left(db.session, _call_or_start(call_sid), result, request.form))
+    return interpreter().queue_left(db.session, _call_or_start(call_sid), result, request.form)
 
 
 @bp.post("/status")
@@ -237,20 +237,20 @@ def unexpected(exc: Exception) -> Response:
         return Response(status=204)
     if request.endpoint in WAITING:
         # Inside the queue's waitUrl: Twilio asks again after this, and the caller keeps their place.
-        return Response(str(interpreter().hold_music_in_outage()), mimetype="text/xml")
+        return Response(interpreter().hold_music_in_outage(), mimetype="text/xml")
     tries = request.args.get("retry", "0")
     tries_done = int(tries) if tries.isdigit() else 0
     if tries_done >= MAX_RETRIES:
         # The database still cannot be written: hold the caller where we will hear of them again.
         pending_step = request.view_args.get("name") if request.endpoint == "voice.step_keys" and request.view_args else None
         body = interpreter().hold_in_outage(pending_step, _digits() or None)
-        return Response(str(body), mimetype="text/xml")
+        return Response(body, mimetype="text/xml")
     args = {**request.args, "retry": str(tries_done + 1)}
     if _digits():
         # A <Redirect> does not send Digits again: the keys the caller pressed travel in the URL.
         args["digits"] = _digits()
     body = twiml.retry_later(interpreter().voice, APOLOGY, f"{request.path}?{urlencode(args)}")
-    return Response(str(body), mimetype="text/xml")
+    return Response(body, mimetype="text/xml")
 
 
 register_webhook_errors(bp, unexpected)

@@ -31,8 +31,8 @@ NOT_FROM_THE_CONSOLE = "The helpline console cannot place calls. Goodbye."
 def client() -> Response:
     """An outgoing call from a softphone: say that the console cannot place calls, and hang up."""
     twilio = current_app.config["HELPLINE"].twilio
-    response = twiml.speak_and_hang_up(twiml.Voice(twilio.voice, twilio.language), NOT_FROM_THE_CONSOLE)
-    return Response(str(response), mimetype="text/xml")
+    return Response(twiml.speak_and_hang_up(twiml.Voice(twilio.voice, twilio.language), NOT_FROM_THE_CONSOLE),
+                    mimetype="text/xml")
 
 
 def init_app(app: Flask) -> None:

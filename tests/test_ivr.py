@@ -481,3 +481,30 @@ def test_a_prompt_fills_each_placeholder_it_names_and_texts_may_name_texts_in_an
     assert read == []
     assert speaker.render("We open {next_opening}.", now) == "We open tomorrow at 8 a.m."
     assert read == [now]
+
+
+def test_the_documents_the_ivr_keeps_say_nothing_of_who_called(app, twilio, monkeypatch):
+    """The IVR's builders keep each document they write (twiml.py): what goes into them must be the
+    service's words and URLs, never a caller's number or call. Two callers walk the same way; every
+    argument the builders are given is looked at, and the second caller's menus are the first's."""
+    from helpline.ivr import twiml
+
+    given: list[str] = []
+    menu = twiml.menu
+    for builder in twiml.IVR_BUILDERS:
+        builder.cache_clear()
+        monkeypatch.setattr(twiml, builder.__wrapped__.__name__,
+                            lambda *args, _kept=builder: (given.extend(map(repr, args)), _kept(*args))[1])
+    callers = []
+    for number in ("07911 123456", "07700 900987"):
+        walker = CallWalker(twilio, caller=number)
+        walker.start()
+        for key in ("1", "1", "2"):
+            walker.press(key)
+        assert walker.enqueue() is not None
+        callers.append(walker)
+    assert given
+    for walker in callers:
+        assert not any(part in argument for argument in given
+                       for part in (walker.sid, walker.caller.replace(" ", "")[-6:], "911123456", "700900987"))
+    assert menu.cache_info().hits >= 3  # the second caller heard the first caller's menus, kept

@@ -54,3 +54,14 @@ def test_menu_gathers_one_key_and_falls_through_to_the_same_url() -> None:
     assert gather.tag == "Gather" and gather.get("numDigits") == "1" and gather.get("action") == "/voice/step/need/keys"
     assert [child.tag for child in gather] == ["Say"] and gather[0].text == "Press 1."
     assert redirect.text == "/voice/step/need/keys"
+
+
+def test_an_ivr_builder_writes_a_document_once_for_the_same_arguments() -> None:
+    twiml.menu.cache_clear()
+    first = twiml.menu(VOICE, "Press 1 for yourself.", "/voice/step/whom/keys?attempt=1&n=2", 5, 3, ("myself",))
+    again = twiml.menu(VOICE, "Press 1 for yourself.", "/voice/step/whom/keys?attempt=1&n=2", 5, 3, ("myself",))
+    other = twiml.menu(VOICE, "Press 1 for yourself.", "/voice/step/whom/keys?attempt=2&n=3", 5, 3, ("myself",))
+    assert again is first and other != first
+    assert twiml.menu.cache_info().hits == 1 and twiml.menu.cache_info().misses == 2
+    gather = parse(other)[0]
+    assert gather.get("action") == "/voice/step/whom/keys?attempt=2&n=3" and gather.get("hints") == "myself"

@@ -14,7 +14,6 @@ from typing import Any, Iterator, Mapping
 from flask import url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from twilio.twiml.voice_response import VoiceResponse
 
 from .. import lifecycle, routing
 from ..config import Settings
@@ -140,13 +139,13 @@ class Interpreter:
 
     # -- walking the flow ---------------------------------------------------------------------
 
-    def start(self, session: Session, call: Call, form: Mapping[str, str]) -> VoiceResponse:
+    def start(self, session: Session, call: Call, form: Mapping[str, str]) -> str:
         """The first answer to a new call."""
         call.caller_number_status = parse_caller(form.get("From")).status
         return self.enter(session, call, self.flow.start, form)
 
     def enter(self, session: Session, call: Call, name: str, form: Mapping[str, str], attempt: int = 1,
-              ahead: str = "") -> VoiceResponse:
+              ahead: str = "") -> str:
         """Move the call to step `name` and return what the caller hears there.
 
         `ahead` holds keys the caller typed ahead into an earlier menu's Gather and not yet used:
@@ -181,7 +180,7 @@ class Interpreter:
         return self._queue(session, call, step, form, now)
 
     def keys(self, session: Session, call: Call, name: str, attempt: int, digits: str, form: Mapping[str, str],
-             speech: str = "", typed_ahead: bool = False) -> VoiceResponse:
+             speech: str = "", typed_ahead: bool = False) -> str:
         """The caller pressed `digits` (or said `speech`, or nothing) at menu `name` after `attempt` prompts.
 
         The first key answers this menu; any more were typed ahead, and go on to the menus that
@@ -230,7 +229,7 @@ class Interpreter:
         return self._act(session, call, step.no_input, form)
 
     def _back(self, session: Session, call: Call, name: str, attempt: int, rest: str,
-              form: Mapping[str, str]) -> VoiceResponse:
+              form: Mapping[str, str]) -> str:
         """The back key: return to the menu answered before this one, to answer it again.
 
         Its answer stands until it is answered again (a caller going back from "not eligible" to
@@ -262,7 +261,7 @@ class Interpreter:
             answered.pop()
         return answered[-1] if answered else None
 
-    def current(self, call: Call, form: Mapping[str, str] | None = None) -> VoiceResponse:
+    def current(self, call: Call, form: Mapping[str, str] | None = None) -> str:
         """What the caller hears at the step they are at now, changing nothing: the answer to a key
         pressed at a step the call has already left (a late or replayed request), which must neither
         rewrite an answer nor move the call."""
@@ -295,11 +294,11 @@ class Interpreter:
         step = self.flow.step(call.step)
         return step.type == "say" and step.next == name
 
-    def _act(self, session: Session, call: Call, action: Action, form: Mapping[str, str], ahead: str = "") -> VoiceResponse:
+    def _act(self, session: Session, call: Call, action: Action, form: Mapping[str, str], ahead: str = "") -> str:
         self._record(call, action)
         return self.enter(session, call, action.goto, form, ahead=ahead)
 
-    def _menu(self, call: Call, step: Step, attempt: int, now: dt.datetime, form: Mapping[str, str]) -> VoiceResponse:
+    def _menu(self, call: Call, step: Step, attempt: int, now: dt.datetime, form: Mapping[str, str]) -> str:
         """A menu's Gather: its intro on the first visit, the retry words after a miss, the prompt;
         room for the keys a caller may type ahead; and the words it listens for."""
         text = self.render(step.prompt or "", now)
@@ -309,7 +308,7 @@ class Interpreter:
         if step.intro and attempt == 1 and visits <= 1:
             text = f"{self.render(step.intro, now)} {text}"
         return twiml.menu(self.voice, text, self.keys_url(call, step.name, attempt), self.gather_timeout_s(form),
-                          self.flow.keys_ahead(step.name), self.flow.hints(step) if step.speech else None)
+                          self.flow.keys_ahead(step.name), tuple(self.flow.hints(step)) if step.speech else None)
 
     def is_relay(self, form: Mapping[str, str]) -> bool:
         """Whether the call comes through a text relay service (its number starts with a relay
@@ -324,7 +323,7 @@ class Interpreter:
 
     # -- leaving the IVR ----------------------------------------------------------------------
 
-    def _callback(self, session: Session, call: Call, step: Step, form: Mapping[str, str], now: dt.datetime) -> VoiceResponse:
+    def _callback(self, session: Session, call: Call, step: Step, form: Mapping[str, str], now: dt.datetime) -> str:
         self.keep_caller(call, form.get("From"))
         if call.caller_number_status != "valid":
             return self.enter(session, call, step.no_number or "", form)
@@ -334,7 +333,7 @@ class Interpreter:
         self.log(session, call, "callback_requested", step.name, keep_place=step.keep_place)
         return twiml.speak_and_hang_up(self.voice, self.render(step.say or "", now))
 
-    def _queue(self, session: Session, call: Call, step: Step, form: Mapping[str, str], now: dt.datetime) -> VoiceResponse:
+    def _queue(self, session: Session, call: Call, step: Step, form: Mapping[str, str], now: dt.datetime) -> str:
         self.keep_caller(call, form.get("From"))
         self._join_line(session, call, now)
         self.log(session, call, "queued", step.name, need=call.need, flags=list(call.flags))
@@ -357,7 +356,7 @@ class Interpreter:
         emergency = self.flow.texts.get("emergency", "")
         return self.render(f"{HELD} {emergency}", now)
 
-    def hold_in_outage(self, pending_step: str | None, pending_key: str | None) -> VoiceResponse:
+    def hold_in_outage(self, pending_step: str | None, pending_key: str | None) -> str:
         """TwiML for a caller whose answers cannot be recorded: into Twilio's queue, with a waitUrl.
 
         Built without the database. The waitUrl is what keeps the caller reachable: Twilio fetches it
@@ -373,7 +372,7 @@ class Interpreter:
         return twiml.enqueue(self.voice, self.held_text(now), self.settings.queue.name,
                              url_for("voice.queue_wait", **held), url_for("voice.queue_left", held=held["held"]))
 
-    def hold_music_in_outage(self) -> VoiceResponse:
+    def hold_music_in_outage(self) -> str:
         """A waitUrl's answer while the database is away: the advice, then one stretch of music, after
         which Twilio asks the waitUrl again (it never needs the database to say this)."""
         return twiml.hold(self.voice, self.held_text(utcnow()), self.music_url(), 1, None)
@@ -475,7 +474,7 @@ class Interpreter:
         """The flow's queue step (its announcements and callback key)."""
         return next(step for step in self.flow.steps.values() if step.type == "queue")
 
-    def wait(self, session: Session, call: Call, form: Mapping[str, str]) -> VoiceResponse:
+    def wait(self, session: Session, call: Call, form: Mapping[str, str]) -> str:
         """One stretch of waiting: where they are in line, the wait to expect, then hold music."""
         now = utcnow()
         step = self.queue_step()
@@ -527,7 +526,7 @@ class Interpreter:
         return session.scalar(select(CallEvent.id).where(CallEvent.call_id == call.id, CallEvent.kind == NO_CALLBACK_TOLD)
                               .limit(1)) is not None
 
-    def queue_key(self, session: Session, call: Call, digits: str, form: Mapping[str, str]) -> VoiceResponse:
+    def queue_key(self, session: Session, call: Call, digits: str, form: Mapping[str, str]) -> str:
         """A key pressed while waiting: the callback key takes the caller out of the line politely."""
         step = self.queue_step()
         entry = call.queue_entry
@@ -538,7 +537,7 @@ class Interpreter:
         call.answers = {**call.answers, "callback": "from_queue"}
         return twiml.leave_queue()
 
-    def queue_left(self, session: Session, call: Call, result: str, form: Mapping[str, str]) -> VoiceResponse:
+    def queue_left(self, session: Session, call: Call, result: str, form: Mapping[str, str]) -> str:
         """Twilio's Enqueue action: the caller has left the Twilio queue, for the reason `result`."""
         now = utcnow()
         step = self.queue_step()

@@ -2,11 +2,20 @@
 
 The IVR's moments, the caller's way into a handler's conference (connect.py) and the softphones'
 refused outgoing calls (voice_client.py): no other module writes TwiML. Nothing here reads the
-database or the request: the webhooks decide, these functions speak.
+database or the request: the webhooks decide, these functions speak. Each returns the document's
+text, as the webhook answers it.
+
+The IVR says the same things at the same places to every caller: a menu's prompt and the URL its
+keys go to differ only by the step, the attempt and how far into the flow the caller is. So the
+builders it calls on every step (`IVR_BUILDERS`) keep what they built for the same arguments, and
+building the elements and writing them out as XML, which cost a menu step more than the rest of
+its TwiML work, happens once for each. Nothing in their arguments says who a caller is: the
+service's own words and URLs, a place in line, a wait.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from twilio.twiml.voice_response import Conference, Dial, Enqueue, Gather, VoiceResponse
@@ -14,6 +23,9 @@ from twilio.twiml.voice_response import Conference, Dial, Enqueue, Gather, Voice
 
 #: Seconds of silence after a caller's words before Twilio sends them.
 SPEECH_PAUSE_S = 2
+#: Documents each IVR builder keeps (a few hundred bytes each): every step of the flow, at every
+#: depth and attempt a caller reaches it, and the places in line announced.
+KEPT = 2048
 
 
 @dataclass(frozen=True)
@@ -28,16 +40,18 @@ class Voice:
         target.say(text, voice=self.voice, language=self.language)
 
 
-def speak_then_redirect(voice: Voice, text: str, next_url: str) -> VoiceResponse:
+@functools.lru_cache(maxsize=KEPT)
+def speak_then_redirect(voice: Voice, text: str, next_url: str) -> str:
     """Say something, then fetch the next step (so each step's time is when the caller reached it)."""
     response = VoiceResponse()
     voice.say(response, text)
     response.redirect(next_url, method="POST")
-    return response
+    return str(response)
 
 
+@functools.lru_cache(maxsize=KEPT)
 def menu(voice: Voice, text: str, keys_url: str, timeout_s: int = 4, num_digits: int = 1,
-         hints: list[str] | None = None) -> VoiceResponse:
+         hints: tuple[str, ...] | None = None) -> str:
     """Ask for a key (or, with `hints`, words too) while the prompt plays: a key interrupts it.
 
     `num_digits` lets a caller who knows the menus type the keys for the menus ahead into this one
@@ -56,18 +70,20 @@ def menu(voice: Voice, text: str, keys_url: str, timeout_s: int = 4, num_digits:
     voice.say(gather, text)
     response.append(gather)
     response.redirect(keys_url, method="POST")
-    return response
+    return str(response)
 
 
-def speak_and_hang_up(voice: Voice, text: str) -> VoiceResponse:
+@functools.lru_cache(maxsize=KEPT)
+def speak_and_hang_up(voice: Voice, text: str) -> str:
     """Say a last message and end the call."""
     response = VoiceResponse()
     voice.say(response, text)
     response.hangup()
-    return response
+    return str(response)
 
 
-def enqueue(voice: Voice, text: str, queue_name: str, wait_url: str | None, action_url: str | None) -> VoiceResponse:
+@functools.lru_cache(maxsize=KEPT)
+def enqueue(voice: Voice, text: str, queue_name: str, wait_url: str | None, action_url: str | None) -> str:
     """Say a word of welcome and put the caller in the Twilio queue, polling `wait_url` while they wait.
 
     Without URLs the caller hears Twilio's own hold music: the last resort when the service is failing.
@@ -82,16 +98,17 @@ def enqueue(voice: Voice, text: str, queue_name: str, wait_url: str | None, acti
     queue = Enqueue(**urls)
     queue.value = queue_name
     response.append(queue)
-    return response
+    return str(response)
 
 
+@functools.lru_cache(maxsize=KEPT)
 def hold(
     voice: Voice,
     announcement: str,
     music_url: str,
     music_loops: int,
     callback_key_url: str | None,
-) -> VoiceResponse:
+) -> str:
     """One stretch of waiting: the announcement, then hold music; with a callback offer, a key stops it."""
     response = VoiceResponse()
     if callback_key_url:
@@ -101,53 +118,53 @@ def hold(
         target = response
     voice.say(target, announcement)
     target.play(music_url, loop=music_loops)
-    return response
+    return str(response)
 
 
-def leave_queue() -> VoiceResponse:
+def leave_queue() -> str:
     """Take the caller out of the queue; Twilio then asks the Enqueue action what comes next."""
     response = VoiceResponse()
     response.leave()
-    return response
+    return str(response)
 
 
-def retry_later(voice: Voice, text: str, url: str, pause_s: int = 2) -> VoiceResponse:
+def retry_later(voice: Voice, text: str, url: str, pause_s: int = 2) -> str:
     """Apologise, pause, and ask again: used when the service cannot answer properly right now."""
     response = VoiceResponse()
     voice.say(response, text)
     response.pause(length=pause_s)
     response.redirect(url, method="POST")
-    return response
+    return str(response)
 
 
-def empty() -> VoiceResponse:
+def empty() -> str:
     """A reply with nothing to do (Twilio acknowledges and carries on)."""
-    return VoiceResponse()
+    return str(VoiceResponse())
 
 
-def hang_up() -> VoiceResponse:
+def hang_up() -> str:
     """End the call without a word."""
     response = VoiceResponse()
     response.hangup()
-    return response
+    return str(response)
 
 
-def redirect(url: str) -> VoiceResponse:
+def redirect(url: str) -> str:
     """Fetch the next TwiML from `url` (POST), saying nothing."""
     response = VoiceResponse()
     response.redirect(url, method="POST")
-    return response
+    return str(response)
 
 
-def music_then_redirect(music_url: str, url: str) -> VoiceResponse:
+def music_then_redirect(music_url: str, url: str) -> str:
     """Play the hold music once, then fetch `url` again: waiting out an outage without apologising each time."""
     response = VoiceResponse()
     response.play(music_url)
     response.redirect(url, method="POST")
-    return response
+    return str(response)
 
 
-def join_conference(voice: Voice, greeting: str | None, name: str, music_url: str, status_callback_url: str) -> VoiceResponse:
+def join_conference(voice: Voice, greeting: str | None, name: str, music_url: str, status_callback_url: str) -> str:
     """Put the caller in conference `name` with their handler, after `greeting` if any.
 
     The caller waits with music until the handler's leg is in (they do not start it), and their
@@ -164,4 +181,8 @@ def join_conference(voice: Voice, greeting: str | None, name: str, music_url: st
         status_callback_event="start end join leave",
     ))
     response.append(dial)
-    return response
+    return str(response)
+
+
+#: The builders the IVR calls on every step, each keeping what it built (see the module's docstring).
+IVR_BUILDERS = (menu, speak_then_redirect, speak_and_hang_up, enqueue, hold)
