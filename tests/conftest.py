@@ -253,6 +253,7 @@ def assert_statements(sent: list[str], expected: list[str], database_url: str) -
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)?")
 
 
+#: The days of `opening_hours.weekly`, Monday first (as `date.weekday()` counts them).
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

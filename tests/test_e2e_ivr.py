@@ -200,13 +200,19 @@ def test_a_withheld_number_hears_once_that_we_cannot_call_back(stack):
 
 
 @pytest.fixture
-def closed_stack(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
-    weekly, _day = open_one_day_only("09:00-10:00")
+def opening() -> tuple[dict[str, list[str]], str]:
+    """The closed stack's opening hours, and the one day they open (worked out once for the test)."""
+    return open_one_day_only("09:00-10:00")
+
+
+@pytest.fixture
+def closed_stack(database_url: str, tmp_path: Path, opening):  # type: ignore[no-untyped-def]
+    weekly, _day = opening
     yield from start_stack(tmp_path, database_url, {"opening_hours": {"weekly": weekly, "closed_dates": []}})
 
 
-def test_out_of_hours_press_1_for_a_callback(closed_stack):
-    _weekly, day = open_one_day_only("09:00-10:00")
+def test_out_of_hours_press_1_for_a_callback(closed_stack, opening):
+    _weekly, day = opening
     sid = closed_stack.emulator.place_call(CALLER, keys=["1"])
     closed_stack.emulator.wait_until_ended(sid, timeout=20)
     text = heard(closed_stack, sid)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from helpline.db import db
 from helpline.models import Call, CallEvent, QueueEntry
 
+from .conftest import WEEKDAYS
 from .walker import CallWalker
 
 
@@ -162,7 +163,7 @@ def test_invalid_number_is_recorded_as_invalid(app, twilio):
         assert the_call(walker.sid).caller_number_status == "invalid"
 
 
-CLOSED = {day: [] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+CLOSED = {day: [] for day in WEEKDAYS}
 
 
 def test_out_of_hours_offers_a_callback_and_stores_it(app_factory):
