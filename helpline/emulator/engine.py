@@ -239,14 +239,20 @@ class Emulator:
         return endpoint
 
     def unregister(self, key: str) -> Endpoint | None:
-        """The device goes offline; an incoming call to it will ring unanswered."""
+        """The device goes offline: a call ringing it ends unanswered at once (there is nobody left to
+        ring), and a later call to it rings unanswered. An SDK's ring is the signalling's to end."""
         key = endpoint_key(key)
         with self.lock:
             endpoint = self.endpoints.get(key)
             if endpoint is None:
                 return None
             endpoint.registered = False
+            leg = endpoint.current
+            ringing = (leg is not None and not (leg.finished or leg.answered or leg.real_time or endpoint.auto_answer))
         endpoint.log.append("unregistered", key=key)
+        if ringing:
+            assert leg is not None
+            leg.request_hangup("device-gone", final_status="no-answer")
         return endpoint
 
     def endpoint(self, key: str) -> Endpoint | None:

@@ -210,12 +210,17 @@ class SignallingHub:
 
     async def _ring(self, endpoint: "Endpoint", leg: "Call") -> None:
         identity = _identity(endpoint.key)
-        sessions = self._registered(identity) if identity else []
-        if not sessions or leg.finished:
+        if leg.finished or identity is None:
             return
         sdp = await self.media.aoffer(leg.sid)
-        if leg.finished:  # hung up while we prepared the offer
+        # Read who is registered only now: a device may have gone while the offer was made (a page
+        # reloading), and one that has gone is never invited.
+        sessions = self._registered(identity)
+        if leg.finished or not sessions:
             await self.media.aclose(leg.sid)
+            if not leg.finished:  # nobody is left to ring: as at Twilio, the call ends unanswered at once
+                self._note("nobody", callsid=leg.sid, identity=identity)
+                leg.request_hangup("device-gone", final_status="no-answer")
             return
         ring = self.rings[leg.sid] = Ring(leg, identity)
         parameters = {"CallSid": leg.sid, "AccountSid": leg.account_sid, "From": leg.from_, "To": leg.to,

@@ -229,6 +229,23 @@ def test_a_ring_nobody_answers_is_cancelled(address, twilio, emu):
     run(scenario())
 
 
+def test_a_ring_whose_only_device_goes_as_it_rings_ends_unanswered_at_once(address, twilio, emu):
+    """The device's socket closes just as the ring reaches it (a page reloading): with nobody left to
+    ring, the call ends no-answer straight away, as at Twilio, rather than ringing out."""
+    async def scenario() -> str:
+        async with aiohttp.ClientSession() as session:
+            sdk = await connect(session, address)
+            await sdk.register(token("kai"))
+            sid = await asyncio.to_thread(ring, twilio, "kai")
+            await sdk.socket.close()
+            return sid
+
+    sid = run(scenario())
+    started = time.monotonic()
+    ended = emu.wait_until_ended(sid, 10)
+    assert ended["status"] == "no-answer" and time.monotonic() - started < 5
+
+
 def test_the_certificate_page_is_served_over_tls(address):
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session:
