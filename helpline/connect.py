@@ -11,17 +11,20 @@ the conference's events, the handler's leg, and a rung-back caller's leg.
 Who ends the call: the caller leaving ends the conference (their `<Conference>` has
 endConferenceOnExit); the handler's End call completes it through the REST API (`end_call`). The
 handler's own leg never ends it: if that leg drops while the call is up (a network fault, a closed
-tab), the caller is held with music, the handler's softphone is rung once more, and if nobody answers
-the caller goes back to the head of the line (`handler_leg`).
+or reloaded tab), the caller is held with music and the handler's softphone is rung again; if nobody
+answers the caller goes back to the head of the line (`handler_leg`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import threading
 import time
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, url_for
+from sqlalchemy import select
 
 from . import audit, lifecycle, routing
 from .contacts import latest_voicemail_choice
@@ -53,6 +56,13 @@ RING_SUPERVISOR_S = 30
 JOIN_WAIT_S = 5.0
 #: Pause between looks while waiting for the caller to arrive.
 JOIN_POLL_S = 0.1
+#: After a handler's leg drops, a ring that fails because their softphone is not there (a reloading page
+#: registers again within a second or two, and Twilio ends at once a ring to a client nobody has
+#: registered) is tried again every REJOIN_PAUSE_S, for REJOIN_WITHIN_S after the drop, the caller on
+#: hold meanwhile; then the caller goes back to the head of the line. A busy ring (declined) is not.
+REJOIN_WITHIN_S = 15.0
+REJOIN_PAUSE_S = 2.0
+NOT_THERE = ("no-answer", "failed")
 #: What Twilio's answering machine detection says when a person did not answer (AnsweredBy).
 NOT_A_PERSON = ("machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax")
 
@@ -516,6 +526,13 @@ def _handler_unreachable(call_id: int, sid: str, status: str, again: bool) -> Re
     call = db.session.get(Call, call_id)
     assert call is not None
     caller_leg = entry.caller_leg_sid
+    if again and status in NOT_THERE and _dropped_lately(entry, call):
+        # Their softphone is not back yet (a reloading page): the caller stays on hold, and we ring again shortly.
+        entry.handler_leg_sid = None  # the next ring's callbacks are the ones that count
+        append(session, CallEvent, call_id=call_id, kind="handler_not_there", detail={"handler_id": entry.handler_id, "status": status})
+        session.commit()
+        _ring_again_soon(call_id, sid)
+        return Response(status=204)
     if again:
         append(session, CallEvent, call_id=call_id, kind="handler_not_back", detail={"handler_id": entry.handler_id, "status": status})
     lifecycle.handler_unreachable(session, entry, _holder(entry), status, utcnow())
@@ -527,6 +544,44 @@ def _handler_unreachable(call_id: int, sid: str, status: str, again: bool) -> Re
     elif entry.kind == "callback":
         _hang_up_quietly(twilio, caller_leg)
     return Response(status=204)
+
+
+def _dropped_lately(entry: QueueEntry, call: Call) -> bool:
+    """Whether the handler's leg of this call, still up, dropped less than REJOIN_WITHIN_S ago."""
+    if entry.state != "answered" or call.ended_at is not None:
+        return False
+    dropped_at = db.session.scalar(select(CallEvent.at).where(CallEvent.call_id == call.id, CallEvent.kind == "handler_dropped")
+                                   .order_by(CallEvent.id.desc()).limit(1))
+    return dropped_at is not None and utcnow() - dropped_at < dt.timedelta(seconds=REJOIN_WITHIN_S)
+
+
+def _ring_again_soon(call_id: int, failed_sid: str) -> None:
+    """Ring the handler of a held call again after REJOIN_PAUSE_S, in this process (`_ring_again`)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    timer = threading.Timer(REJOIN_PAUSE_S, _ring_again, (app, call_id, failed_sid))
+    timer.daemon = True
+    timer.start()
+
+
+def _ring_again(app: Flask, call_id: int, failed_sid: str) -> None:
+    """The pause after a ring that found no softphone is over: ring the handler once more, if the
+    call is still theirs, up and waiting for them. A request context of its own gives the ring's
+    callback URLs (as a replayed status callback has one, deferred.py)."""
+    with app.test_request_context():
+        try:
+            session = db.session
+            entry = routing.lock_entry(session, call_id)
+            call = session.get(Call, call_id)
+            handler = _holder(entry) if entry is not None else None
+            if (entry is None or call is None or handler is None or entry.state != "answered" or entry.handler_leg_sid is not None
+                    or call.ended_at is not None or handler.current_call_id != call_id or handler.presence != "on_call"):
+                session.rollback()
+                return
+            session.commit()
+            _ring_back(gateway(), entry, handler, failed_sid)
+        except Exception:  # noqa: BLE001 - a timer thread: say what failed (the caller stays on hold, the call on the handler's screen)
+            db.session.rollback()
+            log.exception("could not ring the handler of call %s again", call_id)
 
 
 def _back_to_queue(twilio: TwilioGateway, call: Call, reason_sid: str) -> None:
@@ -580,6 +635,13 @@ def _handler_dropped(twilio: TwilioGateway, entry: QueueEntry, handler: Handler,
             twilio.update_participant(conference_sid, locked.caller_leg_sid, **_hold_changes(True))
         except TwilioUnavailable:
             log.warning("could not hold the caller of call %s while their handler is rung again", entry.call_id)
+    _ring_back(twilio, locked, handler, sid)
+
+
+def _ring_back(twilio: TwilioGateway, entry: QueueEntry, handler: Handler, reason_sid: str) -> None:
+    """Ring the handler of a held call again; if that cannot even be placed, the caller goes back to
+    the head of the line. `reason_sid` is the leg whose end led here."""
+    session = db.session
     try:
         leg = _ring_handler(twilio, entry.call_id, handler, again=True)
     except TwilioUnavailable:
@@ -591,9 +653,9 @@ def _handler_dropped(twilio: TwilioGateway, entry: QueueEntry, handler: Handler,
         lifecycle.handler_unreachable(session, relocked, _holder(relocked), "failed", utcnow())
         session.commit()
         if relocked.kind == "live":
-            _back_to_queue(twilio, call, sid)
+            _back_to_queue(twilio, call, reason_sid)
         return
-    lifecycle.handler_rung_again(session, locked, leg)
+    lifecycle.handler_rung_again(session, entry, leg)
 
 
 def _handler_back(call_id: int, sid: str) -> Response:

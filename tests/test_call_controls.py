@@ -23,6 +23,7 @@ import requests
 import yaml
 from sqlalchemy import create_engine
 
+from helpline import connect
 from helpline.emulator.client import EmulatorClient
 
 from .conftest import ALWAYS_OPEN
@@ -271,6 +272,61 @@ def test_a_dropped_handler_who_does_not_answer_again_sends_the_caller_to_the_hea
         back_at_the_head_of_the_line(stack, sid, call_id)
         assert presence(stack, ann) == "break"
         assert {"handler_dropped", "handler_not_back", "offer_missed"} <= set(kinds(stack, call_id))
+        stack.emulator.hangup(sid)
+        stack.emulator.wait_until_ended(sid, timeout=20)
+    finally:
+        ann.close()
+
+
+def test_a_dropped_handler_whose_softphone_is_not_back_yet_is_rung_again_until_it_is(stack):
+    """A reload mid-call: the page's softphone hangs up as the page goes, and the service's ring back
+    finds nobody registered. The caller stays on hold and the ring is tried again, and the reloaded
+    page's softphone takes it."""
+    ann = console(stack, "reload")
+    try:
+        sid, call_id, identity = answered_call(stack, ann)
+        mark = stack.emulator.client_events(identity)[-1]["seq"]
+        stack.emulator.hangup_client(identity)  # the page unloads: its softphone hangs up
+        stack.emulator.client_wait_for(identity, "incoming", timeout=20, after=mark)
+        mark = stack.emulator.client_events(identity)[-1]["seq"]
+        stack.emulator.unregister_client(identity)  # ... and has gone: the ring back finds nobody
+        eventually(lambda: "handler_not_there" in kinds(stack, call_id), what="the ring that found nobody")
+        held = participant(stack, call_id, sid)
+        assert held is not None and held["hold"] is True, "the caller waits with music, still in the call"
+        assert presence(stack, ann) == "on_call" and entry_of(stack, call_id).state == "answered"
+
+        stack.emulator.register_client(identity)  # the reloaded page's softphone
+        stack.emulator.client_wait_for(identity, "incoming", timeout=20, after=mark)
+        stack.emulator.answer_client(identity)
+        eventually(lambda: (participant(stack, call_id, sid) or {}).get("hold") is False, what="the caller off hold")
+        assert presence(stack, ann) == "on_call" and entry_of(stack, call_id).state == "answered"
+        seen = kinds(stack, call_id)
+        assert {"handler_dropped", "handler_not_there", "handler_back"} <= set(seen)
+        assert "offer_missed" not in seen and "handler_not_back" not in seen
+
+        stack.emulator.hangup(sid)
+        stack.emulator.wait_until_ended(sid, timeout=20)
+        eventually(lambda: presence(stack, ann) == "wrap_up", what="wrap-up")
+    finally:
+        ann.close()
+
+
+def test_a_dropped_handler_whose_softphone_never_comes_back_sends_the_caller_to_the_head_of_the_line(stack):
+    """The rings back are tried for a while only: then the caller goes back in line, not held for ever."""
+    ann = console(stack, "closed")
+    try:
+        sid, call_id, identity = answered_call(stack, ann)
+        mark = stack.emulator.client_events(identity)[-1]["seq"]
+        stack.emulator.hangup_client(identity)
+        stack.emulator.client_wait_for(identity, "incoming", timeout=20, after=mark)
+        stack.emulator.unregister_client(identity)  # the tab was closed
+
+        eventually(lambda: "handler_not_back" in kinds(stack, call_id), timeout=connect.REJOIN_WITHIN_S + 25,
+                   what="the rings back given up")
+        back_at_the_head_of_the_line(stack, sid, call_id)
+        assert presence(stack, ann) == "break"
+        tries = kinds(stack, call_id).count("handler_not_there")
+        assert 2 <= tries <= connect.REJOIN_WITHIN_S / connect.REJOIN_PAUSE_S + 1, tries
         stack.emulator.hangup(sid)
         stack.emulator.wait_until_ended(sid, timeout=20)
     finally:

@@ -138,7 +138,19 @@ const ringer = {
 
 // Twilio's Voice SDK in this tab (softphone.js). It answers only while `voice.expecting` is set, from
 // pressing Accept until the call ends, so that a stray call, or one accepted in another tab, never rings here.
-const voice = new Softphone({ status: $("softphone-text"), certificate: $("softphone-link") });
+// A ring that comes before the page has first read whether it is on a call (just after a reload mid-call,
+// when the service rings the handler back) waits for that read, then is answered or left to ring on.
+let firstReadDone;
+const firstRead = new Promise((resolve) => { firstReadDone = resolve; });
+const voice = new Softphone({
+  status: $("softphone-text"),
+  certificate: $("softphone-link"),
+  onRing: (call) => firstRead.then(() => {
+    if (voice.ringing !== call) return; // it stopped ringing meanwhile
+    if (voice.expecting) voice.answer(call);
+    else voice.ignore(call);
+  }),
+});
 
 // ------------------------------------------------------------------ drawing
 
@@ -475,6 +487,7 @@ async function refreshMe() {
     await readMe();
   } finally {
     state.refreshing = false;
+    firstReadDone();
   }
 }
 
