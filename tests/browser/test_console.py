@@ -7,10 +7,13 @@ up; a declined call moves on; the layout holds at desktop and tablet sizes.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
 import pytest
+
+from helpline.emulator.client import EmulatorError
 
 from .console import DESKTOP, TABLET
 
@@ -20,6 +23,16 @@ CALLER = "+447911123456"
 #: Where the screenshots go, for a person to look at.
 SHOTS = Path("/tmp")
 DIGITS = re.compile(r"^\d+$")
+
+
+@pytest.fixture(autouse=True)
+def no_call_left(stack):
+    """Each test starts with nobody on the line, whatever the one before left: the tests share the
+    stack and count the queue's rows, and one failure should not become several."""
+    yield
+    for call in stack.emulator.calls(live=True):
+        with contextlib.suppress(EmulatorError):  # it may end by itself meanwhile
+            stack.emulator.hangup(call["sid"])
 
 
 def test_a_call_goes_from_the_queue_to_the_handler_and_is_wrapped_up(stack, console, make_user):
@@ -81,12 +94,20 @@ def test_a_call_goes_from_the_queue_to_the_handler_and_is_wrapped_up(stack, cons
     expect(page.locator("#hold-badge")).to_be_hidden()
     expect(page.locator("#hold")).to_have_attribute("aria-pressed", "false")
 
-    # A reload mid-call brings the call back: the console re-reads it from the API.
+    # A reload mid-call brings the call back: the console re-reads it from the API, and the page's own
+    # softphone takes the service's ring back (the emulator's client stops answering for it), while
+    # the caller waits on hold.
+    stack.emulator.register_client(identity, auto_answer=False)
     page.reload()
     expect(page.locator("#connection")).to_be_hidden(timeout=15_000)
     expect(page.locator("#oncall")).to_be_visible(timeout=10_000)
     expect(page.locator("#call-need")).to_have_text("Mental health")
     expect(page.locator("#presence-now")).to_have_text("On a call")
+    expect(page.locator("#softphone-text")).to_have_text("On a call in this tab.", timeout=20_000)
+    expect(page.locator("#presence-now")).to_have_text("On a call")
+    mark = stack.emulator.events(sid)[-1]["seq"]
+    stack.emulator.client_say(identity, "Sorry, I am back with you now.")
+    stack.emulator.wait_for(sid, "heard", timeout=20, text_contains="back with you", after=mark)
 
     # The caller rings off; the console moves to wrap-up by itself.
     stack.emulator.hangup(sid)
