@@ -261,7 +261,8 @@ class Emulator:
             return self.endpoints.get(endpoint_key(key))
 
     def ring(self, leg: Call) -> str:
-        """Ring the device `leg.to`: "ringing", or "busy" when it is already on a call."""
+        """Ring the device `leg.to`: "ringing"; "busy" when it is already on a call; "no-answer" for a
+        browser client that nobody has registered."""
         key = endpoint_key(leg.to)
         with self.lock:
             endpoint = self.endpoints.get(key)
@@ -270,7 +271,11 @@ class Emulator:
             if endpoint is not None and endpoint.current is not None and not endpoint.current.finished:
                 return "busy"
             if endpoint is not None and not (endpoint.registered or endpoint.auto_answer):
-                endpoint = None  # nobody is there to pick up: it rings out
+                endpoint = None  # nobody is there to pick up
+            if endpoint is None and key.startswith("client:"):
+                # As at Twilio: a client identity that nobody has registered is not found, and the
+                # call ends unanswered at once. A phone number nobody picks up rings out.
+                return "no-answer"
             if endpoint is not None:
                 endpoint.current = leg
                 leg.endpoint = endpoint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from email.utils import parsedate_to_datetime
 
 import pytest
@@ -103,6 +104,14 @@ def test_unanswered_outbound_call_is_no_answer(emu, scenario, twilio, account):
     call = twilio.calls.create(to="+447700900498", from_=account["number"], url=scenario.url("never"), timeout=5)
     assert emu.wait_until_ended(call.sid)["status"] == "no-answer"
     assert scenario.hits("never") == []
+
+
+def test_a_call_to_a_client_nobody_has_registered_is_no_answer_at_once(emu, scenario, twilio, account):
+    call = twilio.calls.create(to=f"client:{scenario.prefix}-away", from_=account["number"], url=scenario.url("never"),
+                               timeout=600)
+    started = time.monotonic()
+    assert emu.wait_until_ended(call.sid, 10)["status"] == "no-answer"
+    assert time.monotonic() - started < 5 and scenario.hits("never") == []
 
 
 def test_errors_use_twilios_shape(twilio, emulator_url, account):
