@@ -60,7 +60,7 @@ JOIN_POLL_S = 0.1
 #: registers again within a second or two, and Twilio ends at once a ring to a client nobody has
 #: registered) is tried again every REJOIN_PAUSE_S, for REJOIN_WITHIN_S after the drop, the caller on
 #: hold meanwhile; then the caller goes back to the head of the line. A busy ring (declined) is not.
-REJOIN_WITHIN_S = 15.0
+REJOIN_WITHIN_S = 10.0
 REJOIN_PAUSE_S = 2.0
 NOT_THERE = ("no-answer", "failed")
 #: What Twilio's answering machine detection says when a person did not answer (AnsweredBy).
@@ -527,8 +527,10 @@ def _handler_unreachable(call_id: int, sid: str, status: str, again: bool) -> Re
     assert call is not None
     caller_leg = entry.caller_leg_sid
     if again and status in NOT_THERE and _dropped_lately(entry, call):
-        # Their softphone is not back yet (a reloading page): the caller stays on hold, and we ring again shortly.
-        entry.handler_leg_sid = None  # the next ring's callbacks are the ones that count
+        # Their softphone is not back yet (a reloading page): the caller stays on hold, and we ring again
+        # shortly. The spent leg stays recorded until then, so that this ring's own record of it
+        # (handler_rung_again, which may come after this callback) does not take it for a live one.
+        entry.handler_leg_sid = sid
         append(session, CallEvent, call_id=call_id, kind="handler_not_there", detail={"handler_id": entry.handler_id, "status": status})
         session.commit()
         _ring_again_soon(call_id, sid)
@@ -573,10 +575,11 @@ def _ring_again(app: Flask, call_id: int, failed_sid: str) -> None:
             entry = routing.lock_entry(session, call_id)
             call = session.get(Call, call_id)
             handler = _holder(entry) if entry is not None else None
-            if (entry is None or call is None or handler is None or entry.state != "answered" or entry.handler_leg_sid is not None
+            if (entry is None or call is None or handler is None or entry.state != "answered" or entry.handler_leg_sid != failed_sid
                     or call.ended_at is not None or handler.current_call_id != call_id or handler.presence != "on_call"):
                 session.rollback()
                 return
+            entry.handler_leg_sid = None  # the next leg's callbacks are taken, whichever comes first
             session.commit()
             _ring_back(gateway(), entry, handler, failed_sid)
         except Exception:  # noqa: BLE001 - a timer thread: say what failed (the caller stays on hold, the call on the handler's screen)
