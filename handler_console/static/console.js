@@ -5,7 +5,7 @@ import {
   $, ApiError, answerLines, api, clock, connect, flagBadges, flagLabel, humanise, instant, needLabel, presenceLabel,
   keepAlive, renderHandlers, renderQueue, setLoginUrl, startTicker, tickFrom,
 } from "./common.js";
-import { Softphone } from "./softphone.js";
+import { READY, Softphone } from "./softphone.js";
 
 const root = $("console");
 const config = {
@@ -145,6 +145,7 @@ const firstRead = new Promise((resolve) => { firstReadDone = resolve; });
 const voice = new Softphone({
   status: $("softphone-text"),
   certificate: $("softphone-link"),
+  onChange: () => drawSoftphone(),
   onRing: (call) => firstRead.then(() => {
     if (voice.ringing !== call) return; // it stopped ringing meanwhile
     if (voice.expecting) voice.answer(call);
@@ -179,7 +180,19 @@ function drawPresence() {
   }
 }
 
+// While this tab has a call its softphone is not yet in (just after Accept, or after a reload while the
+// service rings the handler back, the caller on hold), the softphone says so rather than "ready".
+const CONNECTING = "Connecting the call to this tab…";
+
+function drawSoftphone() {
+  const status = $("softphone-text");
+  const settingUp = !voice.call || ["pending", "connecting"].includes(voice.call.status());
+  if (state.call && voice.expecting && voice.ready && settingUp) status.textContent = CONNECTING;
+  else if (status.textContent === CONNECTING) status.textContent = voice.ready ? READY : "Softphone offline; reconnecting…";
+}
+
 function draw() {
+  drawSoftphone();
   if (state.call) {
     drawCall();
     showOnly("oncall");

@@ -16,6 +16,9 @@ const SOUNDS = {
   ...Object.fromEntries(Array.from({ length: 10 }, (_, digit) => [`dtmf${digit}`, QUIET])),
 };
 
+/** What the status says while the softphone is registered and has no call. */
+export const READY = "Softphone ready: calls you accept ring here.";
+
 const say = (element, ...parts) => {
   if (element) element.replaceChildren(...parts);
 };
@@ -133,7 +136,7 @@ export class Softphone {
     device.on("registered", () => {
       this.problem = null;
       if (this.certificate) this.certificate.hidden = true;
-      say(this.status, this.call ? "On a call in this tab." : "Softphone ready: calls you accept ring here.");
+      say(this.status, this.call ? "On a call in this tab." : READY);
       this.onChange();
     });
     device.on("unregistered", () => {
@@ -193,7 +196,7 @@ export class Softphone {
     const ended = () => {
       if (this.call !== call) return;
       this.call = null;
-      say(this.status, this.ready ? "Softphone ready: calls you accept ring here." : "Softphone offline; reconnecting…");
+      say(this.status, this.ready ? READY : "Softphone offline; reconnecting…");
       this.onChange();
     };
     call.on("accept", () => {

@@ -103,6 +103,7 @@ def test_a_call_goes_from_the_queue_to_the_handler_and_is_wrapped_up(stack, cons
     expect(page.locator("#oncall")).to_be_visible(timeout=10_000)
     expect(page.locator("#call-need")).to_have_text("Mental health")
     expect(page.locator("#presence-now")).to_have_text("On a call")
+    page.screenshot(path=str(SHOTS / "console-reloaded.png"))
     expect(page.locator("#softphone-text")).to_have_text("On a call in this tab.", timeout=20_000)
     expect(page.locator("#presence-now")).to_have_text("On a call")
     mark = stack.emulator.events(sid)[-1]["seq"]
