@@ -232,6 +232,16 @@ def answered_call(stack: Stack, ann: HandlerConsole) -> tuple[str, int, str]:
     return sid, call_id, identity
 
 
+def dropped_and_rung_again(stack: Stack, ann: HandlerConsole) -> tuple[str, int, str]:
+    """A call `ann` answered whose softphone then hung up (a network fault, a page unloading), and
+    the service's ring back reaching the softphone; (CallSid, call id, identity)."""
+    sid, call_id, identity = answered_call(stack, ann)
+    mark = stack.emulator.client_events(identity)[-1]["seq"]
+    stack.emulator.hangup_client(identity)
+    stack.emulator.client_wait_for(identity, "incoming", timeout=20, after=mark)
+    return sid, call_id, identity
+
+
 def test_a_dropped_handler_leg_holds_the_caller_and_rings_the_handler_again(stack):
     ann = console(stack, "drop")
     try:
@@ -263,10 +273,7 @@ def test_a_dropped_handler_leg_holds_the_caller_and_rings_the_handler_again(stac
 def test_a_dropped_handler_who_does_not_answer_again_sends_the_caller_to_the_head_of_the_line(stack):
     ann = console(stack, "gone")
     try:
-        sid, call_id, identity = answered_call(stack, ann)
-        mark = stack.emulator.client_events(identity)[-1]["seq"]
-        stack.emulator.hangup_client(identity)
-        stack.emulator.client_wait_for(identity, "incoming", timeout=20, after=mark)
+        sid, call_id, identity = dropped_and_rung_again(stack, ann)
         stack.emulator.reject_client(identity)
 
         back_at_the_head_of_the_line(stack, sid, call_id)
@@ -284,10 +291,7 @@ def test_a_dropped_handler_whose_softphone_is_not_back_yet_is_rung_again_until_i
     page's softphone takes it."""
     ann = console(stack, "reload")
     try:
-        sid, call_id, identity = answered_call(stack, ann)
-        mark = stack.emulator.client_events(identity)[-1]["seq"]
-        stack.emulator.hangup_client(identity)  # the page unloads: its softphone hangs up
-        stack.emulator.client_wait_for(identity, "incoming", timeout=20, after=mark)
+        sid, call_id, identity = dropped_and_rung_again(stack, ann)  # the page unloads: its softphone hangs up
         mark = stack.emulator.client_events(identity)[-1]["seq"]
         stack.emulator.unregister_client(identity)  # ... and has gone: the ring back finds nobody
         eventually(lambda: "handler_not_there" in kinds(stack, call_id), what="the ring that found nobody")
@@ -315,10 +319,7 @@ def test_a_dropped_handler_whose_softphone_never_comes_back_sends_the_caller_to_
     """The rings back are tried for a while only: then the caller goes back in line, not held for ever."""
     ann = console(stack, "closed")
     try:
-        sid, call_id, identity = answered_call(stack, ann)
-        mark = stack.emulator.client_events(identity)[-1]["seq"]
-        stack.emulator.hangup_client(identity)
-        stack.emulator.client_wait_for(identity, "incoming", timeout=20, after=mark)
+        sid, call_id, identity = dropped_and_rung_again(stack, ann)
         stack.emulator.unregister_client(identity)  # the tab was closed
 
         eventually(lambda: "handler_not_back" in kinds(stack, call_id), timeout=connect.REJOIN_WITHIN_S + 25,
