@@ -180,14 +180,14 @@ function drawPresence() {
   }
 }
 
-// While this tab has a call its softphone is not yet in (just after Accept, or after a reload while the
+// While this tab is on a call its softphone is not yet in (just after Accept, or after a reload while the
 // service rings the handler back, the caller on hold), the softphone says so rather than "ready".
 const CONNECTING = "Connecting the call to this tab…";
 
 function drawSoftphone() {
   const status = $("softphone-text");
   const settingUp = !voice.call || ["pending", "connecting"].includes(voice.call.status());
-  if (state.call && voice.expecting && voice.ready && settingUp) status.textContent = CONNECTING;
+  if (state.call && state.presence === "on_call" && voice.expecting && voice.ready && settingUp) status.textContent = CONNECTING;
   else if (status.textContent === CONNECTING) status.textContent = voice.ready ? READY : "Softphone offline; reconnecting…";
 }
 

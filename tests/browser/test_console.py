@@ -114,6 +114,7 @@ def test_a_call_goes_from_the_queue_to_the_handler_and_is_wrapped_up(stack, cons
     stack.emulator.hangup(sid)
     expect(page.locator("#presence-now")).to_have_text("Wrapping up", timeout=20_000)
     expect(page.locator("#wrapup")).to_be_visible()
+    expect(page.locator("#softphone-text")).to_have_text("Softphone ready: calls you accept ring here.")
 
     page.keyboard.press("w")
     expect(page.locator("input[name=outcome]").first).to_be_focused()
