@@ -5,7 +5,7 @@ import {
   $, ApiError, answerLines, api, clock, connect, flagBadges, flagLabel, humanise, instant, needLabel, presenceLabel,
   keepAlive, renderHandlers, renderQueue, setLoginUrl, startTicker, tickFrom,
 } from "./common.js";
-import { READY, Softphone } from "./softphone.js";
+import { OFFLINE, READY, Softphone } from "./softphone.js";
 
 const root = $("console");
 const config = {
@@ -188,7 +188,7 @@ function drawSoftphone() {
   const status = $("softphone-text");
   const settingUp = !voice.call || ["pending", "connecting"].includes(voice.call.status());
   if (state.call && state.presence === "on_call" && voice.expecting && voice.ready && settingUp) status.textContent = CONNECTING;
-  else if (status.textContent === CONNECTING) status.textContent = voice.ready ? READY : "Softphone offline; reconnecting…";
+  else if (status.textContent === CONNECTING) status.textContent = voice.ready ? READY : OFFLINE;
 }
 
 function draw() {

@@ -16,8 +16,9 @@ const SOUNDS = {
   ...Object.fromEntries(Array.from({ length: 10 }, (_, digit) => [`dtmf${digit}`, QUIET])),
 };
 
-/** What the status says while the softphone is registered and has no call. */
+/** What the status says while the softphone is registered and has no call, and while it is not registered. */
 export const READY = "Softphone ready: calls you accept ring here.";
+export const OFFLINE = "Softphone offline; reconnecting…";
 
 const say = (element, ...parts) => {
   if (element) element.replaceChildren(...parts);
@@ -140,7 +141,7 @@ export class Softphone {
       this.onChange();
     });
     device.on("unregistered", () => {
-      if (!this.problem) say(this.status, "Softphone offline; reconnecting…");
+      if (!this.problem) say(this.status, OFFLINE);
       this.onChange();
     });
     device.on("error", (error) => this.explainError(error));
@@ -196,7 +197,7 @@ export class Softphone {
     const ended = () => {
       if (this.call !== call) return;
       this.call = null;
-      say(this.status, this.ready ? READY : "Softphone offline; reconnecting…");
+      say(this.status, this.ready ? READY : OFFLINE);
       this.onChange();
     };
     call.on("accept", () => {
