@@ -144,6 +144,37 @@ def request_callback(session: Session, call: Call, keep_place: bool, not_before:
 
 # -- offers ---------------------------------------------------------------------------------------------
 
+#: The queue entries of a call the handler is taking (if any) and of the call they hold, locked in
+#: the order of their calls. FOR UPDATE locks only the rows of the outer FROM (the entries), not the
+#: handler read in the subquery.
+_ENTRIES_BEFORE_HANDLER = (
+    select(QueueEntry.id)
+    .where(or_(QueueEntry.call_id == bindparam("call_id"),
+               QueueEntry.call_id == select(Handler.current_call_id).where(Handler.id == bindparam("handler_id"))
+               .scalar_subquery()))
+    .order_by(QueueEntry.call_id)
+    .with_for_update()
+)
+
+
+def lock_handler(session: Session, handler: Handler, taking: int | None = None) -> None:
+    """Re-read the handler, locked on PostgreSQL, and before them the queue entry of the call they
+    hold (and of the call `taking`, which they are accepting).
+
+    Every move of a call locks its queue entry before the handler holding it (an offer, a hang-up,
+    the callbacks about the legs). The moves that start from the handler (their console closing,
+    a status they set, a decline, an accept) take the two in the same order: taken the other way
+    round, a console closing as its offer's caller hung up deadlocked, PostgreSQL undid the
+    closing, and the handler stayed on the line with no console. The call they hold is read in the
+    same statement as its entry is locked; should an offer reach them between that and the lock on
+    them, its entry is locked after them, as before. On SQLite every write transaction is alone.
+    """
+    if is_postgresql(session):
+        session.flush()
+        session.execute(_ENTRIES_BEFORE_HANDLER, {"call_id": taking, "handler_id": handler.id})
+    presence.lock(session, handler)
+
+
 def withdraw(session: Session, handler: Handler, reason: str, now: dt.datetime) -> QueueEntry | None:
     """Take back the handler's outstanding offer; the call goes back to its place in line."""
     if handler.current_call_id is None:
@@ -166,7 +197,7 @@ def withdraw(session: Session, handler: Handler, reason: str, now: dt.datetime) 
 
 def decline(session: Session, handler: Handler, call_id: int, now: dt.datetime) -> None:
     """The handler turns the offer down: it goes back to its place, and is not offered to them again."""
-    presence.lock(session, handler)
+    lock_handler(session, handler)
     if handler.presence != Presence.OFFERED or handler.current_call_id != call_id:
         raise RoutingError("no_offer", "this call is not offered to you")
     entry = withdraw(session, handler, "declined", now)
@@ -214,7 +245,7 @@ def claim(session: Session, handler: Handler, call_id: int, now: dt.datetime) ->
 
     The entry goes to `connecting` and the handler `on_call`; raises RoutingError for the losers.
     """
-    presence.lock(session, handler)
+    lock_handler(session, handler, taking=call_id)
     if handler.presence not in (Presence.AVAILABLE, Presence.OFFERED):
         raise RoutingError("not_free", f"you are {handler.presence.replace('_', ' ')}")
     # Each UPDATE returns the row it changed (or none), fresh in the session: no read after it.
@@ -407,7 +438,7 @@ def call_ended(session: Session, call_id: int, now: dt.datetime, *, entry: Queue
     # of the two after the other, never freed by this one from what it read before they left.
     holders_query = _HOLDERS_LOCKED if is_postgresql(session) else _HOLDERS
     if entry is ...:
-        entry = entry_for(session, call_id)
+        entry = line_store.lock_entry(session, call_id)  # the entry before its holders, as every move of a call
         holders = session.scalars(holders_query, {"call_id": call_id}, execution_options={"populate_existing": True}).all()
     else:
         # Within the transaction that ended the call: a handler it has already moved (the one an offer
@@ -648,7 +679,7 @@ def supervisors_to_ask(session: Session) -> list[User]:
 
 def change_status(session: Session, handler: Handler, status: str, now: dt.datetime) -> None:
     """The handler sets themselves available, on break or offline."""
-    presence.lock(session, handler)
+    lock_handler(session, handler)
     if status not in presence.SETTABLE:
         raise RoutingError("bad_status", f"status must be one of {', '.join(presence.SETTABLE)}", status=400)
     if handler.presence in (Presence.ON_CALL, Presence.WRAP_UP):
@@ -665,11 +696,10 @@ def handler_gone(session: Session, handler_id: int, now: dt.datetime) -> None:
 
     A handler on a call keeps it (the call is on their phone or softphone, and ends by itself).
     """
-    # Read as the database has it now, and locked: a hang-up crossing their leaving waits its turn.
-    handler = session.get(Handler, handler_id, populate_existing=True,
-                          with_for_update=True if is_postgresql(session) else None)
+    handler = session.get(Handler, handler_id)
     if handler is None:
         return
+    lock_handler(session, handler)  # as the database has it now: a hang-up crossing their leaving waits its turn
     if handler.presence == Presence.OFFERED:
         withdraw(session, handler, "disconnected", now)
     if handler.presence in (Presence.AVAILABLE, Presence.OFFERED):

@@ -318,12 +318,27 @@ def test_a_handler_whose_last_console_closes_does_not_hold_the_call(session):
 
 def test_connections_of_a_process_that_stopped_are_pruned(session):
     person = handler(session, idle_since=ago(300))
-    presence.heartbeat(session, "test-process", NOW)
+    presence.heartbeat(session, "test-process", [f"sid-{person.user.username[1:]}"], NOW)
     assert presence.prune(session, later(59)) == []
     assert presence.prune(session, later(61)) == [person.id]
     lifecycle.handler_gone(session, person.id, later(61))
     fresh(session, person)
     assert person.presence == "offline"
+
+
+def test_a_connection_whose_closing_was_not_recorded_goes_stale_while_open_ones_are_kept(session):
+    """The process keeps alive only the connections it still holds open: one that closed while its
+    closing could not be written (the database was down, or the transaction was undone) is pruned
+    once stale, and its handler is taken off the line, instead of being kept fresh for ever."""
+    ghost = handler(session, idle_since=ago(300))
+    present = handler(session, idle_since=ago(300))
+    open_sid = f"sid-{present.user.username[1:]}"
+    presence.heartbeat(session, "test-process", [open_sid], later(30))
+    assert presence.prune(session, later(61)) == [ghost.id]
+    lifecycle.handler_gone(session, ghost.id, later(61))
+    fresh(session, ghost, present)
+    assert ghost.presence == "offline" and present.presence == "available"
+    assert presence.connections(session, present.id) == 1
 
 
 def test_an_abandoned_offer_frees_the_handler(session):
@@ -687,6 +702,69 @@ def test_a_failed_routing_pass_is_tried_again(app, monkeypatch):
     finally:
         router.stop()
         app.extensions.pop(routing.ROUTER, None)
+
+
+HANDLERS_MOVES = {
+    "console closes": lambda session, person_id, call_id: lifecycle.handler_gone(session, person_id, later(3)),
+    "goes on a break": lambda session, person_id, call_id: lifecycle.change_status(
+        session, session.get(Handler, person_id), "break", later(3)),
+    "declines": lambda session, person_id, call_id: lifecycle.decline(
+        session, session.get(Handler, person_id), call_id, later(3)),
+    "accepts": lambda session, person_id, call_id: lifecycle.claim(
+        session, session.get(Handler, person_id), call_id, later(3)),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("move", list(HANDLERS_MOVES))
+def test_a_handler_moving_as_their_offers_caller_hangs_up_waits_its_turn(app, database_url, move):
+    """The caller hangs up just as the handler offered their call moves (their console closes, they
+    go on a break, decline or accept). Both lock the call's queue entry and the handler; they take
+    them in the same order, so one waits for the other and both finish. Taken the other way round,
+    PostgreSQL found a deadlock and undid one of them: a console's closing undone left its handler
+    on the line with no console."""
+    from helpline import line_store
+    from helpline.states import RoutingError
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite runs one write transaction at a time")
+    with db.transaction() as setup:
+        person_id = handler(setup, idle_since=ago(300)).id
+        call_id = waiting(setup, ago(5)).call_id
+        assert routing.route(setup, SETTINGS, NOW)
+    failures: list[BaseException] = []
+
+    def handlers_move() -> None:
+        try:
+            with db.transaction() as session:
+                HANDLERS_MOVES[move](session, person_id, call_id)
+        except RoutingError:
+            pass  # the call went first: the move is refused, cleanly
+        except Exception as exc:  # noqa: BLE001 - the deadlock, for the assertion below
+            failures.append(exc)
+
+    with db.transaction() as hang_up:
+        entry = line_store.lock_entry(hang_up, call_id)  # the hang-up's first step: the call's entry
+        assert entry is not None
+        moving = threading.Thread(target=handlers_move)
+        moving.start()
+        time.sleep(0.3)  # the handler's move is under way, waiting for a lock
+        try:
+            lifecycle.caller_hung_up(hang_up, entry, later(3), handler=hang_up.get(Handler, person_id))
+        except Exception as exc:  # noqa: BLE001
+            failures.append(exc)
+            raise
+    moving.join(timeout=10)
+    assert not moving.is_alive()
+    assert failures == []
+    with db.transaction() as session:
+        state = session.scalar(select(QueueEntry.state).where(QueueEntry.call_id == call_id))
+        presence_now, held = session.execute(
+            select(Handler.presence, Handler.current_call_id).where(Handler.id == person_id)).one()
+    assert state == "abandoned"
+    assert held is None
+    assert presence_now == {"console closes": "offline", "goes on a break": "break",
+                            "declines": "available", "accepts": "available"}[move]
 
 
 @pytest.mark.postgres
