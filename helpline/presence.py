@@ -12,7 +12,7 @@ on at once (`lifecycle.handler_gone`, with `lifecycle.change_status` the handler
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Collection
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -49,9 +49,18 @@ def disconnect(session: Session, sid: str) -> int | None:
     return handler_id if connections(session, handler_id) == 0 else None
 
 
-def heartbeat(session: Session, process: str, now: dt.datetime) -> None:
-    """Mark this process's connections as still alive."""
-    session.execute(update(ConsoleConnection).where(ConsoleConnection.process == process).values(seen_at=now))
+def heartbeat(session: Session, process: str, open_sids: Collection[str], now: dt.datetime) -> None:
+    """Mark this process's connections that are still open (`open_sids`) as alive.
+
+    Only those: a row whose connection has closed, but whose closing was not recorded (the database
+    was down, or the transaction was undone), then goes stale and `prune` drops it, instead of
+    being kept fresh for as long as the process lives with routing offering calls to it.
+    """
+    if not open_sids:
+        return
+    session.execute(update(ConsoleConnection)
+                    .where(ConsoleConnection.process == process, ConsoleConnection.sid.in_(sorted(open_sids)))
+                    .values(seen_at=now))
 
 
 def prune(session: Session, now: dt.datetime) -> list[int]:

@@ -106,6 +106,11 @@ class SocketLeases:
             self._seen[sid] = moment
             self._session[sid] = session_hash
 
+    def open_sids(self) -> list[str]:
+        """The connections open now."""
+        with self._lock:
+            return list(self._seen)
+
     def sessions(self) -> dict[str, str]:
         """Each open connection's log-in session hash."""
         with self._lock:
@@ -528,7 +533,7 @@ def sweep_once(app: Flask) -> None:
     close_ended_sessions(app)
     with db.transaction() as session:
         now = utcnow()
-        presence.heartbeat(session, app.extensions["helpline.process"], now)
+        presence.heartbeat(session, app.extensions["helpline.process"], app.extensions[LEASES].open_sids(), now)
         for handler_id in presence.prune(session, now):
             lifecycle.handler_gone(session, handler_id, now)
         routing.sweep(session, settings.routing, now)

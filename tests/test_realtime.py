@@ -116,6 +116,56 @@ def test_an_offer_moves_on_at_once_when_the_handler_closes_the_console(app):
     assert ann.get("/api/me").get_json()["presence"] == "offline"
 
 
+def test_a_console_whose_closing_was_not_recorded_is_dropped_once_stale_and_its_offer_moves_on(app, monkeypatch):
+    """The console closed while its closing could not be written. The process no longer keeps that
+    connection alive, so it goes stale: the sweep drops it, the handler goes offline, and the call
+    is offered to the next handler. The console still open is kept alive meanwhile."""
+    import datetime as dt
+
+    from sqlalchemy import update
+    from sqlalchemy.exc import OperationalError
+
+    from helpline import presence
+    from helpline.models import utcnow
+    from helpline.realtime import sweep_once
+
+    ann, bob = Console(app, "ann"), Console(app, "bob")
+    ann_socket = connect(app, ann)
+    ann.post("/api/me/status", {"status": "available"})
+    _, call_id = queued_call(app)
+    assert received(ann_socket, "offer")[0]["call_id"] == call_id
+    bob_socket = connect(app, bob)
+    bob.post("/api/me/status", {"status": "available"})
+
+    def database_away(*_args: Any) -> None:
+        raise OperationalError("DELETE FROM console_connections", None, Exception("server closed the connection"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(presence, "disconnect", database_away)
+        try:
+            ann_socket.disconnect(NAMESPACE)
+        except OperationalError:
+            pass  # the closing was not recorded
+    with app.app_context():
+        db.session.execute(update(ConsoleConnection).values(seen_at=utcnow() - dt.timedelta(seconds=30)))
+        db.session.commit()
+    sweep_once(app)
+    with app.app_context():
+        seen = dict(db.session.execute(select(ConsoleConnection.handler_id, ConsoleConnection.seen_at)).all())
+        db.session.rollback()
+    assert utcnow() - seen[ann.handler_id] > dt.timedelta(seconds=29)  # not kept alive
+    assert utcnow() - seen[bob.handler_id] < dt.timedelta(seconds=10)  # kept alive
+    assert entry_of(app, call_id).handler_id == ann.handler_id
+    with app.app_context():
+        db.session.execute(update(ConsoleConnection).where(ConsoleConnection.handler_id == ann.handler_id)
+                           .values(seen_at=utcnow() - dt.timedelta(seconds=61)))
+        db.session.commit()
+    sweep_once(app)
+    assert ann.get("/api/me").get_json()["presence"] == "offline"
+    [offer] = received(bob_socket, "offer")
+    assert offer["call_id"] == call_id
+
+
 def test_declining_withdraws_the_offer_and_it_goes_to_the_next_handler(app):
     ann, bob = Console(app, "ann"), Console(app, "bob")
     ann_socket, bob_socket = connect(app, ann), connect(app, bob)
