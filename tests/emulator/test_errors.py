@@ -65,7 +65,7 @@ def test_unknown_attribute_only_warns(emu, scenario):
 
 def test_slow_webhook_is_11205(emu, scenario, emulator_process):
     def slow(hit):
-        time.sleep(2.2)  # beyond the test emulator's 1.5 s webhook timeout
+        time.sleep(4.7)  # beyond the test emulator's 4 s webhook timeout (conftest.WEBHOOK_TIMEOUT)
         return "<Response><Say>too late</Say></Response>"
 
     scenario.route("voice", slow)
