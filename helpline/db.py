@@ -825,10 +825,16 @@ class Database:
             raise RuntimeError("the database is not configured; call init_app first")
         if self.engine.dialect.name != "postgresql":
             return self.factory
+        self._own_engine(name)
+        return self._own[name][1]
+
+    def _own_engine(self, name: str) -> Engine:
+        """The engine of the connection kept for `name` (PostgreSQL), made on first use."""
+        assert self.engine is not None
         if name not in self._own:
             engine = make_engine(self.engine.url.render_as_string(hide_password=False), pool_size=1, max_overflow=0)
             self._own[name] = (engine, sessionmaker(engine, class_=ServiceSession, expire_on_commit=False, info={"bus": self.bus}))
-        return self._own[name][1]
+        return self._own[name][0]
 
     def _close_kept(self) -> None:
         """Close the connections kept beside the pool: `own_connection`'s and the readers'."""
@@ -859,21 +865,32 @@ class Database:
         finally:
             session.close()
 
-    def read_without_writer(self, statement: Executable) -> list[Sequence[Any]] | None:
-        """On SQLite, the rows of `statement` (built once and kept, without parameters), read outside
-        any transaction: without the write lock that every transaction takes from its BEGIN (see
-        WriterLock). In WAL mode the read sees the last commit and waits for no writer. Rows come as
-        the driver gives them (by position, unprocessed, as with run_together). None on PostgreSQL,
-        whose reads never wait for the writers, and for a database in memory, which exists on its
-        one connection alone.
+    def read_without_writer(self, statement: Executable, params: dict[str, Any] | None = None,
+                            kept_for: str | None = None) -> list[Sequence[Any]] | None:
+        """The rows of `statement` (built once and kept, its parameters bound by name), read outside
+        any transaction. Rows come as the driver gives them (by position, unprocessed, as with
+        run_together). None for a database in memory, which exists on its one connection alone.
 
-        The read runs on a connection the thread keeps for these reads alone (the router's thread
-        asks after every caller who joins or leaves the line): taking one from the pool and giving
-        it back cost more than the read.
+        On SQLite the read takes no write lock (every transaction takes it from its BEGIN; see
+        WriterLock): in WAL mode it sees the last commit and waits for no writer. It runs on a
+        connection the thread keeps for these reads alone (the router's thread asks after every
+        caller who joins or leaves the line): taking one from the pool and giving it back cost more
+        than the read.
+
+        On PostgreSQL, whose reads never wait for the writers, it saves round trips: the read goes
+        in autocommit, one round trip with no BEGIN or COMMIT, on the connection kept for
+        `kept_for` (own_connection), or else one of the pool's.
         """
-        if self.engine is None or self._readers.path is None:
+        if self.engine is None:
             return None
-        return self._readers.connection().execute(_compile(statement, self.engine.dialect).sql.string).fetchall()
+        if self.engine.dialect.name == "postgresql":
+            engine = self.engine if kept_for is None else self._own_engine(kept_for)
+            with engine.connect() as connection:
+                return _driver_rows(connection.execution_options(isolation_level="AUTOCOMMIT"), statement, params or {})
+        if self._readers.path is None:
+            return None
+        compiled = _compile(statement, self.engine.dialect)
+        return self._readers.connection().execute(compiled.sql.string, _bound(compiled, params or {})).fetchall()
 
     def dispose(self) -> None:
         """Close every pooled connection (tests, shutdown)."""

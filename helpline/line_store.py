@@ -242,13 +242,22 @@ def free_and_heads(session: Session, now: dt.datetime, cutoff: dt.datetime | Non
     return FirstRead(_free(free_rows), _heads(head_rows), pages)
 
 
+#: The name of the connection the routing passes keep (Database.own_connection).
+ROUTER_CONNECTION = "router"
+
+
 def nobody_free(database: Any) -> bool:
-    """Whether, on SQLite, the last commit left no handler free: read without the write lock, so
-    that the routing pass that follows each caller joining or leaving the line, while every handler
-    is busy, holds up no webhook (and costs a read). A handler freed after the read is routed to by
-    the pass their own change asks for. Always False on PostgreSQL, where the pass itself is one
-    round trip (free_and_heads)."""
-    rows = database.read_without_writer(_FREE_COUNT)
+    """Whether the last commit left no handler free, read outside any transaction
+    (Database.read_without_writer) on the router's connection.
+
+    Every caller joining or leaving the line asks for a routing pass, and while every handler is
+    busy (a burst, exactly when the line is needed most) each of those passes would find nobody to
+    offer a call to. Asked first, the pass costs a read: on SQLite without the write lock, so it
+    holds up no webhook; on PostgreSQL one round trip, where the pass's transaction took two (its
+    reads with the routing lock, then its COMMIT). A handler freed after the read is routed to by
+    the pass their own change asks for.
+    """
+    rows = database.read_without_writer(_FREE_COUNT, kept_for=ROUTER_CONNECTION)
     return rows is not None and rows[0][0] == 0
 
 

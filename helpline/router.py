@@ -88,7 +88,7 @@ def route_now(app: Flask) -> list[Offer]:
     if line_store.nobody_free(db):
         db.bus.publish("console_changed")
         return []
-    with db.transaction(db.own_connection("router")) as session:
+    with db.transaction(db.own_connection(line_store.ROUTER_CONNECTION)) as session:
         offers = route(session, app.config["HELPLINE"].routing, utcnow())
         announce(session, "console_changed")
     return offers
@@ -122,7 +122,7 @@ def init_app(app: Flask) -> None:
 
     def ended(call_id: int, settled: bool = False) -> None:
         # `settled`: the status callback's own transaction has already settled who held the call.
-        if not settled:
+        if not settled and lifecycle.held_by_anyone(db, call_id):
             with db.transaction() as session:
                 lifecycle.call_ended(session, call_id, utcnow())
         wanted()

@@ -351,6 +351,18 @@ def test_an_abandoned_offer_frees_the_handler(session):
     assert entry.state == "abandoned" and entry.position_at_exit == 1
 
 
+def test_whether_anyone_holds_a_call_is_read_as_committed_outside_any_transaction(session):
+    """After a call's end is committed, the service asks whether anybody holds it before opening a
+    transaction to settle them: the handler offered it does; nobody holds a call still in line."""
+    handler(session, idle_since=ago(300))
+    offered = waiting(session, ago(10))
+    in_line = waiting(session, ago(5))
+    routing.route(session, SETTINGS, NOW)
+    session.commit()
+    assert lifecycle.held_by_anyone(db, offered.call_id) is True
+    assert lifecycle.held_by_anyone(db, in_line.call_id) is False
+
+
 def test_wrap_up_lasts_until_the_outcome_or_the_configured_time(session):
     person = handler(session, idle_since=ago(300))
     entry = waiting(session, ago(5))
@@ -827,6 +839,35 @@ def test_with_nobody_free_a_pass_holds_up_no_webhook_and_still_tells_the_console
     with db.transaction() as session:
         assert session.scalar(select(QueueEntry.state).where(QueueEntry.id == entry_id)) == "offered"
     assert told == [1, 1]
+
+
+@pytest.mark.postgres
+def test_with_nobody_free_a_pass_on_postgresql_is_one_round_trip(app, database_url, tmp_path):
+    """Every caller joining or leaving the line asks for a pass. While every handler is busy, a pass
+    is the read that says so, outside any transaction: one round trip on the router's connection,
+    not a transaction with the routing lock and its COMMIT. Once someone is free the pass routes."""
+    from helpline import line_store
+
+    from .conftest import round_trips
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no round trips to save")
+    now = dt.datetime.now(dt.timezone.utc)
+    with db.transaction() as setup:
+        entry_id = waiting(setup, now - dt.timedelta(seconds=5)).id
+        handler(setup, presence_="on_call")
+    router_engine = db.own_connection(line_store.ROUTER_CONNECTION).kw["bind"]
+    with round_trips(router_engine, tmp_path) as wire:
+        assert routing.route_now(app) == []
+        assert wire() == 1
+    with db.transaction() as setup:
+        free_id = handler(setup, idle_since=now - dt.timedelta(seconds=60)).id
+    with round_trips(router_engine, tmp_path) as wire:
+        [offer] = routing.route_now(app)
+        assert wire() > 1
+    assert offer.handler_id == free_id
+    with db.transaction() as session:
+        assert session.scalar(select(QueueEntry.state).where(QueueEntry.id == entry_id)) == "offered"
 
 
 @pytest.mark.postgres
