@@ -99,7 +99,9 @@ def test_a_reconnecting_console_gets_its_offer_back(app):
     assert second_tab.is_connected(NAMESPACE)
 
 
-def test_an_offer_moves_on_at_once_when_the_handler_closes_the_console(app):
+def ann_offered_a_call_with_bob_free(app: Flask) -> tuple[Console, Console, Any, Any, int]:
+    """Ann is offered a call; then Bob, his console open, becomes free too (and is offered nothing).
+    Returns both consoles, both sockets and the call."""
     ann, bob = Console(app, "ann"), Console(app, "bob")
     ann_socket = connect(app, ann)
     ann.post("/api/me/status", {"status": "available"})
@@ -108,6 +110,11 @@ def test_an_offer_moves_on_at_once_when_the_handler_closes_the_console(app):
     bob_socket = connect(app, bob)
     bob.post("/api/me/status", {"status": "available"})
     assert received(bob_socket, "offer") == []
+    return ann, bob, ann_socket, bob_socket, call_id
+
+
+def test_an_offer_moves_on_at_once_when_the_handler_closes_the_console(app):
+    ann, bob, ann_socket, bob_socket, call_id = ann_offered_a_call_with_bob_free(app)
     ann_socket.disconnect(NAMESPACE)
     [offer] = received(bob_socket, "offer")
     assert offer["call_id"] == call_id
@@ -129,13 +136,7 @@ def test_a_console_whose_closing_was_not_recorded_is_dropped_once_stale_and_its_
     from helpline.models import utcnow
     from helpline.realtime import sweep_once
 
-    ann, bob = Console(app, "ann"), Console(app, "bob")
-    ann_socket = connect(app, ann)
-    ann.post("/api/me/status", {"status": "available"})
-    _, call_id = queued_call(app)
-    assert received(ann_socket, "offer")[0]["call_id"] == call_id
-    bob_socket = connect(app, bob)
-    bob.post("/api/me/status", {"status": "available"})
+    ann, bob, ann_socket, bob_socket, call_id = ann_offered_a_call_with_bob_free(app)
 
     def database_away(*_args: Any) -> None:
         raise OperationalError("DELETE FROM console_connections", None, Exception("server closed the connection"))
