@@ -434,7 +434,7 @@ def held_by_anyone(database: Any, call_id: int) -> bool:
 
     Once the end is committed nobody can be offered the call: routing offers only calls waiting in
     line, and the end took it out. So a handler who holds it now held it before, and if nobody
-    does, `call_ended` has nothing to settle, and its transaction (two round trips on PostgreSQL)
+    does, `call_ended` has nothing to settle, and its transaction (four round trips on PostgreSQL)
     is saved. Most calls end held by nobody: the caller hangs up in line, or in the menus.
     """
     rows = database.read_without_writer(_HELD, {"call_id": call_id})
