@@ -187,8 +187,8 @@ def _connected_entry(handler: Handler, call_id: int, error: str = "not_connected
     Ends the read transaction: what follows talks to Twilio, and no lock may be held meanwhile.
     """
     session = db.session
+    entry = routing.lock_entry(session, call_id)  # the entry before the handler, as every move of a call locks them
     routing.lock(session, handler)
-    entry = routing.lock_entry(session, call_id)
     if (entry is None or entry.state != "answered" or entry.handler_id != handler.id
             or handler.current_call_id != call_id or handler.presence != "on_call"):
         session.rollback()

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from helpline import lifecycle, presence, routing
+from helpline import connect, lifecycle, presence, routing
 from helpline import router as router_module
 from helpline.config import RoutingSettings
 from helpline.decision import takeable
@@ -724,6 +724,9 @@ HANDLERS_MOVES = {
         session, session.get(Handler, person_id), call_id, later(3)),
     "accepts": lambda session, person_id, call_id: lifecycle.claim(
         session, session.get(Handler, person_id), call_id, later(3)),
+    # A control on the call (hold, end, hand over) first reads it as the handler's connected call.
+    "uses a call control": lambda session, person_id, call_id: connect._connected_entry(
+        db.session.get(Handler, person_id), call_id),
 }
 
 
@@ -748,10 +751,10 @@ def test_a_handler_moving_as_their_offers_caller_hangs_up_waits_its_turn(app, da
 
     def handlers_move() -> None:
         try:
-            with db.transaction() as session:
+            with app.app_context(), db.transaction() as session:
                 HANDLERS_MOVES[move](session, person_id, call_id)
         except RoutingError:
-            pass  # the call went first: the move is refused, cleanly
+            pass  # the call went first, or is not one the move applies to: refused, cleanly
         except Exception as exc:  # noqa: BLE001 - the deadlock, for the assertion below
             failures.append(exc)
 
@@ -776,7 +779,7 @@ def test_a_handler_moving_as_their_offers_caller_hangs_up_waits_its_turn(app, da
     assert state == "abandoned"
     assert held is None
     assert presence_now == {"console closes": "offline", "goes on a break": "break",
-                            "declines": "available", "accepts": "available"}[move]
+                            "declines": "available", "accepts": "available", "uses a call control": "available"}[move]
 
 
 @pytest.mark.postgres
