@@ -751,7 +751,7 @@ class ServiceSession(Session):
 
 class _Readers:
     """Each thread's own connection to the SQLite file, for reads outside any transaction
-    (Database.read_without_writer). The sqlite3 module's default mode runs a SELECT outside any
+    (Database.read_outside_transaction). The sqlite3 module's default mode runs a SELECT outside any
     transaction, so a read holds nothing once its rows are fetched."""
 
     def __init__(self) -> None:
@@ -794,7 +794,7 @@ class Database:
         #: Subscribers hear about committed changes (see events.py).
         self.bus = Bus()
         self._own: dict[str, tuple[Engine, sessionmaker[ServiceSession]]] = {}
-        #: Each thread's connection for reads without the write lock (`read_without_writer`).
+        #: Each thread's connection for reads without the write lock (`read_outside_transaction`).
         self._readers = _Readers()
 
     def _make_session(self) -> ServiceSession:
@@ -865,7 +865,7 @@ class Database:
         finally:
             session.close()
 
-    def read_without_writer(self, statement: Executable, params: dict[str, Any] | None = None,
+    def read_outside_transaction(self, statement: Executable, params: dict[str, Any] | None = None,
                             kept_for: str | None = None) -> list[Sequence[Any]] | None:
         """The rows of `statement` (built once and kept, its parameters bound by name), read outside
         any transaction. Rows come as the driver gives them (by position, unprocessed, as with

@@ -430,14 +430,14 @@ _HELD = select(Handler.id).where(Handler.current_call_id == bindparam("call_id")
 
 def held_by_anyone(database: Any, call_id: int) -> bool:
     """Whether a handler holds the call (an offer of it, or the call itself), read outside any
-    transaction (Database.read_without_writer) after the call's end has been committed.
+    transaction (Database.read_outside_transaction) after the call's end has been committed.
 
     Once the end is committed nobody can be offered the call: routing offers only calls waiting in
     line, and the end took it out. So a handler who holds it now held it before, and if nobody
     does, `call_ended` has nothing to settle, and its transaction (four round trips on PostgreSQL)
     is saved. Most calls end held by nobody: the caller hangs up in line, or in the menus.
     """
-    rows = database.read_without_writer(_HELD, {"call_id": call_id})
+    rows = database.read_outside_transaction(_HELD, {"call_id": call_id})
     return rows is None or bool(rows)
 
 

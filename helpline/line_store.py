@@ -248,7 +248,7 @@ ROUTER_CONNECTION = "router"
 
 def nobody_free(database: Any) -> bool:
     """Whether the last commit left no handler free, read outside any transaction
-    (Database.read_without_writer) on the router's connection.
+    (Database.read_outside_transaction) on the router's connection.
 
     Every caller joining or leaving the line asks for a routing pass, and while every handler is
     busy (a burst, exactly when the line is needed most) each of those passes would find nobody to
@@ -257,7 +257,7 @@ def nobody_free(database: Any) -> bool:
     reads with the routing lock, then its COMMIT). A handler freed after the read is routed to by
     the pass their own change asks for.
     """
-    rows = database.read_without_writer(_FREE_COUNT, kept_for=ROUTER_CONNECTION)
+    rows = database.read_outside_transaction(_FREE_COUNT, kept_for=ROUTER_CONNECTION)
     return rows is not None and rows[0][0] == 0
 
 

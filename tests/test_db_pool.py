@@ -630,7 +630,7 @@ def test_only_the_columns_a_request_changed_are_updated(app, database_url, monke
 
 
 def test_reads_without_the_write_lock_keep_a_connection_per_thread_and_follow_the_database(tmp_path):  # type: ignore[no-untyped-def]
-    """On SQLite, `read_without_writer` reads on a connection its thread keeps: it sees each commit
+    """On SQLite, `read_outside_transaction` reads on a connection its thread keeps: it sees each commit
     as it is made, while another transaction holds the write lock; a database opened in its place is
     read from then on, and disposing of the database closes every such connection."""
     import sqlite3
@@ -648,21 +648,21 @@ def test_reads_without_the_write_lock_keep_a_connection_per_thread_and_follow_th
     database.configure(first)
     count = select(func.count(Call.id))
     try:
-        assert database.read_without_writer(count) == [(0,)]
+        assert database.read_outside_transaction(count) == [(0,)]
         with database.transaction() as session:
             session.add(Call(call_sid="CA" + "8" * 32))
-        assert database.read_without_writer(count) == [(1,)]
+        assert database.read_outside_transaction(count) == [(1,)]
         kept = database._readers.connection()
         with database.transaction() as writing:
             writing.execute(select(Call.id).limit(1))  # holds the write lock from its BEGIN
             elsewhere: list[object] = []
-            reader = threading.Thread(target=lambda: elsewhere.append(database.read_without_writer(count)))
+            reader = threading.Thread(target=lambda: elsewhere.append(database.read_outside_transaction(count)))
             reader.start()
             reader.join(timeout=5)
             assert elsewhere == [[(1,)]]  # read on the other thread's own connection, without waiting
         assert database._readers.connection() is kept  # and this thread's is the one it had
         database.configure(second)
-        assert database.read_without_writer(count) == [(0,)]
+        assert database.read_outside_transaction(count) == [(0,)]
         with pytest.raises(sqlite3.ProgrammingError):
             kept.execute("SELECT 1")  # closed when the database was replaced
         kept = database._readers.connection()
