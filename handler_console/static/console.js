@@ -737,18 +737,33 @@ async function finishWrapUp(event) {
 
 // ------------------------------------------------------------------ keyboard
 
+/** Whether a key pressed on `target` belongs to what the handler is filling in: any field, and
+ * anything inside a form (the record, the risk screen, a booking, the wrap-up). A handler who has
+ * just chosen a radio button and types on is writing down what the caller said: a letter there
+ * must never hold, mute or end the call. */
+function isFillingIn(target) {
+  if (!target || !target.closest) return false;
+  if (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName)) return true;
+  return Boolean(target.closest("form"));
+}
+
+/** Whether `target` takes typed text (where moving the focus away would lose what is being typed). */
 function isTyping(target) {
   if (!target) return false;
   if (target.isContentEditable || target.tagName === "TEXTAREA" || target.tagName === "SELECT") return true;
-  if (target.tagName !== "INPUT") return false;
-  // Radios, checkboxes and buttons do not take letters, so the shortcuts still work on them.
-  return !["radio", "checkbox", "button", "submit", "reset"].includes(target.type);
+  return target.tagName === "INPUT" && !["radio", "checkbox", "button", "submit", "reset"].includes(target.type);
 }
 
-const SHORTCUTS = { a: accept, d: decline, e: endCallNow, h: toggleHold, m: toggleMute, w: openWrapUp };
+/** End the call from the keyboard only once the handler has said so: a stray E must not cut off a caller. */
+function endCallAsked() {
+  if (!state.call || state.presence !== "on_call" || state.ending) return;
+  if (window.confirm("End the call with the caller?")) endCallNow();
+}
+
+const SHORTCUTS = { a: accept, d: decline, e: endCallAsked, h: toggleHold, m: toggleMute, w: openWrapUp };
 
 function onKey(event) {
-  if (event.ctrlKey || event.metaKey || event.altKey || event.repeat || isTyping(event.target)) return;
+  if (event.ctrlKey || event.metaKey || event.altKey || event.repeat || isFillingIn(event.target)) return;
   const action = SHORTCUTS[event.key.toLowerCase()];
   if (!action) return;
   event.preventDefault();

@@ -86,6 +86,22 @@ def test_a_call_goes_from_the_queue_to_the_handler_and_is_wrapped_up(stack, cons
     expect(page.locator("#wrapup")).to_be_hidden()
     page.evaluate("document.getElementById('typing-probe').remove()")
 
+    # Nor are letters pressed on a choice in the record (a radio button, just picked): E, H and M
+    # there must not end, hold or mute the call.
+    page.locator("#fc-form input[type=radio]").first.focus()
+    for key in "ehm":
+        page.keyboard.press(key)
+    expect(page.locator("#presence-now")).to_have_text("On a call")
+    expect(page.locator("#hold-badge")).to_be_hidden()
+    expect(page.locator("#mute")).to_have_attribute("aria-pressed", "false")
+    # Outside any form E ends the call only once the handler says so: declined here, the call goes on.
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("e")
+    expect(page.locator("#presence-now")).to_have_text("On a call")
+    assert asked == ["End the call with the caller?"]
+
     # Hold and resume from the keyboard.
     page.keyboard.press("h")
     expect(page.locator("#hold-badge")).to_be_visible()
