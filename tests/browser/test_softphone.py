@@ -294,7 +294,9 @@ def test_mute_a_warm_hand_over_and_end_call_from_the_console(stack, console, mak
     boss.page.locator("#consult-hangup").click()
     until(lambda: stack.emulator.media(caller)["hears"] == [handler], "the supervisor never left")
 
-    # End call from the console: every leg ends, the softphone is free, the handler wraps up.
+    # End call from the console (E asks first; the handler says yes): every leg ends, the softphone
+    # is free, the handler wraps up.
+    page.once("dialog", lambda dialog: dialog.accept())
     page.keyboard.press("e")
     expect(page.locator("#oncall-title")).to_have_text("Call ended: wrap up", timeout=20_000)
     until(lambda: stack.emulator.call(caller)["finished"] and stack.emulator.call(handler)["finished"], "a leg is still up")
