@@ -29,6 +29,7 @@ from sqlalchemy import select
 from . import audit, lifecycle, routing
 from .contacts import latest_voicemail_choice
 from .db import append, db
+from .events import announce
 from .deferred import keep_for_replay
 from .errors import error, register_webhook_errors
 from .ivr import twiml
@@ -365,6 +366,7 @@ def consult_join(handler: Handler, user: Any, call_id: int) -> None:
     append(db.session, CallEvent, call_id=call_id, kind="consult_ended",
            detail={"handler_id": handler.id, "supervisor_id": opened[1], "joined": True})
     audit.record(db.session, user, "call.consult_join", "call", call_id, supervisor_id=opened[1])
+    announce(db.session, "consult", call_id=call_id, state="joined", handler_id=handler.id, supervisor_id=opened[1])
     db.session.commit()
 
 
@@ -389,6 +391,7 @@ def consult_return(handler: Handler, user: Any, call_id: int) -> None:
     append(db.session, CallEvent, call_id=call_id, kind="consult_returned",
            detail={"handler_id": handler.id, "supervisor_id": supervisor_id})
     audit.record(db.session, user, "call.consult_return", "call", call_id, supervisor_id=supervisor_id)
+    announce(db.session, "consult", call_id=call_id, state="returned", handler_id=handler.id, supervisor_id=supervisor_id)
     db.session.commit()
 
 
@@ -476,8 +479,11 @@ def conference(call_id: int) -> Response:
     kind = f"conference_{event.replace('participant-', '').replace('conference-', '')}"
     conference_sid = request.form.get("ConferenceSid", "")
     leg = request.form.get("CallSid") or None
+    label = request.form.get("ParticipantLabel", "")
     if event != "conference-end":
-        _log_conference_event(call_id, kind, conference_sid, leg)
+        _log_conference_event(call_id, kind, conference_sid, leg, label)
+        if label == "consult" and leg and event in CONSULT_STATES:
+            _consult_changed(call_id, leg, CONSULT_STATES[event])
         return Response(status=204)
     entry = _entry(call_id)
     if entry is None:
@@ -492,9 +498,30 @@ def conference(call_id: int) -> Response:
     return Response(status=204)
 
 
-def _log_conference_event(call_id: int, kind: str, conference_sid: str, leg: str | None) -> None:
+def _log_conference_event(call_id: int, kind: str, conference_sid: str, leg: str | None, label: str) -> None:
     """Add a conference event to the call's timeline (lifecycle.conference_event: one statement on PostgreSQL)."""
-    lifecycle.conference_event(db.session(), call_id, kind, conference_sid, leg)
+    lifecycle.conference_event(db.session(), call_id, kind, conference_sid, leg, label)
+
+
+#: What a supervisor's leg joining or leaving the room means for the consult it was rung for; the
+#: handler's own moves add "joined" (`consult_join`) and "returned" (`consult_return`).
+CONSULT_STATES = {"participant-join": "answered", "participant-leave": "left"}
+
+
+def _consult_changed(call_id: int, leg: str, state: str) -> None:
+    """Tell the handler and the supervisor that the supervisor asked into the call answered, or left it.
+
+    A softphone that answers at once can join before the handler's request that rang it has
+    recorded the consult (it learns the leg's SID only as Twilio answers it): look again for up to
+    JOIN_WAIT_S, as a hold waits for the caller to arrive.
+    """
+    deadline = time.monotonic() + JOIN_WAIT_S
+    while (found := lifecycle.consult_of_leg(db.session, call_id, leg)) is None and time.monotonic() < deadline:
+        db.session.rollback()  # read afresh, and hold nothing while waiting
+        time.sleep(JOIN_POLL_S)
+    if found is not None:
+        announce(db.session, "consult", call_id=call_id, state=state, handler_id=found[0], supervisor_id=found[1])
+    db.session.commit()
 
 
 @bp.post("/<int:call_id>/handler")

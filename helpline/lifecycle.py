@@ -548,14 +548,23 @@ def _progress_statements(behind: tuple[str, ...], with_sequence: bool, postgresq
     return moved, logged
 
 
-def leg_detail(leg: str | None, handler_leg_sid: str | None) -> dict[str, str]:
-    """Whose leg a conference event is about, as its timeline event records it."""
+#: The participant labels of a supervisor's legs: asked in by the handler (connect.consult), or
+#: listening and coaching (`supervisor-<id>`, supervision.py).
+SUPERVISOR_LABELS = ("consult", "supervisor-")
+
+
+def leg_detail(leg: str | None, handler_leg_sid: str | None, label: str = "") -> dict[str, str]:
+    """Whose leg a conference event is about, as its timeline event records it: the handler's, a
+    supervisor's (by the participant's label), or else the caller's."""
     if not leg:
         return {}
+    if label.startswith(SUPERVISOR_LABELS):
+        return {"leg": "supervisor"}
     return {"leg": "handler" if leg == handler_leg_sid else "caller"}
 
 
-def conference_event(session: ServiceSession, call_id: int, kind: str, conference_sid: str, leg: str | None) -> None:
+def conference_event(session: ServiceSession, call_id: int, kind: str, conference_sid: str, leg: str | None,
+                     label: str = "") -> None:
     """Add a conference event to the call's timeline, if the call has a queue entry, and remember the
     conference's SID on a connecting or answered entry that has none yet; and commit.
 
@@ -567,7 +576,7 @@ def conference_event(session: ServiceSession, call_id: int, kind: str, conferenc
     postgresql = is_postgresql(session)
     logged, remembered = _conference_statements(bool(leg), remember, postgresql)
     params = {"the_call_id": call_id, "event_at": utcnow(), "event_kind": kind, "the_conference_sid": conference_sid,
-              "leg": leg, "caller_detail": leg_detail(leg, None), "handler_detail": leg_detail(leg, leg)}
+              "leg": leg, "caller_detail": leg_detail(leg, None, label), "handler_detail": leg_detail(leg, leg, label)}
     if postgresql:
         session.write_with_commit(logged, params)
     else:
@@ -680,6 +689,15 @@ def open_consult(session: Session, call_id: int) -> tuple[str, int] | None:
     if not events or events[0].kind != "consult_started":
         return None
     return events[0].detail["leg"], events[0].detail["supervisor_id"]
+
+
+def consult_of_leg(session: Session, call_id: int, leg: str) -> tuple[int, int] | None:
+    """The handler and the supervisor of the call's consult whose supervisor's leg is `leg`, or None."""
+    for event in session.scalars(select(CallEvent).where(CallEvent.call_id == call_id, CallEvent.kind == "consult_started")
+                                 .order_by(CallEvent.id.desc())):
+        if event.detail.get("leg") == leg:
+            return event.detail["handler_id"], event.detail["supervisor_id"]
+    return None
 
 
 def supervisors_to_ask(session: Session) -> list[User]:

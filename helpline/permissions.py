@@ -228,6 +228,8 @@ SOCKET_EMITS: dict[str, Access] = {
     "offer": {"handler": SELF},
     "offer_withdrawn": {"handler": SELF},
     "connect_failed": {"handler": SELF},
+    "consult": {"handler": "own call only (the supervisor they asked in answered, was brought in, sent back, or left)",
+                "supervisor": "only the supervisor asked into the call"},
     "wallboard": {"supervisor": ANY},
     "alert": {"supervisor": ANY},
     "session_expired": {"handler": SELF, "supervisor": SELF},

@@ -78,6 +78,11 @@ def handler_room(handler_id: int) -> str:
     return f"{HANDLER_ROOM}{handler_id}"
 
 
+def supervisor_room(user_id: int) -> str:
+    """The room of one supervisor's pages (beside the room of all of them, "supervisors")."""
+    return f"supervisor:{user_id}"
+
+
 def _handler_for(user_id: int) -> Handler | None:
     from sqlalchemy import select
 
@@ -194,6 +199,7 @@ class ConsoleNamespace(Namespace):
         settings = current_app.config["HELPLINE"]
         if current_user.role == "supervisor":
             join_room("supervisors")
+            join_room(supervisor_room(current_user.id))
             emit("queue", routing.queue_view(db.session, now))
             db.session.rollback()
             return
@@ -509,6 +515,16 @@ def init_app(app: Flask) -> None:
                   _to_handler("presence", handler_id, _presence_payload(presence, since, reason)))
     bus.subscribe("connect_failed", lambda handler_id, call_id, detail:
                   _to_handler("connect_failed", handler_id, {"call_id": call_id, "detail": detail}))
+    bus.subscribe("consult", _consult_changed)
+
+
+def _consult_changed(call_id: int, state: str, handler_id: int, supervisor_id: int) -> None:
+    """A supervisor asked into a call answered, was brought in to the caller, was sent back or left
+    (connect.CONSULT_STATES): both the handler and that supervisor are told, so that neither screen
+    says the caller cannot hear them when they can."""
+    payload = {"call_id": call_id, "state": state}
+    _to_handler("consult", handler_id, payload)
+    socketio.emit("consult", payload, to=supervisor_room(supervisor_id), namespace=NAMESPACE)
 
 
 def adopt_identity(app: Flask, identity: str) -> None:

@@ -477,9 +477,14 @@ def test_a_busy_handler_leg_before_the_accept_has_committed_puts_the_caller_back
 
 def test_a_warm_hand_over_holds_the_caller_rings_the_supervisor_then_joins_or_returns(stack):
     name = f"sup{secrets.token_hex(3)}"
-    created = run_cli(["create-user", name, "--role", "supervisor", "--password-stdin"], stack.env, stdin=PASSWORD + "\n")
-    assert created.returncode == 0, created.stderr
+    boss = HandlerConsole(stack, name, role="supervisor")  # the supervisor's page, told how the consult goes
     ann = console(stack, "consult")
+
+    def both_told(state: str) -> None:
+        """The handler's console and the supervisor's page both hear that the consult is now `state`."""
+        for page in (ann, boss):
+            page.wait_for("consult", lambda data: data == {"call_id": call_id, "state": state})
+
     try:
         supervisors = ann.http.get(f"{ann.base}/api/supervisors/available", timeout=10).json()["supervisors"]
         supervisor = next(item for item in supervisors if item["name"] == name)
@@ -500,24 +505,35 @@ def test_a_warm_hand_over_holds_the_caller_rings_the_supervisor_then_joins_or_re
         assert participant(stack, call_id, sid)["hold"] is True
         supervisor_leg = started.json()["leg_sid"]
         eventually(lambda: participant(stack, call_id, supervisor_leg), what="the supervisor in the room")
+        # The supervisor's softphone answered: the handler is told they can talk (the caller on hold).
+        both_told("answered")
         assert ann.post(f"/api/calls/{call_id}/consult", {"supervisor_id": supervisor["id"]}).json()["error"] == "consult_open"
 
         assert ann.post(f"/api/calls/{call_id}/consult/join").status_code == 200
         assert participant(stack, call_id, sid)["hold"] is False
         assert len(room(stack, call_id)["participants"]) == 3
+        # Brought in: the supervisor's page must now say the caller hears them.
+        both_told("joined")
 
         # The supervisor leaves the three-way call; a second consult, and back to the caller alone.
         stack.emulator.hangup_client(supervisor_client)
         eventually(lambda: participant(stack, call_id, supervisor_leg) is None, what="the supervisor gone")
+        both_told("left")
         again = ann.post(f"/api/calls/{call_id}/consult", {"supervisor_id": supervisor["id"]})
         assert again.status_code == 200, again.text
         second_leg = again.json()["leg_sid"]
         eventually(lambda: participant(stack, call_id, second_leg), what="the supervisor in the room again")
+        both_told("answered")
         assert participant(stack, call_id, sid)["hold"] is True
         assert ann.post(f"/api/calls/{call_id}/consult/return").status_code == 200
+        both_told("returned")
         eventually(lambda: participant(stack, call_id, second_leg) is None, what="the supervisor gone again")
         assert participant(stack, call_id, sid)["hold"] is False
         assert len(room(stack, call_id)["participants"]) == 2
+        # The timeline says whose leg came and went: the supervisor's, never the caller's.
+        legs = stack.sql("select detail from call_events where call_id = :id and kind in ('conference_join', 'conference_leave')",
+                         id=call_id)
+        assert sum(1 for row in legs if "supervisor" in str(row.detail)) == 4, [row.detail for row in legs]
         assert {"consult_started", "consult_ended", "consult_returned"} <= set(kinds(stack, call_id))
         audited = {row.action for row in stack.sql("select action from audit_log where object_id = :id", id=str(call_id))}
         assert {"call.consult", "call.consult_join", "call.consult_return"} <= audited
@@ -526,6 +542,7 @@ def test_a_warm_hand_over_holds_the_caller_rings_the_supervisor_then_joins_or_re
         stack.emulator.wait_until_ended(sid, timeout=20)
     finally:
         ann.close()
+        boss.close()
 
 
 # -- callbacks -----------------------------------------------------------------------------------

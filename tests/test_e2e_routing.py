@@ -26,10 +26,10 @@ def stack(module_database_url: str, tmp_path_factory: pytest.TempPathFactory):  
 
 
 class HandlerConsole:
-    """A handler's browser, reduced to its HTTP session and its Socket.IO connection."""
+    """A handler's browser (or, with `role`, a supervisor's), reduced to its HTTP session and its Socket.IO connection."""
 
-    def __init__(self, stack: Stack, username: str):
-        created = run_cli(["create-user", username, "--role", "handler", "--password-stdin"], stack.env, stdin=PASSWORD + "\n")
+    def __init__(self, stack: Stack, username: str, role: str = "handler"):
+        created = run_cli(["create-user", username, "--role", role, "--password-stdin"], stack.env, stdin=PASSWORD + "\n")
         assert created.returncode == 0, created.stderr
         self.base = stack.service.url
         self.http = requests.Session()
@@ -43,7 +43,7 @@ class HandlerConsole:
         self.token = re.search(r'<meta name="csrf-token" content="([^"]+)"', self.http.get(f"{self.base}/account", timeout=10).text).group(1)  # type: ignore[union-attr]
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.socket = socketio.Client(http_session=self.http, reconnection=False)
-        for name in ("queue", "offer", "offer_withdrawn", "presence", "connect_failed"):
+        for name in ("queue", "offer", "offer_withdrawn", "presence", "connect_failed", "consult"):
             self.socket.on(name, lambda data, name=name: self.events.put((name, data)), namespace="/console")
         self.socket.connect(self.base, namespaces=["/console"], transports=["polling"], wait_timeout=10)
         self.me = self.http.get(f"{self.base}/api/me", timeout=10).json()

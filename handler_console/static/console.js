@@ -447,10 +447,31 @@ function drawConsult(live) {
   $("consult-join").hidden = !asking;
   $("consult-return").textContent = asking ? "Return to caller" : "Supervisor leaves the call";
   if (state.consult) {
-    $("consult-status").textContent = asking
-      ? `The caller is on hold; ringing ${state.consult.name}.`
-      : `${state.consult.name} is in the call with you and the caller.`;
+    const name = state.consult.name;
+    $("consult-status").textContent = !asking
+      ? `${name} is in the call with you and the caller.`
+      : state.consult.answered
+        ? `You are talking to ${name} alone: the caller is on hold, hearing music.`
+        : `The caller is on hold; ringing ${name}.`;
   }
+}
+
+/** The supervisor asked into the call answered, or left it (the service's "consult" event). */
+function consultChanged(payload) {
+  if (!state.call || state.call.id !== payload.call_id || !state.consult) return;
+  if (payload.state === "answered") state.consult.answered = true;
+  if (payload.state === "left") {
+    const { name, joined } = state.consult;
+    state.consult = null;
+    $("consult").hidden = true;
+    $("consult-status").textContent = "";
+    // Left before being brought in: the caller is still on the hold the consult put them on, and
+    // the Hold button now says so (pressing it resumes the call).
+    if (!joined) state.held = true;
+    notify(joined ? `${name} has left the call.`
+      : `${name} left before joining you with the caller, who is still on hold: press Hold to resume.`);
+  }
+  draw();
 }
 
 function startCall(details, startedAt) {
@@ -806,6 +827,7 @@ function start() {
       draw();
     },
     presence: (payload) => setPresence(payload.presence, payload.since, payload.reason),
+    consult: consultChanged,
     connect_failed: (payload) => {
       if (state.offer && state.offer.call_id === payload.call_id) dropOffer();
       if (state.call && state.call.id === payload.call_id) endCall();

@@ -261,8 +261,10 @@ let askedAt = 0;
 let busy = false;
 let phone = null;
 let phoneWasInCall = false;
-// On a call a handler asked this supervisor into (a warm hand-over), answered from the ring prompt.
+// On a call a handler asked this supervisor into (a warm hand-over), answered from the ring prompt;
+// and whether the handler has brought them in to the caller (the service's "consult" event).
 let consulting = false;
+let consultJoined = false;
 
 function modeWords() {
   if (!supervising) return "Not on a call. Choose Listen, Coach or Barge beside a handler on a call.";
@@ -410,8 +412,20 @@ function drawConsult() {
     if (ringing) $("consult-answer").focus();
   }
   if (consulting && phone && !phone.call && !phone.ringing) consulting = false;
+  if (!consulting) consultJoined = false;
   $("consult-hangup").hidden = !consulting;
-  if (consulting) setText("supervise-mode", "On a call a handler asked you into. The caller hears you only once the handler brings you in.");
+  if (consulting) {
+    setText("supervise-mode", consultJoined
+      ? "In the call with the handler and the caller: the caller hears you."
+      : "On a call a handler asked you into. The caller is on hold and does not hear you; you will be told here when the handler brings you in.");
+  }
+}
+
+/** The handler brought this supervisor in to the caller, or sent them back (the service's "consult" event). */
+function consultChanged(payload) {
+  if (payload.state === "joined") consultJoined = true;
+  if (payload.state === "returned" || payload.state === "left") consultJoined = false;
+  drawConsult();
 }
 
 $("consult-answer")?.addEventListener("click", () => {
@@ -455,6 +469,7 @@ async function startSoftphone() {
 
 const events = {
   wallboard: drawBoard,
+  consult: consultChanged,
   alert: (alert) => {
     showAlert(alert, true);
     if (lastBoard) {

@@ -288,11 +288,20 @@ def test_mute_a_warm_hand_over_and_end_call_from_the_console(stack, console, mak
     supervisor = next(c["sid"] for c in stack.emulator.calls(live=True) if c["to"].startswith("client:supervisor-"))
     until(lambda: stack.emulator.media(caller)["hold"] and stack.emulator.media(handler)["hears"] == [supervisor]
            and stack.emulator.media(supervisor)["hears"] == [handler], "the handler and supervisor are not talking alone")
-    # Bring them in: all three talk.
+    # Each screen says who hears whom: the supervisor is not heard by the caller yet.
+    expect(page.locator("#consult-status")).to_have_text(
+        "You are talking to Wyn Supervisor alone: the caller is on hold, hearing music.", timeout=10_000)
+    expect(boss.page.locator("#supervise-mode")).to_contain_text("The caller is on hold and does not hear you")
+    # Bring them in: all three talk, and the supervisor's page says the caller hears them now.
     page.locator("#consult-join").click()
     until(lambda: set(stack.emulator.media(caller)["hears"]) == {handler, supervisor}, "the caller never heard the supervisor")
+    expect(boss.page.locator("#supervise-mode")).to_have_text(
+        "In the call with the handler and the caller: the caller hears you.", timeout=10_000)
     boss.page.locator("#consult-hangup").click()
     until(lambda: stack.emulator.media(caller)["hears"] == [handler], "the supervisor never left")
+    # The handler's console says so, and no longer that the supervisor is with them.
+    expect(page.locator("#notice-text")).to_have_text("Wyn Supervisor has left the call.", timeout=10_000)
+    expect(page.locator("#consult")).to_be_hidden()
 
     # End call from the console (E asks first; the handler says yes): every leg ends, the softphone
     # is free, the handler wraps up.
