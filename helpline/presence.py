@@ -143,5 +143,6 @@ def end_wrap_ups(session: Session, settings: RoutingSettings, now: dt.datetime) 
         if handler.current_call_id is not None:
             append(session, CallEvent, call_id=handler.current_call_id, kind="wrap_up_timed_out", at=now,
                    detail={"handler_id": handler.id})
-        set_presence(session, handler, Presence.AVAILABLE if connections(session, handler.id) else Presence.OFFLINE, now)
+        set_presence(session, handler, Presence.AVAILABLE if connections(session, handler.id) else Presence.OFFLINE, now,
+                     reason="wrap_up_timed_out")
     return len(handlers)

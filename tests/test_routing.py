@@ -379,6 +379,10 @@ def test_wrap_up_lasts_until_the_outcome_or_the_configured_time(session):
     fresh(session, person)
     assert person.presence == "wrap_up"
     routing.sweep(session, SETTINGS, later(220))
+    # Their console is told why the form closed by itself, with the presence it moved them to.
+    told = [data for topic, data in session.info.get("pending_announcements", []) if topic == "presence"]
+    assert told[-1] == {"handler_id": person.id, "presence": "available", "since": later(220).isoformat(),
+                        "reason": "wrap_up_timed_out"}
     fresh(session, person)
     assert person.presence == "available" and person.available_since == later(220)
     assert events(session, entry.call_id, "wrap_up_timed_out")

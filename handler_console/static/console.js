@@ -379,6 +379,8 @@ function setPresence(presence, sinceIso, reason) {
   } else if (presence === "break" && reason === "handler_unreachable") {
     notify(ERRORS.handler_unreachable);
     ringer.beep();
+  } else if (presence === "on_call" && previous !== "on_call") {
+    clearNotice(); // a new call: what the last notice said (a missed offer, say) is over
   }
   if (presence === "wrap_up" && previous !== "wrap_up") {
     state.wrapUpStart = since ?? Date.now();
@@ -393,6 +395,11 @@ function setPresence(presence, sinceIso, reason) {
   if (state.call && !ENGAGED.has(presence)) {
     // Wrap-up finished (here or when routing.wrap_up_s ran out): the handler is free again.
     endCall();
+  }
+  if (previous === "wrap_up" && reason === "wrap_up_timed_out") {
+    // The form closed by itself: say why, and that the call went without an outcome.
+    notify(`The wrap-up time (${clock(config.wrapUpS)}) ran out: the call was closed without an outcome, and you are ${
+      presence === "available" ? "available for calls" : "offline"} again.`);
   }
   if ((presence === "on_call" || presence === "wrap_up") && !state.call && !state.accepting && !state.refreshing) {
     // Engaged but without the call's details (a reload, or the accept reply was lost): fetch them.
@@ -564,6 +571,7 @@ async function choosePresence(status) {
   try {
     const reply = await api("POST", "/api/me/status", { status });
     state.busy = false;
+    clearNotice(); // chosen: a notice about the status the service set for them is over
     setPresence(reply.presence, reply.since, "chosen");
   } catch (exc) {
     state.busy = false;
