@@ -493,7 +493,8 @@ def conference(call_id: int) -> Response:
     append(db.session, CallEvent, call_id=call_id, kind=kind, detail=lifecycle.leg_detail(leg, entry.handler_leg_sid))
     handler = _holder(entry)
     if handler is not None and handler.current_call_id == call_id:
-        lifecycle.start_wrap_up(db.session, handler, utcnow())
+        # Still on the call when the room closed: the caller left it (their leg ends the conference).
+        lifecycle.start_wrap_up(db.session, handler, utcnow(), reason=lifecycle.CALLER_LEFT)
     db.session.commit()
     return Response(status=204)
 
@@ -730,7 +731,7 @@ def caller_leg(call_id: int) -> Response:
         _hang_up_quietly(gateway(), handler_leg_sid)
         return Response(status=204)
     if handler is not None and handler.current_call_id == call_id:
-        lifecycle.start_wrap_up(db.session, handler, now)
+        lifecycle.start_wrap_up(db.session, handler, now, reason=lifecycle.CALLER_LEFT)
     db.session.commit()
     return Response(status=204)
 

@@ -466,17 +466,23 @@ def call_ended(session: Session, call_id: int, now: dt.datetime, *, entry: Queue
             presence.set_presence(session, handler, Presence.AVAILABLE, now)
         elif (handler.presence == Presence.ON_CALL and entry is not None and entry.state == QueueState.ANSWERED
               and entry.kind == "live"):
-            start_wrap_up(session, handler, now)
+            start_wrap_up(session, handler, now, reason=CALLER_LEFT)
     if entry is not None and entry.kind == "live" and entry.state == QueueState.OFFERED:
         caller_hung_up(session, entry, now)
 
 
-def start_wrap_up(session: Session, handler: Handler, now: dt.datetime) -> None:
-    """The handler's call is over; wrap-up starts (and ends with an outcome or after `routing.wrap_up_s`)."""
+#: Why a handler's wrap-up started when they did not end the call themselves: the caller's side
+#: ended it (they hung up), which their console tells them.
+CALLER_LEFT = "caller_left"
+
+
+def start_wrap_up(session: Session, handler: Handler, now: dt.datetime, reason: str | None = None) -> None:
+    """The handler's call is over; wrap-up starts (and ends with an outcome or after `routing.wrap_up_s`).
+    `reason` is CALLER_LEFT when the caller's side ended the call, None when the handler did."""
     if handler.presence != Presence.ON_CALL:
         return
     call_id = handler.current_call_id
-    presence.set_presence(session, handler, Presence.WRAP_UP, now)
+    presence.set_presence(session, handler, Presence.WRAP_UP, now, reason=reason)
     handler.current_call_id = call_id
     if call_id is not None:
         append(session, CallEvent, call_id=call_id, kind="wrap_up_started", at=now, detail={"handler_id": handler.id})

@@ -388,6 +388,8 @@ function setPresence(presence, sinceIso, reason) {
     state.consult = null;
     // The call is over, and whatever went wrong on it with it (a hold that failed, say).
     if (previous === "on_call") clearNotice();
+    // Not by their own End call: say who ended it.
+    if (reason === "caller_left") notify("The caller hung up. Wrap up the call when you are ready.");
     delete $("wrapup-timer").dataset.tickStart;
     // The call is over: its timer stops at the call's length, and the wrap-up timer takes over.
     delete $("call-timer").dataset.tickStart;

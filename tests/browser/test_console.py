@@ -126,10 +126,11 @@ def test_a_call_goes_from_the_queue_to_the_handler_and_is_wrapped_up(stack, cons
     stack.emulator.client_say(identity, "Sorry, I am back with you now.")
     stack.emulator.wait_for(sid, "heard", timeout=20, text_contains="back with you", after=mark)
 
-    # The caller rings off; the console moves to wrap-up by itself.
+    # The caller rings off; the console moves to wrap-up by itself, and says who ended the call.
     stack.emulator.hangup(sid)
     expect(page.locator("#presence-now")).to_have_text("Wrapping up", timeout=20_000)
     expect(page.locator("#wrapup")).to_be_visible()
+    expect(page.locator("#notice-text")).to_have_text("The caller hung up. Wrap up the call when you are ready.")
     expect(page.locator("#softphone-text")).to_have_text("Softphone ready: calls you accept ring here.")
 
     page.keyboard.press("w")
