@@ -385,5 +385,11 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
     @app.errorhandler(CSRFError)
-    def _csrf_failed(exc: CSRFError) -> Response:
+    def _csrf_failed(exc: CSRFError) -> Response | tuple[str, int]:
+        if request.blueprint == "public":
+            # A person asking for help, whose form outlived its session: a page that says so and
+            # how to reach us, never a line of JSON.
+            from .public.pages import service_facts
+
+            return render_template("public/form/session_expired.html", facts=service_facts()), 400
         return error(400, "csrf_failed", exc.description)

@@ -263,7 +263,8 @@ def test_not_eligible_on_the_form_signposts_and_keeps_nothing(app: Flask) -> Non
     ("/self-referral/safe-times", {}, "Choose when it is safe"),
     ("/self-referral/messages", {"safe_to_text": "yes"}, "Say whether we may leave a voicemail"),
     ("/self-referral/name", {"preferred_name": "x" * 61}, "60 characters or fewer"),
-    ("/self-referral/message", {"message": "<script>alert(1)</script>"}, "plain text"),
+    ("/self-referral/message", {"message": "<script>alert(1)</script>"}, "cannot have a word between &lt; and &gt;"),
+    ("/self-referral/message", {"message": "I feel\u202e low"}, "hidden or control character"),
     ("/self-referral/consent", {}, "Tick the box to agree"),
 ])
 def test_each_question_says_what_is_wrong(app: Flask, path: str, fields: dict[str, str], problem: str) -> None:
@@ -275,10 +276,36 @@ def test_each_question_says_what_is_wrong(app: Flask, path: str, fields: dict[st
     assert counts(app)["calls"] == 0
 
 
+@pytest.mark.parametrize(("path", "fields", "kept"), [
+    ("/self-referral/message", {"message": "I feel <really> low, and " + "x" * 1000}, "I feel &lt;really&gt; low, and xxx"),
+    ("/self-referral/name", {"preferred_name": "Sam <b>"}, 'value="Sam &lt;b&gt;"'),
+    ("/self-referral/contact", {"contact_by": "email", "email": "not-an-email"}, 'value="not-an-email"'),
+    ("/self-referral/contact", {"contact_by": "phone", "phone": "07700 9"}, 'value="07700 9"'),
+])
+def test_what_was_typed_comes_back_with_its_error(app: Flask, path: str, fields: dict[str, str], kept: str) -> None:
+    """Nobody types a message twice: the page with the error shows it as it was typed (escaped), and
+    the error is tied to its field."""
+    visitor = Visitor(app)
+    page = visitor.answer(path, **fields).get_data(as_text=True)
+    assert "There is a problem" in page and kept in page
+    field = next(iter(name for name in fields if name != "contact_by"))
+    assert re.search(rf'id="{field}"[^>]*aria-describedby="[^"]*{field}-error', page) or \
+        re.search(rf'aria-describedby="[^"]*{field}-error[^"]*"[^>]*id="{field}"', page), page
+
+
+def test_the_phone_error_gives_no_example_it_would_refuse(app: Flask) -> None:
+    page = Visitor(app).answer("/self-referral/contact", contact_by="phone", phone="12").get_data(as_text=True)
+    assert "a mobile number starting 07 or a landline number starting 01 or 02" in page and "07700 900 982" not in page
+
+
 def test_the_form_needs_its_csrf_token(app: Flask) -> None:
     visitor = Visitor(app)
     response = visitor.client.post("/self-referral", data={"about": "self"})
-    assert response.status_code == 400 and response.get_json()["error"] == "csrf_failed"
+    # A person whose form outlived its session gets a page, with how to reach us, never JSON.
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400 and response.mimetype == "text/html"
+    assert "Sorry, your request could not be sent" in page and "116 123" in page and 'href="/self-referral"' in page
+    assert counts(app)["calls"] == 0
 
 
 def test_check_answers_sends_back_to_the_first_unanswered_question(app: Flask) -> None:

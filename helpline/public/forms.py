@@ -101,7 +101,7 @@ def _read_contact(answers: dict[str, Any], form: Any) -> dict[str, str]:
         try:
             normalise(phone)
         except ValueError:
-            return {"phone": "Enter a phone number, like 07700 900 982 or +44 7700 900 982"}
+            return {"phone": "Enter a phone number we can call, like a mobile number starting 07 or a landline number starting 01 or 02"}
         answers["phone"], answers["email"] = phone, ""
     else:
         email = form.get("email", "").strip()
@@ -138,8 +138,10 @@ def _read_text(name: str, limit: int, label: str) -> Callable[[dict[str, Any], A
             return {name: f"{label} must be {limit} characters or fewer"}
         from ..api import _CONTROL, _MARKUP
 
-        if _CONTROL.search(value) or _MARKUP.search(value):
-            return {name: f"{label} must be plain text"}
+        if _CONTROL.search(value):
+            return {name: f"{label} has a hidden or control character in it (pasted text can bring one): type it again"}
+        if _MARKUP.search(value):
+            return {name: f"{label} cannot have a word between < and >, like <this>: use other brackets, like (this)"}
         answers[name] = value
         return {}
     return read
@@ -150,6 +152,10 @@ def _read_consent(answers: dict[str, Any], form: Any) -> dict[str, str]:
         return {"consent": "Tick the box to agree, so that we can keep your details and contact you"}
     answers["consent"] = "yes"
     return {}
+
+
+#: The fields a person types into: after an error each comes back as they typed it.
+TYPED = ("phone", "email", "preferred_name", "message")
 
 
 def _by_phone(answers: dict[str, Any]) -> bool:
@@ -211,7 +217,9 @@ def _handle(name: str) -> Response | tuple[str, int]:
         return _page(step, answers, {})
     errors = step.read(answers, request.form)
     if errors:
-        return _page(step, answers, errors, status=400)
+        # Shown as typed, with the error beside it, so that nobody has to type it again; saved only once right.
+        typed = {name: request.form.get(name, "") for name in TYPED if name in request.form}
+        return _page(step, {**answers, **typed}, errors, status=400)
     _save(answers)
     target = step.after(answers)
     if target.startswith("!"):
