@@ -298,6 +298,18 @@ def test_the_phone_error_gives_no_example_it_would_refuse(app: Flask) -> None:
     assert "a mobile number starting 07 or a landline number starting 01 or 02" in page and "07700 900 982" not in page
 
 
+def test_an_address_nothing_answers_is_a_page_of_the_site_in_a_browser_and_json_elsewhere(client: FlaskClient) -> None:
+    browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    for path in ("/accessibilty", "/self-referral/no-such-step", "/console/nowhere"):
+        response = client.get(path, headers=browser)
+        page = response.get_data(as_text=True)
+        assert response.status_code == 404 and response.mimetype == "text/html", path
+        assert "Page not found" in page and 'href="/"' in page and "116 123" in page, path
+    refused = client.get("/api/nowhere", headers={"Accept": "application/json"})
+    assert refused.status_code == 404 and refused.get_json()["error"] == "not_found"
+    assert client.get("/nowhere").get_json()["error"] == "not_found"  # no Accept header: a program, not a person
+
+
 def test_the_form_needs_its_csrf_token(app: Flask) -> None:
     visitor = Visitor(app)
     response = visitor.client.post("/self-referral", data={"about": "self"})

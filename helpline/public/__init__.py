@@ -25,3 +25,4 @@ def init_app(app: Flask) -> None:
     app.extensions["helpline.self_help"] = load_self_help()
     forms.add_to(pages.bp)
     app.register_blueprint(pages.bp)
+    app.register_error_handler(404, pages.not_found)

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from flask import Blueprint, Flask, Response, current_app, render_template, send_from_directory
+from flask import Blueprint, Flask, Response, current_app, render_template, request, send_from_directory
+from werkzeug.exceptions import HTTPException
 
+from ..errors import http_error
 from ..models import utcnow
 from ..phone import display
 
@@ -186,3 +188,12 @@ def design_system_css() -> Response:
 def design_system_image(name: str) -> Response:
     """The few icons the NHS stylesheet asks for at /assets/images (vendored with it)."""
     return send_from_directory(HERE / "static" / "vendor" / "assets" / "images", name, max_age=86400)
+
+
+def not_found(exc: HTTPException) -> Response | tuple[str, int]:
+    """An address nothing answers: in a browser a page of the site's own, with the way home and the
+    emergency advice (a person looking for help may have mistyped it); to anything else the service's
+    JSON error, as the API answers."""
+    if request.accept_mimetypes.best_match(["application/json", "text/html"]) != "text/html":
+        return http_error(exc)
+    return render_template("public/not_found.html", facts=service_facts()), 404
