@@ -19,7 +19,7 @@ from helpline import mail, public, reports, router
 from helpline.db import db
 from helpline.hours import OpeningHours
 from helpline.models import AuditEntry, Call, CallEvent, PublicSubmission, QueueEntry, utcnow
-from helpline.public import referrals
+from helpline.public import forms, referrals
 
 from . import routing_factories
 from .test_console_api import Console, presence_of, service, state
@@ -187,6 +187,7 @@ def test_the_whole_form_joins_the_line_as_a_web_call_back(app: Flask) -> None:
     confirmation = visitor.get("/self-referral/confirmation").get_data(as_text=True)
     reference = re.search(r'id="reference">(PH-[A-Z0-9]{8})<', confirmation).group(1)  # type: ignore[union-attr]
     assert NUMBER not in confirmation and "Quinn" not in confirmation and "inquest" not in confirmation
+    assert "Your request is in line now" in confirmation  # any time, and the line always open here
     with app.app_context():
         call = db.session.scalar(select(Call))
         assert call.channel == "web" and call.call_sid == f"web-{reference}" and call.need == "addiction"
@@ -509,6 +510,25 @@ def test_safe_times_are_read_from_names_or_spans(text: str, spans: list[tuple[in
 def test_a_call_back_waits_for_the_first_safe_open_moment(now: dt.datetime, text: str, expected: dt.datetime | None) -> None:
     found = referrals.first_safe_moment(WEEKDAYS, referrals.parse_safe_times(text), now.astimezone(dt.timezone.utc))
     assert found == (expected.astimezone(dt.timezone.utc) if expected else None)
+
+
+def test_the_confirmation_says_when_the_earliest_call_can_come(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody waits without knowing why: a request held until a safe time is told that time."""
+    wednesday_nine = at(9, 9).astimezone(dt.timezone.utc)
+    monkeypatch.setattr(referrals, "first_safe_moment", lambda hours, spans, now: wednesday_nine)
+    visitor = Visitor(app)
+    visitor.through_to_check_answers(times=("morning",))
+    visitor.answer("/self-referral/check-answers")
+    confirmation = visitor.get("/self-referral/confirmation").get_data(as_text=True)
+    assert "The earliest we can call you is <strong>9am on Wednesday 9 December</strong>" in confirmation, confirmation
+
+
+def test_a_moment_is_said_as_a_person_says_it() -> None:
+    now = dt.datetime(2026, 12, 7, 18, 14, tzinfo=dt.timezone.utc)
+    london = zoneinfo.ZoneInfo("Europe/London")
+    assert forms._when(dt.datetime(2026, 12, 7, 19, 30, tzinfo=london), now) == "7:30pm today"
+    assert forms._when(dt.datetime(2026, 12, 8, 8, 0, tzinfo=london), now) == "8am tomorrow"
+    assert forms._when(dt.datetime(2026, 12, 14, 12, 0, tzinfo=london), now) == "midday on Monday 14 December"
 
 
 def test_a_request_waits_out_of_line_until_its_safe_time(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:

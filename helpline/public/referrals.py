@@ -141,6 +141,9 @@ class Outcome:
     message: str = ""
     reference: str = ""
     at_risk: bool = False
+    #: For a request: when it first may be answered, in the service's own time zone, if not now (the
+    #: line closed, or outside the times the person said are safe); None when it is in line now.
+    earliest: dt.datetime | None = None
 
 
 def _email_ok(text: str) -> bool:
@@ -302,7 +305,8 @@ def submit(session: Session, referral: Referral, now: dt.datetime) -> Outcome:
         announce(session, ALERT_TOPIC, kind="risk", call_id=call.id, handler={"id": None, "name": WEB_ALERT_HANDLER},
                  level="immediate", at=now.isoformat(), source="web_form")
     announce(session, "queue_changed")
-    return Outcome("requested", reference=reference, at_risk=at_risk)
+    earliest = hours.local(entry.not_before) if entry.not_before else None
+    return Outcome("requested", reference=reference, at_risk=at_risk, earliest=earliest)
 
 
 def request_details(call: Call) -> dict[str, Any] | None:
