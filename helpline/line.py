@@ -8,7 +8,7 @@ here is answered by an indexed query, never by reading the whole queue.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Collection
 
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
@@ -59,10 +59,10 @@ def position(session: Session, entry: QueueEntry, now: dt.datetime) -> int:
 
 
 def estimated_wait_s(session: Session, place: int, now: dt.datetime, default_s: int, need: str | None = None,
-                     fallback_in_s: float = 0) -> int | None:
+                     fallback_in_s: float = 0, declined_by: Collection[int] = ()) -> int | None:
     """How long the caller at `place`, who asked for `need`, is likely to wait; None when nobody is on
-    duty (wait_estimate.py)."""
-    return estimate(session, place, now, default_s, need, fallback_in_s).seconds
+    duty who may take the call (wait_estimate.py)."""
+    return estimate(session, place, now, default_s, need, fallback_in_s, declined_by).seconds
 
 
 def spoken_wait(seconds: int) -> str:

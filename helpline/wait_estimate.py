@@ -31,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -111,15 +111,17 @@ def new_caller_wait(on_duty: int, free: int, waiting: int, handle_s: float, arri
 
 
 def _on_duty(session: Session) -> Sequence[Any]:
-    """Each handler on duty: their presence and skills."""
+    """Each handler on duty: their id, presence and skills."""
     return session.execute(
-        select(Handler.presence, Handler.skills).join(User, User.id == Handler.user_id)
+        select(Handler.id, Handler.presence, Handler.skills).join(User, User.id == Handler.user_id)
         .where(User.active.is_(True), Handler.presence.in_(ON_DUTY))).all()
 
 
-def _staff(on_duty: Sequence[Any], need: str | None = None) -> tuple[int, int]:
-    """How many handlers are on duty, and how many free: of those with the skill `need` asks for, if any."""
-    able = [presence for presence, skills in on_duty if need not in SKILLED_NEEDS or need in (skills or ())]
+def _staff(on_duty: Sequence[Any], need: str | None = None, declined_by: Collection[int] = ()) -> tuple[int, int]:
+    """How many handlers are on duty, and how many free: of those with the skill `need` asks for, if
+    any, and never one who declined the call (routing will not offer it to them again)."""
+    able = [presence for handler_id, presence, skills in on_duty
+            if handler_id not in declined_by and (need not in SKILLED_NEEDS or need in (skills or ()))]
     return len(able), sum(1 for presence in able if presence == "available")
 
 
@@ -153,13 +155,14 @@ def _recent_answers(session: Session, place: int, now: dt.datetime) -> int | Non
 
 
 def estimate(session: Session, place: int, now: dt.datetime, default_s: int, need: str | None = None,
-             fallback_in_s: float = 0) -> Estimate:
-    """The expected wait of the caller at `place` in line (1 = next), who asked for `need`, and whom
-    any handler may take in `fallback_in_s` seconds (see the module's definitions)."""
+             fallback_in_s: float = 0, declined_by: Collection[int] = ()) -> Estimate:
+    """The expected wait of the caller at `place` in line (1 = next), who asked for `need`, whom any
+    handler may take in `fallback_in_s` seconds, and whom the handlers `declined_by` declined (see
+    the module's definitions)."""
     staff = _on_duty(session)
-    on_duty, free = _staff(staff, need)
+    on_duty, free = _staff(staff, need, declined_by)
     if on_duty == 0 and need in SKILLED_NEEDS:
-        anyone = _estimate(session, place, now, default_s, *_staff(staff))
+        anyone = _estimate(session, place, now, default_s, *_staff(staff, declined_by=declined_by))
         if anyone.seconds is None:
             return anyone
         return Estimate(max(anyone.seconds, math.ceil(fallback_in_s)), "skill_fallback", anyone.on_duty, anyone.free,

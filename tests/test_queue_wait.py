@@ -69,6 +69,21 @@ def test_with_nobody_on_duty_no_time_is_given_and_the_callback_is_offered_at_onc
         assert [(event.detail["place"], event.detail["estimate_s"]) for event in told] == [(1, None)]
 
 
+def test_a_caller_declined_by_the_only_handler_on_duty_is_not_promised_a_short_wait(app, twilio):
+    """The handler declined them (they may know them): routing will not offer them the call again, so
+    the caller hears that no time can be given, and is offered the call-back, not "less than a minute"."""
+    with app.app_context():
+        knows_them = routing_factories.handler(db.session, presence_="available").id
+        db.session.commit()
+    walker = queued(twilio)
+    with app.app_context():
+        entry = db.session.scalar(select(QueueEntry))
+        entry.declined_by = [knows_them]
+        db.session.commit()
+    said = wait(walker).find("Gather").find("Say").text
+    assert "cannot tell you how long" in said and "minute" not in said
+
+
 def test_the_estimate_comes_from_the_handlers_on_duty_and_their_handling_times(app, twilio):
     on_duty(app)
     walker = queued(twilio)

@@ -108,3 +108,19 @@ def test_a_caller_whose_need_asks_for_a_skill_is_told_the_wait_for_the_handlers_
         fallback = told(1, "return_to_work", fallback_in_s=500)
         assert (fallback.method, fallback.seconds) == ("skill_fallback", 500)
         assert told(3, "return_to_work", fallback_in_s=20).seconds == 450
+
+
+def test_a_caller_declined_by_the_only_free_handler_is_not_told_they_are_next(app):
+    """A handler who declines a call (they know the caller, say) is never offered it again, so they
+    do not count for that caller's wait: with nobody else on duty, no time is promised at all."""
+    with app.app_context():
+        knows_them = routing_factories.handler(db.session, presence_="available", skills=("mental_health",))
+        db.session.commit()
+        now = utcnow()
+        assert wait_estimate.estimate(db.session, 1, now, 180, "speak_now").method == "handler_free"
+        declined = wait_estimate.estimate(db.session, 1, now, 180, "speak_now", declined_by=(knows_them.id,))
+        assert (declined.method, declined.seconds) == ("nobody_on_duty", None)
+        # Another handler on duty: the wait is theirs to give.
+        routing_factories.handler(db.session, presence_="on_call", skills=("mental_health",))
+        db.session.commit()
+        assert wait_estimate.estimate(db.session, 1, now, 180, "speak_now", declined_by=(knows_them.id,)).on_duty == 1

@@ -490,7 +490,7 @@ class Interpreter:
         place = routing.position(session, entry, now)
         fallback_at = entry.placed_at + dt.timedelta(seconds=self.settings.routing.skill_fallback_after_s)
         wait_s = routing.estimated_wait_s(session, place, now, self.settings.queue.default_wait_estimate_s, entry.need,
-                                          (fallback_at - now).total_seconds())
+                                          (fallback_at - now).total_seconds(), tuple(entry.declined_by or ()))
         waited = (now - (call.queued_at or now)).total_seconds()
         # What they were told, to set against the wait that follows (the benchmark's estimate error).
         append(session, CallEvent, call_id=call.id, kind=TOLD, at=now, detail={"place": place, "estimate_s": wait_s})
