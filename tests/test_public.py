@@ -504,6 +504,7 @@ def test_safe_times_are_read_from_names_or_spans(text: str, spans: list[tuple[in
     (at(7, 9), "morning", None),             # inside the window now
     (at(7, 9), "evening", at(7, 17)),        # later today
     (at(7, 21), "morning", at(8, 8)),        # tomorrow morning
+    (at(7, 18, 14), "morning", at(8, 8)),    # on the hour, not 8:04 (from a request at 18:14)
     (at(11, 19), "morning", at(14, 8)),      # Friday evening: Monday morning (closed at the weekend)
     (at(12, 10), "", at(14, 8)),             # Saturday: when the line opens
 ])

@@ -180,14 +180,16 @@ def in_window(local: dt.datetime, spans: list[tuple[int, int]]) -> bool:
 def first_safe_moment(hours: Any, spans: list[tuple[int, int]], now: dt.datetime) -> Optional[dt.datetime]:
     """The first instant from `now` when the line is open and it is safe to call; None if that is now.
 
-    Searched in five-minute steps over the next eight days: simple, and correct across the clocks
-    changing. With no such moment (windows that never meet the hours) the line's next opening is used.
+    Searched on the clock's five-minute marks over the next eight days (so that the moment a person
+    is told is "8am", not "8:01am"): simple, and correct across the clocks changing. With no such
+    moment (windows that never meet the hours) the line's next opening is used.
     """
     moment = now
     while moment - now <= _HORIZON:
         if hours.is_open(moment) and in_window(hours.local(moment), spans):
             return None if moment == now else moment
-        moment = (moment + _STEP).replace(second=0, microsecond=0)
+        mark = moment.replace(minute=moment.minute - moment.minute % 5, second=0, microsecond=0)
+        moment = mark + _STEP
     return None if hours.is_open(now) else hours.next_opening(now)
 
 
