@@ -97,6 +97,8 @@ def visitors(browser: Any, stack: Any) -> Iterator[Any]:
 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
 def test_axe_finds_nothing_on_any_public_page(visitors: Any, stack: Any, viewport: dict[str, int]) -> None:
+    from playwright.sync_api import expect
+
     visitor = visitors(viewport)
     SHOTS.mkdir(exist_ok=True)
     for path in PAGES:
@@ -111,6 +113,8 @@ def test_axe_finds_nothing_on_any_public_page(visitors: Any, stack: Any, viewpor
     visitor.go("/self-referral")
     visitor.next()
     assert visitor.page.locator(".nhsuk-error-summary").is_visible()
+    # The summary takes the focus, so that a screen reader reads the problem first.
+    expect(visitor.page.locator(".nhsuk-error-summary")).to_be_focused()
     assert axe_violations(visitor.page) == []
     # The page with the error came with a 400, which chromium logs as a failed load: expected here.
     assert visitor.errors == ["Failed to load resource: the server responded with a status of 400 (BAD REQUEST)"]
