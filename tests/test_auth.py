@@ -26,6 +26,8 @@ def test_login_form_has_fields_and_csrf(client):
     assert 'name="username"' in page and 'name="password"' in page
     assert csrf_from(page)
     assert '<meta name="csrf-token"' in page
+    # A caller who followed "Staff sign in" by mistake has a way back to the public site.
+    assert '<a id="to-public-site" href="/">' in page
 
 
 def test_login_without_csrf_is_refused(app, client):
