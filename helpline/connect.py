@@ -29,9 +29,9 @@ from sqlalchemy import select
 from . import audit, lifecycle, routing
 from .contacts import latest_voicemail_choice
 from .db import append, db
-from .events import announce
 from .deferred import keep_for_replay
 from .errors import error, register_webhook_errors
+from .events import announce
 from .ivr import twiml
 from .ivr.engine import APOLOGY, Interpreter
 from .models import Call, CallEvent, Handler, QueueEntry, User, utcnow
