@@ -40,6 +40,17 @@ class OpeningHours:
             raise ValueError("instants must carry a time zone")
         return instant.astimezone(self.zone)
 
+    def say_when(self, instant: dt.datetime, now: dt.datetime) -> str:
+        """An instant as words, at the helpline's wall clock and counted from `now`'s day: "today at
+        8 a.m.", "tomorrow at 8:30 a.m.", "on Monday 28 December at 8 a.m."."""
+        moment, today = self.local(instant), self.local(now).date()
+        clock = moment.strftime("%-I:%M %p").replace(":00", "").replace("AM", "a.m.").replace("PM", "p.m.")
+        if moment.date() == today:
+            return f"today at {clock}"
+        if moment.date() == today + dt.timedelta(days=1):
+            return f"tomorrow at {clock}"
+        return f"on {moment.strftime('%A')} {moment.day} {moment.strftime('%B')} at {clock}"
+
     def is_open(self, instant: dt.datetime) -> bool:
         """Whether callers are answered at this instant."""
         local = self.local(instant)

@@ -19,7 +19,7 @@ from helpline import mail, public, reports, router
 from helpline.db import db
 from helpline.hours import OpeningHours
 from helpline.models import AuditEntry, Call, CallEvent, PublicSubmission, QueueEntry, utcnow
-from helpline.public import forms, referrals
+from helpline.public import referrals
 
 from . import routing_factories
 from .test_console_api import Console, presence_of, service, state
@@ -521,15 +521,16 @@ def test_the_confirmation_says_when_the_earliest_call_can_come(app: Flask, monke
     visitor.through_to_check_answers(times=("morning",))
     visitor.answer("/self-referral/check-answers")
     confirmation = visitor.get("/self-referral/confirmation").get_data(as_text=True)
-    assert "The earliest we can call you is <strong>9am on Wednesday 9 December</strong>" in confirmation, confirmation
+    assert "The earliest we can call you is <strong>on Wednesday 9 December at 9 a.m.</strong>" in confirmation, confirmation
 
 
-def test_a_moment_is_said_as_a_person_says_it() -> None:
-    now = dt.datetime(2026, 12, 7, 18, 14, tzinfo=dt.timezone.utc)
-    london = zoneinfo.ZoneInfo("Europe/London")
-    assert forms._when(dt.datetime(2026, 12, 7, 19, 30, tzinfo=london), now) == "7:30pm today"
-    assert forms._when(dt.datetime(2026, 12, 8, 8, 0, tzinfo=london), now) == "8am tomorrow"
-    assert forms._when(dt.datetime(2026, 12, 14, 12, 0, tzinfo=london), now) == "midday on Monday 14 December"
+def test_a_moment_is_said_as_the_phone_line_says_it() -> None:
+    """The confirmation's earliest call and the IVR's next opening are said by one function."""
+    hours = WEEKDAYS
+    now = at(7, 18, 14)
+    assert hours.say_when(at(7, 19, 30), now) == "today at 7:30 p.m."
+    assert hours.say_when(at(8, 8), now) == "tomorrow at 8 a.m."
+    assert hours.say_when(at(14, 12).astimezone(dt.timezone.utc), now) == "on Monday 14 December at 12 p.m."
 
 
 def test_a_request_waits_out_of_line_until_its_safe_time(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -96,15 +96,7 @@ class Interpreter:
     def spoken_next_opening(self, now: dt.datetime) -> str:
         """When the line next opens, as words: "tomorrow at 8 a.m.", "on Monday 28 December at 8 a.m."."""
         opening = self.hours.next_opening(now)
-        if opening is None:
-            return "as soon as we can"
-        today = self.hours.local(now).date()
-        clock = opening.strftime("%-I:%M %p").replace(":00", "").replace("AM", "a.m.").replace("PM", "p.m.")
-        if opening.date() == today:
-            return f"today at {clock}"
-        if opening.date() == today + dt.timedelta(days=1):
-            return f"tomorrow at {clock}"
-        return f"on {opening.strftime('%A')} {opening.day} {opening.strftime('%B')} at {clock}"
+        return "as soon as we can" if opening is None else self.hours.say_when(opening, now)
 
     # -- the record ---------------------------------------------------------------------------
 

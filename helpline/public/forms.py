@@ -11,7 +11,6 @@ someone the service cannot see, ends the form and forgets every answer.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -309,28 +308,12 @@ def check_answers() -> Response | tuple[str, int]:
     _forget()
     session[SENT] = {"reference": outcome.reference, "at_risk": outcome.at_risk,
                      "by_email": referral.contact is not None and referral.contact.contact_by == "email",
-                     "earliest": _when(outcome.earliest, now) if outcome.earliest else None}
+                     "earliest": outcome.earliest}
     if referral.contact is not None and referral.contact.contact_by == "email" and not referral.website:
         from .. import mail
 
         mail.send_confirmation(referral.contact.email or "", outcome.reference)
     return redirect(url_for("public.confirmation"))
-
-
-def _when(moment: dt.datetime, now: dt.datetime) -> str:
-    """A moment in the service's time zone as a person says it: "8am today", "8:30pm tomorrow",
-    "midday on Monday 14 December"."""
-    if (moment.hour, moment.minute) in ((12, 0), (0, 0)):
-        time = "midday" if moment.hour == 12 else "midnight"  # as the NHS writes them, not 12pm / 12am
-    else:
-        hour = moment.strftime("%I").lstrip("0")
-        time = f"{hour}{moment.strftime(':%M') if moment.minute else ''}{moment.strftime('%p').lower()}"
-    days = (moment.date() - now.astimezone(moment.tzinfo).date()).days
-    if days == 0:
-        return f"{time} today"
-    if days == 1:
-        return f"{time} tomorrow"
-    return f"{time} on {moment.strftime('%A')} {moment.day} {moment.strftime('%B')}"
 
 
 @routes.get("/self-referral/confirmation")

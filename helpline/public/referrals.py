@@ -141,9 +141,9 @@ class Outcome:
     message: str = ""
     reference: str = ""
     at_risk: bool = False
-    #: For a request: when it first may be answered, in the service's own time zone, if not now (the
-    #: line closed, or outside the times the person said are safe); None when it is in line now.
-    earliest: dt.datetime | None = None
+    #: For a request: when it first may be answered, in words ("tomorrow at 8 a.m.", OpeningHours.say_when),
+    #: if not now (the line closed, or outside the times the person said are safe); None when it is in line now.
+    earliest: str | None = None
 
 
 def _email_ok(text: str) -> bool:
@@ -307,7 +307,7 @@ def submit(session: Session, referral: Referral, now: dt.datetime) -> Outcome:
         announce(session, ALERT_TOPIC, kind="risk", call_id=call.id, handler={"id": None, "name": WEB_ALERT_HANDLER},
                  level="immediate", at=now.isoformat(), source="web_form")
     announce(session, "queue_changed")
-    earliest = hours.local(entry.not_before) if entry.not_before else None
+    earliest = hours.say_when(entry.not_before, now) if entry.not_before else None
     return Outcome("requested", reference=reference, at_risk=at_risk, earliest=earliest)
 
 
